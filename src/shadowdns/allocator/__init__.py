@@ -1,0 +1,1 @@
+"""Turns forecasts, capacity, health and policy into generations of shadow allocations."""

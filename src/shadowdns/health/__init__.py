@@ -1,0 +1,1 @@
+"""Health probes, the rise/fall state machine and failover events."""

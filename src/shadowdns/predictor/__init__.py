@@ -1,0 +1,1 @@
+"""Demand time series and the forecasters that predict them."""

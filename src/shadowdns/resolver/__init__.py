@@ -1,0 +1,1 @@
+"""The DNS server: listeners, wire parsing, the authoritative algorithm and the answer table."""

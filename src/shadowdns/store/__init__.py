@@ -1,0 +1,1 @@
+"""Persistence behind one interface: SQLite by default."""

@@ -1,0 +1,1 @@
+"""Zone data: master files, static RRsets, DIs and their policy files."""
