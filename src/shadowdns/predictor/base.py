@@ -1,0 +1,132 @@
+"""The `Forecaster` protocol and what every forecaster shares.
+
+A forecaster *fits* on one series' history (slow: the libraries estimate parameters) and
+returns a `Kernel` (see `state`) holding that series' state at the end of the history, with
+its prediction band calibrated. The kernel is then *updated* step by step (cheap) and asked
+for forecasts. Kernels of one family stack into one batch for the fleet (`fleet`).
+
+Fitting never raises for bad data: a forecaster that cannot fit a series (too short,
+constant, the optimiser failed) returns the seasonal-naive baseline instead, and says so in
+`Fitted.model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from shadowdns.predictor.series import FloatArray
+from shadowdns.predictor.state import Kernel, rolling_forecasts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUANTILE = 0.9
+"""The upper quantile forecasts carry: the allocator provisions for P90 demand."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Forecast of one series for ``len(point)`` steps: point forecast and upper quantile."""
+
+    point: FloatArray
+    upper: FloatArray
+    model: str
+    quantile: float = DEFAULT_QUANTILE
+
+
+@dataclass(frozen=True, slots=True)
+class FitSpec:
+    """What a fit needs besides the values: the season, the horizon and the band's quantile.
+
+    ``start`` is the absolute step index of the first value (``timestamp // step``), so that
+    seasonal slots line up with the time of day.
+    """
+
+    season: int
+    horizon: int
+    start: int = 0
+    quantile: float = DEFAULT_QUANTILE
+
+
+@dataclass(eq=False)
+class Fitted:
+    """One series' fitted model: which model it really is, and its state."""
+
+    model: str
+    kernel: Kernel
+
+    def update(self, values: FloatArray) -> None:
+        """Advance the state over newly observed values (oldest first; NaN = missing)."""
+        for value in np.asarray(values, dtype=np.float64):
+            self.kernel.update(np.array([value]))
+
+    def predict(self, horizon: int, quantile: float = DEFAULT_QUANTILE) -> Forecast:
+        """Forecast the next ``horizon`` steps."""
+        point, upper = self.kernel.forecast(horizon)
+        return Forecast(point[0], upper[0], self.model, quantile)
+
+
+class Forecaster(Protocol):
+    """Fits one series; ``name`` is what `--model` and the store call it."""
+
+    name: str
+
+    def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
+        """Fit on ``values`` (oldest first, no NaN) and return the state after the last one."""
+
+
+def calibration_steps(n: int, spec: FitSpec) -> int:
+    """How many trailing steps of a history measure the band: two seasons, at most half."""
+    return max(0, min(2 * spec.season, n // 2))
+
+
+def error_quantiles(
+    actual: FloatArray, points: FloatArray, quantile: float, horizon: int
+) -> FloatArray:
+    """Per-step quantile of ``actual - point`` over origins, shape ``(1, horizon)``.
+
+    ``actual`` is the calibration stretch, ``points`` the ``(origins, horizon)`` forecasts made
+    along it. With too few errors the band falls back to zero width.
+    """
+    origins = points.shape[0]
+    out = np.zeros((1, horizon))
+    if origins == 0:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(actual, horizon)[:origins]
+    errors = windows - points
+    out[0] = np.quantile(errors, quantile, axis=0)
+    return out
+
+
+def warm_up(kernel: Kernel, values: FloatArray, spec: FitSpec) -> Kernel:
+    """Run ``kernel`` through ``values`` and set its band from errors on the last stretch.
+
+    The band is the empirical ``spec.quantile`` of the h-step errors the model makes over
+    the trailing `calibration_steps` of the history, so it is as wide as the series is
+    bursty, whatever the shape of its error distribution.
+    """
+    n = len(values)
+    tail = calibration_steps(n, spec)
+    for value in values[: n - tail]:
+        kernel.update(np.array([value]))
+    future = values[n - tail :]
+    points, _ = rolling_forecasts(kernel, future[None, :], spec.horizon)
+    kernel.offset = error_quantiles(future, points[0], spec.quantile, spec.horizon)
+    return kernel
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the warnings the libraries emit while fitting (convergence, bounds, …).
+
+    A poor fit shows in the backtest error, not as a warning that would stop the caller.
+    """
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield

@@ -1,0 +1,101 @@
+"""Subcommands that run or check the DNS server: `serve` and `check`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from shadowdns import __version__
+from shadowdns.errors import ConfigError, Problem
+from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
+from shadowdns.resolver.server import ListenAddress
+from shadowdns.zones.loader import load_zone_dir
+
+DEFAULT_LISTEN = "127.0.0.1:5353"
+
+
+def demo_zones_dir() -> Path:
+    """The zones bundled with the package, served when no --zones is given."""
+    return Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+def _nsid(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    if text.startswith("0x"):
+        return bytes.fromhex(text[2:])
+    return text.encode()
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    serve = subparsers.add_parser("serve", help="run the authoritative server")
+    serve.add_argument("--zones", type=Path, default=None,
+                       help="directory of *.zone master files (default: the bundled demo)")
+    serve.add_argument("--listen", action="append", default=None, metavar="ADDR:PORT",
+                       help=f"address to listen on, repeatable; [::1]:5353 for IPv6 "
+                            f"(default {DEFAULT_LISTEN})")
+    serve.add_argument("--nsid", default=None,
+                       help="NSID to return when asked (RFC 5001); text, or 0x-prefixed hex")
+    serve.add_argument("--identity", default=None,
+                       help="CHAOS TXT id.server / hostname.bind answer (default: hostname)")
+    serve.add_argument("--hide-identity", action="store_true",
+                       help="refuse id.server / hostname.bind")
+    serve.add_argument("--server-version", default=f"shadowdns {__version__}",
+                       help="CHAOS TXT version.server / version.bind answer")
+    serve.add_argument("--hide-version", action="store_true",
+                       help="refuse version.server / version.bind")
+    serve.add_argument("--edns-payload", type=int, default=EDNS_PAYLOAD,
+                       help=f"EDNS UDP payload size to advertise and honour (default {EDNS_PAYLOAD})")
+    serve.add_argument("--state", type=Path, default=None,
+                       help="SQLite state file (default under the data directory)")
+    serve.add_argument("--tcp-max-connections", type=int, default=256)
+    serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
+    serve.set_defaults(handler=cmd_serve)
+
+    check = subparsers.add_parser("check", help="validate zone files without serving them")
+    check.add_argument("zones", type=Path, help="directory of *.zone master files")
+    check.set_defaults(handler=cmd_check)
+
+
+def identity_from_args(args: argparse.Namespace) -> Identity:
+    import socket
+
+    server_id = None if args.hide_identity else (args.identity or socket.gethostname())
+    version = None if args.hide_version else args.server_version
+    if not 512 <= args.edns_payload <= 65535:
+        raise ConfigError([Problem("--edns-payload", None, "must be between 512 and 65535")])
+    return Identity(nsid=_nsid(args.nsid), server_id=server_id, version=version,
+                    payload=args.edns_payload)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shadowdns.app import ServeConfig, run_service
+
+    try:
+        listen = tuple(ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN]))
+    except ValueError as exc:
+        raise ConfigError([Problem("--listen", None, str(exc))]) from None
+    config = ServeConfig(
+        zones_dir=args.zones or demo_zones_dir(),
+        listen=listen,
+        identity=identity_from_args(args),
+        state_path=args.state,
+        tcp_max_connections=args.tcp_max_connections,
+        tcp_idle_timeout=args.tcp_idle_timeout,
+    )
+    return run_service(config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        zones = load_zone_dir(args.zones)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    for origin, zone in zones.items():
+        count = sum(len(rr) for rr in zone.rrsets())
+        print(f"{zone.file}: zone {origin} serial {zone.serial}, {count} records: ok")
+    return 0

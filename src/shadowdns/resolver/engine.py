@@ -1,0 +1,342 @@
+"""The query path: bytes in, bytes out, from one immutable snapshot of what to answer.
+
+`QueryEngine.respond` is what both listeners call for every message. Its first half is a
+hand-written parser for the common query shape (one question, at most one OPT with
+ordinary options) because dnspython costs ~50 µs per packet and the budget is a few
+microseconds; a hit in the answer table costs a dict lookup and a few byte joins. Anything
+unusual (other counts, compression, unknown EDNS version, malformed input) falls back to
+`_slow`, which parses with dnspython and turns every failure into an rcode or a drop; that
+fallback is the reference the fast path is tested against.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from shadowdns.resolver import render
+from shadowdns.resolver.authority import Result, ZoneSet, resolve
+from shadowdns.resolver.render import (
+    SHAPE_CD,
+    SHAPE_COUNT,
+    SHAPE_DO,
+    SHAPE_EDNS,
+    SHAPE_NSID,
+    SHAPE_RD,
+    Identity,
+    Template,
+)
+
+log = logging.getLogger(__name__)
+
+_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_OPT_HEAD = b"\x00\x00\x29"
+MAX_UDP_PLAIN = 512
+MAX_CACHED = 500_000
+IN = int(dns.rdataclass.IN)
+CH = int(dns.rdataclass.CH)
+_TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
+_META = {int(dns.rdatatype.OPT), int(dns.rdatatype.TSIG), int(dns.rdatatype.TKEY),
+         int(dns.rdatatype.MAILA), int(dns.rdatatype.MAILB)}
+
+# A dynamic answer source: given (qname, qtype, region) returns a Result to use instead of
+# the static one, or None to keep the static answer. Installed by the geo-routing part.
+Dynamic = Callable[[dns.name.Name, int, int], Result | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the query path reads; replaced whole, never changed."""
+
+    zones: ZoneSet
+    identity: Identity = field(default_factory=Identity)
+    generation: int = 0
+
+
+class AnswerTable:
+    """Templates per shape and question, filled on first use and thrown away with the snapshot.
+
+    One dict per shape avoids building a tuple key per packet.
+    """
+
+    __slots__ = ("size", "tables")
+
+    def __init__(self) -> None:
+        self.tables: list[dict[bytes, Template]] = [{} for _ in range(SHAPE_COUNT)]
+        self.size = 0
+
+
+class QueryEngine:
+    """Answers DNS messages from the current snapshot."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.table = AnswerTable()
+        self._opt_plain = [b""] * SHAPE_COUNT
+        self._opt_ecs_head = [b""] * SHAPE_COUNT
+        self._set_identity(snapshot.identity)
+        self.stats_hits = 0
+        self.stats_misses = 0
+        self.stats_slow = 0
+
+    def _set_identity(self, identity: Identity) -> None:
+        for shape in range(SHAPE_COUNT):
+            if not shape & SHAPE_EDNS:
+                continue
+            opts = render.options_wire(render.opt_options(shape, identity))
+            prefix = render.opt_prefix(shape, identity)
+            self._opt_plain[shape] = prefix + struct.pack("!H", len(opts)) + opts
+            self._opt_ecs_head[shape] = prefix  # RDLENGTH added per query
+        self._nsid_wire = [
+            render.options_wire(render.opt_options(s, identity)) for s in range(SHAPE_COUNT)
+        ]
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Publish a new snapshot; its answer table starts empty."""
+        self.snapshot = snapshot
+        self.table = AnswerTable()
+        self._set_identity(snapshot.identity)
+
+    # -- the query path ------------------------------------------------------------------
+
+    def respond(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """Answer one message; None means send nothing."""
+        try:
+            return self._fast(data, tcp)
+        except Exception:  # never let a packet take the listener down
+            log.exception("internal error answering a query")
+            if len(data) >= 12 and not data[2] & 0x80:
+                return render.error_response(data, dns.rcode.SERVFAIL)
+            return None
+
+    def _fast(self, data: bytes, tcp: bool) -> bytes | None:
+        # Hand-written on purpose: this is the hot path (see module docstring).
+        n = len(data)
+        if n < 17 or data[2] & 0xF8:  # short, QR set, or opcode != QUERY
+            return self._slow(data, tcp)
+        counts = data[4:12]
+        if counts == _COUNTS_PLAIN:
+            edns = False
+        elif counts == _COUNTS_OPT:
+            edns = True
+        else:
+            return self._slow(data, tcp)
+        i = 12
+        length = data[12]
+        while length:
+            if length > 63:
+                return self._slow(data, tcp)
+            i += length + 1
+            if i >= n:
+                return self._slow(data, tcp)
+            length = data[i]
+        qend = i + 5
+        if qend > n or i - 12 > 254:
+            return self._slow(data, tcp)
+        shape = (1 if data[2] & 1 else 0) | (2 if data[3] & 0x10 else 0)
+        ecs = b""
+        if edns:
+            if data[qend : qend + 3] != _OPT_HEAD or qend + 11 > n or data[qend + 6]:
+                return self._slow(data, tcp)
+            payload = data[qend + 3] << 8 | data[qend + 4]
+            if data[qend + 7] & 0x80:
+                shape |= SHAPE_DO
+            shape |= SHAPE_EDNS
+            j = qend + 11
+            if j + (data[qend + 9] << 8 | data[qend + 10]) != n:
+                return self._slow(data, tcp)
+            while j < n:
+                if j + 4 > n:
+                    return self._slow(data, tcp)
+                code = data[j] << 8 | data[j + 1]
+                olen = data[j + 2] << 8 | data[j + 3]
+                end = j + 4 + olen
+                if end > n:
+                    return self._slow(data, tcp)
+                if code == 8:
+                    if ecs:
+                        return self._slow(data, tcp)
+                    ecs = data[j + 4 : end]
+                elif code == 3:
+                    shape |= SHAPE_NSID
+                j = end
+            limit = 65535 if tcp else (payload if payload < 1232 else 1232)
+            if limit < 512:
+                limit = 512
+        else:
+            if qend != n:
+                return self._slow(data, tcp)
+            limit = 65535 if tcp else MAX_UDP_PLAIN
+        key = data[12:i].lower() + data[i:qend]
+        tpl = self.table.tables[shape].get(key)
+        if tpl is None:
+            self.stats_misses += 1
+            tpl = self._compile(key, shape, data, i, qend)
+            if tpl is None:
+                return self._slow(data, tcp)
+        else:
+            self.stats_hits += 1
+        if ecs:
+            opt = self._ecs_opt(ecs, shape)
+            if opt is None:
+                return render.error_response(data, dns.rcode.FORMERR, qend - 12)
+            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body_noopt + opt
+        else:
+            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body
+        if len(resp) > limit:
+            return self._slow(data, tcp)
+        return resp
+
+    def _ecs_opt(self, ecs: bytes, shape: int) -> bytes | None:
+        """OPT with the ECS option echoed at scope 0 (static answers), or None if invalid."""
+        if len(ecs) < 4:
+            return None
+        family = ecs[0] << 8 | ecs[1]
+        source = ecs[2]
+        if ecs[3] != 0:
+            return None
+        addr = ecs[4:]
+        if family == 1:
+            maxbits = 32
+        elif family == 2:
+            maxbits = 128
+        else:
+            return None
+        if source > maxbits or len(addr) != (source + 7) // 8:
+            return None
+        if source % 8 and addr and addr[-1] & (0xFF >> (source % 8)):
+            return None
+        option = render.ecs_option_wire(family, source, 0, addr)
+        opts = self._nsid_wire[shape] + option
+        return self._opt_ecs_head[shape] + struct.pack("!H", len(opts)) + opts
+
+    def _compile(
+        self, key: bytes, shape: int, data: bytes, name_end: int, qend: int
+    ) -> Template | None:
+        """Resolve a question on a table miss and remember its template."""
+        try:
+            qname = dns.name.from_wire(data, 12)[0]
+        except dns.exception.DNSException:
+            return None
+        qtype, qclass = struct.unpack_from("!HH", data, name_end + 1)
+        if qclass != IN or qtype in _TRANSFER or qtype in _META:
+            return None  # rare shapes take the slow path uncached
+        snap = self.snapshot
+        result = resolve(snap.zones, qname, qtype)
+        if result.rcode == dns.rcode.REFUSED:
+            return None  # do not let random out-of-zone names fill the table
+        msg = render.build_message(result, qname, qtype, qclass, shape, snap.identity)
+        wire = render.render(msg)
+        if wire[2] & 0x02:  # truncated even at 64 KiB: never cache
+            return None
+        tpl = render.make_template(
+            wire, qend - 12, render.opt_length(shape, snap.identity)
+        )
+        table = self.table
+        if table.size < MAX_CACHED:
+            table.tables[shape][key] = tpl
+            table.size += 1
+        return tpl
+
+    # -- the slow path ---------------------------------------------------------------------
+
+    def _slow(self, data: bytes, tcp: bool) -> bytes | None:
+        """Full parse with dnspython; every failure becomes an rcode or a drop."""
+        self.stats_slow += 1
+        if len(data) < 12 or data[2] & 0x80:
+            return None  # short header, or a response: never answer those
+        opcode = (data[2] >> 3) & 0xF
+        try:
+            query = dns.message.from_wire(data, one_rr_per_rrset=True)
+        except dns.message.ShortHeader:
+            return None
+        except Exception:
+            return self._formerr(data)
+        qlen = _question_length(data) if len(query.question) == 1 else 0
+        if opcode != dns.opcode.QUERY:
+            return render.error_response(data, dns.rcode.NOTIMP, qlen)
+        if len(query.question) != 1:
+            return render.error_response(data, dns.rcode.FORMERR)
+        if query.answer or query.authority:
+            return render.error_response(data, dns.rcode.FORMERR, qlen)
+        q = query.question[0]
+        snap = self.snapshot
+        edns = query.edns >= 0
+        ecs: dns.edns.ECSOption | None = None
+        nsid = False
+        if edns:
+            for option in query.options:
+                if isinstance(option, dns.edns.ECSOption):
+                    ecs = option
+                elif option.otype == dns.edns.OptionType.NSID:
+                    nsid = True
+        shape = render.shape_of(query.flags, edns, bool(query.ednsflags & dns.flags.DO), nsid)
+        if edns and query.edns > 0:
+            msg = render.build_message(
+                Result(rcode=dns.rcode.BADVERS, aa=False), q.name, q.rdtype, q.rdclass,
+                shape & ~SHAPE_NSID, snap.identity,
+            )
+            msg.question = [] if not qlen else msg.question
+            return _finish(data, msg, 65535)
+        if q.rdclass == CH:
+            result = render.chaos_result(q.name, q.rdtype, snap.identity)
+        elif q.rdclass != IN:
+            result = Result(rcode=dns.rcode.REFUSED, aa=False)
+        elif q.rdtype in _TRANSFER:
+            result = Result(rcode=dns.rcode.REFUSED if tcp else dns.rcode.FORMERR, aa=False)
+        elif q.rdtype in _META:
+            result = Result(rcode=dns.rcode.NOTIMP, aa=False)
+        else:
+            result = resolve(snap.zones, q.name, q.rdtype)
+        extra: list[dns.edns.Option] = []
+        if ecs is not None:
+            extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, 0))
+        msg = render.build_message(result, q.name, q.rdtype, q.rdclass, shape, snap.identity,
+                                   extra)
+        if tcp:
+            limit = 65535
+        elif edns:
+            limit = max(512, min(query.payload, snap.identity.payload))
+        else:
+            limit = MAX_UDP_PLAIN
+        return _finish(data, msg, limit)
+
+    def _formerr(self, data: bytes) -> bytes:
+        return render.error_response(data, dns.rcode.FORMERR)
+
+
+def _question_length(data: bytes) -> int:
+    """Length of the (uncompressed) first question, or 0 if it cannot be echoed as is."""
+    i = 12
+    n = len(data)
+    while i < n:
+        length = data[i]
+        if length == 0:
+            return i + 5 - 12 if i + 5 <= n else 0
+        if length > 63:
+            return 0
+        i += length + 1
+    return 0
+
+
+def _finish(data: bytes, msg: dns.message.Message, limit: int) -> bytes:
+    wire = render.render(msg, limit)
+    qlen = _question_length(data)
+    if qlen and msg.question and len(wire) >= 12 + qlen:
+        # Echo the question exactly as sent (case included, RFC 1035 §7.3 / 0x20).
+        wire = wire[:12] + data[12 : 12 + qlen] + wire[12 + qlen :]
+    return data[:2] + wire[2:]

@@ -1,0 +1,206 @@
+"""UDP and TCP listeners (RFC 1035 §4.2, RFC 7766) around one `QueryEngine`.
+
+The listeners only move bytes: UDP datagrams straight to `QueryEngine.respond`; TCP
+streams are split into length-prefixed messages, answered in order, with an idle timeout
+and a cap on concurrent connections so a slow or hostile client cannot pin the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from typing import cast
+
+from shadowdns.resolver.engine import QueryEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse `HOST:PORT`, `[V6]:PORT` or a bare port (127.0.0.1)."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            if not rest.startswith(":"):
+                raise ValueError(f"listen address {text!r}: expected [ADDRESS]:PORT")
+            port = rest[1:]
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        elif text.isdigit():
+            host, port = "127.0.0.1", text
+        else:
+            raise ValueError(f"listen address {text!r}: expected HOST:PORT or [V6]:PORT")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen address {text!r}: bad port")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class UDPProtocol(asyncio.DatagramProtocol):
+    """One datagram in, at most one datagram out."""
+
+    __slots__ = ("engine", "sendto")
+
+    def __init__(self, engine: QueryEngine) -> None:
+        self.engine = engine
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        resp = self.engine.respond(data)
+        if resp is not None:
+            try:
+                self.sendto(resp, addr)
+            except OSError:
+                pass
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+class TCPLimits:
+    """Connection limits shared by all TCP listeners of a server."""
+
+    def __init__(self, max_connections: int = 256, idle_timeout: float = 10.0) -> None:
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.active = 0
+
+
+class TCPProtocol(asyncio.Protocol):
+    """Length-prefixed messages; several per connection, answered in order (RFC 7766)."""
+
+    def __init__(self, engine: QueryEngine, limits: TCPLimits) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses but behave as such.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        if self.limits.active >= self.limits.max_connections:
+            transport.abort()
+            return
+        self.limits.active += 1
+        self.counted = True
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.limits.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        transport = self.transport
+        if transport is None:
+            return
+        self._arm()
+        buf = self.buffer
+        while len(buf) >= 2:
+            size = buf[0] << 8 | buf[1]
+            if len(buf) < 2 + size:
+                break
+            msg = bytes(buf[2 : 2 + size])
+            del buf[: 2 + size]
+            resp = self.engine.respond(msg, tcp=True)
+            if resp is None:
+                # Not answerable (a response, or under 12 bytes): end the stream.
+                transport.close()
+                return
+            transport.write(len(resp).to_bytes(2, "big") + resp)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.counted:
+            self.limits.active -= 1
+            self.counted = False
+        self.transport = None
+
+
+class DNSServer:
+    """Owns the listening sockets of one process."""
+
+    def __init__(self, engine: QueryEngine, limits: TCPLimits | None = None,
+                 reuse_port: bool = False) -> None:
+        self.engine = engine
+        self.limits = limits or TCPLimits()
+        self.reuse_port = reuse_port
+        self.transports: list[asyncio.BaseTransport] = []
+        self.servers: list[asyncio.base_events.Server] = []
+        self.bound: list[ListenAddress] = []
+
+    async def listen(self, address: ListenAddress) -> ListenAddress:
+        """Bind UDP and TCP on one address; port 0 picks one port free for both."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        for _attempt in range(20):
+            udp_sock = socket.socket(family, socket.SOCK_DGRAM)
+            if self.reuse_port:
+                udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            except OSError:
+                pass
+            udp_sock.bind((address.host, address.port))
+            port = udp_sock.getsockname()[1]
+            tcp_sock = socket.socket(family, socket.SOCK_STREAM)
+            tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                tcp_sock.bind((address.host, port))
+            except OSError:
+                udp_sock.close()
+                tcp_sock.close()
+                if address.port == 0:
+                    continue
+                raise
+            break
+        else:  # pragma: no cover - twenty collisions in a row
+            raise OSError(f"no free port pair on {address.host}")
+        tcp_sock.listen(1024)
+        tcp_sock.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UDPProtocol(self.engine), sock=udp_sock
+        )
+        server = await loop.create_server(
+            lambda: TCPProtocol(self.engine, self.limits), sock=tcp_sock
+        )
+        self.transports.append(transport)
+        self.servers.append(server)
+        bound = ListenAddress(address.host, port)
+        self.bound.append(bound)
+        log.info("listening on %s (udp+tcp)", bound)
+        return bound
+
+    async def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+        for server in self.servers:
+            server.close()
+            await server.wait_closed()
+        self.transports.clear()
+        self.servers.clear()

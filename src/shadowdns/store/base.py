@@ -1,0 +1,332 @@
+"""The one interface every store backend implements, and the rows it reads and writes.
+
+The control plane (predictor, allocator, health, API) talks to persistence only through
+`Store`, so SQLite (the default) and PostgreSQL (for a fleet) are interchangeable. The rows
+are frozen values checked on construction; a backend converts them to and from its tables.
+
+Times are epoch seconds (UTC). Demand buckets are integers aligned to their resolution
+(`RESOLUTION_SECONDS`); every other time is a float.
+
+Every method that writes more than one row does it in one transaction: when it raises
+(`StoreError`), nothing it was asked to write is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+from shadowdns.zones.policy import Policy
+
+Resolution = Literal["minute", "5m", "hour"]
+DemandKind = Literal["shadow", "primary", "fallback", "static"]
+AllocationState = Literal["warming", "ready", "draining", "released"]
+HealthStatus = Literal["up", "down"]
+
+RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
+DEMAND_KINDS: tuple[DemandKind, ...] = get_args(DemandKind)
+ALLOCATION_STATES: tuple[AllocationState, ...] = get_args(AllocationState)
+HEALTH_STATUSES: tuple[HealthStatus, ...] = get_args(HealthStatus)
+
+RESOLUTION_SECONDS: Mapping[Resolution, int] = {"minute": 60, "5m": 300, "hour": 3600}
+
+SeriesKey = tuple[str, str]
+"""One demand series: (di, region)."""
+
+AllocationKey = tuple[str, str, str]
+"""One active allocation: (di, resource, region)."""
+
+EARTH_RADIUS_KM = 6371.0
+DAY = 86400.0
+
+
+def bucket_start(ts: float, resolution: Resolution) -> int:
+    """The start of the bucket of `resolution` that contains the instant `ts`."""
+    size = RESOLUTION_SECONDS[resolution]
+    return int(math.floor(ts / size)) * size
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance in km between two points given in degrees (earth radius 6371 km)."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi = phi2 - phi1
+    dlambda = math.radians(lon2 - lon1)
+    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long demand is kept per resolution, in seconds (rows older than now - this go)."""
+
+    minute: float = 2 * DAY
+    five_minute: float = 60 * DAY
+    hour: float = 730 * DAY
+
+    def __post_init__(self) -> None:
+        for value in (self.minute, self.five_minute, self.hour):
+            if not value > 0:
+                raise ValueError(f"retention {value} must be positive")
+
+    def seconds(self, resolution: Resolution) -> float:
+        return {"minute": self.minute, "5m": self.five_minute, "hour": self.hour}[resolution]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRecord:
+    """Metadata of one loaded zone; `origin` is absolute text (`example.com.`)."""
+
+    origin: str
+    file: str | None
+    serial: int
+    loaded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DemandRow:
+    """Queries answered for one series in one minute, by kind of answer.
+
+    `bucket_start` is any instant inside the minute; the store floors it to the minute.
+    """
+
+    di: str
+    region: str
+    bucket_start: int
+    kind: DemandKind
+    queries: int
+
+    def __post_init__(self) -> None:
+        if not self.di or not self.region:
+            raise ValueError("di and region must not be empty")
+        _check_choice("kind", self.kind, DEMAND_KINDS)
+        if self.queries < 0:
+            raise ValueError(f"queries {self.queries} is negative")
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyCandidate:
+    """A standby resource near a location, with what is left of its capacity."""
+
+    resource: str
+    location: str
+    km: float
+    capacity: float
+    load: float
+
+    @property
+    def available(self) -> float:
+        """Capacity minus the demand of its non-released allocations (may be negative)."""
+        return self.capacity - self.load
+
+
+@dataclass(frozen=True, slots=True)
+class NewAllocation:
+    """An allocation to be written; the store assigns `id`."""
+
+    di: str
+    resource: str
+    region: str
+    valid_from: float
+    generation: int
+    created_at: float
+    state: AllocationState = "warming"
+    valid_until: float | None = None
+    reason: str = ""
+    demand: float = 0.0
+    pinned: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("allocation state", self.state, ALLOCATION_STATES)
+        if self.demand < 0 or math.isnan(self.demand):
+            raise ValueError(f"allocation demand {self.demand} must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A standby resource lent to a DI as a shadow for clients of one region."""
+
+    id: int
+    di: str
+    resource: str
+    region: str
+    state: AllocationState
+    valid_from: float
+    valid_until: float | None
+    generation: int
+    reason: str
+    demand: float
+    pinned: bool
+    created_at: float
+
+    @property
+    def key(self) -> AllocationKey:
+        return (self.di, self.resource, self.region)
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastPoint:
+    """Predicted queries of one future bucket: the point forecast and an upper bound."""
+
+    ts: int
+    point: float
+    upper: float
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """One forecast of one series, made at `made_at` by `model`."""
+
+    di: str
+    region: str
+    resolution: Resolution
+    made_at: float
+    model: str
+    points: tuple[ForecastPoint, ...]
+
+    def __post_init__(self) -> None:
+        _check_choice("resolution", self.resolution, RESOLUTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """Which model forecasts a series, and its backtest error when chosen."""
+
+    di: str
+    region: str
+    model: str
+    error: float
+    chosen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """The current up/down state of one resource, since when and why."""
+
+    resource: str
+    state: HealthStatus
+    since: float
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice("health state", self.state, HEALTH_STATUSES)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """One change of a resource's state; `old` is None for its first known state."""
+
+    resource: str
+    ts: float
+    old: HealthStatus | None
+    new: HealthStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API credential; only the hash of the secret is stored."""
+
+    id: str
+    name: str
+    role: str
+    hash: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change made through the API: who, what, and the object before and after."""
+
+    ts: float
+    token_id: str | None
+    action: str
+    object: str
+    before_json: str | None = None
+    after_json: str | None = None
+
+
+class Store(Protocol):
+    """Persistence of shadowdns: zones, demand, policy graph, allocations, forecasts, health.
+
+    Demand is kept at three resolutions. `add_demand` writes minute buckets; `rollup` moves
+    complete minutes into the 5-minute and hourly tables, so those never hold a partly
+    filled bucket. A bucket that has no row had zero queries: readers fill gaps with 0.
+    """
+
+    def close(self) -> None: ...
+
+    # zones
+    def upsert_zone(self, zone: ZoneRecord) -> None: ...
+    def list_zones(self) -> list[ZoneRecord]: ...
+
+    # demand
+    def add_demand(self, rows: Iterable[DemandRow]) -> int:
+        """ADD the rows' queries to the stored counts (one transaction); returns rows written.
+
+        Not idempotent: writing the same rows twice counts them twice, so a caller that
+        may retry a batch must dedup it first.
+        """
+        ...
+
+    def rollup(self, now: float) -> dict[Resolution, int]: ...
+    def apply_retention(self, now: float) -> dict[Resolution, int]: ...
+    def demand_series(
+        self,
+        resolution: Resolution,
+        since: float,
+        until: float,
+        dis: Iterable[str] | None = None,
+    ) -> dict[SeriesKey, list[tuple[int, int]]]: ...
+    def active_series(self, since: float) -> list[SeriesKey]: ...
+
+    # policy graph
+    def replace_policy(self, origin: str, policy: Policy) -> None: ...
+    def location_distances(self, origin: str) -> dict[tuple[str, str], float]: ...
+    def standby_within(self, di: str, location: str, km: float) -> list[StandbyCandidate]: ...
+
+    # allocations and generations
+    def add_allocation(self, allocation: NewAllocation) -> Allocation: ...
+    def add_allocations(self, allocations: Sequence[NewAllocation]) -> list[Allocation]: ...
+    def list_allocations(
+        self, active_only: bool = True, di: str | None = None
+    ) -> list[Allocation]: ...
+    def remove_allocation(self, target: int | AllocationKey) -> int: ...
+    def set_allocation_state(
+        self, allocation_id: int, state: AllocationState, valid_until: float | None = None
+    ) -> Allocation: ...
+    def allocations_version(self) -> int: ...
+    def bump_generation(self) -> int: ...
+    def current_generation(self) -> int: ...
+
+    # forecasts and model choice
+    def write_forecasts(self, forecasts: Iterable[Forecast]) -> int: ...
+    def read_forecasts(
+        self,
+        resolution: Resolution,
+        di: str | None = None,
+        region: str | None = None,
+    ) -> list[Forecast]: ...
+    def write_model_choices(self, choices: Iterable[ModelChoice]) -> int: ...
+    def read_model_choices(self, di: str | None = None) -> list[ModelChoice]: ...
+
+    # health
+    def set_health_state(self, state: HealthState) -> bool: ...
+    def health_states(self) -> list[HealthState]: ...
+    def health_events(
+        self, resource: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[HealthEvent]: ...
+
+    # API tokens and audit
+    def add_token(self, token: ApiToken) -> None: ...
+    def get_token(self, token_id: str) -> ApiToken | None: ...
+    def list_tokens(self) -> list[ApiToken]: ...
+    def delete_token(self, token_id: str) -> bool: ...
+    def add_audit(self, entry: AuditEntry) -> None: ...
+    def list_audit(self, since: float | None = None, limit: int = 1000) -> list[AuditEntry]: ...

@@ -1,0 +1,203 @@
+"""Reads RFC 1035 master files into `Zone`s, reporting every problem with file and line.
+
+`serve`, `check` and reload share this one loader, so what `check` accepts is exactly
+what the server will serve. dnspython parses the text; the semantic checks a DNS engineer
+expects from Knot or NSD (one SOA at the apex, NS at the apex, no data outside the zone,
+CNAME alone at its name) are added here because dnspython's zone silently resolves them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.rrset
+import dns.tokenizer
+import dns.zonefile
+
+from shadowdns.errors import Problem, ZoneError
+from shadowdns.zones.zone import Zone
+
+ZONE_SUFFIX = ".zone"
+_ORIGIN_RE = re.compile(r"^\$ORIGIN\s+(\S+)", re.IGNORECASE)
+_SYNTAX_RE = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<reason>.*)$", re.DOTALL)
+# Types that may share a name with a CNAME (RFC 4035 §2.5).
+_CNAME_COMPANIONS = {dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.CNAME}
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    rrset: dns.rrset.RRset
+    line: int
+
+
+class _LineTrackingTxn(dns.zonefile.RRsetsReaderTransaction):  # type: ignore[misc]
+    """Keeps every RRset the reader adds together with the line it came from."""
+
+    line_of: Callable[[], int]
+    records: list[_Record]
+
+    def _put_rdataset(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
+        super()._put_rdataset(name, rdataset)
+        rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
+        rrset.update(rdataset)
+        self.records.append(_Record(rrset, self.line_of()))
+
+
+class _LineTrackingManager(dns.zonefile.RRSetsReaderManager):  # type: ignore[misc]
+    def writer(self, replacement: bool = False) -> _LineTrackingTxn:
+        txn = _LineTrackingTxn(self, True, False)
+        txn.records = []
+        return txn
+
+
+def origin_for(path: Path) -> dns.name.Name:
+    """The zone's origin: the first `$ORIGIN` before any record, else the file name."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for raw in fh:
+                line = raw.split(";", 1)[0].strip()
+                if not line:
+                    continue
+                match = _ORIGIN_RE.match(line)
+                if match:
+                    return dns.name.from_text(match.group(1))
+                if line.startswith("$"):
+                    continue
+                break
+    except OSError:
+        pass
+    stem = path.name[: -len(ZONE_SUFFIX)] if path.name.endswith(ZONE_SUFFIX) else path.name
+    return dns.name.from_text(stem)
+
+
+def _syntax_problem(path: Path, exc: Exception) -> Problem:
+    text = str(exc)
+    match = _SYNTAX_RE.match(text)
+    if match:
+        return Problem(str(path), int(match.group("line")), match.group("reason"))
+    return Problem(str(path), None, text or type(exc).__name__)
+
+
+def _read_records(path: Path, origin: dns.name.Name) -> list[_Record]:
+    manager = _LineTrackingManager(origin, False, dns.rdataclass.IN)
+    with path.open(encoding="utf-8") as fh:
+        with manager.writer(True) as txn:
+            tok = dns.tokenizer.Tokenizer(fh, str(path))
+            reader = dns.zonefile.Reader(tok, dns.rdataclass.IN, txn, allow_include=True)
+            # The rdata parser has consumed the end of line when a record is added.
+            txn.line_of = lambda: max(1, tok.line_number - 1)
+            try:
+                reader.read()
+            except dns.zonefile.CNAMEAndOtherData as exc:
+                raise dns.exception.SyntaxError(f"{path}:{max(1, tok.line_number - 1)}: {exc}") from None
+        records: list[_Record] = txn.records
+    return records
+
+
+def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Problem]:
+    problems: list[Problem] = []
+    file = str(path)
+    types_at: dict[dns.name.Name, dict[int, int]] = {}
+    soa_lines: list[int] = []
+    for rec in records:
+        name = rec.rrset.name
+        rdtype = rec.rrset.rdtype
+        if not name.is_subdomain(origin):
+            problems.append(Problem(file, rec.line, f"{name} is outside the zone {origin}"))
+            continue
+        types_at.setdefault(name, {}).setdefault(int(rdtype), rec.line)
+        if rdtype == dns.rdatatype.SOA:
+            if name != origin:
+                problems.append(Problem(file, rec.line, f"SOA at {name}, not at the apex {origin}"))
+            else:
+                soa_lines.extend([rec.line] * len(rec.rrset))
+        if rdtype == dns.rdatatype.CNAME and name == origin:
+            problems.append(Problem(file, rec.line, "CNAME at the zone apex"))
+        if rdtype == dns.rdatatype.NS and name != origin and name.is_wild():
+            problems.append(Problem(file, rec.line, f"wildcard delegation {name}"))
+    if not soa_lines:
+        problems.append(Problem(file, None, f"no SOA record at the apex {origin}"))
+    elif len(soa_lines) > 1:
+        problems.append(Problem(file, soa_lines[1], "more than one SOA record at the apex"))
+    if int(dns.rdatatype.NS) not in types_at.get(origin, {}):
+        problems.append(Problem(file, None, f"no NS records at the apex {origin}"))
+    for name, types in types_at.items():
+        cname_line = types.get(int(dns.rdatatype.CNAME))
+        if cname_line is None:
+            continue
+        others = [t for t in types if t not in _CNAME_COMPANIONS]
+        if others:
+            kinds = ", ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType(t)) for t in others)
+            problems.append(Problem(file, cname_line, f"CNAME at {name} beside other data ({kinds})"))
+    for rec in records:
+        if rec.rrset.rdtype == dns.rdatatype.CNAME and len(rec.rrset) > 1:
+            problems.append(Problem(file, rec.line, f"more than one CNAME at {rec.rrset.name}"))
+    return problems
+
+
+def load_zone_file(path: Path, origin: dns.name.Name | None = None) -> Zone:
+    """Load and validate one master file; raise ZoneError listing every problem."""
+    if origin is None:
+        origin = origin_for(path)
+    try:
+        records = _read_records(path, origin)
+    except dns.exception.DNSException as exc:
+        raise ZoneError([_syntax_problem(path, exc)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZoneError([Problem(str(path), None, f"cannot read: {exc}")]) from None
+    problems = _check(path, origin, records)
+    if problems:
+        raise ZoneError(problems)
+    return Zone.build(origin, (r.rrset for r in records), file=str(path))
+
+
+def zone_files(directory: Path) -> list[Path]:
+    """The master files a zones directory holds, in a stable order."""
+    if not directory.is_dir():
+        raise ZoneError([Problem(str(directory), None, "not a directory")])
+    return sorted(p for p in directory.iterdir() if p.name.endswith(ZONE_SUFFIX) and p.is_file())
+
+
+def load_zone_dir(directory: Path) -> dict[dns.name.Name, Zone]:
+    """Load every `*.zone` in a directory; all files are checked before anything is returned."""
+    problems: list[Problem] = []
+    zones: dict[dns.name.Name, Zone] = {}
+    for path in zone_files(directory):
+        try:
+            zone = load_zone_file(path)
+        except ZoneError as exc:
+            problems.extend(exc.problems)
+            continue
+        if zone.origin in zones:
+            problems.append(
+                Problem(str(path), None, f"zone {zone.origin} is also served from "
+                        f"{zones[zone.origin].file}")
+            )
+            continue
+        zones[zone.origin] = zone
+    if problems:
+        raise ZoneError(problems)
+    return zones
+
+
+def zones_from_text(items: Iterable[tuple[str, str]]) -> dict[dns.name.Name, Zone]:
+    """Build zones from (origin, master-file text) pairs, e.g. for tests and the API."""
+    import tempfile
+
+    zones: dict[dns.name.Name, Zone] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for origin_text, text in items:
+            origin = dns.name.from_text(origin_text)
+            path = Path(tmp) / f"{origin.to_text(omit_final_dot=True) or 'root'}{ZONE_SUFFIX}"
+            path.write_text(text, encoding="utf-8")
+            zones[origin] = load_zone_file(path, origin)
+    return zones
+

@@ -1,0 +1,1067 @@
+"""The declarative policy file `<origin>.policy.yaml`: load, validate, convert both ways.
+
+A policy file declares a zone's locations, client regions, resources and destination
+identifiers (DIs). This module turns one into the frozen model of `zones.policy` and back.
+Validation collects every problem before failing, each with the file and the line of the
+offending key or value, and raises one `PolicyError` (octoDNS style). The same checks serve
+the YAML file (`load_policy`) and JSON-like data from the API or the store
+(`policy_from_mapping`), which simply has no line numbers.
+
+YAML is composed, not loaded, so that duplicate keys (which PyYAML silently lets the last one
+win) are rejected and every value keeps its line. Where a string is expected, a plain YAML
+scalar is read as the text written, so `NO` (Norway) stays `"NO"` instead of YAML 1.1's
+`false`. The JSON Schema of the same shape ships as `shadowdns/data/policy.schema.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import dns.exception
+import dns.name
+import yaml
+
+from shadowdns.errors import PolicyError, Problem
+from shadowdns.zones.policy import (
+    DI,
+    AllocationPolicy,
+    HealthCheck,
+    IPNetwork,
+    Location,
+    Policy,
+    Regions,
+    Resource,
+)
+
+__all__ = [
+    "POLICY_SUFFIX",
+    "load_policy",
+    "policy_from_mapping",
+    "policy_json_schema",
+    "policy_to_mapping",
+]
+
+POLICY_SUFFIX = ".policy.yaml"
+
+CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+# ISO 3166-1 alpha-2 (249 assigned codes) plus XK (Kosovo), which GeoIP databases use.
+_COUNTRY_CODES = """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
+    BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ
+    DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP
+    GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG
+    KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML
+    MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE
+    PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL
+    SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM
+    US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
+"""
+COUNTRIES = frozenset(_COUNTRY_CODES.split())
+_CODE_HINTS = {"UK": "GB", "EL": "GR"}
+
+MAX_TTL = 2**31 - 1
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_DEFAULT_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+_TOP_KEYS = ("locations", "regions", "resources", "dis")
+_LOCATION_KEYS = ("lat", "lon", "continent", "countries", "cidrs")
+_REGIONS_KEYS = ("cidr", "map", "default")
+_RESOURCE_KEYS = (
+    "address",
+    "address6",
+    "location",
+    "role",
+    "capacity",
+    "cost",
+    "warmup",
+    "check",
+    "override",
+)
+_DI_KEYS = ("primaries", "standby", "ttl", "answers", "all_down", "policy")
+_STANDBY_KEYS = ("ids", "within_km")
+_ALLOCATION_KEYS = ("model", "threshold", "lead_time", "max_shadows", "min_hold", "quantile")
+_CHECK_COMMON = ("type", "interval", "timeout", "rise", "fall")
+_CHECK_KEYS: dict[str, tuple[str, ...]] = {
+    "http": ("url", "expect_status", "expect_body", "host_header"),
+    "https": ("url", "expect_status", "expect_body", "host_header"),
+    "tcp": ("port", "host"),
+    "dns": ("port", "host", "qname"),
+    "command": ("command",),
+}
+_CHECK_REQUIRED = {"http": "url", "https": "url", "tcp": "port", "command": "command"}
+_ALL_CHECK_KEYS = tuple(dict.fromkeys(k for keys in _CHECK_KEYS.values() for k in keys))
+_CHECK_DEFAULTS = HealthCheck(type="tcp")
+
+
+# --- the neutral tree: YAML nodes or plain data, each value with its line (or None) ---------
+
+
+@dataclass(eq=False, slots=True)
+class _Scalar:
+    value: object
+    line: int | None
+    text: str | None = None  # what a plain YAML scalar said, before YAML 1.1 typed it
+
+
+@dataclass(eq=False, slots=True)
+class _Seq:
+    line: int | None
+    items: list[_Node] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class _Map:
+    line: int | None
+    pairs: list[tuple[_Node, _Node]] = field(default_factory=list)
+
+
+_Node = _Scalar | _Seq | _Map
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _FromYAML:
+    """Turns a composed YAML node graph into the neutral tree, once per node (aliases)."""
+
+    def __init__(self, loader: yaml.SafeLoader, problems: list[Problem], source: str) -> None:
+        self.loader = loader
+        self.problems = problems
+        self.source = source
+        self.memo: dict[int, _Node] = {}
+
+    def convert(self, node: yaml.Node) -> _Node:
+        seen = self.memo.get(id(node))
+        if seen is not None:
+            return seen
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        if node.tag not in _DEFAULT_COLLECTION_TAGS:
+            self.problems.append(
+                Problem(self.source, _line(node), f"YAML tag {node.tag} is not allowed here")
+            )
+        if isinstance(node, yaml.SequenceNode):
+            seq = _Seq(_line(node))
+            self.memo[id(node)] = seq
+            seq.items = [self.convert(item) for item in node.value]
+            return seq
+        mapping = _Map(_line(node))
+        self.memo[id(node)] = mapping
+        mapping.pairs = self._pairs(cast(yaml.MappingNode, node))
+        return mapping
+
+    def _scalar(self, node: yaml.ScalarNode) -> _Scalar:
+        text = node.value if node.style is None else None
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.source, _line(node), f"bad YAML value: {exc}"))
+            value = node.value
+        scalar = _Scalar(value, _line(node), text)
+        self.memo[id(node)] = scalar
+        return scalar
+
+    def _key(self, node: yaml.Node) -> _Node:
+        if isinstance(node, yaml.ScalarNode):  # keys are names and codes: keep the text as written
+            return _Scalar(node.value, _line(node), node.value)
+        return self.convert(node)
+
+    def _pairs(self, node: yaml.MappingNode) -> list[tuple[_Node, _Node]]:
+        own: list[tuple[_Node, _Node]] = []
+        merged: list[tuple[_Node, _Node]] = []
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG:
+                merged.extend(self._merge_sources(value))
+            else:
+                own.append((self._key(key), self.convert(value)))
+        if not merged:
+            return own
+        # `<<` merges: own keys override merged ones, earlier sources override later ones.
+        taken = {k.value for k, _ in own if isinstance(k, _Scalar)}
+        kept: list[tuple[_Node, _Node]] = []
+        for key_node, value_node in merged:
+            if isinstance(key_node, _Scalar) and key_node.value not in taken:
+                taken.add(key_node.value)
+                kept.append((key_node, value_node))
+        return kept + own
+
+    def _merge_sources(self, value: yaml.Node) -> Iterator[tuple[_Node, _Node]]:
+        sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        for source in sources:
+            converted = self.convert(source)
+            if isinstance(converted, _Map):
+                yield from converted.pairs
+            else:
+                self.problems.append(
+                    Problem(self.source, _line(source), "a YAML merge (<<) needs a mapping")
+                )
+
+
+def _from_data(data: object, memo: dict[int, _Node] | None = None) -> _Node:
+    """Wrap JSON-like data (dicts, lists, scalars) without lines."""
+    memo = {} if memo is None else memo
+    seen = memo.get(id(data))
+    if seen is not None:
+        return seen
+    if isinstance(data, Mapping):
+        mapping = _Map(None)
+        memo[id(data)] = mapping
+        mapping.pairs = [(_Scalar(k, None), _from_data(v, memo)) for k, v in data.items()]
+        return mapping
+    if isinstance(data, list | tuple):
+        seq = _Seq(None)
+        memo[id(data)] = seq
+        seq.items = [_from_data(item, memo) for item in data]
+        return seq
+    return _Scalar(data, None)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _join(path: str, key: str) -> str:
+    part = key if _ID.fullmatch(key) and "." not in key else json.dumps(key)
+    if not path:
+        return part
+    return f"{path}.{part}" if not part.startswith('"') else f"{path}[{part}]"
+
+
+def _suggest(word: str, choices: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _kind(node: _Node) -> str:
+    if isinstance(node, _Map):
+        return "a mapping"
+    if isinstance(node, _Seq):
+        return "a list"
+    value = node.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"
+
+
+def _is_null(node: _Node) -> bool:
+    return isinstance(node, _Scalar) and node.value is None
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class _Checker:
+    """Walks the neutral tree once, collecting problems and building model values."""
+
+    def __init__(self, source: str, origin: dns.name.Name, problems: list[Problem]) -> None:
+        self.source = source
+        self.origin = origin
+        self.problems = problems
+
+    def problem(self, node: _Node | None, path: str, reason: str) -> None:
+        where = f"{path}: " if path else ""
+        self.problems.append(
+            Problem(self.source, None if node is None else node.line, where + reason)
+        )
+
+    def marker(self) -> int:
+        return len(self.problems)
+
+    # -- shapes --
+
+    def entries(self, node: _Node, path: str) -> list[tuple[str, _Node, _Node]]:
+        """Key/value pairs of a mapping (null is empty); duplicates and bad keys reported."""
+        if _is_null(node):
+            return []
+        if not isinstance(node, _Map):
+            self.problem(node, path, f"must be a mapping, got {_kind(node)}")
+            return []
+        first: dict[str, _Node] = {}
+        out: list[tuple[str, _Node, _Node]] = []
+        for key_node, value_node in node.pairs:
+            if not isinstance(key_node, _Scalar) or not isinstance(key_node.value, str):
+                self.problem(key_node, path, f"keys must be strings, got {_kind(key_node)}")
+                continue
+            key = key_node.value
+            if key in first:
+                earlier = first[key].line
+                at = f" (first at line {earlier})" if earlier is not None else ""
+                self.problem(key_node, path, f"duplicate key {key!r}{at}")
+                continue
+            first[key] = key_node
+            out.append((key, key_node, value_node))
+        return out
+
+    def fields(
+        self,
+        node: _Node,
+        path: str,
+        allowed: Sequence[str],
+        required: Collection[str] = (),
+        hint: Mapping[str, str] | None = None,
+        at: _Node | None = None,
+    ) -> dict[str, _Node] | None:
+        """The known keys of a fixed-shape mapping; unknown and missing keys reported.
+
+        `at` is the key that owns this mapping: missing keys are reported on its line.
+        """
+        if not isinstance(node, _Map):
+            what = "" if path else "the policy "
+            self.problem(node, path, f"{what}must be a mapping, got {_kind(node)}")
+            return None
+        found: dict[str, _Node] = {}
+        for key, key_node, value_node in self.entries(node, path):
+            if key in allowed:
+                found[key] = value_node
+            elif hint is not None and key in hint:
+                self.problem(key_node, _join(path, key), hint[key])
+            else:
+                self.problem(key_node, path, f"unknown key {key!r}{_suggest(key, allowed)}")
+        for key in required:
+            if key not in found:
+                self.problem(at or node, path, f"missing required key {key!r}")
+        return found
+
+    def string(self, node: _Node, path: str) -> str | None:
+        if isinstance(node, _Scalar):
+            if isinstance(node.value, str):
+                return node.value
+            if node.text is not None and node.value is not None:
+                return node.text  # YAML 1.1 read it as bool/number/date; keep what was written
+        self.problem(node, path, f"must be a string, got {_kind(node)}")
+        return None
+
+    def ident(self, node: _Node, path: str, what: str) -> str | None:
+        text = self.string(node, path)
+        if text is not None and not _ID.fullmatch(text):
+            self.problem(
+                node,
+                path,
+                f"{what} {text!r} must be 1-63 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit",
+            )
+            return None
+        return text
+
+    def name_key(self, key: str, key_node: _Node, path: str, what: str) -> bool:
+        if _ID.fullmatch(key):
+            return True
+        self.problem(
+            key_node,
+            _join(path, key),
+            f"{what} must be 1-63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+        )
+        return False
+
+    def number(
+        self,
+        node: _Node,
+        path: str,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        above: float | None = None,
+        below: float | None = None,
+        integer: bool = False,
+    ) -> float | None:
+        value = node.value if isinstance(node, _Scalar) else None
+        ok_type = (int,) if integer else (int, float)
+        if (
+            not isinstance(node, _Scalar)
+            or isinstance(value, bool)
+            or not isinstance(value, ok_type)
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
+            want = "an integer" if integer else "a finite number"
+            self.problem(node, path, f"must be {want}, got {_kind(node)} {_shown(node)}".rstrip())
+            return None
+        number = int(cast(int, value)) if integer else float(cast(float, value))
+        bounds = []
+        if minimum is not None:
+            bounds.append((number >= minimum, f">= {_fmt(minimum)}"))
+        if above is not None:
+            bounds.append((number > above, f"> {_fmt(above)}"))
+        if maximum is not None:
+            bounds.append((number <= maximum, f"<= {_fmt(maximum)}"))
+        if below is not None:
+            bounds.append((number < below, f"< {_fmt(below)}"))
+        if not all(ok for ok, _ in bounds):
+            rule = " and ".join(text for _, text in bounds)
+            self.problem(node, path, f"must be {rule}, got {_fmt(number)}")
+            return None
+        return number
+
+    def integer(
+        self, node: _Node, path: str, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
+        number = self.number(node, path, minimum=minimum, maximum=maximum, integer=True)
+        return None if number is None else int(number)
+
+    def choice(self, node: _Node, path: str, choices: Sequence[str]) -> str | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        if text not in choices:
+            listed = " | ".join(choices)
+            self.problem(
+                node, path, f"must be one of {listed}, got {text!r}{_suggest(text, choices)}"
+            )
+            return None
+        return text
+
+    def items(self, node: _Node, path: str, *, allow_scalar: bool = False) -> list[_Node] | None:
+        if isinstance(node, _Seq):
+            return node.items
+        if allow_scalar and isinstance(node, _Scalar) and node.value is not None:
+            return [node]
+        self.problem(node, path, f"must be a list, got {_kind(node)}")
+        return None
+
+    def network(self, node: _Node, path: str, text: str | None = None) -> IPNetwork | None:
+        text = self.string(node, path) if text is None else text
+        if text is None:
+            return None
+        try:
+            return ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            hint = ""
+            with contextlib.suppress(ValueError):
+                hint = f" (did you mean {str(ipaddress.ip_network(text, strict=False))!r}?)"
+            reason = "has host bits set" if hint else f"is not a valid CIDR prefix ({exc})"
+            self.problem(node, path, f"{text!r} {reason}{hint}")
+            return None
+
+    def country(self, node: _Node, path: str, *, continents: bool) -> str | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        code = text.upper()
+        if code in COUNTRIES or (continents and code in CONTINENTS):
+            return code
+        what = "a continent code (AF AN AS EU NA OC SA) or " if continents else ""
+        hint = f" (did you mean {_CODE_HINTS[code]!r}?)" if code in _CODE_HINTS else ""
+        self.problem(node, path, f"{text!r} is not {what}an ISO 3166-1 alpha-2 country code{hint}")
+        return None
+
+
+def _value_of(node: _Node, key: str) -> _Node | None:
+    """The value under `key` in a mapping node, if any (first occurrence)."""
+    if isinstance(node, _Map):
+        for key_node, value_node in node.pairs:
+            if isinstance(key_node, _Scalar) and key_node.value == key:
+                return value_node
+    return None
+
+
+def _key_of(node: _Node, key: str) -> _Node | None:
+    """The key node `key` in a mapping node, if any (first occurrence)."""
+    if isinstance(node, _Map):
+        for key_node, _ in node.pairs:
+            if isinstance(key_node, _Scalar) and key_node.value == key:
+                return key_node
+    return None
+
+
+def _shown(node: _Node) -> str:
+    if isinstance(node, _Scalar) and node.value is not None:
+        return repr(node.value) if node.text is None else repr(node.text)
+    return ""
+
+
+# --- the sections ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Refs:
+    """Names defined in the file, for cross-references (defined even when their body is bad)."""
+
+    locations: set[str] = field(default_factory=set)
+    roles: dict[str, str | None] = field(default_factory=dict)  # resource id -> role (if valid)
+
+
+def _locations(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Location]:
+    out: dict[str, Location] = {}
+    owner_of_country: dict[str, str] = {}
+    owner_of_cidr: dict[IPNetwork, str] = {}
+    for name, key_node, body in c.entries(node, "locations"):
+        if not c.name_key(name, key_node, "locations", "a location name"):
+            continue
+        refs.locations.add(name)
+        path = _join("locations", name)
+        start = c.marker()
+        found = c.fields(body, path, _LOCATION_KEYS, required=("lat", "lon"), at=key_node)
+        if found is None:
+            continue
+        lat = (
+            c.number(found["lat"], f"{path}.lat", minimum=-90, maximum=90)
+            if "lat" in found
+            else None
+        )
+        lon = (
+            c.number(found["lon"], f"{path}.lon", minimum=-180, maximum=180)
+            if "lon" in found
+            else None
+        )
+        continent = None
+        if "continent" in found and not _is_null(found["continent"]):
+            text = c.string(found["continent"], f"{path}.continent")
+            if text is not None:
+                continent = text.upper()
+                if continent not in CONTINENTS:
+                    c.problem(
+                        found["continent"],
+                        f"{path}.continent",
+                        f"{text!r} is not a continent code (AF AN AS EU NA OC SA)",
+                    )
+        countries: list[str] = []
+        if "countries" in found and not _is_null(found["countries"]):
+            for item in c.items(found["countries"], f"{path}.countries") or []:
+                code = c.country(item, f"{path}.countries", continents=False)
+                if code is None:
+                    continue
+                other = owner_of_country.setdefault(code, name)
+                if other != name or code in countries:
+                    where = "this location" if other == name else f"location {other!r}"
+                    c.problem(item, f"{path}.countries", f"{code} is already listed for {where}")
+                    continue
+                countries.append(code)
+        cidrs: list[IPNetwork] = []
+        if "cidrs" in found and not _is_null(found["cidrs"]):
+            for item in c.items(found["cidrs"], f"{path}.cidrs") or []:
+                net = c.network(item, f"{path}.cidrs")
+                if net is None:
+                    continue
+                other = owner_of_cidr.setdefault(net, name)
+                if other != name or net in cidrs:
+                    where = "this location" if other == name else f"location {other!r}"
+                    c.problem(item, f"{path}.cidrs", f"{net} is already listed for {where}")
+                    continue
+                cidrs.append(net)
+        if c.marker() == start and lat is not None and lon is not None:
+            out[name] = Location(name, lat, lon, continent, tuple(countries), tuple(cidrs))
+    return out
+
+
+def _location_ref(c: _Checker, node: _Node, path: str, refs: _Refs) -> str | None:
+    name = c.string(node, path)
+    if name is None:
+        return None
+    if name not in refs.locations:
+        c.problem(node, path, f"unknown location {name!r}{_suggest(name, refs.locations)}")
+        return None
+    return name
+
+
+def _regions(c: _Checker, node: _Node, refs: _Refs, at: _Node | None) -> Regions | None:
+    start = c.marker()
+    found = c.fields(node, "regions", _REGIONS_KEYS, required=("default",), at=at)
+    if found is None:
+        return None
+    cidr: list[tuple[IPNetwork, str]] = []
+    seen: dict[IPNetwork, _Node] = {}
+    null = _Scalar(None, None)
+    for prefix, key_node, target in c.entries(found.get("cidr", null), "regions.cidr"):
+        path = _join("regions.cidr", prefix)
+        net = c.network(key_node, path, prefix)
+        location = _location_ref(c, target, path, refs)
+        if net is not None and net in seen:
+            c.problem(key_node, path, f"{net} is listed twice (first at line {seen[net].line})")
+            continue
+        if net is not None:
+            seen[net] = key_node
+        if net is not None and location is not None:
+            cidr.append((net, location))
+    codes: dict[str, str] = {}
+    for code_text, key_node, target in c.entries(found.get("map", null), "regions.map"):
+        path = _join("regions.map", code_text)
+        code = c.country(key_node, path, continents=True)
+        location = _location_ref(c, target, path, refs)
+        if code is not None and code in codes:
+            c.problem(key_node, path, f"{code} is listed twice")
+            continue
+        if code is not None and location is not None:
+            codes[code] = location
+    default = (
+        _location_ref(c, found["default"], "regions.default", refs) if "default" in found else None
+    )
+    if c.marker() != start or default is None:
+        return None
+    return Regions(default=default, cidr=tuple(cidr), codes=codes)
+
+
+def _check(c: _Checker, node: _Node, path: str, at: _Node | None) -> HealthCheck | None:
+    start = c.marker()
+    type_node = _value_of(node, "type")
+    kind = None if type_node is None else c.choice(type_node, f"{path}.type", tuple(_CHECK_KEYS))
+    allowed = _CHECK_COMMON + (_CHECK_KEYS[kind] if kind is not None else _ALL_CHECK_KEYS)
+    hint = None
+    if kind is not None:
+        hint = {k: f"does not apply to {kind} checks" for k in _ALL_CHECK_KEYS if k not in allowed}
+    required = ("type", _CHECK_REQUIRED[kind]) if kind in _CHECK_REQUIRED else ("type",)
+    found = c.fields(node, path, allowed, required=required, hint=hint, at=at)
+    if found is None:
+        return None
+    values: dict[str, Any] = {}
+    if "interval" in found:
+        values["interval"] = c.number(found["interval"], f"{path}.interval", above=0)
+    if "timeout" in found:
+        values["timeout"] = c.number(found["timeout"], f"{path}.timeout", above=0)
+    for key in ("rise", "fall"):
+        if key in found:
+            values[key] = c.integer(found[key], f"{path}.{key}", minimum=1)
+    interval = values.get("interval", _CHECK_DEFAULTS.interval)
+    timeout = values.get("timeout", _CHECK_DEFAULTS.timeout)
+    if interval is not None and timeout is not None and timeout > interval:
+        c.problem(
+            found.get("timeout", found.get("interval")),
+            f"{path}.timeout",
+            f"must not exceed the interval ({_fmt(timeout)} > {_fmt(interval)})",
+        )
+    if "url" in found and kind is not None:
+        values["url"] = _url(c, found["url"], f"{path}.url", kind)
+    if "port" in found:
+        values["port"] = c.integer(found["port"], f"{path}.port", minimum=1, maximum=65535)
+    if "host" in found:
+        values["host"] = c.string(found["host"], f"{path}.host")
+        if values["host"] == "":
+            c.problem(found["host"], f"{path}.host", "must not be empty")
+    if "qname" in found:
+        values["qname"] = c.string(found["qname"], f"{path}.qname")
+        if values["qname"] is not None:
+            try:
+                dns.name.from_text(values["qname"])
+            except dns.exception.DNSException as exc:
+                c.problem(found["qname"], f"{path}.qname", f"not a valid DNS name: {exc}")
+    if "expect_status" in found:
+        values["expect_status"] = _statuses(c, found["expect_status"], f"{path}.expect_status")
+    for key in ("expect_body", "host_header"):
+        if key in found:
+            values[key] = c.string(found[key], f"{path}.{key}")
+    if "command" in found:
+        values["command"] = _argv(c, found["command"], f"{path}.command")
+    if c.marker() != start or kind is None:
+        return None
+    return HealthCheck(type=kind, **values)  # type: ignore[arg-type]
+
+
+def _statuses(c: _Checker, node: _Node, path: str) -> tuple[int, ...]:
+    statuses = []
+    for item in c.items(node, path, allow_scalar=True) or []:
+        status = c.integer(item, path, minimum=100, maximum=599)
+        if status is not None:
+            statuses.append(status)
+    if isinstance(node, _Seq) and not node.items:
+        c.problem(node, path, "must list at least one status code")
+    return tuple(statuses)
+
+
+def _argv(c: _Checker, node: _Node, path: str) -> tuple[str, ...]:
+    if isinstance(node, _Scalar) and isinstance(node.value, str):
+        c.problem(node, path, "must be a list of arguments, not a shell string")
+        return ()
+    argv = []
+    for item in c.items(node, path) or []:
+        arg = c.string(item, path)
+        if arg is not None:
+            argv.append(arg)
+    if isinstance(node, _Seq) and not node.items:
+        c.problem(node, path, "must not be empty")
+    elif argv and not argv[0]:
+        c.problem(node, path, "the program (first item) must not be empty")
+    return tuple(argv)
+
+
+def _url(c: _Checker, node: _Node, path: str, kind: str) -> str | None:
+    url = c.string(node, path)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        c.problem(node, path, f"{url!r} is not a valid URL ({exc})")
+        return None
+    if parts.scheme != kind:
+        c.problem(node, path, f"{url!r} must start with {kind}:// for a {kind} check")
+        return None
+    if not parts.hostname:
+        c.problem(node, path, f"{url!r} has no host")
+        return None
+    return url
+
+
+def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
+    out: dict[str, Resource] = {}
+    for rid, key_node, body in c.entries(node, "resources"):
+        if not c.name_key(rid, key_node, "resources", "a resource id"):
+            continue
+        path = _join("resources", rid)
+        refs.roles[rid] = None
+        start = c.marker()
+        found = c.fields(body, path, _RESOURCE_KEYS, required=("location", "role"), at=key_node)
+        if found is None:
+            continue
+        role = (
+            c.choice(found["role"], f"{path}.role", ("primary", "standby"))
+            if "role" in found
+            else None
+        )
+        refs.roles[rid] = role
+        location = (
+            _location_ref(c, found["location"], f"{path}.location", refs)
+            if "location" in found
+            else None
+        )
+        values: dict[str, Any] = {}
+        for key, version in (("address", 4), ("address6", 6)):
+            if key in found and not _is_null(found[key]):
+                values[key] = _address(c, found[key], f"{path}.{key}", version)
+        if "address" not in values and "address6" not in values:
+            c.problem(key_node, path, "needs an address (IPv4) or an address6 (IPv6), or both")
+        if "capacity" in found:
+            values["capacity"] = c.number(found["capacity"], f"{path}.capacity", above=0)
+        if "cost" in found:
+            values["cost"] = c.number(found["cost"], f"{path}.cost", minimum=0)
+        if "warmup" in found:
+            values["warmup"] = c.number(found["warmup"], f"{path}.warmup", minimum=0)
+        if "check" in found and not _is_null(found["check"]):
+            values["check"] = _check(c, found["check"], f"{path}.check", _key_of(body, "check"))
+        if "override" in found:
+            values["override"] = c.choice(
+                found["override"], f"{path}.override", ("obey", "up", "down")
+            )
+        if c.marker() == start and role is not None and location is not None:
+            out[rid] = Resource(id=rid, location=location, role=role, **values)  # type: ignore[arg-type]
+    return out
+
+
+def _address(c: _Checker, node: _Node, path: str, version: int) -> str | None:
+    text = c.string(node, path)
+    if text is None:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        c.problem(node, path, f"{text!r} is not an IP address")
+        return None
+    if address.version != version:
+        other = "address6" if version == 4 else "address"
+        c.problem(node, path, f"{text!r} is an IPv{address.version} address; put it in {other}")
+        return None
+    return str(address)
+
+
+def _di_name(c: _Checker, text: str, key_node: _Node, path: str) -> dns.name.Name | None:
+    if not text:
+        c.problem(key_node, path, "a DI name must not be empty (use '@' for the zone apex)")
+        return None
+    try:
+        name = dns.name.from_text(text, origin=c.origin)
+    except dns.exception.DNSException as exc:
+        c.problem(key_node, path, f"{text!r} is not a valid DNS name: {exc}")
+        return None
+    origin_text = c.origin.to_text(omit_final_dot=True).lower()
+    if not text.endswith(".") and (
+        text.lower() == origin_text or text.lower().endswith("." + origin_text)
+    ):
+        c.problem(
+            key_node,
+            path,
+            f"{text!r} is relative, so it means {name}; "
+            f"did you mean {text + '.'!r} (absolute names end with a dot)?",
+        )
+        return None
+    if not name.is_subdomain(c.origin):
+        c.problem(key_node, path, f"{name} is outside the zone {c.origin}")
+        return None
+    if name.is_wild():
+        c.problem(key_node, path, f"{name}: a wildcard name cannot be a DI")
+        return None
+    return name
+
+
+def _resource_refs(
+    c: _Checker, node: _Node, path: str, refs: _Refs, role: str
+) -> tuple[str, ...] | None:
+    items = c.items(node, path)
+    if items is None:
+        return None
+    start = c.marker()
+    ids: list[str] = []
+    for item in items:
+        rid = c.string(item, path)
+        if rid is None:
+            continue
+        if rid not in refs.roles:
+            c.problem(item, path, f"unknown resource {rid!r}{_suggest(rid, refs.roles)}")
+        elif refs.roles[rid] is not None and refs.roles[rid] != role:
+            c.problem(item, path, f"{rid} is a {refs.roles[rid]} resource, not a {role}")
+        elif rid in ids:
+            c.problem(item, path, f"{rid} is listed twice")
+        else:
+            ids.append(rid)
+    return tuple(ids) if c.marker() == start else None
+
+
+def _allocation(c: _Checker, node: _Node, path: str) -> AllocationPolicy | None:
+    start = c.marker()
+    found = c.fields(node, path, _ALLOCATION_KEYS)
+    if found is None:
+        return None
+    values: dict[str, Any] = {}
+    if "model" in found:
+        values["model"] = c.ident(found["model"], f"{path}.model", "a model name")
+    for key in ("threshold", "lead_time", "min_hold"):
+        if key in found:
+            values[key] = c.number(found[key], f"{path}.{key}", minimum=0)
+    if "max_shadows" in found:
+        values["max_shadows"] = c.integer(found["max_shadows"], f"{path}.max_shadows", minimum=0)
+    if "quantile" in found:
+        values["quantile"] = c.number(found["quantile"], f"{path}.quantile", above=0, below=1)
+    if c.marker() != start:
+        return None
+    return AllocationPolicy(**values)
+
+
+def _dis(c: _Checker, node: _Node, refs: _Refs) -> dict[dns.name.Name, DI]:
+    out: dict[dns.name.Name, DI] = {}
+    first_line: dict[dns.name.Name, int | None] = {}
+    for text, key_node, body in c.entries(node, "dis"):
+        path = _join("dis", text)
+        start = c.marker()
+        name = _di_name(c, text, key_node, path)
+        if name is not None and name in first_line:
+            at = f" (first at line {first_line[name]})" if first_line[name] is not None else ""
+            c.problem(key_node, path, f"{name} is declared twice{at}")
+            continue
+        if name is not None:
+            first_line[name] = key_node.line
+        found = c.fields(body, path, _DI_KEYS, required=("primaries",), at=key_node)
+        if found is None:
+            continue
+        primaries = None
+        if "primaries" in found:
+            primaries = _resource_refs(c, found["primaries"], f"{path}.primaries", refs, "primary")
+            if primaries == ():
+                c.problem(found["primaries"], f"{path}.primaries", "must list at least one primary")
+        values: dict[str, Any] = {}
+        if "standby" in found and not _is_null(found["standby"]):
+            standby_node = found["standby"]
+            spath = f"{path}.standby"
+            if isinstance(standby_node, _Map):
+                sfound = c.fields(standby_node, spath, _STANDBY_KEYS) or {}
+                if not sfound:
+                    c.problem(standby_node, spath, "needs within_km or ids")
+                if "within_km" in sfound:
+                    values["standby_within_km"] = c.number(
+                        sfound["within_km"], f"{spath}.within_km", above=0
+                    )
+                if "ids" in sfound:
+                    values["standby"] = _resource_refs(
+                        c, sfound["ids"], f"{spath}.ids", refs, "standby"
+                    )
+            else:
+                values["standby"] = _resource_refs(c, standby_node, spath, refs, "standby")
+        if "ttl" in found:
+            values["ttl"] = c.integer(found["ttl"], f"{path}.ttl", minimum=0, maximum=MAX_TTL)
+        if "answers" in found:
+            values["answers"] = c.integer(found["answers"], f"{path}.answers", minimum=1)
+        if "all_down" in found:
+            values["all_down"] = c.choice(
+                found["all_down"], f"{path}.all_down", ("primaries", "nodata")
+            )
+        if "policy" in found and not _is_null(found["policy"]):
+            values["policy"] = _allocation(c, found["policy"], f"{path}.policy")
+        if c.marker() == start and name is not None and primaries:
+            out[name] = DI(name=name, primaries=primaries, **values)
+    return out
+
+
+def _policy(
+    root: _Node | None, origin: dns.name.Name, source: str, problems: list[Problem]
+) -> Policy:
+    c = _Checker(source, origin, problems)
+    if root is None or _is_null(root):
+        c.problems.append(Problem(source, 1, "the policy is empty (needs locations and regions)"))
+        raise PolicyError(problems)
+    found = c.fields(root, "", _TOP_KEYS, required=("locations", "regions"))
+    if found is None:
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise PolicyError(problems)
+    refs = _Refs()
+    null = _Scalar(None, None)
+    locations = _locations(c, found.get("locations", null), refs)
+    regions = None
+    if "regions" in found:
+        regions = _regions(c, found["regions"], refs, _key_of(root, "regions"))
+    resources = _resources(c, found.get("resources", null), refs)
+    dis = _dis(c, found.get("dis", null), refs)
+    if problems or regions is None:
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise PolicyError(problems)
+    return Policy(origin, locations, regions, resources, dis, source)
+
+
+# --- public API ------------------------------------------------------------------------------
+
+
+def load_policy(path: Path, origin: dns.name.Name) -> Policy:
+    """Load and validate `<origin>.policy.yaml`; raise `PolicyError` listing every problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        reason = f"cannot read policy file: {exc.strerror or exc}"
+        raise PolicyError([Problem(source, None, reason)]) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError([Problem(source, line, "the policy file is not valid UTF-8")]) from exc
+    problems: list[Problem] = []
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise PolicyError([Problem(source, line, f"YAML error: {exc.reason}")]) from exc
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            at = None if mark is None else mark.line + 1
+            reason = " ".join(part for part in (exc.context, exc.problem) if part)
+            raise PolicyError([Problem(source, at, f"YAML syntax error: {reason}")]) from exc
+        except yaml.YAMLError as exc:
+            raise PolicyError([Problem(source, None, f"YAML error: {exc}")]) from exc
+        root = None if node is None else _FromYAML(loader, problems, source).convert(node)
+    finally:
+        loader.dispose()
+    return _policy(root, origin, source, problems)
+
+
+def policy_from_mapping(data: object, origin: dns.name.Name, source: str = "<api>") -> Policy:
+    """Validate JSON-like data of the policy file's shape (from the API or the store)."""
+    return _policy(None if data is None else _from_data(data), origin, source, [])
+
+
+def policy_to_mapping(policy: Policy) -> dict[str, Any]:
+    """The policy as plain data in the file's shape; keys holding their default are left out.
+
+    `policy_from_mapping(policy_to_mapping(p), p.origin, p.source) == p` for every policy this
+    module produces. The result is JSON- and YAML-serialisable.
+    """
+    out: dict[str, Any] = {
+        "locations": {name: _location_to(loc) for name, loc in policy.locations.items()},
+        "regions": _regions_to(policy.regions),
+    }
+    if policy.resources:
+        out["resources"] = {rid: _resource_to(r) for rid, r in policy.resources.items()}
+    if policy.dis:
+        out["dis"] = {
+            name.relativize(policy.origin).to_text(): _di_to(di) for name, di in policy.dis.items()
+        }
+    return out
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the policy file, as shipped in `shadowdns/data`."""
+    text = resources.files("shadowdns").joinpath("data/policy.schema.json").read_text("utf-8")
+    return cast(dict[str, Any], json.loads(text))
+
+
+def _num(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _location_to(loc: Location) -> dict[str, Any]:
+    out: dict[str, Any] = {"lat": _num(loc.lat), "lon": _num(loc.lon)}
+    if loc.continent is not None:
+        out["continent"] = loc.continent
+    if loc.countries:
+        out["countries"] = list(loc.countries)
+    if loc.cidrs:
+        out["cidrs"] = [str(net) for net in loc.cidrs]
+    return out
+
+
+def _regions_to(regions: Regions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if regions.cidr:
+        out["cidr"] = {str(net): location for net, location in regions.cidr}
+    if regions.codes:
+        out["map"] = dict(regions.codes)
+    out["default"] = regions.default
+    return out
+
+
+def _non_default(value: object, defaults: object, keys: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in keys:
+        mine = getattr(value, key)
+        if mine != getattr(defaults, key):
+            out[key] = _num(mine) if isinstance(mine, float) else mine
+    return out
+
+
+_RESOURCE_DEFAULTS = Resource(id="-", location="-", role="primary", address="0.0.0.0")
+_DI_DEFAULTS = DI(name=dns.name.root, primaries=())
+
+
+def _resource_to(res: Resource) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if res.address is not None:
+        out["address"] = res.address
+    if res.address6 is not None:
+        out["address6"] = res.address6
+    out["location"] = res.location
+    out["role"] = res.role
+    out.update(_non_default(res, _RESOURCE_DEFAULTS, ("capacity", "cost", "warmup", "override")))
+    if res.check is not None:
+        out["check"] = _check_to(res.check)
+    return out
+
+
+def _check_to(check: HealthCheck) -> dict[str, Any]:
+    defaults = HealthCheck(type=check.type)
+    keys = (*_CHECK_COMMON[1:], *_CHECK_KEYS[check.type])
+    out: dict[str, Any] = {"type": check.type}
+    for key, value in _non_default(check, defaults, keys).items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _di_to(di: DI) -> dict[str, Any]:
+    out: dict[str, Any] = {"primaries": list(di.primaries)}
+    if di.standby_within_km is not None:
+        standby: dict[str, Any] = {"within_km": _num(di.standby_within_km)}
+        if di.standby:
+            standby["ids"] = list(di.standby)
+        out["standby"] = standby
+    elif di.standby:
+        out["standby"] = list(di.standby)
+    out.update(_non_default(di, _DI_DEFAULTS, ("ttl", "answers", "all_down")))
+    policy = _non_default(di.policy, AllocationPolicy(), _ALLOCATION_KEYS)
+    if policy:
+        out["policy"] = policy
+    return out
