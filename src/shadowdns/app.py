@@ -1,7 +1,9 @@
 """The composition root: builds the running server from its configuration and owns its tasks.
 
 Everything long-lived (engine, listeners, store, background loops) is created here and
-passed down, so library code never reaches for globals.
+passed down, so library code never reaches for globals. The store is used from one
+dedicated thread: SQLite connections belong to the thread that opened them, and the
+event loop must never wait on disk.
 """
 
 from __future__ import annotations
@@ -9,17 +11,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import dns.name
 
 from shadowdns.errors import ShadowDNSError
-from shadowdns.resolver.authority import ZoneSet
-from shadowdns.resolver.engine import QueryEngine, Snapshot
+from shadowdns.resolver.counters import DemandCounters, minute
+from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
-from shadowdns.zones.loader import load_zone_dir
+from shadowdns.resolver.snapshot import (
+    Config,
+    LiveState,
+    Snapshot,
+    build_snapshot,
+    load_config,
+    shadows_by_di,
+)
+from shadowdns.store import DemandRow, Store, ZoneRecord, default_state_path, open_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Allocation states whose shadows answer queries.
+ANSWERING_STATES = ("ready", "draining")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +47,31 @@ class ServeConfig:
     zones_dir: Path
     listen: tuple[ListenAddress, ...]
     identity: Identity = field(default_factory=Identity)
-    state_path: Path | None = None
+    state: str | None = None
+    geoip: Path | None = None
     tcp_max_connections: int = 256
     tcp_idle_timeout: float = 10.0
+    poll_interval: float = 1.0
+    flush_interval: float = 10.0
 
 
-def build_snapshot(config: ServeConfig, generation: int = 0) -> Snapshot:
-    """Load everything the query path needs; raises ConfigError without side effects."""
-    zones = load_zone_dir(config.zones_dir)
-    return Snapshot(zones=ZoneSet(zones), identity=config.identity, generation=generation)
+def read_live_state(store: Store, config: Config, now: float | None = None) -> LiveState:
+    """Ready shadows and down resources as the store has them now."""
+    now = time.time() if now is None else now
+    known = {name.to_text() for policy in config.policies.values() for name in policy.dis}
+    rows = [
+        (a.di, a.resource, a.region)
+        for a in store.list_allocations(active_only=True)
+        if a.state in ANSWERING_STATES and a.valid_from <= now
+        and (a.valid_until is None or a.valid_until > now)
+    ]
+    down = frozenset(h.resource for h in store.health_states() if h.state == "down")
+    return LiveState(shadows=shadows_by_di(rows, known), down=down,
+                     version=store.allocations_version())
+
+
+def live_fingerprint(live: LiveState) -> tuple[object, ...]:
+    return (tuple(sorted(live.shadows.items())), live.down)
 
 
 class Service:
@@ -43,24 +79,86 @@ class Service:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.engine = QueryEngine(build_snapshot(config))
+        self.loaded = load_config(config.zones_dir, config.geoip, config.identity)
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadowdns-store")
+        state = config.state or default_state_path()
+        if state != ":memory:" and "://" not in state:
+            Path(state).parent.mkdir(parents=True, exist_ok=True)
+        self.store: Store = self.io.submit(open_store, state).result()
+        self.state_path = state
+        self.live = self.io.submit(read_live_state, self.store, self.loaded).result()
+        self.generation = 0
+        self.counters = DemandCounters()
+        self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters)
         self.server = DNSServer(
             self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout)
         )
         self.stopping = asyncio.Event()
-        self.generation = 0
+        self.tasks: list[asyncio.Task[None]] = []
+        self._record_zones()
+
+    async def _in_io(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    def _record_zones(self) -> None:
+        now = time.time()
+        for origin, zone in self.loaded.zones.items():
+            record = ZoneRecord(origin.to_text(), zone.file, zone.serial, now)
+            self.io.submit(self.store.upsert_zone, record)
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        self.engine.swap(snapshot)
 
     def reload(self) -> bool:
-        """Re-read the zones; keep serving the old data if anything is wrong."""
+        """Re-read zones and policies; keep serving the old data if anything is wrong."""
         try:
-            snapshot = build_snapshot(self.config, self.generation + 1)
+            loaded = load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
+            snapshot = build_snapshot(loaded, self.live, self.generation + 1)
         except ShadowDNSError as exc:
-            log.error("reload failed, still serving the previous zones:\n%s", exc)
+            log.error("reload failed, still serving the previous configuration:\n%s", exc)
             return False
+        self.loaded = loaded
         self.generation += 1
-        self.engine.swap(snapshot)
+        self._publish(snapshot)
+        self._record_zones()
         log.info("reloaded %d zone(s), generation %d", len(snapshot.zones), self.generation)
         return True
+
+    async def _poll_live(self) -> None:
+        """Pick up allocation and health changes made by other processes within a second."""
+        while True:
+            await asyncio.sleep(self.config.poll_interval)
+            try:
+                live = await self._in_io(read_live_state, self.store, self.loaded)
+            except Exception as exc:  # keep serving the last good table
+                log.warning("cannot read live state: %s", exc)
+                continue
+            if live_fingerprint(live) != live_fingerprint(self.live):
+                self.live = live
+                self.generation += 1
+                self._publish(build_snapshot(self.loaded, live, self.generation))
+                log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
+                         "generation %d", len(live.shadows), len(live.down), self.generation)
+
+    def flush_counters(self) -> list[DemandRow]:
+        """Take the counts since the last flush as store rows (on the event loop)."""
+        bucket = minute()
+        return [DemandRow(di, region, bucket, kind, queries)  # type: ignore[arg-type]
+                for di, region, kind, queries in self.counters.drain()]
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_interval)
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        rows = self.flush_counters()
+        if not rows:
+            return
+        try:
+            await self._in_io(self.store.add_demand, rows)
+        except Exception as exc:
+            log.warning("cannot write %d demand row(s): %s", len(rows), exc)
 
     async def start(self) -> list[ListenAddress]:
         bound = [await self.server.listen(addr) for addr in self.config.listen]
@@ -71,25 +169,41 @@ class Service:
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
             pass
+        self.tasks.append(loop.create_task(self._poll_live()))
+        self.tasks.append(loop.create_task(self._flush_loop()))
         zones = self.engine.snapshot.zones.zones
-        log.info("serving %d zone(s): %s", len(zones), " ".join(str(z) for z in zones))
+        dis = len(self.engine.snapshot.dis)
+        log.info("serving %d zone(s) with %d DI(s): %s; state %s", len(zones), dis,
+                 " ".join(str(z) for z in zones), self.state_path)
         return bound
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.close()
+        await self._flush_once()
+        self.io.shutdown(wait=True)
 
     async def run(self) -> None:
         await self.start()
         await self.stopping.wait()
-        await self.server.close()
+        await self.stop()
         log.info("stopped")
 
 
 def run_service(config: ServeConfig) -> int:
+    async def main() -> None:
+        await Service(config).run()
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        uvloop = None
-    service = Service(config)
-    if uvloop is not None:
-        uvloop.run(service.run())
-    else:  # pragma: no cover
-        asyncio.run(service.run())
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
     return 0
+
+
+def di_names(config: Config) -> list[dns.name.Name]:
+    return [name for policy in config.policies.values() for name in policy.dis]

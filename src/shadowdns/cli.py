@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shadowdns.zones.commands",
     "shadowdns.store.commands",
     "shadowdns.predictor.commands",
+    "shadowdns.allocator.commands",
 )
 
 

@@ -90,7 +90,7 @@ def negative_soa(zone: Zone) -> dns.rrset.RRset:
 
 def _synthesize(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
     out = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype, rrset.covers)
-    out.update(rrset)
+    out.update(rrset)  # type: ignore[no-untyped-call]
     return out
 
 

@@ -11,7 +11,6 @@ from shadowdns import __version__
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
-from shadowdns.zones.loader import load_zone_dir
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
 
@@ -47,16 +46,36 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--hide-version", action="store_true",
                        help="refuse version.server / version.bind")
     serve.add_argument("--edns-payload", type=int, default=EDNS_PAYLOAD,
-                       help=f"EDNS UDP payload size to advertise and honour (default {EDNS_PAYLOAD})")
-    serve.add_argument("--state", type=Path, default=None,
-                       help="SQLite state file (default under the data directory)")
+                       help="EDNS UDP payload size to advertise and honour "
+                            f"(default {EDNS_PAYLOAD})")
+    serve.add_argument("--state", default=None,
+                       help="state store: a SQLite path or sqlite:///PATH "
+                            "(default $SHADOWDNS_STATE or ~/.local/share/shadowdns/state.db)")
+    serve.add_argument("--geoip", type=Path, default=None,
+                       help="MaxMind DB (City or Country) to locate clients "
+                            "(default: the bundled GeoLite2-City)")
     serve.add_argument("--tcp-max-connections", type=int, default=256)
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
     serve.set_defaults(handler=cmd_serve)
 
-    check = subparsers.add_parser("check", help="validate zone files without serving them")
+    check = subparsers.add_parser(
+        "check", help="validate zone and policy files without serving them")
     check.add_argument("zones", type=Path, help="directory of *.zone master files")
     check.set_defaults(handler=cmd_check)
+
+    explain = subparsers.add_parser(
+        "explain", help="show the answer a client would get, and why (dry run)")
+    explain.add_argument("name", help="query name")
+    explain.add_argument("--client", required=True, metavar="IP[/PREFIX]",
+                         help="client address; with /PREFIX it is treated as an ECS subnet")
+    explain.add_argument("--qtype", default="A", help="query type (default A)")
+    explain.add_argument("--zones", type=Path, default=None,
+                         help="zones directory (default: the bundled demo)")
+    explain.add_argument("--geoip", type=Path, default=None, help="MaxMind DB to use")
+    explain.add_argument("--state", default=None,
+                         help="state store to read shadow allocations and health from")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(handler=cmd_explain)
 
 
 def identity_from_args(args: argparse.Namespace) -> Identity:
@@ -81,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
         identity=identity_from_args(args),
-        state_path=args.state,
+        state=args.state,
+        geoip=args.geoip,
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
     )
@@ -89,13 +109,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from shadowdns.resolver.snapshot import load_config, policy_path
+
     try:
-        zones = load_zone_dir(args.zones)
+        config = load_config(args.zones)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    for origin, zone in zones.items():
+    for origin, zone in config.zones.items():
         count = sum(len(rr) for rr in zone.rrsets())
         print(f"{zone.file}: zone {origin} serial {zone.serial}, {count} records: ok")
+        policy = config.policies.get(origin)
+        if policy is not None:
+            print(f"{policy_path(zone)}: {len(policy.locations)} locations, "
+                  f"{len(policy.resources)} resources, {len(policy.dis)} DIs: ok")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from shadowdns.resolver.explain import explain
+
+    report = explain(
+        zones_dir=args.zones or demo_zones_dir(), name=args.name, client=args.client,
+        qtype=args.qtype, geoip=args.geoip, state=args.state,
+    )
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_json(), indent=None))
+    else:
+        print(report.to_text())
     return 0

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import dns.edns
 import dns.exception
@@ -28,17 +26,18 @@ import dns.rdatatype
 import dns.rrset
 
 from shadowdns.resolver import render
-from shadowdns.resolver.authority import Result, ZoneSet, resolve
+from shadowdns.resolver.authority import Result, negative_soa, resolve
+from shadowdns.resolver.counters import DemandCounters
 from shadowdns.resolver.render import (
-    SHAPE_CD,
     SHAPE_COUNT,
     SHAPE_DO,
     SHAPE_EDNS,
     SHAPE_NSID,
-    SHAPE_RD,
     Identity,
     Template,
 )
+from shadowdns.resolver.snapshot import GeoContext, Snapshot
+from shadowdns.zones.policy import DI
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +49,26 @@ MAX_CACHED = 500_000
 IN = int(dns.rdataclass.IN)
 CH = int(dns.rdataclass.CH)
 _TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
+_A = int(dns.rdatatype.A)
+_ADDRESS = {_A, int(dns.rdatatype.AAAA)}
 _META = {int(dns.rdatatype.OPT), int(dns.rdatatype.TSIG), int(dns.rdatatype.TKEY),
          int(dns.rdatatype.MAILA), int(dns.rdatatype.MAILB)}
 
-# A dynamic answer source: given (qname, qtype, region) returns a Result to use instead of
-# the static one, or None to keep the static answer. Installed by the geo-routing part.
-Dynamic = Callable[[dns.name.Name, int, int], Result | None]
+class Regional:
+    """A DI answer that depends on the client's region: one template per region.
 
+    Variants are compiled on first use; `slots` are the demand counter per region;
+    `uniform` is set when every region gets the same bytes, so the ECS scope is 0.
+    """
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything the query path reads; replaced whole, never changed."""
+    __slots__ = ("ctx", "slots", "uniform", "variants")
 
-    zones: ZoneSet
-    identity: Identity = field(default_factory=Identity)
-    generation: int = 0
+    def __init__(self, ctx: GeoContext, variants: list[Template], slots: list[int],
+                 uniform: bool) -> None:
+        self.ctx = ctx
+        self.variants = variants
+        self.slots = slots
+        self.uniform = uniform
 
 
 class AnswerTable:
@@ -76,16 +80,17 @@ class AnswerTable:
     __slots__ = ("size", "tables")
 
     def __init__(self) -> None:
-        self.tables: list[dict[bytes, Template]] = [{} for _ in range(SHAPE_COUNT)]
+        self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
         self.size = 0
 
 
 class QueryEngine:
     """Answers DNS messages from the current snapshot."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, counters: DemandCounters | None = None) -> None:
         self.snapshot = snapshot
         self.table = AnswerTable()
+        self.counters = counters or DemandCounters()
         self._opt_plain = [b""] * SHAPE_COUNT
         self._opt_ecs_head = [b""] * SHAPE_COUNT
         self._set_identity(snapshot.identity)
@@ -113,63 +118,64 @@ class QueryEngine:
 
     # -- the query path ------------------------------------------------------------------
 
-    def respond(self, data: bytes, tcp: bool = False) -> bytes | None:
-        """Answer one message; None means send nothing."""
+    def respond(self, data: bytes, addr: tuple[str, int] | None = None,
+                tcp: bool = False) -> bytes | None:
+        """Answer one message from `addr`; None means send nothing."""
         try:
-            return self._fast(data, tcp)
+            return self._fast(data, addr, tcp)
         except Exception:  # never let a packet take the listener down
             log.exception("internal error answering a query")
             if len(data) >= 12 and not data[2] & 0x80:
                 return render.error_response(data, dns.rcode.SERVFAIL)
             return None
 
-    def _fast(self, data: bytes, tcp: bool) -> bytes | None:
+    def _fast(self, data: bytes, addr: tuple[str, int] | None, tcp: bool) -> bytes | None:
         # Hand-written on purpose: this is the hot path (see module docstring).
         n = len(data)
         if n < 17 or data[2] & 0xF8:  # short, QR set, or opcode != QUERY
-            return self._slow(data, tcp)
+            return self._slow(data, tcp, addr)
         counts = data[4:12]
         if counts == _COUNTS_PLAIN:
             edns = False
         elif counts == _COUNTS_OPT:
             edns = True
         else:
-            return self._slow(data, tcp)
+            return self._slow(data, tcp, addr)
         i = 12
         length = data[12]
         while length:
             if length > 63:
-                return self._slow(data, tcp)
+                return self._slow(data, tcp, addr)
             i += length + 1
             if i >= n:
-                return self._slow(data, tcp)
+                return self._slow(data, tcp, addr)
             length = data[i]
         qend = i + 5
         if qend > n or i - 12 > 254:
-            return self._slow(data, tcp)
+            return self._slow(data, tcp, addr)
         shape = (1 if data[2] & 1 else 0) | (2 if data[3] & 0x10 else 0)
         ecs = b""
         if edns:
             if data[qend : qend + 3] != _OPT_HEAD or qend + 11 > n or data[qend + 6]:
-                return self._slow(data, tcp)
+                return self._slow(data, tcp, addr)
             payload = data[qend + 3] << 8 | data[qend + 4]
             if data[qend + 7] & 0x80:
                 shape |= SHAPE_DO
             shape |= SHAPE_EDNS
             j = qend + 11
             if j + (data[qend + 9] << 8 | data[qend + 10]) != n:
-                return self._slow(data, tcp)
+                return self._slow(data, tcp, addr)
             while j < n:
                 if j + 4 > n:
-                    return self._slow(data, tcp)
+                    return self._slow(data, tcp, addr)
                 code = data[j] << 8 | data[j + 1]
                 olen = data[j + 2] << 8 | data[j + 3]
                 end = j + 4 + olen
                 if end > n:
-                    return self._slow(data, tcp)
+                    return self._slow(data, tcp, addr)
                 if code == 8:
                     if ecs:
-                        return self._slow(data, tcp)
+                        return self._slow(data, tcp, addr)
                     ecs = data[j + 4 : end]
                 elif code == 3:
                     shape |= SHAPE_NSID
@@ -179,7 +185,7 @@ class QueryEngine:
                 limit = 512
         else:
             if qend != n:
-                return self._slow(data, tcp)
+                return self._slow(data, tcp, addr)
             limit = 65535 if tcp else MAX_UDP_PLAIN
         key = data[12:i].lower() + data[i:qend]
         tpl = self.table.tables[shape].get(key)
@@ -187,46 +193,52 @@ class QueryEngine:
             self.stats_misses += 1
             tpl = self._compile(key, shape, data, i, qend)
             if tpl is None:
-                return self._slow(data, tcp)
+                return self._slow(data, tcp, addr)
         else:
             self.stats_hits += 1
+        scope = 0
+        if tpl.__class__ is Regional:
+            regional: Regional = tpl
+            ctx = regional.ctx
+            if ecs and ecs[2]:  # a client subnet with a non-zero source prefix
+                if not _ecs_valid(ecs):
+                    return render.error_response(data, dns.rcode.FORMERR, qend - 12)
+                hit = ctx.ecs_cache.get(ecs)
+                if hit is None:
+                    hit = ctx.locate_ecs(ecs)
+                    if hit is None:
+                        return render.error_response(data, dns.rcode.FORMERR, qend - 12)
+                ridx, scope = hit
+            else:  # no client information: the source address decides (RFC 7871 §7.1.2)
+                ip = addr[0] if addr is not None else "127.0.0.1"
+                found = ctx.ip_cache.get(ip)
+                ridx = ctx.locate_ip(ip) if found is None else found
+            self.counters.counts[regional.slots[ridx]] += 1
+            if regional.uniform:
+                scope = 0
+            tpl = regional.variants[ridx]
         if ecs:
-            opt = self._ecs_opt(ecs, shape)
+            opt = self._ecs_opt(ecs, shape, scope)
             if opt is None:
                 return render.error_response(data, dns.rcode.FORMERR, qend - 12)
-            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body_noopt + opt
+            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body_noopt + opt  # type: ignore[union-attr]
         else:
-            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body
+            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body  # type: ignore[union-attr]
         if len(resp) > limit:
-            return self._slow(data, tcp)
+            return self._slow(data, tcp, addr)
         return resp
 
-    def _ecs_opt(self, ecs: bytes, shape: int) -> bytes | None:
-        """OPT with the ECS option echoed at scope 0 (static answers), or None if invalid."""
-        if len(ecs) < 4:
+    def _ecs_opt(self, ecs: bytes, shape: int, scope: int = 0) -> bytes | None:
+        """OPT echoing the client's ECS option with our scope, or None if it is invalid."""
+        if not _ecs_valid(ecs):
             return None
-        family = ecs[0] << 8 | ecs[1]
-        source = ecs[2]
-        if ecs[3] != 0:
-            return None
-        addr = ecs[4:]
-        if family == 1:
-            maxbits = 32
-        elif family == 2:
-            maxbits = 128
-        else:
-            return None
-        if source > maxbits or len(addr) != (source + 7) // 8:
-            return None
-        if source % 8 and addr and addr[-1] & (0xFF >> (source % 8)):
-            return None
-        option = render.ecs_option_wire(family, source, 0, addr)
+        option = render.ecs_option_wire(ecs[0] << 8 | ecs[1], ecs[2], scope, ecs[4:])
         opts = self._nsid_wire[shape] + option
         return self._opt_ecs_head[shape] + struct.pack("!H", len(opts)) + opts
 
     def _compile(
         self, key: bytes, shape: int, data: bytes, name_end: int, qend: int
-    ) -> Template | None:
+    ) -> Template | Regional | None:
         """Resolve a question on a table miss and remember its template."""
         try:
             qname = dns.name.from_wire(data, 12)[0]
@@ -239,22 +251,51 @@ class QueryEngine:
         result = resolve(snap.zones, qname, qtype)
         if result.rcode == dns.rcode.REFUSED:
             return None  # do not let random out-of-zone names fill the table
-        msg = render.build_message(result, qname, qtype, qclass, shape, snap.identity)
+        entry: Template | Regional | None
+        dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
+        if dynamic is not None and qtype in _ADDRESS and not result.referral:
+            entry = self._compile_regional(result, dynamic[0], dynamic[1], qname, qtype,
+                                           shape, qend - 12)
+        else:
+            entry = self._template(result, qname, qtype, shape, qend - 12)
+        if entry is None:
+            return None
+        table = self.table
+        if table.size < MAX_CACHED:
+            table.tables[shape][key] = entry
+            table.size += 1
+        return entry
+
+    def _template(self, result: Result, qname: dns.name.Name, qtype: int, shape: int,
+                  question_len: int) -> Template | None:
+        snap = self.snapshot
+        msg = render.build_message(result, qname, qtype, IN, shape, snap.identity)
         wire = render.render(msg)
         if wire[2] & 0x02:  # truncated even at 64 KiB: never cache
             return None
-        tpl = render.make_template(
-            wire, qend - 12, render.opt_length(shape, snap.identity)
-        )
-        table = self.table
-        if table.size < MAX_CACHED:
-            table.tables[shape][key] = tpl
-            table.size += 1
-        return tpl
+        return render.make_template(wire, question_len, render.opt_length(shape, snap.identity))
+
+    def _compile_regional(self, static: Result, di: DI, ctx: GeoContext, qname: dns.name.Name,
+                          qtype: int, shape: int, question_len: int) -> Regional | None:
+        family = 4 if qtype == _A else 6
+        di_text = di.name.to_text()
+        variants: list[Template] = []
+        slots: list[int] = []
+        for ridx, region in enumerate(ctx.regions):
+            decision = ctx.decision(di, ridx)
+            result = _with_addresses(static, di, qtype, decision.addresses(family))
+            tpl = self._template(result, qname, qtype, shape, question_len)
+            if tpl is None:
+                return None
+            variants.append(tpl)
+            slots.append(self.counters.slot(di_text, region, decision.kind))
+        uniform = all(v == variants[0] for v in variants)
+        return Regional(ctx, variants, slots, uniform)
 
     # -- the slow path ---------------------------------------------------------------------
 
-    def _slow(self, data: bytes, tcp: bool) -> bytes | None:
+    def _slow(self, data: bytes, tcp: bool,
+              addr: tuple[str, int] | None = None) -> bytes | None:
         """Full parse with dnspython; every failure becomes an rcode or a drop."""
         self.stats_slow += 1
         if len(data) < 12 or data[2] & 0x80:
@@ -302,9 +343,19 @@ class QueryEngine:
             result = Result(rcode=dns.rcode.NOTIMP, aa=False)
         else:
             result = resolve(snap.zones, q.name, q.rdtype)
+        scope = 0
+        dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
+        if dynamic is not None and q.rdtype in _ADDRESS and not result.referral:
+            located = self._locate(dynamic[1], ecs, addr)
+            if located is None:
+                return render.error_response(data, dns.rcode.FORMERR, qlen)
+            ridx, scope = located
+            decision = dynamic[1].decision(dynamic[0], ridx)
+            result = _with_addresses(result, dynamic[0], q.rdtype,
+                                     decision.addresses(4 if q.rdtype == _A else 6))
         extra: list[dns.edns.Option] = []
         if ecs is not None:
-            extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, 0))
+            extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
         msg = render.build_message(result, q.name, q.rdtype, q.rdclass, shape, snap.identity,
                                    extra)
         if tcp:
@@ -314,6 +365,16 @@ class QueryEngine:
         else:
             limit = MAX_UDP_PLAIN
         return _finish(data, msg, limit)
+
+    @staticmethod
+    def _locate(ctx: GeoContext, ecs: dns.edns.ECSOption | None,
+                addr: tuple[str, int] | None) -> tuple[int, int] | None:
+        """(region index, scope) from the ECS option or else the source address."""
+        if ecs is not None and ecs.srclen:
+            raw = ecs.to_wire()
+            assert raw is not None
+            return ctx.locate_ecs(raw)
+        return ctx.locate_ip(addr[0] if addr is not None else "127.0.0.1"), 0
 
     def _formerr(self, data: bytes) -> bytes:
         return render.error_response(data, dns.rcode.FORMERR)
@@ -340,3 +401,36 @@ def _finish(data: bytes, msg: dns.message.Message, limit: int) -> bytes:
         # Echo the question exactly as sent (case included, RFC 1035 §7.3 / 0x20).
         wire = wire[:12] + data[12 : 12 + qlen] + wire[12 + qlen :]
     return data[:2] + wire[2:]
+
+
+def _ecs_valid(ecs: bytes) -> bool:
+    """RFC 7871 §7.1.2: known family, prefix within it, exact address length, zero padding,
+    and SCOPE PREFIX-LENGTH 0 in queries."""
+    if len(ecs) < 4 or ecs[3]:
+        return False
+    family = ecs[0] << 8 | ecs[1]
+    source = ecs[2]
+    if family == 1:
+        maxbits = 32
+    elif family == 2:
+        maxbits = 128
+    else:
+        return False
+    if source > maxbits or len(ecs) - 4 != (source + 7) // 8:
+        return False
+    return not (source % 8 and ecs[-1] & (0xFF >> (source % 8)))
+
+
+def _with_addresses(static: Result, di: DI, qtype: int, addresses: list[str]) -> Result:
+    """The static answer with the DI's address RRset replaced by the region's choice."""
+    name = static.final_name
+    assert name is not None and static.zone is not None
+    answer = [rr for rr in static.answer if not (rr.name == name and rr.rdtype == qtype)]
+    authority = [rr for rr in static.authority if rr.rdtype != dns.rdatatype.SOA]
+    if addresses:
+        answer.append(dns.rrset.from_text_list(
+            name, di.ttl, dns.rdataclass.IN, dns.rdatatype.RdataType(qtype), addresses))
+    else:
+        authority.append(negative_soa(static.zone))
+    return Result(rcode=static.rcode, aa=static.aa, answer=answer, authority=authority,
+                  additional=list(static.additional), zone=static.zone, final_name=name)

@@ -77,7 +77,7 @@ def shape_of(flags: int, edns: bool, do: bool, nsid: bool) -> int:
 def opt_options(shape: int, identity: Identity) -> list[dns.edns.Option]:
     options: list[dns.edns.Option] = []
     if shape & SHAPE_NSID and identity.nsid is not None:
-        options.append(dns.edns.GenericOption(NSID_CODE, identity.nsid))
+        options.append(dns.edns.GenericOption(dns.edns.OptionType.NSID, identity.nsid))
     return options
 
 
@@ -118,8 +118,10 @@ def build_message(
     if result.aa:
         flags |= dns.flags.AA
     msg.flags = flags
-    msg.set_rcode(result.rcode)
-    msg.question.append(dns.rrset.RRset(qname, qclass, qtype))
+    msg.set_rcode(dns.rcode.Rcode(result.rcode))
+    msg.question.append(
+        dns.rrset.RRset(qname, dns.rdataclass.RdataClass(qclass), dns.rdatatype.RdataType(qtype))
+    )
     msg.answer.extend(result.answer)
     msg.authority.extend(result.authority)
     msg.additional.extend(result.additional)
@@ -127,7 +129,7 @@ def build_message(
         options = opt_options(shape, identity) + list(extra_options or [])
         ednsflags = dns.flags.DO if shape & SHAPE_DO else 0
         msg.use_edns(0, ednsflags, identity.payload, options=options)
-        msg.set_rcode(result.rcode)
+        msg.set_rcode(dns.rcode.Rcode(result.rcode))
     return msg
 
 

@@ -58,7 +58,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
         self.sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        resp = self.engine.respond(data)
+        resp = self.engine.respond(data, addr)
         if resp is not None:
             try:
                 self.sendto(resp, addr)
@@ -93,6 +93,8 @@ class TCPProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses but behave as such.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer: tuple[str, int] | None = (peer[0], peer[1]) if peer else None
         if self.limits.active >= self.limits.max_connections:
             transport.abort()
             return
@@ -123,7 +125,7 @@ class TCPProtocol(asyncio.Protocol):
                 break
             msg = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
-            resp = self.engine.respond(msg, tcp=True)
+            resp = self.engine.respond(msg, self.peer, tcp=True)
             if resp is None:
                 # Not answerable (a response, or under 12 bytes): end the stream.
                 transport.close()

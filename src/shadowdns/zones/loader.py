@@ -38,22 +38,22 @@ class _Record:
     line: int
 
 
-class _LineTrackingTxn(dns.zonefile.RRsetsReaderTransaction):  # type: ignore[misc]
+class _LineTrackingTxn(dns.zonefile.RRsetsReaderTransaction):
     """Keeps every RRset the reader adds together with the line it came from."""
 
     line_of: Callable[[], int]
     records: list[_Record]
 
     def _put_rdataset(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
-        super()._put_rdataset(name, rdataset)
+        super()._put_rdataset(name, rdataset)  # type: ignore[no-untyped-call]
         rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
-        rrset.update(rdataset)
+        rrset.update(rdataset)  # type: ignore[no-untyped-call]
         self.records.append(_Record(rrset, self.line_of()))
 
 
-class _LineTrackingManager(dns.zonefile.RRSetsReaderManager):  # type: ignore[misc]
+class _LineTrackingManager(dns.zonefile.RRSetsReaderManager):
     def writer(self, replacement: bool = False) -> _LineTrackingTxn:
-        txn = _LineTrackingTxn(self, True, False)
+        txn = _LineTrackingTxn(self, True, False)  # type: ignore[no-untyped-call]
         txn.records = []
         return txn
 
@@ -97,7 +97,10 @@ def _read_records(path: Path, origin: dns.name.Name) -> list[_Record]:
             try:
                 reader.read()
             except dns.zonefile.CNAMEAndOtherData as exc:
-                raise dns.exception.SyntaxError(f"{path}:{max(1, tok.line_number - 1)}: {exc}") from None
+                line = max(1, tok.line_number - 1)
+                raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
+                    f"{path}:{line}: {exc}"
+                ) from None
         records: list[_Record] = txn.records
     return records
 
@@ -136,7 +139,9 @@ def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Pr
         others = [t for t in types if t not in _CNAME_COMPANIONS]
         if others:
             kinds = ", ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType(t)) for t in others)
-            problems.append(Problem(file, cname_line, f"CNAME at {name} beside other data ({kinds})"))
+            problems.append(
+                Problem(file, cname_line, f"CNAME at {name} beside other data ({kinds})")
+            )
     for rec in records:
         if rec.rrset.rdtype == dns.rdatatype.CNAME and len(rec.rrset) > 1:
             problems.append(Problem(file, rec.line, f"more than one CNAME at {rec.rrset.name}"))

@@ -1,0 +1,229 @@
+"""Builds the immutable snapshot the query path reads: zones, DIs, region mappers, shadows.
+
+Two inputs change at different speeds: the configuration (zone and policy files, reloaded
+on SIGHUP) and the live state (shadow allocations and health, polled every second). A
+snapshot combines both; the control plane builds a new one and swaps it in whole. DI names
+are added to their zone as the *static view* (A/AAAA of all primaries), so the
+authoritative algorithm, NXDOMAIN/NODATA logic and zone transfers see them as real names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from shadowdns.errors import ConfigError, Problem, ShadowDNSError
+from shadowdns.geoip.database import GeoDatabase
+from shadowdns.geoip.distance import haversine_km
+from shadowdns.geoip.regions import RegionAnswer, RegionMapper
+from shadowdns.resolver.authority import ZoneSet
+from shadowdns.resolver.render import Identity
+from shadowdns.resolver.routing import Decision, Shadow, decide
+from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
+from shadowdns.zones.policy import DI, Policy
+from shadowdns.zones.policy_file import load_policy
+from shadowdns.zones.zone import Zone
+
+POLICY_SUFFIX = ".policy.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the files say: zones (DI names added as their static view) and their policies."""
+
+    zones: Mapping[dns.name.Name, Zone]
+    policies: Mapping[dns.name.Name, Policy]
+    geodb: GeoDatabase | None
+    identity: Identity = field(default_factory=Identity)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What changes while running: ready shadows per DI name, and resources seen down."""
+
+    shadows: Mapping[str, tuple[Shadow, ...]] = field(default_factory=dict)
+    down: frozenset[str] = frozenset()
+    version: int = 0
+
+
+def policy_path(zone: Zone) -> Path:
+    path = Path(zone.file)
+    stem = path.name[: -len(ZONE_SUFFIX)] if path.name.endswith(ZONE_SUFFIX) else path.name
+    return path.with_name(stem + POLICY_SUFFIX)
+
+
+def load_config(zones_dir: Path, geoip: Path | None = None,
+                identity: Identity | None = None) -> Config:
+    """Load zones and policies; every problem of every file is reported together."""
+    zones = load_zone_dir(zones_dir)
+    problems: list[Problem] = []
+    policies: dict[dns.name.Name, Policy] = {}
+    for origin, zone in zones.items():
+        path = policy_path(zone)
+        if path.exists():
+            try:
+                policies[origin] = load_policy(path, origin)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    for origin, policy in policies.items():
+        for di in policy.dis.values():
+            problems.extend(_di_conflicts(zones[origin], di, policy.source))
+    if problems:
+        raise ConfigError(problems)
+    for origin, policy in policies.items():
+        zones[origin] = static_view(zones[origin], policy)
+    if geoip is not None:
+        try:
+            geodb: GeoDatabase | None = GeoDatabase.open(geoip)
+        except (OSError, ValueError) as exc:
+            raise ConfigError([Problem(str(geoip), None, f"cannot open GeoIP database: {exc}")])\
+                from None
+    else:
+        geodb = GeoDatabase.default()
+    return Config(zones=zones, policies=policies, geodb=geodb, identity=identity or Identity())
+
+
+def _di_conflicts(zone: Zone, di: DI, source: str) -> list[Problem]:
+    node = zone.nodes.get(di.name)
+    if node is None:
+        return []
+    if (int(dns.rdatatype.CNAME), 0) in node:
+        return [Problem(source, None, f"DI {di.name} is a CNAME in {zone.file}")]
+    for cut in zone.cuts:
+        if di.name.is_subdomain(cut):
+            return [Problem(source, None, f"DI {di.name} is below the delegation {cut}")]
+    return []
+
+
+class GeoContext:
+    """Per policy: the region mapper, region indexes, and memoised routing decisions.
+
+    Caches belong to the snapshot and are thrown away with it, so they never go stale.
+    """
+
+    __slots__ = ("decisions", "down", "ecs_cache", "index", "ip_cache", "mapper", "policy",
+                 "regions", "shadows")
+
+    def __init__(self, policy: Policy, mapper: RegionMapper, live: LiveState) -> None:
+        self.policy = policy
+        self.mapper = mapper
+        self.regions: tuple[str, ...] = tuple(policy.locations)
+        self.index = {name: i for i, name in enumerate(self.regions)}
+        self.ip_cache: dict[str, int] = {}
+        self.ecs_cache: dict[bytes, tuple[int, int]] = {}
+        self.decisions: dict[tuple[dns.name.Name, int], Decision] = {}
+        self.shadows = live.shadows
+        self.down = live.down
+
+    def region_index(self, answer: RegionAnswer) -> int:
+        idx = self.index.get(answer.region)
+        if idx is None:
+            idx = self.index[self.policy.regions.default]
+        return idx
+
+    def locate_ip(self, ip: str) -> int:
+        """Region index of a source address (cached)."""
+        idx = self.ip_cache.get(ip)
+        if idx is None:
+            try:
+                answer = self.mapper.locate(ip)
+            except ValueError:
+                return self.index[self.policy.regions.default]
+            idx = self.region_index(answer)
+            if len(self.ip_cache) < 200_000:
+                self.ip_cache[ip] = idx
+        return idx
+
+    def locate_ecs(self, ecs: bytes) -> tuple[int, int] | None:
+        """(region index, scope prefix) for raw ECS option data; None if invalid."""
+        hit = self.ecs_cache.get(ecs)
+        if hit is not None:
+            return hit
+        family = ecs[0] << 8 | ecs[1]
+        source = ecs[2]
+        try:
+            answer = self.mapper.locate_ecs(family, source, ecs[4:])
+        except ValueError:
+            return None
+        hit = (self.region_index(answer), answer.scope_prefix)
+        if len(self.ecs_cache) < 200_000:
+            self.ecs_cache[ecs] = hit
+        return hit
+
+    def decision(self, di: DI, region: int) -> Decision:
+        key = (di.name, region)
+        found = self.decisions.get(key)
+        if found is None:
+            found = decide(self.policy, di, self.regions[region],
+                           self.shadows.get(di.name.to_text(), ()), self.down,
+                           distance=self._distance)
+            self.decisions[key] = found
+        return found
+
+    def _distance(self, a: str, b: str) -> float:
+        la, lb = self.policy.locations.get(a), self.policy.locations.get(b)
+        if la is None or lb is None:
+            return float("inf")
+        return haversine_km(la.lat, la.lon, lb.lat, lb.lon)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the query path reads; replaced whole, never changed."""
+
+    zones: ZoneSet
+    identity: Identity = field(default_factory=Identity)
+    generation: int = 0
+    dis: Mapping[dns.name.Name, tuple[DI, GeoContext]] = field(default_factory=dict)
+
+
+def static_view(zone: Zone, policy: Policy) -> Zone:
+    """The zone with each DI's name answering with all its primaries (TTL = the DI's)."""
+    extra: list[dns.rrset.RRset] = []
+    replaced: set[tuple[dns.name.Name, int]] = set()
+    for di in policy.dis.values():
+        primaries = [policy.resources[p] for p in di.primaries if p in policy.resources]
+        for rdtype, attr in ((dns.rdatatype.A, "address"), (dns.rdatatype.AAAA, "address6")):
+            addrs = [getattr(r, attr) for r in primaries if getattr(r, attr)]
+            if addrs:
+                extra.append(dns.rrset.from_text_list(di.name, di.ttl, dns.rdataclass.IN,
+                                                      rdtype, addrs))
+                replaced.add((di.name, int(rdtype)))
+    if not extra:
+        return zone
+    kept = [rr for rr in zone.rrsets() if (rr.name, int(rr.rdtype)) not in replaced]
+    return Zone.build(zone.origin, [*kept, *extra], file=zone.file)
+
+
+def build_snapshot(config: Config, live: LiveState | None = None,
+                   generation: int = 0) -> Snapshot:
+    live = live or LiveState()
+    dis: dict[dns.name.Name, tuple[DI, GeoContext]] = {}
+    for policy in config.policies.values():
+        try:
+            mapper = RegionMapper(policy.locations, policy.regions, config.geodb)
+        except ValueError as exc:
+            raise ShadowDNSError(f"{policy.source}: {exc}") from None
+        ctx = GeoContext(policy, mapper, live)
+        for name, di in policy.dis.items():
+            dis[name] = (di, ctx)
+    return Snapshot(zones=ZoneSet(config.zones), identity=config.identity, generation=generation,
+                    dis=dis)
+
+
+def shadows_by_di(rows: Sequence[tuple[str, str, str]],
+                  known: Collection[str] | None = None) -> dict[str, tuple[Shadow, ...]]:
+    """Group ready (di, resource, region) rows by DI name."""
+    out: dict[str, list[Shadow]] = {}
+    for di, resource, region in rows:
+        name = dns.name.from_text(di).to_text()
+        if known is not None and name not in known:
+            continue
+        out.setdefault(name, []).append(Shadow(name, resource, region))
+    return {k: tuple(v) for k, v in out.items()}
