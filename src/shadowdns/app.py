@@ -53,6 +53,7 @@ class ServeConfig:
     tcp_idle_timeout: float = 10.0
     poll_interval: float = 1.0
     flush_interval: float = 10.0
+    api: str | None = None
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None) -> LiveState:
@@ -97,7 +98,8 @@ class Service:
         self.tasks: list[asyncio.Task[None]] = []
         self._record_zones()
 
-    async def _in_io(self, fn: Callable[..., T], *args: object) -> T:
+    async def run_in_io(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a store call on the store's thread without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     def _record_zones(self) -> None:
@@ -129,7 +131,7 @@ class Service:
         while True:
             await asyncio.sleep(self.config.poll_interval)
             try:
-                live = await self._in_io(read_live_state, self.store, self.loaded)
+                live = await self.run_in_io(read_live_state, self.store, self.loaded)
             except Exception as exc:  # keep serving the last good table
                 log.warning("cannot read live state: %s", exc)
                 continue
@@ -156,7 +158,7 @@ class Service:
         if not rows:
             return
         try:
-            await self._in_io(self.store.add_demand, rows)
+            await self.run_in_io(self.store.add_demand, rows)
         except Exception as exc:
             log.warning("cannot write %d demand row(s): %s", len(rows), exc)
 

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shadowdns.store.commands",
     "shadowdns.predictor.commands",
     "shadowdns.allocator.commands",
+    "shadowdns.demo",
 )
 
 

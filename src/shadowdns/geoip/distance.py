@@ -47,8 +47,6 @@ def nearest_km(
     return best, best_km
 
 
-def nearest(
-    locations: Iterable[Location] | Mapping[str, Location], lat: float, lon: float
-) -> str:
+def nearest(locations: Iterable[Location] | Mapping[str, Location], lat: float, lon: float) -> str:
     """The name of the location closest to (lat, lon); ties go to the one listed first."""
     return nearest_km(locations, lat, lon)[0]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmdb_writer import MMDBWriter, MmdbF64
+from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
 
 OUT = Path(__file__).with_name("loopback-city.mmdb")
@@ -46,7 +46,7 @@ def record(country: str, continent: str, lat: float, lon: float) -> dict[str, An
     }
 
 
-class _Writer(MMDBWriter):  # type: ignore[misc]
+class _Writer(MMDBWriter):
     """mmdb-writer stamps the current time into the metadata; pin it instead."""
 
     def _build_meta(self) -> dict[str, Any]:
