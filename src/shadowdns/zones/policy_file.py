@@ -239,8 +239,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{part}" if not part.startswith('"') else f"{path}[{part}]"
 
 
-def _suggest(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+def _suggest(word: str, choices: Collection[str], cutoff: float = 0.75) -> str:
+    """A "did you mean" hint; keys are few and distinct, so they take a lower cutoff."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -259,6 +260,10 @@ def _kind(node: _Node) -> str:
     if isinstance(value, str):
         return "a string"
     return f"a {type(value).__name__}"
+
+
+def _first_at(node: _Node) -> str:
+    return "" if node.line is None else f" (first at line {node.line})"
 
 
 def _is_null(node: _Node) -> bool:
@@ -303,9 +308,7 @@ class _Checker:
                 continue
             key = key_node.value
             if key in first:
-                earlier = first[key].line
-                at = f" (first at line {earlier})" if earlier is not None else ""
-                self.problem(key_node, path, f"duplicate key {key!r}{at}")
+                self.problem(key_node, path, f"duplicate key {key!r}{_first_at(first[key])}")
                 continue
             first[key] = key_node
             out.append((key, key_node, value_node))
@@ -335,7 +338,7 @@ class _Checker:
             elif hint is not None and key in hint:
                 self.problem(key_node, _join(path, key), hint[key])
             else:
-                self.problem(key_node, path, f"unknown key {key!r}{_suggest(key, allowed)}")
+                self.problem(key_node, path, f"unknown key {key!r}{_suggest(key, allowed, 0.6)}")
         for key in required:
             if key not in found:
                 self.problem(at or node, path, f"missing required key {key!r}")
@@ -451,16 +454,26 @@ class _Checker:
             self.problem(node, path, f"{text!r} {reason}{hint}")
             return None
 
-    def country(self, node: _Node, path: str, *, continents: bool) -> str | None:
+    def code(
+        self, node: _Node, path: str, *, countries: bool = True, continents: bool = False
+    ) -> str | None:
+        """A country code (ISO 3166-1 alpha-2) and/or a continent code, upper case."""
         text = self.string(node, path)
         if text is None:
             return None
-        code = text.upper()
-        if code in COUNTRIES or (continents and code in CONTINENTS):
-            return code
-        what = "a continent code (AF AN AS EU NA OC SA) or " if continents else ""
-        hint = f" (did you mean {_CODE_HINTS[code]!r}?)" if code in _CODE_HINTS else ""
-        self.problem(node, path, f"{text!r} is not {what}an ISO 3166-1 alpha-2 country code{hint}")
+        valid = (COUNTRIES if countries else frozenset()) | (
+            CONTINENTS if continents else frozenset()
+        )
+        if text in valid:
+            return text
+        kinds = []
+        if continents:
+            kinds.append("a continent code (AF AN AS EU NA OC SA)")
+        if countries:
+            kinds.append("an ISO 3166-1 alpha-2 country code")
+        upper = _CODE_HINTS.get(text.upper(), text.upper())
+        hint = f" (did you mean {upper!r}?)" if upper in valid else ""
+        self.problem(node, path, f"{text!r} is not {' or '.join(kinds)}{hint}")
         return None
 
 
@@ -483,9 +496,11 @@ def _key_of(node: _Node, key: str) -> _Node | None:
 
 
 def _shown(node: _Node) -> str:
-    if isinstance(node, _Scalar) and node.value is not None:
-        return repr(node.value) if node.text is None else repr(node.text)
-    return ""
+    if not isinstance(node, _Scalar) or node.value is None:
+        return ""
+    if isinstance(node.value, str):
+        return repr(node.value)
+    return node.text if node.text is not None else repr(node.value)
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -496,13 +511,15 @@ class _Refs:
     """Names defined in the file, for cross-references (defined even when their body is bad)."""
 
     locations: set[str] = field(default_factory=set)
+    check_locations: bool = True  # False when the locations section itself is unusable
+    check_resources: bool = True  # False when the resources section itself is unusable
     roles: dict[str, str | None] = field(default_factory=dict)  # resource id -> role (if valid)
+    countries: dict[str, str] = field(default_factory=dict)  # code -> location listing it
+    cidrs: dict[IPNetwork, str] = field(default_factory=dict)  # prefix -> location listing it
 
 
 def _locations(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Location]:
     out: dict[str, Location] = {}
-    owner_of_country: dict[str, str] = {}
-    owner_of_cidr: dict[IPNetwork, str] = {}
     for name, key_node, body in c.entries(node, "locations"):
         if not c.name_key(name, key_node, "locations", "a location name"):
             continue
@@ -523,35 +540,29 @@ def _locations(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Location]:
             else None
         )
         continent = None
-        if "continent" in found and not _is_null(found["continent"]):
-            text = c.string(found["continent"], f"{path}.continent")
-            if text is not None:
-                continent = text.upper()
-                if continent not in CONTINENTS:
-                    c.problem(
-                        found["continent"],
-                        f"{path}.continent",
-                        f"{text!r} is not a continent code (AF AN AS EU NA OC SA)",
-                    )
+        if "continent" in found:
+            continent = c.code(
+                found["continent"], f"{path}.continent", countries=False, continents=True
+            )
         countries: list[str] = []
-        if "countries" in found and not _is_null(found["countries"]):
+        if "countries" in found:
             for item in c.items(found["countries"], f"{path}.countries") or []:
-                code = c.country(item, f"{path}.countries", continents=False)
+                code = c.code(item, f"{path}.countries")
                 if code is None:
                     continue
-                other = owner_of_country.setdefault(code, name)
+                other = refs.countries.setdefault(code, name)
                 if other != name or code in countries:
                     where = "this location" if other == name else f"location {other!r}"
                     c.problem(item, f"{path}.countries", f"{code} is already listed for {where}")
                     continue
                 countries.append(code)
         cidrs: list[IPNetwork] = []
-        if "cidrs" in found and not _is_null(found["cidrs"]):
+        if "cidrs" in found:
             for item in c.items(found["cidrs"], f"{path}.cidrs") or []:
                 net = c.network(item, f"{path}.cidrs")
                 if net is None:
                     continue
-                other = owner_of_cidr.setdefault(net, name)
+                other = refs.cidrs.setdefault(net, name)
                 if other != name or net in cidrs:
                     where = "this location" if other == name else f"location {other!r}"
                     c.problem(item, f"{path}.cidrs", f"{net} is already listed for {where}")
@@ -566,7 +577,7 @@ def _location_ref(c: _Checker, node: _Node, path: str, refs: _Refs) -> str | Non
     name = c.string(node, path)
     if name is None:
         return None
-    if name not in refs.locations:
+    if refs.check_locations and name not in refs.locations:
         c.problem(node, path, f"unknown location {name!r}{_suggest(name, refs.locations)}")
         return None
     return name
@@ -585,21 +596,22 @@ def _regions(c: _Checker, node: _Node, refs: _Refs, at: _Node | None) -> Regions
         net = c.network(key_node, path, prefix)
         location = _location_ref(c, target, path, refs)
         if net is not None and net in seen:
-            c.problem(key_node, path, f"{net} is listed twice (first at line {seen[net].line})")
+            c.problem(key_node, path, f"{net} is listed twice{_first_at(seen[net])}")
             continue
         if net is not None:
             seen[net] = key_node
         if net is not None and location is not None:
+            if _conflict(c, key_node, path, refs.cidrs.get(net), location, "cidrs"):
+                continue
             cidr.append((net, location))
     codes: dict[str, str] = {}
     for code_text, key_node, target in c.entries(found.get("map", null), "regions.map"):
         path = _join("regions.map", code_text)
-        code = c.country(key_node, path, continents=True)
+        code = c.code(key_node, path, continents=True)
         location = _location_ref(c, target, path, refs)
-        if code is not None and code in codes:
-            c.problem(key_node, path, f"{code} is listed twice")
-            continue
         if code is not None and location is not None:
+            if _conflict(c, key_node, path, refs.countries.get(code), location, "countries"):
+                continue
             codes[code] = location
     default = (
         _location_ref(c, found["default"], "regions.default", refs) if "default" in found else None
@@ -607,6 +619,17 @@ def _regions(c: _Checker, node: _Node, refs: _Refs, at: _Node | None) -> Regions
     if c.marker() != start or default is None:
         return None
     return Regions(default=default, cidr=tuple(cidr), codes=codes)
+
+
+def _conflict(
+    c: _Checker, node: _Node, path: str, owner: str | None, location: str, key: str
+) -> bool:
+    """A regions entry that contradicts a location's own `countries` / `cidrs` list."""
+    if owner is None or owner == location:
+        return False
+    claim = _join(_join("locations", owner), key)
+    c.problem(node, path, f"points to {location!r} but {claim} claims it")
+    return True
 
 
 def _check(c: _Checker, node: _Node, path: str, at: _Node | None) -> HealthCheck | None:
@@ -702,7 +725,7 @@ def _url(c: _Checker, node: _Node, path: str, kind: str) -> str | None:
         c.problem(node, path, f"{url!r} is not a valid URL ({exc})")
         return None
     if parts.scheme != kind:
-        c.problem(node, path, f"{url!r} must start with {kind}:// for a {kind} check")
+        c.problem(node, path, f"{url!r} must use {kind}:// in {kind} checks")
         return None
     if not parts.hostname:
         c.problem(node, path, f"{url!r} has no host")
@@ -734,7 +757,7 @@ def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
         )
         values: dict[str, Any] = {}
         for key, version in (("address", 4), ("address6", 6)):
-            if key in found and not _is_null(found[key]):
+            if key in found:
                 values[key] = _address(c, found[key], f"{path}.{key}", version)
         if "address" not in values and "address6" not in values:
             c.problem(key_node, path, "needs an address (IPv4) or an address6 (IPv6), or both")
@@ -744,7 +767,7 @@ def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
             values["cost"] = c.number(found["cost"], f"{path}.cost", minimum=0)
         if "warmup" in found:
             values["warmup"] = c.number(found["warmup"], f"{path}.warmup", minimum=0)
-        if "check" in found and not _is_null(found["check"]):
+        if "check" in found:
             values["check"] = _check(c, found["check"], f"{path}.check", _key_of(body, "check"))
         if "override" in found:
             values["override"] = c.choice(
@@ -812,9 +835,10 @@ def _resource_refs(
         rid = c.string(item, path)
         if rid is None:
             continue
-        if rid not in refs.roles:
+        known = not refs.check_resources or rid in refs.roles
+        if not known:
             c.problem(item, path, f"unknown resource {rid!r}{_suggest(rid, refs.roles)}")
-        elif refs.roles[rid] is not None and refs.roles[rid] != role:
+        elif refs.roles.get(rid) not in (None, role):
             c.problem(item, path, f"{rid} is a {refs.roles[rid]} resource, not a {role}")
         elif rid in ids:
             c.problem(item, path, f"{rid} is listed twice")
@@ -845,17 +869,16 @@ def _allocation(c: _Checker, node: _Node, path: str) -> AllocationPolicy | None:
 
 def _dis(c: _Checker, node: _Node, refs: _Refs) -> dict[dns.name.Name, DI]:
     out: dict[dns.name.Name, DI] = {}
-    first_line: dict[dns.name.Name, int | None] = {}
+    first_line: dict[dns.name.Name, _Node] = {}
     for text, key_node, body in c.entries(node, "dis"):
         path = _join("dis", text)
         start = c.marker()
         name = _di_name(c, text, key_node, path)
         if name is not None and name in first_line:
-            at = f" (first at line {first_line[name]})" if first_line[name] is not None else ""
-            c.problem(key_node, path, f"{name} is declared twice{at}")
+            c.problem(key_node, path, f"{name} is declared twice{_first_at(first_line[name])}")
             continue
         if name is not None:
-            first_line[name] = key_node.line
+            first_line[name] = key_node
         found = c.fields(body, path, _DI_KEYS, required=("primaries",), at=key_node)
         if found is None:
             continue
@@ -865,7 +888,7 @@ def _dis(c: _Checker, node: _Node, refs: _Refs) -> dict[dns.name.Name, DI]:
             if primaries == ():
                 c.problem(found["primaries"], f"{path}.primaries", "must list at least one primary")
         values: dict[str, Any] = {}
-        if "standby" in found and not _is_null(found["standby"]):
+        if "standby" in found:
             standby_node = found["standby"]
             spath = f"{path}.standby"
             if isinstance(standby_node, _Map):
@@ -890,11 +913,16 @@ def _dis(c: _Checker, node: _Node, refs: _Refs) -> dict[dns.name.Name, DI]:
             values["all_down"] = c.choice(
                 found["all_down"], f"{path}.all_down", ("primaries", "nodata")
             )
-        if "policy" in found and not _is_null(found["policy"]):
+        if "policy" in found:
             values["policy"] = _allocation(c, found["policy"], f"{path}.policy")
         if c.marker() == start and name is not None and primaries:
             out[name] = DI(name=name, primaries=primaries, **values)
     return out
+
+
+def _usable(section: _Node | None) -> bool:
+    """Whether a section can be trusted to say which names exist (a mapping, or empty)."""
+    return section is not None and (isinstance(section, _Map) or _is_null(section))
 
 
 def _policy(
@@ -908,8 +936,11 @@ def _policy(
     if found is None:
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise PolicyError(problems)
-    refs = _Refs()
     null = _Scalar(None, None)
+    refs = _Refs(
+        check_locations=_usable(found.get("locations")),
+        check_resources=_usable(found.get("resources", null)),
+    )
     locations = _locations(c, found.get("locations", null), refs)
     regions = None
     if "regions" in found:
