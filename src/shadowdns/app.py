@@ -126,21 +126,43 @@ class Service:
         log.info("reloaded %d zone(s), generation %d", len(snapshot.zones), self.generation)
         return True
 
+    async def refresh_live(self) -> bool:
+        """Re-read allocations and health from the store now; recompile if they changed.
+
+        Called every second by the poller, and at once by in-process writers (health
+        monitor, allocator, API) right after they write, so failover does not wait.
+        """
+        try:
+            live = await self.run_in_io(read_live_state, self.store, self.loaded)
+        except Exception as exc:  # keep serving the last good table
+            log.warning("cannot read live state: %s", exc)
+            return False
+        if live_fingerprint(live) == live_fingerprint(self.live):
+            return False
+        self.live = live
+        self.generation += 1
+        self._publish(build_snapshot(self.loaded, live, self.generation))
+        log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
+                 "generation %d", len(live.shadows), len(live.down), self.generation)
+        return True
+
     async def _poll_live(self) -> None:
         """Pick up allocation and health changes made by other processes within a second."""
         while True:
             await asyncio.sleep(self.config.poll_interval)
-            try:
-                live = await self.run_in_io(read_live_state, self.store, self.loaded)
-            except Exception as exc:  # keep serving the last good table
-                log.warning("cannot read live state: %s", exc)
-                continue
-            if live_fingerprint(live) != live_fingerprint(self.live):
-                self.live = live
-                self.generation += 1
-                self._publish(build_snapshot(self.loaded, live, self.generation))
-                log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
-                         "generation %d", len(live.shadows), len(live.down), self.generation)
+            await self.refresh_live()
+
+    # Hooks for the parts that run beside the DNS listeners. Each starts its own tasks
+    # (appending them to self.tasks) and is owned by its part.
+
+    async def _start_health(self) -> None:
+        """Health probes (health/): start probing every resource with a check."""
+
+    async def _start_control(self) -> None:
+        """Control plane (predictor/ + allocator/): forecast refresh and allocation loop."""
+
+    async def _start_api(self) -> None:
+        """REST API, dashboard and /metrics (api/) when config.api is set."""
 
     def flush_counters(self) -> list[DemandRow]:
         """Take the counts since the last flush as store rows (on the event loop)."""
@@ -173,6 +195,9 @@ class Service:
             pass
         self.tasks.append(loop.create_task(self._poll_live()))
         self.tasks.append(loop.create_task(self._flush_loop()))
+        await self._start_health()
+        await self._start_control()
+        await self._start_api()
         zones = self.engine.snapshot.zones.zones
         dis = len(self.engine.snapshot.dis)
         log.info("serving %d zone(s) with %d DI(s): %s; state %s", len(zones), dis,
