@@ -53,7 +53,9 @@ class ServeConfig:
     tcp_idle_timeout: float = 10.0
     poll_interval: float = 1.0
     flush_interval: float = 10.0
-    api: str | None = None
+    api: str | None = None  # HOST:PORT of the REST API and dashboard
+    api_cert: Path | None = None
+    api_key: Path | None = None
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None) -> LiveState:

@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--geoip", type=Path, default=None,
                        help="MaxMind DB (City or Country) to locate clients "
                             "(default: the bundled GeoLite2-City)")
+    serve.add_argument("--api", default=None, metavar="ADDR:PORT",
+                       help="serve the REST API, dashboard and /metrics here "
+                            "(e.g. 127.0.0.1:8053)")
+    serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
+    serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
     serve.add_argument("--tcp-max-connections", type=int, default=256)
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
     serve.set_defaults(handler=cmd_serve)
@@ -102,6 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         identity=identity_from_args(args),
         state=args.state,
         geoip=args.geoip,
+        api=args.api,
+        api_cert=args.api_cert,
+        api_key=args.api_key,
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
     )
