@@ -45,7 +45,7 @@ DAY = 86400.0
 def bucket_start(ts: float, resolution: Resolution) -> int:
     """The start of the bucket of `resolution` that contains the instant `ts`."""
     size = RESOLUTION_SECONDS[resolution]
-    return int(math.floor(ts / size)) * size
+    return math.floor(ts / size) * size
 
 
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -105,6 +105,8 @@ class DemandRow:
     def __post_init__(self) -> None:
         if not self.di or not self.region:
             raise ValueError("di and region must not be empty")
+        if self.bucket_start < 0:
+            raise ValueError(f"bucket_start {self.bucket_start} is before 1970")
         _check_choice("kind", self.kind, DEMAND_KINDS)
         if self.queries < 0:
             raise ValueError(f"queries {self.queries} is negative")
@@ -255,9 +257,10 @@ class AuditEntry:
 class Store(Protocol):
     """Persistence of shadowdns: zones, demand, policy graph, allocations, forecasts, health.
 
-    Demand is kept at three resolutions. `add_demand` writes minute buckets; `rollup` moves
-    complete minutes into the 5-minute and hourly tables, so those never hold a partly
+    Demand is kept at three resolutions. `add_demand` writes minute buckets; `rollup` adds
+    complete minutes to the 5-minute and hourly tables, so those never hold a partly
     filled bucket. A bucket that has no row had zero queries: readers fill gaps with 0.
+    Every write of several rows is one transaction; on StoreError nothing was written.
     """
 
     def close(self) -> None: ...
@@ -268,28 +271,46 @@ class Store(Protocol):
 
     # demand
     def add_demand(self, rows: Iterable[DemandRow]) -> int:
-        """ADD the rows' queries to the stored counts (one transaction); returns rows written.
+        """ADD the rows' queries to their minute buckets; returns minute rows touched.
 
-        Not idempotent: writing the same rows twice counts them twice, so a caller that
-        may retry a batch must dedup it first.
+        Not idempotent: the same batch written twice counts twice, so a caller that may
+        retry must dedup first.
         """
         ...
 
-    def rollup(self, now: float) -> dict[Resolution, int]: ...
-    def apply_retention(self, now: float) -> dict[Resolution, int]: ...
+    def rollup(self, now: float) -> dict[Resolution, int]:
+        """Add buckets complete at `now` to the 5-minute and hourly tables."""
+        ...
+
+    def apply_retention(self, now: float) -> dict[Resolution, int]:
+        """Delete buckets older than their resolution's retention; rows deleted per table."""
+        ...
+
     def demand_series(
         self,
         resolution: Resolution,
         since: float,
         until: float,
         dis: Iterable[str] | None = None,
-    ) -> dict[SeriesKey, list[tuple[int, int]]]: ...
-    def active_series(self, since: float) -> list[SeriesKey]: ...
+    ) -> dict[SeriesKey, list[tuple[int, int]]]:
+        """{(di, region): [(bucket_start, queries)]} for since <= start < until, kinds
+        summed, time-ordered; missing buckets are absent (zero)."""
+        ...
+
+    def active_series(self, since: float) -> list[SeriesKey]:
+        """Series with queries in a minute ending after `since`, sorted."""
+        ...
 
     # policy graph
-    def replace_policy(self, origin: str, policy: Policy) -> None: ...
+    def replace_policy(self, origin: str, policy: Policy) -> None:
+        """Replace one zone's locations (with distances), resources and DIs atomically."""
+        ...
+
     def location_distances(self, origin: str) -> dict[tuple[str, str], float]: ...
-    def standby_within(self, di: str, location: str, km: float) -> list[StandbyCandidate]: ...
+
+    def standby_within(self, di: str, location: str, km: float) -> list[StandbyCandidate]:
+        """The DI's standby resources within `km` of `location`, nearest first, with load."""
+        ...
 
     # allocations and generations
     def add_allocation(self, allocation: NewAllocation) -> Allocation: ...
@@ -297,16 +318,25 @@ class Store(Protocol):
     def list_allocations(
         self, active_only: bool = True, di: str | None = None
     ) -> list[Allocation]: ...
-    def remove_allocation(self, target: int | AllocationKey) -> int: ...
+    def remove_allocation(self, target: int | AllocationKey) -> int:
+        """Delete by id, or the active allocation of (di, resource, region); rows deleted."""
+        ...
+
     def set_allocation_state(
         self, allocation_id: int, state: AllocationState, valid_until: float | None = None
     ) -> Allocation: ...
-    def allocations_version(self) -> int: ...
+    def allocations_version(self) -> int:
+        """Changes on every allocation write by anyone; cheap enough to poll every second."""
+        ...
+
     def bump_generation(self) -> int: ...
     def current_generation(self) -> int: ...
 
     # forecasts and model choice
-    def write_forecasts(self, forecasts: Iterable[Forecast]) -> int: ...
+    def write_forecasts(self, forecasts: Iterable[Forecast]) -> int:
+        """Each forecast replaces its series' previous one; returns points written."""
+        ...
+
     def read_forecasts(
         self,
         resolution: Resolution,
@@ -317,7 +347,10 @@ class Store(Protocol):
     def read_model_choices(self, di: str | None = None) -> list[ModelChoice]: ...
 
     # health
-    def set_health_state(self, state: HealthState) -> bool: ...
+    def set_health_state(self, state: HealthState) -> bool:
+        """Record a state; a change (returns True) is also appended to the bounded log."""
+        ...
+
     def health_states(self) -> list[HealthState]: ...
     def health_events(
         self, resource: str | None = None, since: float | None = None, limit: int = 1000
@@ -326,6 +359,7 @@ class Store(Protocol):
     # API tokens and audit
     def add_token(self, token: ApiToken) -> None: ...
     def get_token(self, token_id: str) -> ApiToken | None: ...
+    def get_token_by_hash(self, token_hash: str) -> ApiToken | None: ...
     def list_tokens(self) -> list[ApiToken]: ...
     def delete_token(self, token_id: str) -> bool: ...
     def add_audit(self, entry: AuditEntry) -> None: ...

@@ -45,12 +45,12 @@ def policy_rows(origin: str, policy: Policy) -> PolicyRows:
     distances = tuple(
         {
             "zone": origin,
-            "a": a["name"],
-            "b": b["name"],
-            "km": great_circle_km(a["lat"], a["lon"], b["lat"], b["lon"]),
+            "a": a.name,
+            "b": b.name,
+            "km": great_circle_km(a.lat, a.lon, b.lat, b.lon),
         }
-        for a in locations
-        for b in locations
+        for a in policy.locations.values()
+        for b in policy.locations.values()
     )
     resources = tuple(
         {

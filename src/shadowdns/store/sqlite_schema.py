@@ -6,9 +6,11 @@ records the new version in `schema_version`; a database already at the code's ve
 left untouched, and one newer than the code is refused. Never edit a released migration:
 append a new one.
 
-Demand tables are keyed (bucket_start, di, region, kind) so a time range over all series is
-one index range scan in time order; a second index (di, region, bucket_start) serves reads
-of a few series.
+Demand rows name their series (di, region) by the integer id of a `series` row, so rows
+stay small and reads return no strings per row; series rows are never deleted, so an id
+means the same series forever (stores may cache it). Demand tables are keyed
+(bucket_start, series, kind): a time range over all series is one primary-key range scan in
+time order; a second index (series, bucket_start) serves reads of a few series.
 """
 
 from __future__ import annotations
@@ -30,17 +32,26 @@ def _demand_table(name: str) -> str:
     return f"""
 CREATE TABLE {name} (
     bucket_start INTEGER NOT NULL,
-    di TEXT NOT NULL,
-    region TEXT NOT NULL,
+    series INTEGER NOT NULL REFERENCES series (id),
     kind TEXT NOT NULL CHECK (kind IN ({_KINDS})),
     queries INTEGER NOT NULL CHECK (queries >= 0),
-    PRIMARY KEY (bucket_start, di, region, kind)
+    PRIMARY KEY (bucket_start, series, kind)
 ) WITHOUT ROWID;
 """
 
 
 _V1 = (
     """
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    di TEXT NOT NULL,
+    region TEXT NOT NULL,
+    first_seen INTEGER,
+    last_seen INTEGER,
+    UNIQUE (di, region)
+);
+CREATE INDEX series_last_seen ON series (last_seen);
+
 CREATE TABLE zones (
     origin TEXT PRIMARY KEY,
     file TEXT,
@@ -54,18 +65,9 @@ CREATE TABLE zones (
     + _demand_table("demand_pending_5m")
     + _demand_table("demand_pending_hour")
     + """
-CREATE INDEX demand_minute_series ON demand_minute (di, region, bucket_start);
-CREATE INDEX demand_5m_series ON demand_5m (di, region, bucket_start);
-CREATE INDEX demand_hour_series ON demand_hour (di, region, bucket_start);
-
-CREATE TABLE series (
-    di TEXT NOT NULL,
-    region TEXT NOT NULL,
-    first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    PRIMARY KEY (di, region)
-) WITHOUT ROWID;
-CREATE INDEX series_last_seen ON series (last_seen);
+CREATE INDEX demand_minute_series ON demand_minute (series, bucket_start);
+CREATE INDEX demand_5m_series ON demand_5m (series, bucket_start);
+CREATE INDEX demand_hour_series ON demand_hour (series, bucket_start);
 
 CREATE TABLE locations (
     zone TEXT NOT NULL,

@@ -1,0 +1,250 @@
+"""Demand time series: accumulation, rollups, retention, and reads."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from shadowdns.errors import StoreError
+from shadowdns.store.base import RESOLUTIONS, DemandKind, DemandRow, Retention
+from shadowdns.store.sqlite import SQLiteStore
+
+from .conftest import dump
+
+T0 = 1_714_564_800  # 2024-05-01T12:00:00Z, a whole hour
+DI = "app.example.com."
+
+
+def row(
+    ts: int, queries: int, kind: DemandKind = "primary", di: str = DI, region: str = "EU"
+) -> DemandRow:
+    return DemandRow(di, region, ts, kind, queries)
+
+
+@pytest.mark.parametrize(
+    ("batches", "expected"),
+    [
+        pytest.param([[row(T0, 5)], [row(T0, 3)]], [(T0, 8)], id="two-batches-add"),
+        pytest.param([[row(T0, 5), row(T0, 3)]], [(T0, 8)], id="same-key-in-one-batch-adds"),
+        pytest.param([[row(T0 + 59, 2), row(T0 + 1, 1)]], [(T0, 3)], id="floored-to-minute"),
+        pytest.param(
+            [[row(T0, 2, "primary"), row(T0, 3, "shadow"), row(T0, 4, "fallback")]],
+            [(T0, 9)],
+            id="kinds-summed-on-read",
+        ),
+        pytest.param(
+            [[row(T0 + 60, 1)], [row(T0, 7)]], [(T0, 7), (T0 + 60, 1)], id="read-in-time-order"
+        ),
+        pytest.param([[row(T0, 5)], [row(T0, 5)]], [(T0, 10)], id="not-idempotent"),
+    ],
+)
+def test_add_demand_adds_to_stored_counts(
+    store: SQLiteStore, batches: list[list[DemandRow]], expected: list[tuple[int, int]]
+) -> None:
+    """add_demand ADDS queries to the minute bucket (it never replaces them)."""
+    for batch in batches:
+        store.add_demand(batch)
+    assert store.demand_series("minute", 0, T0 + 3600) == {(DI, "EU"): expected}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"di": ""}, "empty"),
+        ({"region": ""}, "empty"),
+        ({"kind": "bogus"}, "kind"),
+        ({"queries": -1}, "negative"),
+        ({"bucket_start": -60}, "1970"),
+    ],
+)
+def test_demand_rows_are_checked_on_construction(kwargs: dict[str, object], message: str) -> None:
+    """A DemandRow that cannot be stored is refused when it is made."""
+    values: dict[str, object] = {
+        "di": DI,
+        "region": "EU",
+        "bucket_start": T0,
+        "kind": "primary",
+        "queries": 1,
+    }
+    values.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        DemandRow(**values)  # type: ignore[arg-type]
+
+
+def test_a_failed_add_demand_writes_nothing(store: SQLiteStore) -> None:
+    """If any statement of add_demand fails, no minute, pending or series row is kept,
+    and the store keeps working afterwards (no half-created series id is reused)."""
+    store.add_demand([row(T0, 1)])
+    store._db.conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON demand_pending_5m WHEN NEW.queries = 666"
+        " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    )
+    before = dump(Path(store.path))
+    with pytest.raises(StoreError, match="boom"):
+        store.add_demand([row(T0, 2), row(T0, 666, region="NEW")])
+    assert dump(Path(store.path)) == before
+    store.add_demand([row(T0 + 60, 4, region="NEW")])
+    assert store.demand_series("minute", 0, T0 + 3600) == {
+        (DI, "EU"): [(T0, 1)],
+        (DI, "NEW"): [(T0 + 60, 4)],
+    }
+
+
+@pytest.mark.parametrize(
+    ("now", "five_minute", "hour"),
+    [
+        pytest.param(T0 + 299, [], [], id="first-5m-bucket-still-open"),
+        pytest.param(T0 + 300, [(T0, 3)], [], id="first-5m-bucket-complete"),
+        pytest.param(T0 + 3599, [(T0, 3), (T0 + 300, 4)], [], id="last-5m-and-hour-open"),
+        pytest.param(
+            T0 + 3600,
+            [(T0, 3), (T0 + 300, 4), (T0 + 3300, 5)],
+            [(T0, 12)],
+            id="hour-complete",
+        ),
+        pytest.param(
+            T0 + 7200,
+            [(T0, 3), (T0 + 300, 4), (T0 + 3300, 5), (T0 + 3600, 6)],
+            [(T0, 12), (T0 + 3600, 6)],
+            id="two-hours-complete",
+        ),
+    ],
+)
+def test_rollup_moves_only_complete_buckets(
+    store: SQLiteStore,
+    now: int,
+    five_minute: list[tuple[int, int]],
+    hour: list[tuple[int, int]],
+) -> None:
+    """5-minute and hourly tables get a bucket only once it is complete at `now`."""
+    store.add_demand(
+        [
+            row(T0, 1),
+            row(T0 + 240, 2, "shadow"),
+            row(T0 + 300, 4),
+            row(T0 + 3300, 5),
+            row(T0 + 3600, 6),
+        ]
+    )
+    store.rollup(now)
+    assert store.demand_series("5m", 0, T0 + 86400).get((DI, "EU"), []) == five_minute
+    assert store.demand_series("hour", 0, T0 + 86400).get((DI, "EU"), []) == hour
+
+
+def test_rollup_is_additive_and_counts_late_queries_once(store: SQLiteStore) -> None:
+    """Re-running rollup adds nothing; queries arriving late for a rolled-up bucket are
+    added at the next rollup, even after their minute rows have expired."""
+    store.add_demand([row(T0, 10)])
+    store.rollup(T0 + 7200)
+    store.rollup(T0 + 7200)
+    store.apply_retention(T0 + 3 * 86400)  # minute rows of T0 are gone
+    assert store.demand_series("minute", 0, T0 + 86400) == {}
+    store.add_demand([row(T0 + 120, 5)])
+    store.rollup(T0 + 3 * 86400)
+    assert store.demand_series("5m", 0, T0 + 86400) == {(DI, "EU"): [(T0, 15)]}
+    assert store.demand_series("hour", 0, T0 + 86400) == {(DI, "EU"): [(T0, 15)]}
+
+
+@pytest.mark.parametrize(
+    ("retention", "age", "kept"),
+    [
+        pytest.param(Retention(), 2 * 86400 - 3600, {"minute", "5m", "hour"}, id="young"),
+        pytest.param(Retention(), 2 * 86400 + 3600, {"5m", "hour"}, id="past-minute"),
+        pytest.param(Retention(), 60 * 86400 + 3600, {"hour"}, id="past-5m"),
+        pytest.param(Retention(), 730 * 86400 + 3600, set(), id="past-hour"),
+        pytest.param(
+            Retention(minute=3600, five_minute=7200, hour=14400),
+            2000,
+            {"5m", "hour"},
+            id="custom",
+        ),
+    ],
+)
+def test_apply_retention_drops_rows_older_than_each_resolution_keeps(
+    tmp_path: Path, retention: Retention, age: int, kept: set[str]
+) -> None:
+    """Each resolution forgets buckets older than its own retention, and only those."""
+    with SQLiteStore(tmp_path / "s.db", retention=retention) as store:
+        store.add_demand([row(T0, 7)])
+        store.rollup(T0 + 3600)
+        store.apply_retention(T0 + 3600 + age)
+        present = {res for res in RESOLUTIONS if store.demand_series(res, 0, T0 + 86400)}
+        assert present == kept
+
+
+def test_retention_must_be_positive() -> None:
+    """A retention of zero or less is refused."""
+    with pytest.raises(ValueError):
+        Retention(minute=0)
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "dis", "expected"),
+    [
+        pytest.param(
+            T0,
+            T0 + 180,
+            None,
+            {("a.", "EU"): [(T0, 1), (T0 + 120, 3)], ("b.", "NA"): [(T0 + 60, 2)]},
+            id="all-series-gaps-absent",
+        ),
+        pytest.param(T0 + 60, T0 + 120, None, {("b.", "NA"): [(T0 + 60, 2)]}, id="half-open"),
+        pytest.param(T0, T0 + 600, ["b."], {("b.", "NA"): [(T0 + 60, 2)]}, id="filter-dis"),
+        pytest.param(T0, T0 + 600, [], {}, id="empty-filter"),
+        pytest.param(T0, T0 + 600, ["zzz."], {}, id="unknown-di"),
+    ],
+)
+def test_demand_series_reads_a_time_range(
+    store: SQLiteStore,
+    since: int,
+    until: int,
+    dis: list[str] | None,
+    expected: dict[tuple[str, str], list[tuple[int, int]]],
+) -> None:
+    """demand_series returns buckets with since <= start < until, missing buckets absent."""
+    store.add_demand(
+        [row(T0, 1, di="a."), row(T0 + 60, 2, di="b.", region="NA"), row(T0 + 120, 3, di="a.")]
+    )
+    assert store.demand_series("minute", since, until, dis) == expected
+
+
+def test_demand_series_rejects_an_unknown_resolution(store: SQLiteStore) -> None:
+    """Only minute, 5m and hour exist."""
+    with pytest.raises(ValueError, match="resolution"):
+        store.demand_series("day", 0, 1)  # type: ignore[arg-type]
+
+
+def test_demand_series_over_all_series_is_one_range_scan_without_sorting(
+    store: SQLiteStore,
+) -> None:
+    """The many-series read uses the time-leading primary key and needs no temporary sort."""
+    store.add_demand([row(T0, 1)])
+    statements: list[str] = []
+    store._db.conn.set_trace_callback(statements.append)
+    store.demand_series("5m", T0 - 14 * 86400, T0)
+    store._db.conn.set_trace_callback(None)
+    conn = sqlite3.connect(store.path)
+    plan = " | ".join(detail for *_, detail in conn.execute("EXPLAIN QUERY PLAN " + statements[0]))
+    conn.close()
+    assert "USING PRIMARY KEY (bucket_start>? AND bucket_start<?)" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        pytest.param(T0, [("a.", "EU"), ("b.", "NA")], id="both"),
+        pytest.param(T0 + 61, [("b.", "NA")], id="minute-ending-after-since"),
+        pytest.param(T0 + 180, [], id="none"),
+    ],
+)
+def test_active_series_are_those_with_queries_since(
+    store: SQLiteStore, since: int, expected: list[tuple[str, str]]
+) -> None:
+    """A series is active when a minute with queries ends after `since`; zeros don't count."""
+    store.add_demand(
+        [row(T0, 1, di="a."), row(T0 + 120, 2, di="b.", region="NA"), row(T0 + 120, 0, di="z.")]
+    )
+    assert store.active_series(since) == expected

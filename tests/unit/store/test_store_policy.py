@@ -1,0 +1,140 @@
+"""The policy graph: writing a Policy, great-circle distances, and standby selection."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from shadowdns.errors import StoreError
+from shadowdns.store.base import NewAllocation, great_circle_km
+from shadowdns.store.sqlite import SQLiteStore
+
+from .conftest import ORIGIN, dump, make_policy
+
+APP = "app.example.com."
+API = "api.example.com."
+
+
+def _cosine_law_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """An independent formula for the same great-circle distance."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return 6371.0 * math.acos(max(-1.0, min(1.0, c)))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "km"),
+    [
+        pytest.param((0.0, 0.0), (0.0, 0.0), 0.0, id="same-point"),
+        pytest.param((0.0, 0.0), (0.0, 90.0), 6371.0 * math.pi / 2, id="quarter-equator"),
+        pytest.param((0.0, 0.0), (0.0, 180.0), 6371.0 * math.pi, id="antipodes"),
+        pytest.param((90.0, 0.0), (-90.0, 0.0), 6371.0 * math.pi, id="pole-to-pole"),
+        pytest.param((52.37, 4.90), (38.90, -77.04), None, id="amsterdam-washington"),
+        pytest.param((35.68, 139.69), (38.90, -77.04), None, id="tokyo-washington"),
+    ],
+)
+def test_great_circle_km_is_the_haversine_distance(
+    a: tuple[float, float], b: tuple[float, float], km: float | None
+) -> None:
+    """Distances match exact values and an independent formula, both ways round."""
+    expected = km if km is not None else _cosine_law_km(*a, *b)
+    assert great_circle_km(*a, *b) == pytest.approx(expected, abs=1e-3)
+    assert great_circle_km(*b, *a) == pytest.approx(expected, abs=1e-3)
+
+
+def test_replace_policy_stores_every_pairwise_distance(store: SQLiteStore) -> None:
+    """Every ordered pair of the zone's locations gets its great-circle distance."""
+    policy = make_policy()
+    store.replace_policy(ORIGIN, policy)
+    distances = store.location_distances(ORIGIN)
+    locs = policy.locations
+    assert set(distances) == {(a, b) for a in locs for b in locs}
+    for (a, b), km in distances.items():
+        la, lb = locs[a], locs[b]
+        assert km == pytest.approx(_cosine_law_km(la.lat, la.lon, lb.lat, lb.lon), abs=1e-3)
+    assert 6000 < distances[("eu-west", "us-east")] < 6400
+
+
+def test_replace_policy_replaces_only_its_own_zone(store: SQLiteStore) -> None:
+    """Writing a zone again drops what it no longer declares; other zones stay as they were."""
+    store.replace_policy(ORIGIN, make_policy())
+    store.replace_policy("example.net.", make_policy("example.net."))
+    smaller = make_policy(
+        locations={"eu-west": (52.37, 4.90), "us-east": (38.90, -77.04)},
+        resources={"web-eu-1": ("eu-west", "primary", 1.0), "sb-us-1": ("us-east", "standby", 9.0)},
+        dis={"app": (("web-eu-1",), ("sb-us-1",), None)},
+    )
+    store.replace_policy(ORIGIN, smaller)
+    assert set(store.location_distances(ORIGIN)) == {
+        ("eu-west", "eu-west"),
+        ("eu-west", "us-east"),
+        ("us-east", "eu-west"),
+        ("us-east", "us-east"),
+    }
+    assert len(store.location_distances("example.net.")) == 16
+    assert [c.resource for c in store.standby_within(APP, "eu-west", 20000)] == ["sb-us-1"]
+    assert store.standby_within(API, "eu-west", 20000) == []  # api is gone
+
+
+def test_replace_policy_failure_writes_nothing(store: SQLiteStore) -> None:
+    """A policy whose DI already belongs to another zone is refused whole."""
+    store.replace_policy(ORIGIN, make_policy())
+    before = dump(Path(store.path))
+    clash = make_policy("com.", dis={"app.example": (("web-eu-1",), (), None)})
+    with pytest.raises(StoreError):
+        store.replace_policy("com.", clash)
+    assert dump(Path(store.path)) == before
+
+
+def test_replace_policy_refuses_a_mismatched_origin(store: SQLiteStore) -> None:
+    """The origin given must be the policy's own."""
+    with pytest.raises(ValueError, match="origin"):
+        store.replace_policy("example.org.", make_policy())
+
+
+@pytest.mark.parametrize(
+    ("di", "location", "km", "expected"),
+    [
+        pytest.param(APP, "eu-west", 500, ["sb-eu-1"], id="nearby-only"),
+        pytest.param(APP, "eu-west", 7000, ["sb-eu-1", "sb-us-1"], id="nearest-first"),
+        pytest.param(APP, "eu-west", 20000, ["sb-eu-1", "sb-us-1", "sb-ap-1"], id="all"),
+        pytest.param(APP, "ap-east", 20000, ["sb-ap-1", "sb-eu-1", "sb-us-1"], id="from-asia"),
+        pytest.param(API, "eu-west", 20000, ["sb-eu-1"], id="selector-limits-to-1000km"),
+        pytest.param(API, "us-east", 20000, ["sb-us-1"], id="selector-from-us"),
+        pytest.param(API, "ap-east", 100, ["sb-ap-1"], id="selector-and-km"),
+        pytest.param(APP, "mars", 20000, [], id="unknown-location"),
+        pytest.param("nope.example.com.", "eu-west", 20000, [], id="unknown-di"),
+    ],
+)
+def test_standby_within_lists_the_di_pool_near_a_location(
+    store: SQLiteStore, di: str, location: str, km: float, expected: list[str]
+) -> None:
+    """Only standby resources of the DI's pool within km of the location, nearest first."""
+    store.replace_policy(ORIGIN, make_policy())
+    candidates = store.standby_within(di, location, km)
+    assert [c.resource for c in candidates] == expected
+    assert [c.km for c in candidates] == sorted(c.km for c in candidates)
+    assert all(c.km <= km for c in candidates)
+
+
+def test_standby_within_subtracts_the_load_of_non_released_allocations(
+    store: SQLiteStore,
+) -> None:
+    """available = capacity - sum(demand) of the resource's allocations not yet released."""
+    store.replace_policy(ORIGIN, make_policy())
+    base = {"valid_from": 0.0, "generation": 1, "created_at": 0.0}
+    store.add_allocations(
+        [
+            NewAllocation(APP, "sb-eu-1", "EU", demand=100.0, **base),  # type: ignore[arg-type]
+            NewAllocation(API, "sb-eu-1", "EU", state="ready", demand=50.0, **base),  # type: ignore[arg-type]
+            NewAllocation(APP, "sb-eu-1", "NA", state="released", demand=70.0, **base),  # type: ignore[arg-type]
+            NewAllocation(APP, "sb-us-1", "NA", state="draining", demand=1.5, **base),  # type: ignore[arg-type]
+        ]
+    )
+    found = {c.resource: c for c in store.standby_within(APP, "eu-west", 20000)}
+    assert (found["sb-eu-1"].capacity, found["sb-eu-1"].load) == (300.0, 150.0)
+    assert found["sb-eu-1"].available == 150.0
+    assert found["sb-us-1"].available == 398.5
+    assert found["sb-ap-1"].available == 500.0
