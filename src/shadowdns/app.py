@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -105,10 +105,14 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     def _record_zones(self) -> None:
+        """Mirror the loaded zones and policy graphs into the store (off the event loop)."""
         now = time.time()
         for origin, zone in self.loaded.zones.items():
             record = ZoneRecord(origin.to_text(), zone.file, zone.serial, now)
             self.io.submit(self.store.upsert_zone, record)
+        for origin, policy in self.loaded.policies.items():
+            future = self.io.submit(self.store.replace_policy, origin.to_text(), policy)
+            future.add_done_callback(_log_failure)
 
     def _publish(self, snapshot: Snapshot) -> None:
         self.engine.swap(snapshot)
@@ -219,6 +223,12 @@ class Service:
         await self.stopping.wait()
         await self.stop()
         log.info("stopped")
+
+
+def _log_failure(future: Future[None]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("cannot write the policy graph to the store: %s", exc)
 
 
 def run_service(config: ServeConfig) -> int:
