@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,6 +56,8 @@ class ServeConfig:
     api: str | None = None  # HOST:PORT of the REST API and dashboard
     api_cert: Path | None = None
     api_key: Path | None = None
+    workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
+    role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None) -> LiveState:
@@ -94,7 +96,8 @@ class Service:
         self.counters = DemandCounters()
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters)
         self.server = DNSServer(
-            self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout)
+            self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
+            reuse_port=config.workers > 1,
         )
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -201,9 +204,10 @@ class Service:
             pass
         self.tasks.append(loop.create_task(self._poll_live()))
         self.tasks.append(loop.create_task(self._flush_loop()))
-        await self._start_health()
-        await self._start_control()
-        await self._start_api()
+        if self.config.role == "main":
+            await self._start_health()
+            await self._start_control()
+            await self._start_api()
         zones = self.engine.snapshot.zones.zones
         dis = len(self.engine.snapshot.dis)
         log.info("serving %d zone(s) with %d DI(s): %s; state %s", len(zones), dis,
@@ -231,7 +235,13 @@ def _log_failure(future: Future[None]) -> None:
         log.warning("cannot write the policy graph to the store: %s", exc)
 
 
-def run_service(config: ServeConfig) -> int:
+def _run(config: ServeConfig, log_level: int | None = None) -> None:
+    if log_level is not None:  # a spawned worker starts without the parent's logging
+        logging.basicConfig(
+            level=log_level,
+            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        )
+
     async def main() -> None:
         await Service(config).run()
 
@@ -241,6 +251,40 @@ def run_service(config: ServeConfig) -> int:
         asyncio.run(main())
     else:
         uvloop.run(main())
+
+
+def run_service(config: ServeConfig) -> int:
+    """Run the server; with workers > 1, that many processes share the ports.
+
+    Every worker compiles its own answer table from the same files and store (so all
+    serve the same generation within the poll interval) and counts its own queries; only
+    the main process runs the control plane, the probes and the API.
+    """
+    if config.workers <= 1:
+        _run(config)
+        return 0
+    import multiprocessing
+    import os
+
+    if any(addr.port == 0 for addr in config.listen):
+        raise ShadowDNSError("--workers needs explicit listen ports (not port 0)")
+    ctx = multiprocessing.get_context("spawn")
+    worker = replace(config, role="worker")
+    level = logging.getLogger().getEffectiveLevel()
+    children = [ctx.Process(target=_run, args=(worker, level), daemon=True)
+                for _ in range(config.workers - 1)]
+    for child in children:
+        child.start()
+    log.info("started %d worker process(es): %s", len(children),
+             " ".join(str(c.pid) for c in children))
+    try:
+        _run(config)
+    finally:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+        for child in children:
+            child.join(10)
     return 0
 
 

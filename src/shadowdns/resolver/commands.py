@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(e.g. 127.0.0.1:8053)")
     serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the listening ports with SO_REUSEPORT "
+                            "(default 1)")
     serve.add_argument("--tcp-max-connections", type=int, default=256)
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
     serve.set_defaults(handler=cmd_serve)
@@ -110,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api=args.api,
         api_cert=args.api_cert,
         api_key=args.api_key,
+        workers=args.workers,
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
     )
