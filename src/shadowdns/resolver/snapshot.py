@@ -9,11 +9,14 @@ authoritative algorithm, NXDOMAIN/NODATA logic and zone transfers see them as re
 
 from __future__ import annotations
 
+import copy
+import gc
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.name
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -61,6 +64,19 @@ def policy_path(zone: Zone) -> Path:
 def load_config(zones_dir: Path, geoip: Path | None = None,
                 identity: Identity | None = None) -> Config:
     """Load zones and policies; every problem of every file is reported together."""
+    # Loading allocates millions of small acyclic objects for big zones; the cyclic
+    # collector would rescan all of them again and again (quadratic time), so pause it.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_config(zones_dir, geoip, identity)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_config(zones_dir: Path, geoip: Path | None,
+                 identity: Identity | None) -> Config:
     zones = load_zone_dir(zones_dir)
     problems: list[Problem] = []
     policies: dict[dns.name.Name, Policy] = {}
@@ -187,14 +203,24 @@ def static_view(zone: Zone, policy: Policy) -> Zone:
     """The zone with each DI's name answering with all its primaries (TTL = the DI's)."""
     extra: list[dns.rrset.RRset] = []
     replaced: set[tuple[dns.name.Name, int]] = set()
+    # Many DIs share their primaries: build each address RRset once and copy it.
+    templates: dict[tuple[int, int, tuple[str, ...]], dns.rrset.RRset] = {}
     for di in policy.dis.values():
         primaries = [policy.resources[p] for p in di.primaries if p in policy.resources]
         for rdtype, attr in ((dns.rdatatype.A, "address"), (dns.rdatatype.AAAA, "address6")):
-            addrs = [getattr(r, attr) for r in primaries if getattr(r, attr)]
-            if addrs:
-                extra.append(dns.rrset.from_text_list(di.name, di.ttl, dns.rdataclass.IN,
-                                                      rdtype, addrs))
-                replaced.add((di.name, int(rdtype)))
+            addrs = tuple(getattr(r, attr) for r in primaries if getattr(r, attr))
+            if not addrs:
+                continue
+            key = (int(rdtype), di.ttl, addrs)
+            template = templates.get(key)
+            if template is None:
+                template = dns.rrset.from_text_list(di.name, di.ttl, dns.rdataclass.IN,
+                                                    rdtype, list(addrs))
+                templates[key] = template
+            rrset = copy.copy(template)
+            rrset.name = di.name
+            extra.append(rrset)
+            replaced.add((di.name, int(rdtype)))
     if not extra:
         return zone
     kept = [rr for rr in zone.rrsets() if (rr.name, int(rr.rdtype)) not in replaced]
