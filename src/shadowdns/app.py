@@ -9,6 +9,7 @@ event loop must never wait on disk.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -172,6 +173,11 @@ class Service:
 
     async def _start_api(self) -> None:
         """REST API, dashboard and /metrics (api/) when config.api is set."""
+        if self.config.api is None:
+            return
+        from shadowdns.api.server import start_api
+
+        self.tasks.extend(await start_api(self))
 
     def flush_counters(self) -> list[DemandRow]:
         """Take the counts since the last flush as store rows (on the event loop)."""
@@ -194,6 +200,9 @@ class Service:
             log.warning("cannot write %d demand row(s): %s", len(rows), exc)
 
     async def start(self) -> list[ListenAddress]:
+        # What is loaded now lives as long as the process: keep the cyclic collector from
+        # rescanning it while the query path runs.
+        gc.freeze()
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         loop = asyncio.get_running_loop()
         try:
