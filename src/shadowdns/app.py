@@ -24,6 +24,7 @@ import dns.name
 from shadowdns.errors import ShadowDNSError
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
 from shadowdns.resolver.snapshot import (
@@ -34,6 +35,7 @@ from shadowdns.resolver.snapshot import (
     load_config,
     shadows_by_di,
 )
+from shadowdns.resolver.transfer import TransferConfig, Transfers
 from shadowdns.store import DemandRow, Store, ZoneRecord, default_state_path, open_store
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class ServeConfig:
     api: str | None = None  # HOST:PORT of the REST API and dashboard
     api_cert: Path | None = None
     api_key: Path | None = None
+    transfers: TransferConfig = field(default_factory=TransferConfig)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
 
@@ -95,7 +98,8 @@ class Service:
         self.live = self.io.submit(read_live_state, self.store, self.loaded).result()
         self.generation = 0
         self.counters = DemandCounters()
-        self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters)
+        self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
+                                  Transfers(config.transfers))
         self.server = DNSServer(
             self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
             reuse_port=config.workers > 1,
@@ -129,12 +133,28 @@ class Service:
         except ShadowDNSError as exc:
             log.error("reload failed, still serving the previous configuration:\n%s", exc)
             return False
+        changed = [origin for origin, zone in loaded.zones.items()
+                   if origin not in self.loaded.zones
+                   or self.loaded.zones[origin].serial != zone.serial]
         self.loaded = loaded
         self.generation += 1
         self._publish(snapshot)
         self._record_zones()
+        self._notify(changed)
         log.info("reloaded %d zone(s), generation %d", len(snapshot.zones), self.generation)
         return True
+
+    def _notify(self, origins: list[dns.name.Name]) -> None:
+        """Tell the configured secondaries about new serials (RFC 1996), in the background."""
+        targets = self.config.transfers.notify
+        if not origins or not targets or self.config.role != "main":
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(notify_all(origins, targets, self.config.transfers.notify_key))
+        self.tasks.append(task)
 
     async def refresh_live(self) -> bool:
         """Re-read allocations and health from the store now; recompile if they changed.
@@ -167,9 +187,15 @@ class Service:
 
     async def _start_health(self) -> None:
         """Health probes (health/): start probing every resource with a check."""
+        from shadowdns.health.service import start_health
+
+        self.health = await start_health(self)
 
     async def _start_control(self) -> None:
         """Control plane (predictor/ + allocator/): forecast refresh and allocation loop."""
+        from shadowdns.allocator.service import start_control
+
+        self.control = await start_control(self)
 
     async def _start_api(self) -> None:
         """REST API, dashboard and /metrics (api/) when config.api is set."""
@@ -177,7 +203,7 @@ class Service:
             return
         from shadowdns.api.server import start_api
 
-        self.tasks.extend(await start_api(self))
+        self.tasks.extend((await start_api(self)).tasks)
 
     def flush_counters(self) -> list[DemandRow]:
         """Take the counts since the last flush as store rows (on the event loop)."""
@@ -213,6 +239,7 @@ class Service:
             pass
         self.tasks.append(loop.create_task(self._poll_live()))
         self.tasks.append(loop.create_task(self._flush_loop()))
+        self._notify(list(self.loaded.zones))
         if self.config.role == "main":
             await self._start_health()
             await self._start_control()

@@ -11,6 +11,7 @@ from shadowdns import __version__
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
+from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
 
@@ -59,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(e.g. 127.0.0.1:8053)")
     serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--transfer-acl", action="append", default=[], metavar="CIDR",
+                       help="allow AXFR/IXFR from these networks, repeatable (default: none)")
+    serve.add_argument("--tsig-key", action="append", default=[],
+                       metavar="[ALG:]NAME:SECRET",
+                       help="TSIG key (base64 secret); with keys, transfers must be signed")
+    serve.add_argument("--notify", action="append", default=[], metavar="HOST[:PORT]",
+                       help="secondary to send NOTIFY to on start and on every serial change")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the listening ports with SO_REUSEPORT "
                             "(default 1)")
@@ -84,6 +92,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                          help="state store to read shadow allocations and health from")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=cmd_explain)
+
+
+def transfer_config(args: argparse.Namespace) -> TransferConfig:
+    import ipaddress
+
+    try:
+        acl = tuple(ipaddress.ip_network(c, strict=False) for c in args.transfer_acl)
+    except ValueError as exc:
+        raise ConfigError([Problem("--transfer-acl", None, str(exc))]) from None
+    keys = {}
+    for text in args.tsig_key:
+        key = parse_key(text)
+        keys[key.name] = key
+    try:
+        targets = tuple(parse_target(t) for t in args.notify)
+    except ValueError as exc:
+        raise ConfigError([Problem("--notify", None, str(exc))]) from None
+    return TransferConfig(acl=acl, keys=keys, notify=targets)
 
 
 def identity_from_args(args: argparse.Namespace) -> Identity:
@@ -114,6 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_cert=args.api_cert,
         api_key=args.api_key,
         workers=args.workers,
+        transfers=transfer_config(args),
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
     )

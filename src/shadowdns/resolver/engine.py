@@ -37,6 +37,7 @@ from shadowdns.resolver.render import (
     Template,
 )
 from shadowdns.resolver.snapshot import GeoContext, Snapshot
+from shadowdns.resolver.transfer import TransferConfig, Transfers
 from shadowdns.zones.policy import DI
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ class AnswerTable:
 class QueryEngine:
     """Answers DNS messages from the current snapshot."""
 
-    def __init__(self, snapshot: Snapshot, counters: DemandCounters | None = None) -> None:
+    def __init__(self, snapshot: Snapshot, counters: DemandCounters | None = None,
+                 transfers: Transfers | None = None) -> None:
         self.snapshot = snapshot
+        self.transfers = transfers or Transfers(TransferConfig())
         self.table = AnswerTable()
         self.counters = counters or DemandCounters()
         self._opt_plain = [b""] * SHAPE_COUNT
@@ -97,6 +100,11 @@ class QueryEngine:
         self.stats_hits = 0
         self.stats_misses = 0
         self.stats_slow = 0
+        # Queries answered per (qtype, rcode, kind, region): one list increment per packet,
+        # the labels fixed when a template is compiled. Slot 0 collects the slow path.
+        self._stat_index: dict[tuple[int, int, str, str], int] = {}
+        self._stat_keys: list[tuple[int, int, str, str]] = [(0, 0, "slow", "-")]
+        self.stat_counts: list[int] = [0]
 
     def _set_identity(self, identity: Identity) -> None:
         for shape in range(SHAPE_COUNT):
@@ -110,6 +118,21 @@ class QueryEngine:
             render.options_wire(render.opt_options(s, identity)) for s in range(SHAPE_COUNT)
         ]
 
+    def stat_slot(self, qtype: int, rcode: int, kind: str, region: str) -> int:
+        key = (qtype, rcode, kind, region)
+        idx = self._stat_index.get(key)
+        if idx is None:
+            idx = len(self._stat_keys)
+            self._stat_index[key] = idx
+            self._stat_keys.append(key)
+            self.stat_counts.append(0)
+        return idx
+
+    def query_stats(self) -> list[tuple[tuple[int, int, str, str], int]]:
+        """((qtype, rcode, kind, region), queries) since start; kind is static, shadow,
+        primary, fallback, nodata, or slow (answers built outside the table)."""
+        return list(zip(self._stat_keys, self.stat_counts, strict=True))
+
     def swap(self, snapshot: Snapshot) -> None:
         """Publish a new snapshot; its answer table starts empty."""
         self.snapshot = snapshot
@@ -117,6 +140,14 @@ class QueryEngine:
         self._set_identity(snapshot.identity)
 
     # -- the query path ------------------------------------------------------------------
+
+    def respond_stream(self, data: bytes, addr: tuple[str, int] | None) -> list[bytes]:
+        """Answer one message received over TCP: a zone transfer may take many messages."""
+        if _is_transfer(data):
+            return self.transfers.handle(data, addr, self.snapshot.zones.zones,
+                                         self._answer_message, tcp=True)
+        reply = self.respond(data, addr, tcp=True)
+        return [] if reply is None else [reply]
 
     def respond(self, data: bytes, addr: tuple[str, int] | None = None,
                 tcp: bool = False) -> bytes | None:
@@ -217,6 +248,7 @@ class QueryEngine:
             if regional.uniform:
                 scope = 0
             tpl = regional.variants[ridx]
+        self.stat_counts[tpl.stat] += 1  # type: ignore[union-attr]
         if ecs:
             opt = self._ecs_opt(ecs, shape, scope)
             if opt is None:
@@ -267,13 +299,16 @@ class QueryEngine:
         return entry
 
     def _template(self, result: Result, qname: dns.name.Name, qtype: int, shape: int,
-                  question_len: int) -> Template | None:
+                  question_len: int, kind: str = "static", region: str = "-"
+                  ) -> Template | None:
         snap = self.snapshot
         msg = render.build_message(result, qname, qtype, IN, shape, snap.identity)
         wire = render.render(msg)
         if wire[2] & 0x02:  # truncated even at 64 KiB: never cache
             return None
-        return render.make_template(wire, question_len, render.opt_length(shape, snap.identity))
+        tpl = render.make_template(wire, question_len, render.opt_length(shape, snap.identity))
+        stat = self.stat_slot(qtype, result.rcode, kind, region)
+        return Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
 
     def _compile_regional(self, static: Result, di: DI, ctx: GeoContext, qname: dns.name.Name,
                           qtype: int, shape: int, question_len: int) -> Regional | None:
@@ -284,12 +319,14 @@ class QueryEngine:
         for ridx, region in enumerate(ctx.regions):
             decision = ctx.decision(di, ridx)
             result = _with_addresses(static, di, qtype, decision.addresses(family))
-            tpl = self._template(result, qname, qtype, shape, question_len)
+            tpl = self._template(result, qname, qtype, shape, question_len, decision.kind,
+                                 region)
             if tpl is None:
                 return None
             variants.append(tpl)
             slots.append(self.counters.slot(di_text, region, decision.kind))
-        uniform = all(v == variants[0] for v in variants)
+        first = variants[0]
+        uniform = all(v.hdr == first.hdr and v.body == first.body for v in variants)
         return Regional(ctx, variants, slots, uniform)
 
     # -- the slow path ---------------------------------------------------------------------
@@ -298,6 +335,7 @@ class QueryEngine:
               addr: tuple[str, int] | None = None) -> bytes | None:
         """Full parse with dnspython; every failure becomes an rcode or a drop."""
         self.stats_slow += 1
+        self.stat_counts[0] += 1
         if len(data) < 12 or data[2] & 0x80:
             return None  # short header, or a response: never answer those
         opcode = (data[2] >> 3) & 0xF
@@ -305,6 +343,10 @@ class QueryEngine:
             query = dns.message.from_wire(data, one_rr_per_rrset=True)
         except dns.message.ShortHeader:
             return None
+        except dns.message.UnknownTSIGKey:  # signed: verified and answered by transfers
+            replies = self.transfers.handle(data, addr, self.snapshot.zones.zones,
+                                            self._answer_message, tcp)
+            return replies[0] if replies else None
         except Exception:
             return self._formerr(data)
         qlen = _question_length(data) if len(query.question) == 1 else 0
@@ -317,6 +359,32 @@ class QueryEngine:
         q = query.question[0]
         snap = self.snapshot
         edns = query.edns >= 0
+        if edns and query.edns > 0:
+            shape = render.shape_of(query.flags, edns, bool(query.ednsflags & dns.flags.DO),
+                                    False)
+            msg = render.build_message(
+                Result(rcode=dns.rcode.BADVERS, aa=False), q.name, q.rdtype, q.rdclass,
+                shape & ~SHAPE_NSID, snap.identity,
+            )
+            msg.question = [] if not qlen else msg.question
+            return _finish(data, msg, 65535)
+        msg = self._answer_message(query, addr, tcp)
+        if msg.rcode() == dns.rcode.FORMERR:
+            return render.error_response(data, dns.rcode.FORMERR, qlen)
+        if tcp:
+            limit = 65535
+        elif edns:
+            limit = max(512, min(query.payload, snap.identity.payload))
+        else:
+            limit = MAX_UDP_PLAIN
+        return _finish(data, msg, limit)
+
+    def _answer_message(self, query: dns.message.Message, addr: tuple[str, int] | None,
+                        tcp: bool) -> dns.message.Message:
+        """The full answer to a parsed, well-formed query (FORMERR for a bad ECS)."""
+        q = query.question[0]
+        snap = self.snapshot
+        edns = query.edns >= 0
         ecs: dns.edns.ECSOption | None = None
         nsid = False
         if edns:
@@ -326,16 +394,9 @@ class QueryEngine:
                 elif option.otype == dns.edns.OptionType.NSID:
                     nsid = True
         shape = render.shape_of(query.flags, edns, bool(query.ednsflags & dns.flags.DO), nsid)
-        if edns and query.edns > 0:
-            msg = render.build_message(
-                Result(rcode=dns.rcode.BADVERS, aa=False), q.name, q.rdtype, q.rdclass,
-                shape & ~SHAPE_NSID, snap.identity,
-            )
-            msg.question = [] if not qlen else msg.question
-            return _finish(data, msg, 65535)
         if q.rdclass == CH:
             result = render.chaos_result(q.name, q.rdtype, snap.identity)
-        elif q.rdclass != IN:
+        elif q.rdclass not in (IN, _CLASS_ANY):  # QCLASS * is answered from IN, as Knot
             result = Result(rcode=dns.rcode.REFUSED, aa=False)
         elif q.rdtype in _TRANSFER:
             result = Result(rcode=dns.rcode.REFUSED if tcp else dns.rcode.FORMERR, aa=False)
@@ -348,7 +409,8 @@ class QueryEngine:
         if dynamic is not None and q.rdtype in _ADDRESS and not result.referral:
             located = self._locate(dynamic[1], ecs, addr)
             if located is None:
-                return render.error_response(data, dns.rcode.FORMERR, qlen)
+                return render.build_message(Result(rcode=dns.rcode.FORMERR, aa=False), q.name,
+                                            q.rdtype, q.rdclass, shape, snap.identity)
             ridx, scope = located
             decision = dynamic[1].decision(dynamic[0], ridx)
             result = _with_addresses(result, dynamic[0], q.rdtype,
@@ -358,13 +420,8 @@ class QueryEngine:
             extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
         msg = render.build_message(result, q.name, q.rdtype, q.rdclass, shape, snap.identity,
                                    extra)
-        if tcp:
-            limit = 65535
-        elif edns:
-            limit = max(512, min(query.payload, snap.identity.payload))
-        else:
-            limit = MAX_UDP_PLAIN
-        return _finish(data, msg, limit)
+        msg.id = query.id
+        return msg
 
     @staticmethod
     def _locate(ctx: GeoContext, ecs: dns.edns.ECSOption | None,
@@ -378,6 +435,9 @@ class QueryEngine:
 
     def _formerr(self, data: bytes) -> bytes:
         return render.error_response(data, dns.rcode.FORMERR)
+
+
+_CLASS_ANY = int(dns.rdataclass.ANY)
 
 
 def _question_length(data: bytes) -> int:
@@ -434,3 +494,12 @@ def _with_addresses(static: Result, di: DI, qtype: int, addresses: list[str]) ->
         authority.append(negative_soa(static.zone))
     return Result(rcode=static.rcode, aa=static.aa, answer=answer, authority=authority,
                   additional=list(static.additional), zone=static.zone, final_name=name)
+
+
+def _is_transfer(data: bytes) -> bool:
+    """Whether a query asks for AXFR or IXFR (cheap look at the first question)."""
+    qlen = _question_length(data)
+    if not qlen or len(data) < 12 + qlen:
+        return False
+    qtype = data[12 + qlen - 4] << 8 | data[12 + qlen - 3]
+    return qtype in _TRANSFER

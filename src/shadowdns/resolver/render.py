@@ -9,7 +9,9 @@ offset 12, the template stays valid for any spelling of the same question (0x20 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dns.edns
 import dns.flags
@@ -17,8 +19,10 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.exception
 import dns.rdataclass
 import dns.rdatatype
+import dns.renderer
 import dns.rrset
 
 from shadowdns.resolver.authority import Result
@@ -57,6 +61,7 @@ class Template:
     hdr: bytes
     body: bytes
     body_noopt: bytes
+    stat: int = 0  # index of this answer's query counter (see QueryEngine.query_stats)
 
 
 def shape_of(flags: int, edns: bool, do: bool, nsid: bool) -> int:
@@ -113,8 +118,8 @@ def build_message(
     flags = dns.flags.QR
     if shape & SHAPE_RD:
         flags |= dns.flags.RD
-    if shape & SHAPE_CD:
-        flags |= dns.flags.CD
+    # CD is not copied: "A security-aware name server SHOULD clear the CD bit when
+    # composing an authoritative response" (RFC 4035 §3.1.6), as Knot does.
     if result.aa:
         flags |= dns.flags.AA
     msg.flags = flags
@@ -127,15 +132,61 @@ def build_message(
     msg.additional.extend(result.additional)
     if shape & SHAPE_EDNS:
         options = opt_options(shape, identity) + list(extra_options or [])
+        if result.ede is not None:
+            options.append(dns.edns.EDEOption(dns.edns.EDECode(result.ede)))
         ednsflags = dns.flags.DO if shape & SHAPE_DO else 0
         msg.use_edns(0, ednsflags, identity.payload, options=options)
         msg.set_rcode(dns.rcode.Rcode(result.rcode))
     return msg
 
 
+# dnspython's Renderer is untyped; one typed handle keeps mypy --strict quiet about it.
+_new_renderer: Callable[..., Any] = dns.renderer.Renderer
+
+
 def render(msg: dns.message.Message, max_size: int = 65535) -> bytes:
-    """Encode, truncating (TC) when the required sections do not fit in max_size."""
-    return msg.to_wire(max_size=max_size, prefer_truncation=True)
+    """Encode within max_size bytes, truncating the way RFC 2181 §9 and RFC 9471 ask.
+
+    An answer or authority RRset that does not fit ends the message with TC set. In the
+    additional section, a glue RRset for a name at or below the delegation of a referral
+    ("in-domain glue") must fit or TC is set (RFC 9471 §3.1); any other additional RRset
+    that does not fit is left out without TC and the next one is tried ("The TC bit should
+    not be set merely because some extra information could have been included, but there
+    was insufficient room", RFC 2181 §9), as Knot does.
+    """
+    max_size = max(512, min(max_size, 65535))
+    renderer = _new_renderer(msg.id, msg.flags, max_size, msg.origin)
+    opt_size = 0
+    if msg.opt is not None:
+        opt_size = 11 + sum(4 + len(o.to_wire() or b"") for o in msg.options)
+        renderer.reserve(opt_size)
+    for question in msg.question:
+        renderer.add_question(question.name, question.rdtype, question.rdclass)
+    truncated = False
+    try:
+        for rrset in msg.answer:
+            renderer.add_rrset(dns.renderer.ANSWER, rrset)
+        for rrset in msg.authority:
+            renderer.add_rrset(dns.renderer.AUTHORITY, rrset)
+    except dns.exception.TooBig:
+        truncated = True
+    if not truncated:
+        cuts = [rr.name for rr in msg.authority if rr.rdtype == dns.rdatatype.NS]
+        for rrset in msg.additional:
+            try:
+                renderer.add_rrset(dns.renderer.ADDITIONAL, rrset)
+            except dns.exception.TooBig:
+                if any(rrset.name.is_subdomain(cut) for cut in cuts):
+                    truncated = True
+                    break
+    if truncated:
+        renderer.flags |= dns.flags.TC
+    renderer.release_reserved()
+    if msg.opt is not None:
+        renderer.add_opt(msg.opt, 0, opt_size, 0)
+    renderer.write_header()
+    wire: bytes = renderer.get_wire()
+    return wire
 
 
 def make_template(wire: bytes, question_len: int, opt_len: int) -> Template:
@@ -152,16 +203,48 @@ def opt_length(shape: int, identity: Identity) -> int:
     return 11 + len(options_wire(opt_options(shape, identity)))
 
 
-def error_response(data: bytes, rcode: int, with_question: int = 0) -> bytes:
+def error_response(data: bytes, rcode: int, with_question: int = 0,
+                   payload: int = EDNS_PAYLOAD) -> bytes:
     """A bare error reply built from the query header (FORMERR/NOTIMP/REFUSED/SERVFAIL).
 
     `with_question` is the length of the question bytes to echo (0 for none). Opcode and
-    RD are copied; no OPT is added because the query's OPT was not understood.
+    RD are copied. When the query is one question plus one well-formed OPT and nothing
+    else (the error lies elsewhere, e.g. in an ECS option's content), the reply carries an
+    OPT too: "If an OPT record is present in a received request, compliant responders MUST
+    include an OPT record in their respective responses" (RFC 6891 §6.1.1). An OPT that
+    could not be parsed gets none.
     """
     flags = 0x8000 | ((data[2] & 0x79) << 8) | (rcode & 0xF)
-    qd = 1 if with_question else 0
-    head = data[:2] + struct.pack("!HHHHH", flags, qd, 0, 0, 0)
-    return head + data[12 : 12 + with_question] if with_question else head
+    do = _well_formed_opt(data, 12 + with_question) if with_question else None
+    counts = struct.pack("!HHHH", 1 if with_question else 0, 0, 0, 0 if do is None else 1)
+    head = data[:2] + struct.pack("!H", flags) + counts
+    if not with_question:
+        return head
+    reply = head + data[12 : 12 + with_question]
+    if do is not None:
+        reply += struct.pack("!BHHBBHH", 0, 41, payload, 0, 0, 0x8000 if do else 0, 0)
+    return reply
+
+
+def _well_formed_opt(data: bytes, qend: int) -> bool | None:
+    """The DO bit of the query's OPT if the message is exactly header, one question and one
+    structurally valid root OPT (options inside it included); None otherwise."""
+    n = len(data)
+    if data[4:12] != b"\x00\x01\x00\x00\x00\x00\x00\x01" or qend + 11 > n:
+        return None
+    if data[qend : qend + 3] != b"\x00\x00\x29":
+        return None
+    end = qend + 11 + (data[qend + 9] << 8 | data[qend + 10])
+    if end != n:
+        return None
+    j = qend + 11
+    while j < end:
+        if j + 4 > end:
+            return None
+        j += 4 + (data[j + 2] << 8 | data[j + 3])
+    if j != end:
+        return None
+    return bool(data[qend + 7] & 0x80)
 
 
 def rcode_result(rcode: int, aa: bool = False) -> Result:
@@ -178,10 +261,8 @@ def chaos_result(qname: dns.name.Name, qtype: int, identity: Identity) -> Result
         value = identity.version
     else:
         return Result(rcode=dns.rcode.REFUSED, aa=False)
-    if value is None:
-        return Result(rcode=dns.rcode.REFUSED, aa=False)
-    if qtype not in (int(dns.rdatatype.TXT), int(dns.rdatatype.ANY)):
-        return Result(rcode=dns.rcode.NOERROR, aa=True)
+    if value is None or qtype != int(dns.rdatatype.TXT):
+        return Result(rcode=dns.rcode.REFUSED, aa=False)  # only TXT is answered, as Knot
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     rrset = dns.rrset.from_text(qname, 0, dns.rdataclass.CH, dns.rdatatype.TXT, f'"{escaped}"')
-    return Result(rcode=dns.rcode.NOERROR, aa=True, answer=[rrset])
+    return Result(rcode=dns.rcode.NOERROR, aa=False, answer=[rrset])  # not zone data: no AA

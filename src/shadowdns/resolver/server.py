@@ -125,12 +125,13 @@ class TCPProtocol(asyncio.Protocol):
                 break
             msg = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
-            resp = self.engine.respond(msg, self.peer, tcp=True)
-            if resp is None:
+            replies = self.engine.respond_stream(msg, self.peer)
+            if not replies:
                 # Not answerable (a response, or under 12 bytes): end the stream.
                 transport.close()
                 return
-            transport.write(len(resp).to_bytes(2, "big") + resp)
+            for resp in replies:
+                transport.write(len(resp).to_bytes(2, "big") + resp)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:

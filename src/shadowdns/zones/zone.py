@@ -68,8 +68,8 @@ class Zone:
                 node[key] = rrset
             else:
                 merged = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers)
-                merged.update(existing)
-                merged.update(rrset)
+                merged.update(existing)  # type: ignore[no-untyped-call]
+                merged.update(rrset)  # type: ignore[no-untyped-call]
                 node[key] = merged
         names: set[dns.name.Name] = set()
         for name in nodes:
