@@ -61,6 +61,7 @@ class ServeConfig:
     api_key: Path | None = None
     transfers: TransferConfig = field(default_factory=TransferConfig)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
+    node_id: str = "local"  # this node's name in a fleet
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
 
 

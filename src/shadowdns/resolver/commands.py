@@ -49,9 +49,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--edns-payload", type=int, default=EDNS_PAYLOAD,
                        help="EDNS UDP payload size to advertise and honour "
                             f"(default {EDNS_PAYLOAD})")
-    serve.add_argument("--state", default=None,
-                       help="state store: a SQLite path or sqlite:///PATH "
+    serve.add_argument("--state", "--store", dest="state", default=None,
+                       help="state store: a SQLite path, sqlite:///PATH or postgresql://... "
                             "(default $SHADOWDNS_STATE or ~/.local/share/shadowdns/state.db)")
+    serve.add_argument("--node-id", default=None,
+                       help="this node's name in a fleet; the default NSID and CHAOS identity")
     serve.add_argument("--geoip", type=Path, default=None,
                        help="MaxMind DB (City or Country) to locate clients "
                             "(default: the bundled GeoLite2-City)")
@@ -115,15 +117,20 @@ def transfer_config(args: argparse.Namespace) -> TransferConfig:
 def identity_from_args(args: argparse.Namespace) -> Identity:
     import socket
 
-    server_id = None if args.hide_identity else (args.identity or socket.gethostname())
+    node_id = getattr(args, "node_id", None)
+    server_id = None if args.hide_identity else (args.identity or node_id
+                                                 or socket.gethostname())
+    nsid = args.nsid if args.nsid is not None else node_id
     version = None if args.hide_version else args.server_version
     if not 512 <= args.edns_payload <= 65535:
         raise ConfigError([Problem("--edns-payload", None, "must be between 512 and 65535")])
-    return Identity(nsid=_nsid(args.nsid), server_id=server_id, version=version,
+    return Identity(nsid=_nsid(nsid), server_id=server_id, version=version,
                     payload=args.edns_payload)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
     from shadowdns.app import ServeConfig, run_service
 
     try:
@@ -140,6 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_cert=args.api_cert,
         api_key=args.api_key,
         workers=args.workers,
+        node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
