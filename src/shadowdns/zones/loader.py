@@ -86,17 +86,45 @@ def _syntax_problem(path: Path, exc: Exception) -> Problem:
     return Problem(str(path), None, text or type(exc).__name__)
 
 
+class _StrictReader(dns.zonefile.Reader):
+    """dnspython skips records outside the origin in silence; we report them."""
+
+    def _eat_line(self) -> None:
+        name = self.last_name
+        raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
+            f"{name} is outside the zone {self.zone_origin}"
+        )
+
+
+def _line_now(tok: dns.tokenizer.Tokenizer) -> int:
+    """The line being read: the tokenizer counts a newline it has only peeked at."""
+    line: int = tok.line_number
+    if tok.ungotten_char == "\n" or (
+        tok.ungotten_token is not None and tok.ungotten_token.is_eol()
+    ):
+        line -= 1
+    return max(1, line)
+
+
 def _read_records(path: Path, origin: dns.name.Name) -> list[_Record]:
     manager = _LineTrackingManager(origin, False, dns.rdataclass.IN)
     with path.open(encoding="utf-8") as fh:
         with manager.writer(True) as txn:
             tok = dns.tokenizer.Tokenizer(fh, str(path))
-            reader = dns.zonefile.Reader(tok, dns.rdataclass.IN, txn, allow_include=True)
+            reader = _StrictReader(tok, dns.rdataclass.IN, txn, allow_include=True)
             # The rdata parser has consumed the end of line when a record is added.
             txn.line_of = lambda: max(1, tok.line_number - 1)
             try:
                 reader.read()
-            except dns.zonefile.CNAMEAndOtherData as exc:
+            except dns.exception.SyntaxError as exc:
+                match = _SYNTAX_RE.match(str(exc))
+                reason = match.group("reason") if match else str(exc)
+                raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
+                    f"{path}:{_line_now(tok)}: {reason}"
+                ) from None
+            except (dns.zonefile.CNAMEAndOtherData, ValueError) as exc:
+                # Semantic refusals raised while adding a record (CNAME beside data, SOA
+                # away from the apex) come after its line has been read.
                 line = max(1, tok.line_number - 1)
                 raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
                     f"{path}:{line}: {exc}"
