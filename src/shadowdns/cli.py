@@ -22,7 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shadowdns.store.commands",
     "shadowdns.predictor.commands",
     "shadowdns.allocator.commands",
+    "shadowdns.allocator.simulate_cmd",
     "shadowdns.demo",
+    "shadowdns.api.commands",
 )
 
 

@@ -1,0 +1,67 @@
+"""Builds the ASGI application of one running service: routes, error handlers, metrics.
+
+`create_app` is the API's composition root. It is given the service and a registry; it
+creates no globals, so tests can build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+
+from shadowdns import __version__
+from shadowdns.api import admin, live, policy, status, zones
+from shadowdns.api.context import ApiContext
+from shadowdns.api.errors import install_handlers
+from shadowdns.api.metrics import ApiMetrics, ServiceCollector
+
+if TYPE_CHECKING:
+    from shadowdns.app import Service
+
+DESCRIPTION = """\
+Operate a shadowdns server: zones and RRsets (RFC 1035 master files), DIs and their
+policies, resources and health overrides, shadow allocations, forecasts, health and traffic.
+
+Authenticate with `Authorization: Bearer TOKEN` (create one with `shadowdns token create
+--role reader|operator|admin`). Reads need reader, changes operator, tokens and
+whole-zone replacement or deletion admin. Changes accept `If-Match` with the ETag of the
+object they are based on (412 when it changed meanwhile). Errors are
+`{"error": {"status", "code", "message", "problems": [{"path", "message", "line"}]}}`.
+"""
+
+
+def create_app(service: Service, registry: CollectorRegistry | None = None,
+               context: ApiContext | None = None) -> FastAPI:
+    app = FastAPI(title="shadowdns", version=__version__, description=DESCRIPTION,
+                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
+    registry = registry or CollectorRegistry(auto_describe=True)
+    collector = ServiceCollector(service)
+    registry.register(collector)
+    api_metrics = ApiMetrics(registry)
+    app.state.ctx = context or ApiContext(service)
+    app.state.registry = registry
+    app.state.collector = collector
+    install_handlers(app)
+    for module in (zones, policy, live, admin, status):
+        app.include_router(module.router)
+    app.mount("/dashboard", StaticFiles(directory=status.dashboard_dir()), name="dashboard")
+
+    @app.middleware("http")
+    async def count_requests(request: Request,
+                             call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        api_metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        api_metrics.duration.labels(request.method, template).observe(
+            time.perf_counter() - start)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    return app

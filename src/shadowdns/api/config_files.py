@@ -1,0 +1,370 @@
+"""Edits of the zones directory made by the API: validate, write atomically, reload, or undo.
+
+The files in the zones directory stay the source of truth; the API only rewrites them. One
+change may touch several files (a zone and its policy). `ConfigFiles.apply` stages every new
+content in a temporary file beside its target, replaces the targets (`os.replace`), then
+asks the service to reload; when the reload refuses the new configuration, every target
+gets its previous bytes back and the caller gets a 409 with the loader's reasons, so the
+directory never holds a half-applied change. Callers hold `lock` from reading the current
+content to applying the change, so concurrent edits of one object are serialised and their
+ETag checks are exact.
+
+Zone text is validated with the same loader `serve` uses; policy data with
+`policy_from_mapping`. A zone rewritten by the API is written by dnspython (comments are not
+kept) and its SOA serial is bumped on every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.zone
+import yaml
+
+from shadowdns.api.errors import ApiError, ProblemItem, problems_from_config
+from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
+from shadowdns.resolver.snapshot import POLICY_SUFFIX, load_config
+from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
+from shadowdns.zones.policy import Policy
+from shadowdns.zones.policy_file import load_policy, policy_from_mapping, policy_to_mapping
+
+if TYPE_CHECKING:
+    from shadowdns.app import Service
+
+SERIAL_MODULO = 2**32
+
+
+def etag_of(value: object) -> str:
+    """A strong ETag of a JSON-able value or of bytes."""
+    raw = value if isinstance(value, bytes) else json.dumps(
+        value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return '"' + hashlib.sha256(raw).hexdigest()[:20] + '"'
+
+
+def check_if_match(if_match: str | None, current: str | None) -> None:
+    """412 unless `If-Match` is absent, ``*`` for an existing object, or the current ETag."""
+    if if_match is None:
+        return
+    wanted = [tag.strip().removeprefix("W/") for tag in if_match.split(",")]
+    if current is not None and ("*" in wanted or current in wanted):
+        return
+    now = "the object does not exist" if current is None else f"its ETag is now {current}"
+    raise ApiError(412, "precondition_failed",
+                   f"If-Match {if_match} does not match: {now}; read it again and retry")
+
+
+def soa_serial(zone: dns.zone.Zone) -> int:
+    assert zone.origin is not None
+    soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+    return int(soa[0].serial) if soa else 0
+
+
+def set_serial(zone: dns.zone.Zone, serial: int) -> None:
+    """Give the zone's SOA a new serial (in place)."""
+    assert zone.origin is not None
+    old = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+    if not old:
+        return
+    new = dns.rdataset.Rdataset(old.rdclass, old.rdtype)
+    new.add(old[0].replace(serial=serial), old.ttl)
+    zone.replace_rdataset(zone.origin, new)
+
+
+def next_serial(serial: int) -> int:
+    """RFC 1982 increment, never 0."""
+    return (serial + 1) % SERIAL_MODULO or 1
+
+
+def parse_origin(text: str) -> dns.name.Name:
+    try:
+        name = dns.name.from_text(text.strip() or ".")
+    except dns.exception.DNSException as exc:
+        raise ApiError(422, "invalid", f"{text!r} is not a DNS name",
+                       [ProblemItem(path="path.zone", message=str(exc))]) from None
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneFile:
+    """Where one served zone lives."""
+
+    origin: dns.name.Name
+    path: Path
+
+    @property
+    def policy_path(self) -> Path:
+        stem = self.path.name.removesuffix(ZONE_SUFFIX)
+        return self.path.with_name(stem + POLICY_SUFFIX)
+
+
+@dataclass(slots=True)
+class Change:
+    """New content for one file (None deletes it)."""
+
+    path: Path
+    text: str | None
+
+
+class ConfigFiles:
+    """Reads and rewrites the zones directory on behalf of the API."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.lock = asyncio.Lock()
+
+    @property
+    def zones_dir(self) -> Path:
+        return Path(self.service.config.zones_dir)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def zone_files(self) -> list[ZoneFile]:
+        zones = self.service.loaded.zones
+        return [ZoneFile(origin, Path(zone.file)) for origin, zone in zones.items()]
+
+    def zone_file(self, origin: dns.name.Name) -> ZoneFile:
+        zone = self.service.loaded.zones.get(origin)
+        if zone is None:
+            raise ApiError(404, "not_found", f"zone {origin} is not served")
+        return ZoneFile(origin, Path(zone.file))
+
+    def zone_for_name(self, name: dns.name.Name) -> ZoneFile:
+        """The served zone that holds `name` (the longest matching origin)."""
+        best: dns.name.Name | None = None
+        for origin in self.service.loaded.zones:
+            if name.is_subdomain(origin) and (best is None or len(origin) > len(best)):
+                best = origin
+        if best is None:
+            raise ApiError(404, "not_found", f"no served zone holds {name}")
+        return self.zone_file(best)
+
+    @staticmethod
+    def read_text(path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def zone_etag(self, zf: ZoneFile) -> str:
+        zone = self.read_text(zf.path) or ""
+        policy = self.read_text(zf.policy_path) or ""
+        return etag_of((zone + "\0" + policy).encode())
+
+    def read_zone(self, zf: ZoneFile) -> dns.zone.Zone:
+        """The zone as its file says (without the DI static view)."""
+        try:
+            return dns.zone.from_file(str(zf.path), zf.origin, relativize=False,
+                                      allow_include=True)
+        except (OSError, dns.exception.DNSException) as exc:
+            raise ApiError(409, "conflict", f"{zf.path} cannot be read: {exc}") from None
+
+    def read_policy(self, zf: ZoneFile) -> Policy | None:
+        if not zf.policy_path.exists():
+            return None
+        try:
+            return load_policy(zf.policy_path, zf.origin)
+        except PolicyError as exc:
+            raise ApiError(409, "conflict", f"{zf.policy_path} is invalid on disk",
+                           problems_from_config(exc, prefix="file")) from None
+
+    def policy_mapping(self, zf: ZoneFile) -> dict[str, Any] | None:
+        policy = self.read_policy(zf)
+        return None if policy is None else policy_to_mapping(policy)
+
+    # -- validating ------------------------------------------------------------------------
+
+    def validate_zone_text(self, origin: dns.name.Name, text: str,
+                           path: str = "body.text") -> dns.zone.Zone:
+        """Check master-file text exactly as `serve` would; 422 with every problem."""
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ApiError(422, "invalid", "the zone text is not valid Unicode",
+                           [ProblemItem(path=path, message=str(exc))]) from None
+        declared = _declared_origin(text)
+        if declared is not None and declared != origin:
+            raise ApiError(422, "invalid", "the text is for another zone", [ProblemItem(
+                path=path, message=f"$ORIGIN {declared} does not match the zone {origin}")])
+        tmp = self.zones_dir / f".api-check-{secrets.token_hex(6)}.tmp"
+        try:
+            tmp.write_bytes(data)
+            try:
+                load_zone_file(tmp, origin)
+            except ZoneError as exc:
+                problems = [ProblemItem(path=path, message=p.reason, line=p.line)
+                            for p in exc.problems]
+                raise ApiError(422, "invalid", f"{len(problems)} problem(s) in the zone text",
+                               problems) from None
+            try:
+                return dns.zone.from_file(str(tmp), origin, relativize=False,
+                                          allow_include=False)
+            except (dns.exception.DNSException, ValueError) as exc:
+                raise ApiError(422, "invalid", "the zone text is invalid",
+                               [ProblemItem(path=path, message=str(exc))]) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    @staticmethod
+    def validate_policy(origin: dns.name.Name, data: Mapping[str, Any],
+                        strip: str | None = None, prefix: str = "body") -> Policy:
+        """Validate policy data; 422 naming each problem (see `problems_from_config`)."""
+        try:
+            return policy_from_mapping(dict(data), origin)
+        except PolicyError as exc:
+            problems = problems_from_config(exc, prefix=prefix, strip=strip)
+            raise ApiError(422, "invalid", f"{len(problems)} problem(s) in the policy",
+                           problems) from None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def zone_text(zone: dns.zone.Zone, bump: bool = True) -> str:
+        """Master-file text of a dnspython zone, its SOA serial bumped."""
+        if bump:
+            set_serial(zone, next_serial(soa_serial(zone)))
+        header = "; managed by the shadowdns API: edits through the API rewrite this file\n"
+        return header + str(zone.to_text(relativize=True, want_origin=True))
+
+    @staticmethod
+    def policy_text(policy: Policy) -> str:
+        header = "# managed by the shadowdns API: edits through the API rewrite this file\n"
+        body = yaml.safe_dump(policy_to_mapping(policy), sort_keys=False,
+                              default_flow_style=False, allow_unicode=True)
+        return header + body
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        """Write every change or none; the service serves the result before this returns."""
+        staged: list[tuple[Change, Path | None]] = []
+        backups: list[tuple[Path, bytes | None]] = []
+        try:
+            for change in changes:
+                tmp = None
+                if change.text is not None:
+                    tmp = change.path.with_name(f".{change.path.name}.{secrets.token_hex(4)}.tmp")
+                    _write_synced(tmp, change.text.encode("utf-8"))
+                staged.append((change, tmp))
+            for change, _ in staged:
+                backups.append((change.path, _read_bytes(change.path)))
+            for change, tmp in staged:
+                if tmp is not None:
+                    os.replace(tmp, change.path)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        change.path.unlink()
+        except OSError as exc:
+            _restore(backups)
+            raise ApiError(409, "write_failed", f"cannot write the zones directory: {exc}") \
+                from None
+        finally:
+            for _, tmp in staged:
+                if tmp is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+        if self.service.reload():
+            return
+        problems = await asyncio.to_thread(self._load_problems)
+        _restore(backups)
+        raise ApiError(409, "rejected",
+                       "the server refused the new configuration; nothing was changed",
+                       problems)
+
+    def _load_problems(self) -> list[ProblemItem]:
+        cfg = self.service.config
+        try:
+            load_config(Path(cfg.zones_dir), cfg.geoip, cfg.identity)
+        except ConfigError as exc:
+            return [ProblemItem(path=_relative(p, self.zones_dir), message=p.reason,
+                                line=p.line) for p in exc.problems]
+        except ShadowDNSError as exc:
+            return [ProblemItem(path="configuration", message=str(exc))]
+        return [ProblemItem(path="configuration", message="reload failed; see the server log")]
+
+
+def _relative(problem: Problem, base: Path) -> str:
+    try:
+        return "file:" + str(Path(problem.file).relative_to(base))
+    except ValueError:
+        return "file:" + problem.file
+
+
+def _declared_origin(text: str) -> dns.name.Name | None:
+    """The first $ORIGIN of master-file text, if it declares one (as `origin_for` reads it)."""
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if parts[0].upper() == "$ORIGIN" and len(parts) > 1:
+            try:
+                return dns.name.from_text(parts[1])
+            except dns.exception.DNSException:
+                return None  # the loader reports it
+        if not line.startswith("$"):
+            return None
+    return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _restore(backups: Sequence[tuple[Path, bytes | None]]) -> None:
+    for path, data in backups:
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            tmp = path.with_name(f".{path.name}.restore.tmp")
+            _write_synced(tmp, data)
+            os.replace(tmp, path)
+
+
+_SAFE_STEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def new_zone_path(zones_dir: Path, origin: dns.name.Name) -> Path:
+    """`<origin>.zone` in the zones directory; 422 for names that make no safe file name."""
+    stem = origin.to_text(omit_final_dot=True) or "root"
+    if not _SAFE_STEM.fullmatch(stem):
+        raise ApiError(422, "invalid", f"{origin} cannot be a file name in the zones directory",
+                       [ProblemItem(path="body.origin",
+                                    message="use letters, digits, '-', '_' and dots only")])
+    return zones_dir / f"{stem}{ZONE_SUFFIX}"
+
+
+def default_zone_text(origin: dns.name.Name, nameservers: Sequence[str], ttl: int) -> str:
+    """A minimal zone: SOA and NS records (the first name server is the SOA's MNAME)."""
+    ns = [dns.name.from_text(n, origin) for n in nameservers] or \
+        [dns.name.from_text("ns1", origin)]
+    mname = ns[0].to_text()
+    rname = dns.name.from_text("hostmaster", origin).to_text()
+    lines = [f"$ORIGIN {origin}", f"$TTL {ttl}",
+             f"@ IN SOA {mname} {rname} 1 3600 600 1209600 60"]
+    lines += [f"@ IN NS {n}" for n in ns]
+    return "\n".join(lines) + "\n"

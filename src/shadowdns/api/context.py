@@ -1,0 +1,124 @@
+"""What every route shares: the running service, the file editor, auth and the audit log.
+
+Routes get an `ApiContext` and a `Principal` through FastAPI dependencies; the role a route
+needs is part of its signature (`Reader`, `Operator`, `Admin`), so it shows in one place.
+The store is touched only through `ApiContext.io` (the service's store thread).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+
+from shadowdns.api.auth import Principal, Role, check_token, hash_token, parse_bearer, require
+from shadowdns.api.config_files import ConfigFiles
+from shadowdns.store import AuditEntry
+
+if TYPE_CHECKING:
+    from shadowdns.app import Service
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KIND_SAMPLE_INTERVAL = 5.0
+KIND_SAMPLES = 360  # half an hour at 5 s
+
+
+class KindRates:
+    """Queries per second by answer kind, sampled from the engine's counters.
+
+    The engine counts per (qtype, rcode, kind, region) on the query path; this turns the
+    totals into rates every few seconds for the dashboard, without touching the hot path.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, int]], interval: float,
+                 size: int = KIND_SAMPLES) -> None:
+        self.read = read
+        self.interval = interval
+        self.points: deque[tuple[float, dict[str, float]]] = deque(maxlen=size)
+        self._last: tuple[float, dict[str, int]] | None = None
+
+    def sample(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        totals = self.read()
+        if self._last is not None:
+            then, before = self._last
+            span = now - then
+            if span > 0:
+                rates = {kind: max(0, count - before.get(kind, 0)) / span
+                         for kind, count in totals.items()}
+                self.points.append((now, rates))
+        self._last = (now, totals)
+
+
+def kind_totals(engine: Any) -> dict[str, int]:
+    """Queries answered so far by kind (shadow, primary, static, fallback, ...)."""
+    stats = getattr(engine, "query_stats", None)
+    totals: dict[str, int] = {}
+    if stats is None:
+        return totals
+    for (_qtype, _rcode, kind, _region), count in stats():
+        totals[kind] = totals.get(kind, 0) + count
+    return totals
+
+
+class ApiContext:
+    """The service and helpers one API instance works with."""
+
+    def __init__(self, service: Service, kind_interval: float = KIND_SAMPLE_INTERVAL) -> None:
+        self.service = service
+        self.files = ConfigFiles(service)
+        self.started = time.time()
+        self.kinds = KindRates(lambda: kind_totals(service.engine), kind_interval)
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call on the store's thread."""
+        return await self.service.run_in_io(fn, *args)
+
+    async def audit(self, who: Principal, action: str, obj: str,
+                    before: object = None, after: object = None) -> None:
+        """Record a change made through the API; a failure to record is logged, not raised."""
+        entry = AuditEntry(
+            ts=time.time(), token_id=who.token_id, action=action, object=obj,
+            before_json=None if before is None else json.dumps(before, default=str),
+            after_json=None if after is None else json.dumps(after, default=str),
+        )
+        try:
+            await self.io(self.service.store.add_audit, entry)
+        except Exception as exc:
+            log.error("cannot write the audit entry %s %s: %s", action, obj, exc)
+
+
+def get_context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(get_context)]
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `shadowdns token create`")
+
+
+def _needs(role: Role) -> Callable[..., Any]:
+    async def dependency(request: Request, ctx: Ctx,
+                         _declared: Annotated[Any, Depends(_bearer)]) -> Principal:
+        token = parse_bearer(request.headers.get("authorization"))
+        row = await ctx.io(ctx.service.store.get_token_by_hash, hash_token(token))
+        principal = check_token(token, row)
+        require(principal, role)
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(_needs("reader"))]
+Operator = Annotated[Principal, Depends(_needs("operator"))]
+Admin = Annotated[Principal, Depends(_needs("admin"))]

@@ -1,0 +1,310 @@
+"""Routes for what changes while running: allocations, forecasts, health, traffic.
+
+These read the store (on its thread) and the service's current configuration. Pins and
+releases write allocations through the store and then call `service.refresh_live()`, so the
+answer table follows at once instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+import dns.exception
+import dns.name
+from fastapi import APIRouter, Query, status
+
+from shadowdns.api.context import Ctx, Operator, Reader
+from shadowdns.api.errors import RESPONSES_READ, RESPONSES_WRITE, ApiError, ProblemItem
+from shadowdns.api.models import (
+    ActualPoint,
+    AllocationDiff,
+    AllocationOut,
+    ForecastPointOut,
+    ForecastSeries,
+    GenerationOut,
+    HealthEventOut,
+    KindRates,
+    PinBody,
+    RatePoint,
+    ResourceHealth,
+    TrafficSeries,
+    finite,
+)
+from shadowdns.errors import StoreError
+from shadowdns.store import Allocation, Forecast, NewAllocation, Store
+from shadowdns.store.base import RESOLUTION_SECONDS
+from shadowdns.zones.policy_file import policy_to_mapping
+
+router = APIRouter(prefix="/api/v1")
+ResolutionParam = Literal["minute", "5m", "hour"]
+
+
+def allocation_out(a: Allocation) -> AllocationOut:
+    return AllocationOut(id=a.id, di=a.di, resource=a.resource, region=a.region, state=a.state,
+                         valid_from=a.valid_from, valid_until=a.valid_until,
+                         generation=a.generation, reason=a.reason,
+                         demand=finite(a.demand) or 0.0, pinned=a.pinned,
+                         created_at=a.created_at)
+
+
+def di_text(text: str, path: str = "query.di") -> str:
+    """A DI name as the store keys it: absolute text."""
+    try:
+        return str(dns.name.from_text(text).to_text())
+    except dns.exception.DNSException as exc:
+        raise ApiError(422, "invalid", f"{text!r} is not a DNS name",
+                       [ProblemItem(path=path, message=str(exc))]) from None
+
+
+# -- allocations -------------------------------------------------------------------------
+
+
+@router.get("/allocations", response_model=list[AllocationOut], responses=RESPONSES_READ,
+            tags=["allocations"], summary="Allocations (active ones unless active=false)")
+async def list_allocations(ctx: Ctx, who: Reader,
+                           di: Annotated[str | None, Query(max_length=255)] = None,
+                           active: bool = True,
+                           limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+                           ) -> list[AllocationOut]:
+    name = None if di is None else di_text(di)
+    rows = await ctx.io(ctx.service.store.list_allocations, active, name)
+    return [allocation_out(a) for a in rows[-limit:]]
+
+
+@router.get("/allocations/generation", response_model=GenerationOut, responses=RESPONSES_READ,
+            tags=["allocations"], summary="The current generation and allocations by state")
+async def generation(ctx: Ctx, who: Reader) -> GenerationOut:
+    store = ctx.service.store
+
+    def read() -> tuple[int, list[Allocation]]:
+        return store.current_generation(), store.list_allocations(True, None)
+
+    gen, rows = await ctx.io(read)
+    by_state: dict[str, int] = {}
+    for a in rows:
+        by_state[a.state] = by_state.get(a.state, 0) + 1
+    return GenerationOut(generation=gen, snapshot_generation=ctx.service.generation,
+                         active=len(rows), by_state=by_state)
+
+
+@router.get("/allocations/history", response_model=list[AllocationOut],
+            responses=RESPONSES_READ, tags=["allocations"],
+            summary="Every allocation, released ones included, newest last")
+async def history(ctx: Ctx, who: Reader,
+                  di: Annotated[str | None, Query(max_length=255)] = None,
+                  since: float | None = None,
+                  limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> list[AllocationOut]:
+    name = None if di is None else di_text(di)
+    rows = await ctx.io(ctx.service.store.list_allocations, False, name)
+    if since is not None:
+        rows = [a for a in rows if a.created_at >= since or
+                (a.valid_until is not None and a.valid_until >= since)]
+    rows.sort(key=lambda a: (a.created_at, a.id))
+    return [allocation_out(a) for a in rows[-limit:]]
+
+
+@router.get("/allocations/diff", response_model=AllocationDiff, responses=RESPONSES_READ,
+            tags=["allocations"],
+            summary="What changed since a generation: allocations added, and ended")
+async def diff(ctx: Ctx, who: Reader,
+               since_generation: Annotated[int, Query(ge=0)] = 0) -> AllocationDiff:
+    store = ctx.service.store
+
+    def read() -> tuple[int, list[Allocation]]:
+        return store.current_generation(), store.list_allocations(False, None)
+
+    gen, rows = await ctx.io(read)
+    added = [a for a in rows if a.generation > since_generation]
+    ended = [a for a in rows if a.generation <= since_generation and a.state in
+             ("draining", "released")]
+    return AllocationDiff(since_generation=since_generation, generation=gen,
+                          added=[allocation_out(a) for a in added],
+                          ended=[allocation_out(a) for a in ended])
+
+
+@router.post("/allocations/pins", status_code=status.HTTP_201_CREATED,
+             response_model=AllocationOut, responses=RESPONSES_WRITE, tags=["allocations"],
+             summary="Pin a shadow: lend a resource to a DI for one region")
+async def pin(body: PinBody, ctx: Ctx, who: Operator) -> AllocationOut:
+    name = di_text(body.di, "body.di")
+    policy = next((p for p in ctx.service.loaded.policies.values()
+                   if dns.name.from_text(name) in p.dis), None)
+    problems: list[ProblemItem] = []
+    if policy is None:
+        problems.append(ProblemItem(path="body.di", message=f"{name} is not a DI"))
+    else:
+        if body.resource not in policy.resources:
+            problems.append(ProblemItem(path="body.resource", message=(
+                f"no resource {body.resource!r} in the policy of {policy.origin}")))
+        if body.region not in policy.locations:
+            problems.append(ProblemItem(path="body.region", message=(
+                f"no location {body.region!r} in the policy of {policy.origin}")))
+    now = time.time()
+    if body.until is not None and body.until <= now:
+        problems.append(ProblemItem(path="body.until", message="must be in the future"))
+    if problems:
+        raise ApiError(422, "invalid", f"{len(problems)} problem(s) with the pin", problems)
+    store = ctx.service.store
+
+    def write() -> Allocation:
+        for a in store.list_allocations(True, name):
+            if (a.resource, a.region) == (body.resource, body.region):
+                raise ApiError(409, "exists", f"allocation {a.id} already lends {a.resource} "
+                               f"to {name} in {a.region} (state {a.state})")
+        return store.add_allocation(NewAllocation(
+            di=name, resource=body.resource, region=body.region, valid_from=now,
+            generation=store.current_generation(), created_at=now, state=body.state,
+            valid_until=body.until, reason=body.reason or f"pinned by {who.name}",
+            pinned=True))
+
+    added = await ctx.io(write)
+    await ctx.service.refresh_live()
+    out = allocation_out(added)
+    await ctx.audit(who, "allocation.pin", f"allocation:{added.id}", None, out.model_dump())
+    return out
+
+
+@router.delete("/allocations/{allocation_id}", response_model=AllocationOut,
+               responses=RESPONSES_WRITE, tags=["allocations"],
+               summary="Release an allocation (it stops answering at once)")
+async def release(allocation_id: int, ctx: Ctx, who: Operator) -> AllocationOut:
+    store = ctx.service.store
+
+    def write() -> tuple[Allocation, Allocation]:
+        found = [a for a in store.list_allocations(False, None) if a.id == allocation_id]
+        if not found:
+            raise ApiError(404, "not_found", f"allocation {allocation_id} does not exist")
+        if found[0].state == "released":
+            raise ApiError(409, "released", f"allocation {allocation_id} is already released")
+        try:
+            return found[0], store.set_allocation_state(allocation_id, "released", time.time())
+        except StoreError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+
+    before, after = await ctx.io(write)
+    await ctx.service.refresh_live()
+    out = allocation_out(after)
+    await ctx.audit(who, "allocation.release", f"allocation:{allocation_id}",
+                    allocation_out(before).model_dump(), out.model_dump())
+    return out
+
+
+# -- forecasts ---------------------------------------------------------------------------
+
+
+def _forecast_view(store: Store, resolution: ResolutionParam, di: str | None,
+                   region: str | None, since: float, now: float,
+                   limit: int) -> list[ForecastSeries]:
+    forecasts = {(f.di, f.region): f for f in store.read_forecasts(resolution, di, region)}
+    choices = {(c.di, c.region): c for c in store.read_model_choices(di)}
+    step = RESOLUTION_SECONDS[resolution]
+    demand = store.demand_series(resolution, since, now + step,
+                                 None if di is None else [di])
+    keys = sorted(set(forecasts) | {k for k in demand if region is None or k[1] == region})
+    allocations = store.list_allocations(False, di)
+    out: list[ForecastSeries] = []
+    for key in keys[:limit]:
+        f: Forecast | None = forecasts.get(key)
+        c = choices.get(key)
+        actual = demand.get(key, [])
+        by_ts = dict(actual)
+        # Buckets after the last one recorded may just not be rolled up yet: not zeros.
+        last = actual[-1][0] if actual else -1
+        errors = [abs(p.point - by_ts.get(p.ts, 0)) for p in (f.points if f else ())
+                  if since <= p.ts <= last and p.ts + step <= now]
+        out.append(ForecastSeries(
+            di=key[0], region=key[1], resolution=resolution,
+            model=f.model if f else (c.model if c else None),
+            model_error=finite(c.error) if c else None,
+            chosen_at=c.chosen_at if c else None,
+            made_at=f.made_at if f else None,
+            recent_error=finite(sum(errors) / len(errors)) if errors else None,
+            points=[ForecastPointOut(ts=p.ts, point=finite(p.point), upper=finite(p.upper))
+                    for p in (f.points if f else ()) if p.ts >= since],
+            actual=[ActualPoint(ts=ts, queries=q) for ts, q in actual],
+            allocations=[allocation_out(a) for a in allocations
+                         if a.di == key[0] and a.region == key[1]
+                         and (a.valid_until is None or a.valid_until >= since)],
+        ))
+    return out
+
+
+@router.get("/forecasts", response_model=list[ForecastSeries], responses=RESPONSES_READ,
+            tags=["forecasts"],
+            summary="Forecast vs actual demand per (DI, region), with the model and its error")
+async def forecasts(ctx: Ctx, who: Reader,
+                    di: Annotated[str | None, Query(max_length=255)] = None,
+                    region: Annotated[str | None, Query(max_length=63)] = None,
+                    resolution: ResolutionParam = "5m",
+                    hours: Annotated[float, Query(gt=0, le=24 * 60)] = 6.0,
+                    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+                    ) -> list[ForecastSeries]:
+    name = None if di is None else di_text(di)
+    now = time.time()
+    return await ctx.io(_forecast_view, ctx.service.store, resolution, name, region,
+                        now - hours * 3600, now, limit)
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+@router.get("/health", response_model=list[ResourceHealth], responses=RESPONSES_READ,
+            tags=["health"], summary="Every resource's state: probes, override, effective")
+async def health(ctx: Ctx, who: Reader) -> list[ResourceHealth]:
+    states = {h.resource: h for h in await ctx.io(ctx.service.store.health_states)}
+    out: list[ResourceHealth] = []
+    for origin, policy in ctx.service.loaded.policies.items():
+        checks = (policy_to_mapping(policy).get("resources") or {})
+        for rid, res in policy.resources.items():
+            h = states.get(rid)
+            probe = None if h is None else h.state
+            if res.override != "obey":
+                effective = res.override
+            else:
+                effective = "down" if probe == "down" else "up"
+            out.append(ResourceHealth(
+                zone=origin.to_text(), resource=rid, location=res.location, role=res.role,
+                address=res.address, address6=res.address6, override=res.override,
+                probe_state=probe, state=effective,
+                since=None if h is None else h.since, reason="" if h is None else h.reason,
+                check=(checks.get(rid) or {}).get("check")))
+    return out
+
+
+@router.get("/health/events", response_model=list[HealthEventOut], responses=RESPONSES_READ,
+            tags=["health"], summary="Recent changes of resource state, oldest first")
+async def health_events(ctx: Ctx, who: Reader,
+                        resource: Annotated[str | None, Query(max_length=63)] = None,
+                        since: float | None = None,
+                        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+                        ) -> list[HealthEventOut]:
+    events = await ctx.io(ctx.service.store.health_events, resource, since, limit)
+    return [HealthEventOut(resource=e.resource, ts=e.ts, old=e.old, new=e.new, reason=e.reason)
+            for e in events]
+
+
+# -- traffic -----------------------------------------------------------------------------
+
+
+@router.get("/traffic", response_model=list[TrafficSeries], responses=RESPONSES_READ,
+            tags=["traffic"], summary="Recent demand per DI and region")
+async def traffic(ctx: Ctx, who: Reader,
+                  di: Annotated[str | None, Query(max_length=255)] = None,
+                  resolution: ResolutionParam = "minute",
+                  minutes: Annotated[float, Query(gt=0, le=60 * 24 * 60)] = 60.0,
+                  ) -> list[TrafficSeries]:
+    name = None if di is None else di_text(di)
+    now = time.time()
+    series = await ctx.io(ctx.service.store.demand_series, resolution, now - minutes * 60,
+                          now + 60, None if name is None else [name])
+    return [TrafficSeries(di=d, region=r, points=[ActualPoint(ts=ts, queries=q)
+                                                  for ts, q in points])
+            for (d, r), points in sorted(series.items())]
+
+
+@router.get("/traffic/kinds", response_model=KindRates, responses=RESPONSES_READ,
+            tags=["traffic"], summary="Query rate by answer kind (shadow, primary, ...)")
+async def traffic_kinds(ctx: Ctx, who: Reader) -> KindRates:
+    return KindRates(interval=ctx.kinds.interval,
+                     points=[RatePoint(ts=ts, rates=rates) for ts, rates in ctx.kinds.points])

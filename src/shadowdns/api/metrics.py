@@ -1,0 +1,204 @@
+"""Prometheus metrics: a collector that reads the running service at scrape time.
+
+Nothing on the query path calls prometheus-client: the engine keeps plain counters (per
+qtype, rcode, answer kind and region; answer-table hits and misses) and this collector turns
+them into metric families when /metrics is scraped. What lives in the store (allocations,
+model errors, health) is read once per scrape on the store's thread into a `StoreView`
+before the registry renders. Names follow ``shadowdns_<component>_<what>_<unit>``.
+API requests are counted by a middleware with ordinary prometheus-client metrics on the
+same registry (never the global one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dns.rcode
+import dns.rdatatype
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from shadowdns.store import HealthState, Store
+
+if TYPE_CHECKING:
+    from shadowdns.app import Service
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """What the collector needs from the store, read on the store's thread."""
+
+    generation: int = 0
+    allocations: Mapping[str, int] = field(default_factory=dict)
+    model_errors: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    health: tuple[HealthState, ...] = ()
+    read_at: float = 0.0
+    ok: bool = False
+
+
+def read_store_view(store: Store) -> StoreView:
+    allocations: dict[str, int] = {}
+    for a in store.list_allocations(True, None):
+        allocations[a.state] = allocations.get(a.state, 0) + 1
+    errors: dict[str, list[float]] = {}
+    for c in store.read_model_choices(None):
+        errors.setdefault(c.model, []).append(c.error)
+    model_errors = {}
+    for model, values in errors.items():
+        finite = [v for v in values if v == v and abs(v) != float("inf")]
+        model_errors[model] = (len(values), sum(finite) / len(finite) if finite else float("nan"))
+    return StoreView(generation=store.current_generation(), allocations=allocations,
+                     model_errors=model_errors, health=tuple(store.health_states()),
+                     read_at=time.time(), ok=True)
+
+
+def _qtype(value: int) -> str:
+    return "-" if value == 0 else dns.rdatatype.to_text(dns.rdatatype.RdataType.make(value))
+
+
+def _rcode(value: int) -> str:
+    try:
+        return str(dns.rcode.to_text(dns.rcode.Rcode(value)))
+    except ValueError:
+        return str(value)
+
+
+class ServiceCollector(Collector):
+    """Metric families of one running service, computed when scraped."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.view = StoreView()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._resolver()
+        yield from self._zones()
+        yield from self._store()
+        yield from self._health()
+
+    def _resolver(self) -> Iterator[Metric]:
+        engine = self.service.engine
+        queries = CounterMetricFamily(
+            "shadowdns_resolver_queries", "DNS queries answered, by qtype, rcode, answer kind "
+            "(shadow, primary, fallback, nodata, static; slow = parsed the long way) and region",
+            labels=["qtype", "rcode", "kind", "region"])
+        stats = getattr(engine, "query_stats", None)
+        if stats is not None:
+            for (qtype, rcode, kind, region), count in stats():
+                queries.add_metric([_qtype(qtype), _rcode(rcode), kind, region], count)
+        yield queries
+        yield CounterMetricFamily("shadowdns_resolver_answer_table_hits",
+                                  "queries answered from a precompiled template",
+                                  value=engine.stats_hits)
+        yield CounterMetricFamily("shadowdns_resolver_answer_table_misses",
+                                  "queries that compiled a new template",
+                                  value=engine.stats_misses)
+        yield CounterMetricFamily("shadowdns_resolver_slow_path",
+                                  "queries parsed with dnspython (unusual shapes, errors)",
+                                  value=engine.stats_slow)
+        yield GaugeMetricFamily("shadowdns_resolver_answer_table_entries",
+                                "templates in the current answer table", value=engine.table.size)
+        yield GaugeMetricFamily("shadowdns_resolver_snapshot_generation",
+                                "generation of the answer snapshot being served",
+                                value=self.service.generation)
+        latency = getattr(engine, "latency_histogram", None)
+        if latency is not None:  # (bucket upper bounds, cumulative counts, sum) if provided
+            bounds, counts, total = latency()
+            buckets = [(str(b), c) for b, c in zip(bounds, counts, strict=False)]
+            buckets.append(("+Inf", counts[-1] if counts else 0))
+            yield HistogramMetricFamily("shadowdns_resolver_response_seconds",
+                                        "time to answer a query", buckets=buckets,
+                                        sum_value=total)
+
+    def _zones(self) -> Iterator[Metric]:
+        loaded = self.service.loaded
+        serial = GaugeMetricFamily("shadowdns_zones_serial", "SOA serial of each served zone",
+                                   labels=["zone"])
+        dis = GaugeMetricFamily("shadowdns_zones_dis", "DIs declared per zone", labels=["zone"])
+        for origin, zone in loaded.zones.items():
+            serial.add_metric([origin.to_text()], zone.serial)
+            policy = loaded.policies.get(origin)
+            dis.add_metric([origin.to_text()], 0 if policy is None else len(policy.dis))
+        yield GaugeMetricFamily("shadowdns_zones_loaded", "zones being served",
+                                value=len(loaded.zones))
+        yield serial
+        yield dis
+
+    def _store(self) -> Iterator[Metric]:
+        view = self.view
+        yield GaugeMetricFamily("shadowdns_store_up", "whether the last read of the store worked",
+                                value=1 if view.ok else 0)
+        yield GaugeMetricFamily("shadowdns_allocator_generation",
+                                "the allocator's current generation", value=view.generation)
+        states = GaugeMetricFamily("shadowdns_allocator_allocations",
+                                   "active allocations by state", labels=["state"])
+        for state in ("warming", "ready", "draining"):
+            states.add_metric([state], view.allocations.get(state, 0))
+        yield states
+        error = GaugeMetricFamily("shadowdns_predictor_forecast_error",
+                                  "mean backtest error of the series each model forecasts",
+                                  labels=["model"])
+        series = GaugeMetricFamily("shadowdns_predictor_series",
+                                   "demand series forecast by each model", labels=["model"])
+        for model, (count, mean) in sorted(view.model_errors.items()):
+            error.add_metric([model], mean)
+            series.add_metric([model], count)
+        yield error
+        yield series
+
+    def _health(self) -> Iterator[Metric]:
+        probed = {h.resource: h for h in self.view.health}
+        up = GaugeMetricFamily("shadowdns_health_up",
+                               "1 when answers may use the resource (override applied)",
+                               labels=["zone", "resource", "location", "role"])
+        probe = GaugeMetricFamily("shadowdns_health_probe_up",
+                                  "1 when the probes last saw the resource up",
+                                  labels=["resource"])
+        override = GaugeMetricFamily("shadowdns_health_override",
+                                     "operator override (1 for the override in force)",
+                                     labels=["resource", "override"])
+        for origin, policy in self.service.loaded.policies.items():
+            for rid, res in policy.resources.items():
+                h = probed.get(rid)
+                if res.override != "obey":
+                    effective = res.override == "up"
+                else:
+                    effective = h is None or h.state == "up"
+                up.add_metric([origin.to_text(), rid, res.location, res.role],
+                              1 if effective else 0)
+                override.add_metric([rid, res.override], 1)
+        for rid, h in sorted(probed.items()):
+            probe.add_metric([rid], 1 if h.state == "up" else 0)
+        yield up
+        yield probe
+        yield override
+        monitor: Any = getattr(self.service, "health", None)
+        latencies: Any = getattr(monitor, "latencies", None)
+        if callable(latencies):
+            gauge = GaugeMetricFamily("shadowdns_health_probe_latency_seconds",
+                                      "duration of each resource's last probe",
+                                      labels=["resource"])
+            for rid, seconds in sorted(latencies().items()):
+                gauge.add_metric([rid], seconds)
+            yield gauge
+
+
+class ApiMetrics:
+    """Request counters of the API itself, on the service's own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("shadowdns_api_requests", "API requests answered",
+                                ["method", "route", "status"], registry=registry)
+        self.duration = Histogram("shadowdns_api_request_duration_seconds",
+                                  "time to answer an API request", ["method", "route"],
+                                  registry=registry,
+                                  buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))

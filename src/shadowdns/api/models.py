@@ -1,0 +1,251 @@
+"""Request and response bodies of the REST API (pydantic), i.e. the OpenAPI schema.
+
+Policy objects (DIs, resources, locations, the whole policy) travel in the policy file's own
+shape, as free-form objects: `zones.policy_file.policy_from_mapping` is their one validator,
+so the API and the file can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+MAX_TTL = 2**31 - 1
+Role = Literal["reader", "operator", "admin"]
+OverrideValue = Literal["obey", "up", "down"]
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: such values become null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+# -- zones and RRsets ----------------------------------------------------------------------
+
+
+class ZoneSummary(BaseModel):
+    origin: str = Field(examples=["example.com."])
+    file: str
+    serial: int
+    rrsets: int
+    dis: int
+    policy: bool = Field(description="whether a policy file stands beside the zone")
+
+
+class ZoneCreate(BaseModel):
+    origin: str = Field(min_length=1, max_length=255, examples=["example.com."])
+    text: str | None = Field(
+        default=None, max_length=16 * 1024 * 1024,
+        description="RFC 1035 master file; without it a zone with SOA and NS is made")
+    nameservers: list[str] = Field(default_factory=list, max_length=16,
+                                   description="NS names for a new empty zone (default ns1)")
+    ttl: int = Field(default=3600, ge=0, le=MAX_TTL)
+
+
+class ZoneImport(BaseModel):
+    text: str = Field(max_length=16 * 1024 * 1024, description="RFC 1035 master file")
+
+
+class RRset(BaseModel):
+    name: str = Field(examples=["www.example.com."])
+    type: str = Field(examples=["A"])
+    ttl: int
+    rdata: list[str] = Field(examples=[["192.0.2.80"]])
+
+
+class RRsetBody(BaseModel):
+    ttl: int = Field(ge=0, le=MAX_TTL)
+    rdata: list[str] = Field(min_length=1, max_length=1000)
+
+
+class RRsetCreate(RRsetBody):
+    name: str = Field(min_length=1, max_length=255, examples=["www"])
+    type: str = Field(min_length=1, max_length=16, examples=["A"])
+
+
+# -- policy objects ------------------------------------------------------------------------
+
+
+class PolicyObject(BaseModel):
+    """A DI, resource or location in the policy file's shape, with the zone it belongs to."""
+
+    zone: str
+    name: str
+    config: dict[str, Any]
+
+
+class PolicyDocument(BaseModel):
+    zone: str
+    policy: dict[str, Any] | None
+
+
+class OverrideBody(BaseModel):
+    override: OverrideValue = Field(
+        description="up or down pin the resource's health; obey follows the probes")
+
+
+# -- allocations ---------------------------------------------------------------------------
+
+
+class AllocationOut(BaseModel):
+    id: int
+    di: str
+    resource: str
+    region: str
+    state: str
+    valid_from: float
+    valid_until: float | None
+    generation: int
+    reason: str
+    demand: float
+    pinned: bool
+    created_at: float
+
+
+class PinBody(BaseModel):
+    di: str = Field(min_length=1, max_length=255, examples=["app.example.com."])
+    resource: str = Field(min_length=1, max_length=63)
+    region: str = Field(min_length=1, max_length=63)
+    until: float | None = Field(default=None, description="epoch seconds; default: until released")
+    reason: str = Field(default="", max_length=500)
+    state: Literal["warming", "ready"] = "ready"
+
+
+class GenerationOut(BaseModel):
+    generation: int = Field(description="the allocator's generation in the store")
+    snapshot_generation: int = Field(description="the answer table generation being served")
+    active: int
+    by_state: dict[str, int]
+
+
+class AllocationDiff(BaseModel):
+    since_generation: int
+    generation: int
+    added: list[AllocationOut]
+    ended: list[AllocationOut]
+
+
+# -- forecasts, health, traffic --------------------------------------------------------------
+
+
+class ForecastPointOut(BaseModel):
+    ts: int
+    point: float | None
+    upper: float | None
+
+
+class ActualPoint(BaseModel):
+    ts: int
+    queries: int
+
+
+class ForecastSeries(BaseModel):
+    di: str
+    region: str
+    resolution: str
+    model: str | None
+    model_error: float | None = Field(description="backtest error when the model was chosen")
+    chosen_at: float | None
+    made_at: float | None
+    recent_error: float | None = Field(
+        description="mean absolute error of this forecast against actual demand so far")
+    points: list[ForecastPointOut]
+    actual: list[ActualPoint]
+    allocations: list[AllocationOut]
+
+
+class ResourceHealth(BaseModel):
+    zone: str
+    resource: str
+    location: str
+    role: str
+    address: str | None
+    address6: str | None
+    override: OverrideValue
+    probe_state: Literal["up", "down"] | None = Field(description="what the probes say")
+    state: Literal["up", "down"] = Field(description="what answers use (override applied)")
+    since: float | None
+    reason: str
+    check: dict[str, Any] | None
+
+
+class HealthEventOut(BaseModel):
+    resource: str
+    ts: float
+    old: str | None
+    new: str
+    reason: str
+
+
+class TrafficSeries(BaseModel):
+    di: str
+    region: str
+    points: list[ActualPoint]
+
+
+class RatePoint(BaseModel):
+    ts: float
+    rates: dict[str, float]
+
+
+class KindRates(BaseModel):
+    """Queries per second by kind of answer, sampled by the API every few seconds."""
+
+    interval: float
+    points: list[RatePoint]
+
+
+class LocationOut(BaseModel):
+    zone: str
+    name: str
+    lat: float
+    lon: float
+    continent: str | None
+
+
+# -- tokens, audit, status -----------------------------------------------------------------
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: float
+
+
+class TokenCreate(BaseModel):
+    role: Role
+    name: str = Field(default="", max_length=100)
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret; shown only this once")
+
+
+class AuditOut(BaseModel):
+    ts: float
+    token_id: str | None
+    action: str
+    object: str
+    before: Any = None
+    after: Any = None
+
+
+class WhoAmI(BaseModel):
+    token_id: str
+    name: str
+    role: str
+
+
+class Alive(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+    not_ready: list[str]

@@ -1,0 +1,81 @@
+"""Liveness, readiness, /metrics and the dashboard page: what needs no token.
+
+Liveness and readiness are different questions (as in CoreDNS): /healthz says the process
+answers HTTP; /readyz says it can do its job (zones loaded, store reachable, DNS listeners
+up) and lists what is not ready, with 503 until all are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shadowdns.api.context import Ctx
+from shadowdns.api.metrics import read_store_view
+from shadowdns.api.models import Alive, Readiness
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+STORE_TIMEOUT = 2.0
+
+
+def dashboard_dir() -> Path:
+    return Path(str(resources.files("shadowdns").joinpath("data/dashboard")))
+
+
+@router.get("/healthz", response_model=Alive, tags=["status"],
+            summary="Liveness: the process answers")
+async def healthz() -> Alive:
+    return Alive()
+
+
+@router.get("/readyz", response_model=Readiness, tags=["status"],
+            responses={503: {"model": Readiness, "description": "not ready; see not_ready"}},
+            summary="Readiness: zones loaded, store reachable, DNS listeners up")
+async def readyz(ctx: Ctx) -> JSONResponse:
+    service = ctx.service
+    try:
+        await asyncio.wait_for(ctx.io(service.store.current_generation), STORE_TIMEOUT)
+        store_ok = True
+    except Exception as exc:
+        log.warning("readiness: the store is not reachable: %s", exc)
+        store_ok = False
+    checks = {
+        "zones_loaded": bool(service.loaded.zones),
+        "store_reachable": store_ok,
+        "listeners_up": bool(service.server.bound),
+    }
+    body = Readiness(ready=all(checks.values()), checks=checks,
+                     not_ready=[name for name, ok in checks.items() if not ok])
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, ctx: Ctx) -> Response:
+    collector = request.app.state.collector
+    try:
+        collector.view = await asyncio.wait_for(
+            ctx.io(read_store_view, ctx.service.store), STORE_TIMEOUT)
+    except Exception as exc:
+        log.warning("metrics: cannot read the store: %s", exc)
+        from dataclasses import replace
+
+        collector.view = replace(collector.view, ok=False)
+    return Response(generate_latest(request.app.state.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    return FileResponse(dashboard_dir() / "index.html", media_type="text/html",
+                        headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"})
