@@ -11,6 +11,8 @@ fallback is the reference the fast path is tested against.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import struct
 
@@ -54,6 +56,27 @@ _A = int(dns.rdatatype.A)
 _ADDRESS = {_A, int(dns.rdatatype.AAAA)}
 _META = {int(dns.rdatatype.OPT), int(dns.rdatatype.TSIG), int(dns.rdatatype.TKEY),
          int(dns.rdatatype.MAILA), int(dns.rdatatype.MAILB)}
+
+class LatencyHistogram:
+    """Cumulative-bucket histogram of sampled answer times (Prometheus layout)."""
+
+    BOUNDS = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1)
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.total += seconds
+
+    def snapshot(self) -> tuple[tuple[float, ...], list[int], float]:
+        """(upper bounds, cumulative counts per bound plus +Inf, sum of seconds)."""
+        cumulative = list(itertools.accumulate(self.counts))
+        return self.BOUNDS, cumulative, self.total
+
 
 class Regional:
     """A DI answer that depends on the client's region: one template per region.
@@ -100,6 +123,7 @@ class QueryEngine:
         self.stats_hits = 0
         self.stats_misses = 0
         self.stats_slow = 0
+        self.latency = LatencyHistogram()
         # Queries answered per (qtype, rcode, kind, region): one list increment per packet,
         # the labels fixed when a template is compiled. Slot 0 collects the slow path.
         self._stat_index: dict[tuple[int, int, str, str], int] = {}
@@ -117,6 +141,9 @@ class QueryEngine:
         self._nsid_wire = [
             render.options_wire(render.opt_options(s, identity)) for s in range(SHAPE_COUNT)
         ]
+
+    def latency_histogram(self) -> tuple[tuple[float, ...], list[int], float]:
+        return self.latency.snapshot()
 
     def stat_slot(self, qtype: int, rcode: int, kind: str, region: str) -> int:
         key = (qtype, rcode, kind, region)
@@ -339,6 +366,8 @@ class QueryEngine:
         if len(data) < 12 or data[2] & 0x80:
             return None  # short header, or a response: never answer those
         opcode = (data[2] >> 3) & 0xF
+        if opcode != dns.opcode.QUERY:  # before parsing: UPDATE has its own section rules
+            return render.error_response(data, dns.rcode.NOTIMP, _question_length(data))
         try:
             query = dns.message.from_wire(data, one_rr_per_rrset=True)
         except dns.message.ShortHeader:
@@ -348,10 +377,11 @@ class QueryEngine:
                                             self._answer_message, tcp)
             return replies[0] if replies else None
         except Exception:
-            return self._formerr(data)
+            # Echo the question when it alone is sound, as Knot does.
+            return render.error_response(data, dns.rcode.FORMERR, _question_length(data))
         qlen = _question_length(data) if len(query.question) == 1 else 0
-        if opcode != dns.opcode.QUERY:
-            return render.error_response(data, dns.rcode.NOTIMP, qlen)
+        if not _ecs_options_valid(data):
+            return render.error_response(data, dns.rcode.FORMERR, qlen)
         if len(query.question) != 1:
             return render.error_response(data, dns.rcode.FORMERR)
         if query.answer or query.authority:
@@ -441,17 +471,56 @@ _CLASS_ANY = int(dns.rdataclass.ANY)
 
 
 def _question_length(data: bytes) -> int:
-    """Length of the (uncompressed) first question, or 0 if it cannot be echoed as is."""
+    """Length of the one question, or 0 if it cannot be echoed as is: QDCOUNT is not 1,
+    or the name is compressed, has a bad label, is over 255 octets or lacks type/class."""
+    if data[4:6] != b"\x00\x01":
+        return 0
     i = 12
     n = len(data)
     while i < n:
         length = data[i]
         if length == 0:
-            return i + 5 - 12 if i + 5 <= n else 0
+            return i + 5 - 12 if i + 5 <= n and i - 12 < 255 else 0
         if length > 63:
             return 0
         i += length + 1
     return 0
+
+
+def _skip_name(data: bytes, i: int) -> int:
+    """Offset just past the (possibly compressed) name at i; the message is known valid."""
+    while True:
+        length = data[i]
+        if length == 0:
+            return i + 1
+        if length >= 0xC0:
+            return i + 2
+        i += length + 1
+
+
+def _ecs_options_valid(data: bytes) -> bool:
+    """Whether every ECS option in a message dnspython has parsed passes `_ecs_valid`.
+
+    dnspython masks an ECS address to its prefix and keeps any scope, so the checks of
+    RFC 7871 §6 run on the raw option bytes, found by walking the records.
+    """
+    qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
+    i = 12
+    for _ in range(qd):
+        i = _skip_name(data, i) + 4
+    for _ in range(an + ns + ar):
+        i = _skip_name(data, i)
+        rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, i)
+        i += 10
+        if rtype == 41:
+            j, end = i, i + rdlen
+            while j + 4 <= end:
+                code, olen = struct.unpack_from("!HH", data, j)
+                if code == 8 and not _ecs_valid(data[j + 4 : j + 4 + olen]):
+                    return False
+                j += 4 + olen
+        i += rdlen
+    return True
 
 
 def _finish(data: bytes, msg: dns.message.Message, limit: int) -> bytes:
