@@ -157,6 +157,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if seeded:
             log.info("seeded %d rows of demo history", seeded)
         bound = await service.start()
+        from shadowdns.api.auth import new_token
+
+        secret, token = new_token("operator", name="demo")
+        await service.run_in_io(service.store.add_token, token)
+        if args.api:
+            log.info("dashboard: http://%s/#token=%s", args.api, secret)
+            log.info("API: curl -H 'Authorization: Bearer %s' http://%s/api/v1/dis",
+                     secret, args.api)
         if not args.no_traffic:
             service.tasks.append(asyncio.get_running_loop().create_task(
                 generate_traffic(bound[0], args.speedup)))
