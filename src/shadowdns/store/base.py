@@ -8,7 +8,8 @@ Times are epoch seconds (UTC). Demand buckets are integers aligned to their reso
 (`RESOLUTION_SECONDS`); every other time is a float.
 
 Every method that writes more than one row does it in one transaction: when it raises
-(`StoreError`), nothing it was asked to write is stored.
+(`StoreError`), nothing it was asked to write is stored. The fleet primitives (change
+generation, notifications, leader lock) are described in `shadowdns.store.fleet`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from shadowdns.store.fleet import CHANNELS, ChangeListener
 from shadowdns.zones.policy import Policy
 
 Resolution = Literal["minute", "5m", "hour"]
@@ -261,6 +263,8 @@ class Store(Protocol):
     complete minutes to the 5-minute and hourly tables, so those never hold a partly
     filled bucket. A bucket that has no row had zero queries: readers fill gaps with 0.
     Every write of several rows is one transaction; on StoreError nothing was written.
+    Writes that change answers bump `change_generation` and notify its channel
+    (`shadowdns.store.fleet.CHANNELS`) in the same transaction.
     """
 
     def close(self) -> None: ...
@@ -270,11 +274,13 @@ class Store(Protocol):
     def list_zones(self) -> list[ZoneRecord]: ...
 
     # demand
-    def add_demand(self, rows: Iterable[DemandRow]) -> int:
+    def add_demand(self, rows: Iterable[DemandRow], *, batch_id: str | None = None) -> int:
         """ADD the rows' queries to their minute buckets; returns minute rows touched.
 
-        Not idempotent: the same batch written twice counts twice, so a caller that may
-        retry must dedup first.
+        Without `batch_id` not idempotent: the same rows written twice count twice. With
+        one, the id is recorded in the same transaction, and a batch whose id is already
+        recorded is skipped (returns 0): a flush retried after a timeout counts once. Ids
+        are forgotten with the minute buckets they wrote (`apply_retention`).
         """
         ...
 
@@ -364,3 +370,30 @@ class Store(Protocol):
     def delete_token(self, token_id: str) -> bool: ...
     def add_audit(self, entry: AuditEntry) -> None: ...
     def list_audit(self, since: float | None = None, limit: int = 1000) -> list[AuditEntry]: ...
+
+    # fleet: change notifications, consistency checks and leader election
+    def change_generation(self) -> int:
+        """A number bumped by every write that changes answers: allocations, health states,
+        the policy graph and zone metadata. Compare it with the one your answers were
+        compiled from to catch a missed notification."""
+        ...
+
+    def notify_change(self, channel: str, payload: str = "") -> None:
+        """Send `payload` to every listener of `channel` (delivered once committed)."""
+        ...
+
+    def listen(self, channels: Iterable[str] = CHANNELS) -> ChangeListener:
+        """A listener for notifications on `channels` sent from now on (by any node)."""
+        ...
+
+    def try_leader_lock(self, name: str) -> bool:
+        """Take (or confirm holding) the named leader lock without waiting; True if held.
+
+        The lock belongs to this store and dies with it (closing it, or the node losing
+        its database session), so a leader must call this again before acting on it.
+        """
+        ...
+
+    def release_leader_lock(self, name: str) -> None:
+        """Give up the named leader lock if held (otherwise do nothing)."""
+        ...

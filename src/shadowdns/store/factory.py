@@ -1,7 +1,8 @@
 """Choose a store backend from what the operator wrote: a URL or a plain path.
 
 `sqlite:///PATH` (PATH as written after the three slashes, so `sqlite:////var/x.db` is
-absolute) or a plain path opens SQLite; `postgresql://…` is reserved for the fleet backend.
+absolute) or a plain path opens SQLite; `postgresql://…` (or `postgres://…`) opens the
+fleet backend, which needs the `postgres` extra (psycopg), imported only then.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def sqlite_path(url_or_path: str | os.PathLike[str]) -> str | None:
 def open_store(url_or_path: str | os.PathLike[str], **options: Any) -> Store:
     """Open (creating and migrating if needed) the store named by a URL or path.
 
-    `options` go to the backend (for SQLite: `retention`, `health_event_limit`, ...).
+    `options` go to the backend (both take `retention`, `health_event_limit`, `timeout`).
     """
     path = sqlite_path(url_or_path)
     if path is not None:
@@ -66,5 +67,12 @@ def open_store(url_or_path: str | os.PathLike[str], **options: Any) -> Store:
     scheme = _SCHEME.match(os.fspath(url_or_path))
     name = scheme.group(1).lower() if scheme else "?"
     if name in ("postgres", "postgresql"):
-        raise StoreError("the PostgreSQL store is not available yet; use sqlite:///PATH")
+        try:
+            from shadowdns.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg ({exc});"
+                " install it with: pip install 'shadowdns[postgres]'"
+            ) from exc
+        return PostgresStore(os.fspath(url_or_path), **options)
     raise StoreError(f"{os.fspath(url_or_path)}: unknown store scheme {name!r}")

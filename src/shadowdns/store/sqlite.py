@@ -4,6 +4,9 @@ One `SQLiteStore` holds one connection guarded by a lock, so it may be shared by
 each process opens its own. Writes take the write lock up front (`BEGIN IMMEDIATE`) so
 concurrent writers queue on the busy timeout instead of failing half-way; readers in other
 processes are never blocked (WAL).
+
+Fleet primitives are single-node versions: changes are appended to a short log (`changes`)
+that `SQLiteListener` polls, and every leader lock is granted (one node is the only node).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +49,17 @@ from shadowdns.store.base import (
     StandbyCandidate,
     ZoneRecord,
     bucket_start,
+)
+from shadowdns.store.fleet import (
+    ALLOCATIONS,
+    CHANNELS,
+    HEALTH,
+    POLICY,
+    ZONES,
+    Change,
+    check_batch_id,
+    check_channel,
+    check_payload,
 )
 from shadowdns.store.policy_rows import policy_rows
 from shadowdns.store.sqlite_schema import MIGRATIONS, Migration, migrate
@@ -119,6 +134,10 @@ def _allocation(row: Sequence[Any]) -> Allocation:
         pinned=bool(row[10]),
         created_at=row[11],
     )
+
+
+_CHANGE_LOG_LENGTH = 1000
+"""Notifications kept for SQLite listeners; a listener further behind misses the oldest."""
 
 
 def _demand_table(resolution: Resolution) -> str:
@@ -225,6 +244,7 @@ class SQLiteStore:
                 " serial = excluded.serial, loaded_at = excluded.loaded_at",
                 (zone.origin, zone.file, zone.serial, zone.loaded_at),
             )
+            self._changed(conn, ZONES)
 
     def list_zones(self) -> list[ZoneRecord]:
         rows = self._read("SELECT origin, file, serial, loaded_at FROM zones ORDER BY origin")
@@ -258,14 +278,16 @@ class SQLiteStore:
                 ids[key] = int(row[0])
         return ids
 
-    def add_demand(self, rows: Iterable[DemandRow]) -> int:
+    def add_demand(self, rows: Iterable[DemandRow], *, batch_id: str | None = None) -> int:
         """ADD each row's queries to its minute bucket, in one transaction.
 
         Rows are floored to the minute and summed per (di, region, minute, kind) first;
-        returns the number of minute rows touched. Not idempotent: writing a batch twice
-        counts it twice, so a caller that may retry must dedup (or not retry) itself.
-        The 5-minute and hourly tables see these queries after `rollup`.
+        returns the number of minute rows touched. Without `batch_id`, writing a batch
+        twice counts it twice. With one, the id is recorded with the rows, and a batch
+        whose id is already recorded writes nothing and returns 0. The 5-minute and
+        hourly tables see these queries after `rollup`.
         """
+        check_batch_id(batch_id)
         minute: dict[tuple[int, SeriesKey, str], int] = {}
         seen: dict[SeriesKey, tuple[int, int]] = {}
         for row in rows:
@@ -283,6 +305,14 @@ class SQLiteStore:
             key5 = (bucket_start(start, "5m"), series, kind)
             pending[key5] = pending.get(key5, 0) + queries
         with self._write() as conn:
+            if batch_id is not None:
+                cursor = conn.execute(
+                    "INSERT INTO demand_batches (batch_id, last_bucket, applied_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (batch_id, max(start for start, _, _ in minute), time.time()),
+                )
+                if cursor.rowcount == 0:
+                    return 0
             ids = self._series_ids(conn, {series for _, series, _ in minute})
             conn.executemany(
                 _ADD_DEMAND_SQL.format(table="demand_minute"),
@@ -323,7 +353,8 @@ class SQLiteStore:
     def apply_retention(self, now: float) -> dict[Resolution, int]:
         """Delete buckets older than the retention of their resolution; returns rows deleted.
 
-        Series rows stay (their ids are permanent); `active_series` ignores old ones.
+        Series rows stay (their ids are permanent); `active_series` ignores old ones. Ids of
+        applied demand batches are forgotten with the minute buckets they wrote.
         """
         deleted: dict[Resolution, int] = {}
         with self._write() as conn:
@@ -331,6 +362,10 @@ class SQLiteStore:
                 cutoff = now - self.retention.seconds(resolution)
                 cursor = conn.execute(f"DELETE FROM {table} WHERE bucket_start < ?", (cutoff,))
                 deleted[resolution] = cursor.rowcount
+            conn.execute(
+                "DELETE FROM demand_batches WHERE last_bucket < ?",
+                (now - self.retention.seconds("minute"),),
+            )
         return deleted
 
     def demand_series(
@@ -415,6 +450,7 @@ class SQLiteStore:
             ):
                 if table_rows:
                     self._db.table(table).insert_all(table_rows)
+            self._changed(conn, POLICY)
 
     def location_distances(self, origin: str) -> dict[tuple[str, str], float]:
         """Great-circle km between every ordered pair of zone `origin`'s locations."""
@@ -463,6 +499,8 @@ class SQLiteStore:
                     ),
                 ).fetchone()
                 added.append(_allocation(row))
+            if added:
+                self._changed(conn, ALLOCATIONS)
         return added
 
     def list_allocations(self, active_only: bool = True, di: str | None = None) -> list[Allocation]:
@@ -490,6 +528,8 @@ class SQLiteStore:
                     " AND state != 'released'",
                     target,
                 )
+            if cursor.rowcount:
+                self._changed(conn, ALLOCATIONS)
             return cursor.rowcount
 
     def set_allocation_state(
@@ -506,6 +546,7 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 raise StoreError(f"no allocation with id {allocation_id}")
+            self._changed(conn, ALLOCATIONS)
         return _allocation(row)
 
     def allocations_version(self) -> int:
@@ -627,6 +668,7 @@ class SQLiteStore:
                 "DELETE FROM health_events WHERE id <= ?",
                 (cast(int, cursor.lastrowid) - self.health_event_limit,),
             )
+            self._changed(conn, HEALTH)
         return True
 
     def health_states(self) -> list[HealthState]:
@@ -703,3 +745,104 @@ class SQLiteStore:
             params.append(since)
         rows = self._read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         return [AuditEntry(*row) for row in reversed(rows)]
+
+    # fleet primitives (single node)
+
+    def _notify(self, conn: sqlite3.Connection, channel: str, payload: str) -> None:
+        cursor = conn.execute(
+            "INSERT INTO changes (channel, payload, ts) VALUES (?, ?, ?)",
+            (channel, payload, time.time()),
+        )
+        conn.execute(
+            "DELETE FROM changes WHERE seq <= ?",
+            (cast(int, cursor.lastrowid) - _CHANGE_LOG_LENGTH,),
+        )
+
+    def _changed(self, conn: sqlite3.Connection, channel: str) -> None:
+        """Bump the change generation and announce it on `channel` (caller's transaction)."""
+        row = conn.execute(
+            "UPDATE change_generation SET value = value + 1 WHERE id = 1 RETURNING value"
+        ).fetchone()
+        self._notify(conn, channel, str(row[0]))
+
+    def change_generation(self) -> int:
+        """Bumped by every write that changes answers (allocations, health, policy, zones)."""
+        return int(self._read("SELECT value FROM change_generation WHERE id = 1")[0][0])
+
+    def notify_change(self, channel: str, payload: str = "") -> None:
+        """Append a notification for listeners of `channel` (in any process on this file)."""
+        check_channel(channel)
+        check_payload(payload)
+        with self._write() as conn:
+            self._notify(conn, channel, payload)
+
+    def listen(self, channels: Iterable[str] = CHANNELS) -> SQLiteListener:
+        """A listener polling the change log for notifications on `channels` from now on."""
+        return SQLiteListener(self, channels)
+
+    def _changes_after(self, seq: int, channels: Sequence[str]) -> list[tuple[int, str, str]]:
+        rows = self._read(
+            "SELECT seq, channel, payload FROM changes WHERE seq > ?"
+            " AND channel IN (SELECT value FROM json_each(?)) ORDER BY seq",
+            (seq, json.dumps(list(channels))),
+        )
+        return [(int(n), channel, payload) for n, channel, payload in rows]
+
+    def _last_change(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+
+    def try_leader_lock(self, name: str) -> bool:
+        """Always True: a SQLite store serves one node, which leads itself."""
+        return True
+
+    def release_leader_lock(self, name: str) -> None:
+        """Nothing to release on a single node."""
+
+
+class SQLiteListener:
+    """Polls a SQLite store's change log every `interval` seconds (see `ChangeListener`).
+
+    It reads through its store, so it stops working when the store is closed.
+    """
+
+    def __init__(
+        self, store: SQLiteStore, channels: Iterable[str], *, interval: float = 0.1
+    ) -> None:
+        self._store = store
+        self._channels = tuple(dict.fromkeys(check_channel(c) for c in channels))
+        self._interval = interval
+        self._seq = store._last_change()
+        self._closed = False
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self._channels
+
+    def poll(self, timeout: float = 0.0) -> list[Change]:
+        """Notifications that arrived since the last poll, waiting up to `timeout` seconds."""
+        if self._closed:
+            raise StoreError("listener is closed")
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self._store._changes_after(self._seq, self._channels)
+            if rows:
+                self._seq = rows[-1][0]
+                return [(channel, payload) for _, channel, payload in rows]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            time.sleep(min(self._interval, remaining))
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -219,7 +219,31 @@ CREATE INDEX audit_log_ts ON audit_log (ts);
 """
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = """
+CREATE TABLE demand_batches (
+    batch_id TEXT PRIMARY KEY,
+    last_bucket INTEGER NOT NULL,
+    applied_at REAL NOT NULL
+);
+CREATE INDEX demand_batches_last_bucket ON demand_batches (last_bucket);
+
+CREATE TABLE change_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO change_generation (id, value) VALUES (1, 0);
+
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+"""
+"""Fleet mode: ids of applied demand batches (idempotent retries), the change generation,
+and the short log of change notifications that SQLite listeners poll."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from shadowdns.errors import StoreError
-from shadowdns.store.base import NewAllocation
-from shadowdns.store.sqlite import SQLiteStore
+from shadowdns.store.base import NewAllocation, Store
 
-from .conftest import dump
+from .conftest import Backend
 
 APP = "app.example.com."
 
@@ -21,7 +18,7 @@ def new(resource: str = "sb-1", region: str = "EU", **kwargs: object) -> NewAllo
     return NewAllocation(APP, resource, region, **values)  # type: ignore[arg-type]
 
 
-def test_allocation_lifecycle_and_every_write_changes_the_version(store: SQLiteStore) -> None:
+def test_allocation_lifecycle_and_every_write_changes_the_version(store: Store) -> None:
     """warming -> ready -> draining -> released; each write moves allocations_version,
     reads don't, and a released allocation leaves the active list but stays in history."""
     versions = [store.allocations_version()]
@@ -49,16 +46,15 @@ def test_allocation_lifecycle_and_every_write_changes_the_version(store: SQLiteS
     assert store.list_allocations(active_only=False) == []
 
 
-def test_allocations_version_is_seen_by_another_connection(tmp_path: Path) -> None:
+def test_allocations_version_is_seen_by_another_connection(backend: Backend) -> None:
     """A server polling its own store sees writes made by another process's store."""
-    path = tmp_path / "state.db"
-    with SQLiteStore(path) as writer, SQLiteStore(path) as poller:
-        seen = poller.allocations_version()
-        writer.add_allocation(new())
-        assert poller.allocations_version() != seen
+    writer, poller = backend.open(), backend.open()
+    seen = poller.allocations_version()
+    writer.add_allocation(new())
+    assert poller.allocations_version() != seen
 
 
-def test_list_allocations_filters_by_di_and_activity(store: SQLiteStore) -> None:
+def test_list_allocations_filters_by_di_and_activity(store: Store) -> None:
     """list_allocations(di=...) keeps one DI; active_only drops released ones."""
     a = store.add_allocation(new("sb-1"))
     b = store.add_allocation(NewAllocation("other.", "sb-1", "EU", 0.0, 1, 0.0))
@@ -78,7 +74,7 @@ def test_list_allocations_filters_by_di_and_activity(store: SQLiteStore) -> None
     ],
 )
 def test_remove_allocation_by_id_or_key(
-    store: SQLiteStore, target: object, removed: int, left: list[str]
+    store: Store, target: object, removed: int, left: list[str]
 ) -> None:
     """Removing by id deletes that row; by (di, resource, region) deletes the active one."""
     first = store.add_allocation(new("sb-1"))
@@ -94,15 +90,15 @@ def test_remove_allocation_by_id_or_key(
 
 
 def test_a_second_active_allocation_of_a_key_is_refused_and_writes_nothing(
-    store: SQLiteStore,
+    store: Store, backend: Backend
 ) -> None:
     """One active allocation per (di, resource, region): a batch breaking it is refused
     whole; once the first is released the key may be allocated again."""
     first = store.add_allocation(new())
-    before = dump(Path(store.path))
+    before = backend.dump()
     with pytest.raises(StoreError):
         store.add_allocations([new("sb-2"), new()])
-    assert dump(Path(store.path)) == before
+    assert backend.dump() == before
     store.set_allocation_state(first.id, "released")
     again = store.add_allocation(new())
     assert again.id != first.id
@@ -116,7 +112,7 @@ def test_a_second_active_allocation_of_a_key_is_refused_and_writes_nothing(
     ],
 )
 def test_set_allocation_state_refuses_bad_input(
-    store: SQLiteStore, allocation_id: int | None, state: str, error: type[Exception]
+    store: Store, allocation_id: int | None, state: str, error: type[Exception]
 ) -> None:
     """Unknown ids and states are errors, not silent no-ops."""
     existing = store.add_allocation(new())
@@ -133,12 +129,11 @@ def test_new_allocations_are_checked_on_construction() -> None:
         new(state="on-fire")
 
 
-def test_generations_count_up_and_persist(tmp_path: Path) -> None:
+def test_generations_count_up_and_persist(backend: Backend) -> None:
     """The generation starts at 0, each bump returns the next number, and it survives
     re-opening."""
-    path = tmp_path / "state.db"
-    with SQLiteStore(path) as store:
-        assert store.current_generation() == 0
-        assert [store.bump_generation() for _ in range(3)] == [1, 2, 3]
-    with SQLiteStore(path) as store:
-        assert store.current_generation() == 3
+    store = backend.open()
+    assert store.current_generation() == 0
+    assert [store.bump_generation() for _ in range(3)] == [1, 2, 3]
+    store.close()
+    assert backend.open().current_generation() == 3

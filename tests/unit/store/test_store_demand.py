@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from shadowdns.errors import StoreError
-from shadowdns.store.base import RESOLUTIONS, DemandKind, DemandRow, Retention
+from shadowdns.store.base import RESOLUTIONS, DemandKind, DemandRow, Retention, Store
 from shadowdns.store.sqlite import SQLiteStore
 
-from .conftest import dump
+from .conftest import Backend
 
 T0 = 1_714_564_800  # 2024-05-01T12:00:00Z, a whole hour
 DI = "app.example.com."
@@ -41,7 +41,7 @@ def row(
     ],
 )
 def test_add_demand_adds_to_stored_counts(
-    store: SQLiteStore, batches: list[list[DemandRow]], expected: list[tuple[int, int]]
+    store: Store, batches: list[list[DemandRow]], expected: list[tuple[int, int]]
 ) -> None:
     """add_demand ADDS queries to the minute bucket (it never replaces them)."""
     for batch in batches:
@@ -73,18 +73,15 @@ def test_demand_rows_are_checked_on_construction(kwargs: dict[str, object], mess
         DemandRow(**values)  # type: ignore[arg-type]
 
 
-def test_a_failed_add_demand_writes_nothing(store: SQLiteStore) -> None:
+def test_a_failed_add_demand_writes_nothing(store: Store, backend: Backend) -> None:
     """If any statement of add_demand fails, no minute, pending or series row is kept,
     and the store keeps working afterwards (no half-created series id is reused)."""
     store.add_demand([row(T0, 1)])
-    store._db.conn.execute(
-        "CREATE TRIGGER boom BEFORE INSERT ON demand_pending_5m WHEN NEW.queries = 666"
-        " BEGIN SELECT RAISE(ABORT, 'boom'); END"
-    )
-    before = dump(Path(store.path))
+    backend.fail_inserts("demand_pending_5m", "queries", 666)
+    before = backend.dump()
     with pytest.raises(StoreError, match="boom"):
         store.add_demand([row(T0, 2), row(T0, 666, region="NEW")])
-    assert dump(Path(store.path)) == before
+    assert backend.dump() == before
     store.add_demand([row(T0 + 60, 4, region="NEW")])
     assert store.demand_series("minute", 0, T0 + 3600) == {
         (DI, "EU"): [(T0, 1)],
@@ -113,7 +110,7 @@ def test_a_failed_add_demand_writes_nothing(store: SQLiteStore) -> None:
     ],
 )
 def test_rollup_moves_only_complete_buckets(
-    store: SQLiteStore,
+    store: Store,
     now: int,
     five_minute: list[tuple[int, int]],
     hour: list[tuple[int, int]],
@@ -133,7 +130,7 @@ def test_rollup_moves_only_complete_buckets(
     assert store.demand_series("hour", 0, T0 + 86400).get((DI, "EU"), []) == hour
 
 
-def test_rollup_is_additive_and_counts_late_queries_once(store: SQLiteStore) -> None:
+def test_rollup_is_additive_and_counts_late_queries_once(store: Store) -> None:
     """Re-running rollup adds nothing; queries arriving late for a rolled-up bucket are
     added at the next rollup, even after their minute rows have expired."""
     store.add_demand([row(T0, 10)])
@@ -163,15 +160,15 @@ def test_rollup_is_additive_and_counts_late_queries_once(store: SQLiteStore) -> 
     ],
 )
 def test_apply_retention_drops_rows_older_than_each_resolution_keeps(
-    tmp_path: Path, retention: Retention, age: int, kept: set[str]
+    backend: Backend, retention: Retention, age: int, kept: set[str]
 ) -> None:
     """Each resolution forgets buckets older than its own retention, and only those."""
-    with SQLiteStore(tmp_path / "s.db", retention=retention) as store:
-        store.add_demand([row(T0, 7)])
-        store.rollup(T0 + 3600)
-        store.apply_retention(T0 + 3600 + age)
-        present = {res for res in RESOLUTIONS if store.demand_series(res, 0, T0 + 86400)}
-        assert present == kept
+    store = backend.open(retention=retention)
+    store.add_demand([row(T0, 7)])
+    store.rollup(T0 + 3600)
+    store.apply_retention(T0 + 3600 + age)
+    present = {res for res in RESOLUTIONS if store.demand_series(res, 0, T0 + 86400)}
+    assert present == kept
 
 
 def test_retention_must_be_positive() -> None:
@@ -197,7 +194,7 @@ def test_retention_must_be_positive() -> None:
     ],
 )
 def test_demand_series_reads_a_time_range(
-    store: SQLiteStore,
+    store: Store,
     since: int,
     until: int,
     dis: list[str] | None,
@@ -210,16 +207,18 @@ def test_demand_series_reads_a_time_range(
     assert store.demand_series("minute", since, until, dis) == expected
 
 
-def test_demand_series_rejects_an_unknown_resolution(store: SQLiteStore) -> None:
+def test_demand_series_rejects_an_unknown_resolution(store: Store) -> None:
     """Only minute, 5m and hour exist."""
     with pytest.raises(ValueError, match="resolution"):
         store.demand_series("day", 0, 1)  # type: ignore[arg-type]
 
 
 def test_demand_series_over_all_series_is_one_range_scan_without_sorting(
-    store: SQLiteStore,
+    tmp_path: Path,
 ) -> None:
-    """The many-series read uses the time-leading primary key and needs no temporary sort."""
+    """The many-series read uses the time-leading primary key and needs no temporary sort
+    (SQLite's plan)."""
+    store = SQLiteStore(tmp_path / "state.db")
     store.add_demand([row(T0, 1)])
     statements: list[str] = []
     store._db.conn.set_trace_callback(statements.append)
@@ -228,6 +227,7 @@ def test_demand_series_over_all_series_is_one_range_scan_without_sorting(
     conn = sqlite3.connect(store.path)
     plan = " | ".join(detail for *_, detail in conn.execute("EXPLAIN QUERY PLAN " + statements[0]))
     conn.close()
+    store.close()
     assert "USING PRIMARY KEY (bucket_start>? AND bucket_start<?)" in plan
     assert "TEMP B-TREE" not in plan
 
@@ -241,7 +241,7 @@ def test_demand_series_over_all_series_is_one_range_scan_without_sorting(
     ],
 )
 def test_active_series_are_those_with_queries_since(
-    store: SQLiteStore, since: int, expected: list[tuple[str, str]]
+    store: Store, since: int, expected: list[tuple[str, str]]
 ) -> None:
     """A series is active when a minute with queries ends after `since`; zeros don't count."""
     store.add_demand(

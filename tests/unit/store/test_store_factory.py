@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from shadowdns.store.sqlite import SQLiteStore
         ("sqlite:///relative/x.db", "relative/x.db"),
         ("SQLITE:///x.db", "x.db"),
         ("sqlite://", ":memory:"),
-        ("postgresql://db/shadowdns", None),
+        ("postgresql://127.0.0.1/shadowdns", None),
     ],
 )
 def test_sqlite_path_reads_urls_and_plain_paths(given: str, expected: str | None) -> None:
@@ -33,8 +35,6 @@ def test_sqlite_path_reads_urls_and_plain_paths(given: str, expected: str | None
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("postgresql://db/shadowdns", "PostgreSQL"),
-        ("postgres://db/shadowdns", "PostgreSQL"),
         ("mysql://db", "unknown store scheme"),
         ("sqlite://host/x.db", "sqlite:///PATH"),
     ],
@@ -43,6 +43,41 @@ def test_open_store_refuses_what_it_cannot_open(given: str, message: str) -> Non
     """Unsupported backends and malformed URLs raise StoreError, naming the problem."""
     with pytest.raises(StoreError, match=message):
         open_store(given)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_open_store_opens_postgresql_urls(pg_url: str, scheme: str) -> None:
+    """postgresql:// and postgres:// open the fleet store, and options reach it."""
+    from shadowdns.store.postgres import PostgresStore
+
+    store = open_store(scheme + pg_url.removeprefix("postgresql"), health_event_limit=7)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.health_event_limit == 7
+        assert store.current_generation() == 0
+    finally:
+        store.close()
+
+
+def test_open_store_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without psycopg, a postgresql:// URL is a StoreError naming the missing package."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "shadowdns.store.postgres", raising=False)
+    monkeypatch.delitem(sys.modules, "shadowdns.store.postgres_schema", raising=False)
+    with pytest.raises(StoreError, match=r"psycopg.*shadowdns\[postgres\]"):
+        open_store("postgresql://127.0.0.1:1/x")
+
+
+def test_an_unreachable_postgresql_is_a_store_error_without_the_password() -> None:
+    """Connection failures are StoreErrors that name the server but never the password."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        url = f"postgresql://node:s3cret@127.0.0.1:{port}/fleet"
+        with pytest.raises(StoreError, match="cannot connect") as caught:
+            open_store(url, timeout=2)
+    assert f"postgresql://node@127.0.0.1:{port}/fleet" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("form", ["path", "url"])

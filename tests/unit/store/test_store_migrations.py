@@ -138,3 +138,16 @@ def test_a_file_that_is_not_a_database_raises_store_error(tmp_path: Path) -> Non
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError):
         SQLiteStore(path)
+
+
+def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
+    """Opening a database written before fleet mode adds the batch, change-generation and
+    change-log tables and keeps every row."""
+    path = tmp_path / "state.db"
+    with SQLiteStore(path, migrations=MIGRATIONS[:1]) as old:
+        old.bump_generation()
+    with SQLiteStore(path) as store:
+        assert store.current_generation() == 1
+        assert store.change_generation() == 0
+    assert {"demand_batches", "change_generation", "changes"} <= _tables(path)
+    assert [v for v, _ in _versions(path)] == list(range(1, len(MIGRATIONS) + 1))

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
 from shadowdns.errors import StoreError
-from shadowdns.store.base import NewAllocation, great_circle_km
-from shadowdns.store.sqlite import SQLiteStore
+from shadowdns.store.base import NewAllocation, Store, great_circle_km
 
-from .conftest import ORIGIN, dump, make_policy
+from .conftest import ORIGIN, Backend, make_policy
 
 APP = "app.example.com."
 API = "api.example.com."
@@ -44,7 +42,7 @@ def test_great_circle_km_is_the_haversine_distance(
     assert great_circle_km(*b, *a) == pytest.approx(expected, abs=1e-3)
 
 
-def test_replace_policy_stores_every_pairwise_distance(store: SQLiteStore) -> None:
+def test_replace_policy_stores_every_pairwise_distance(store: Store) -> None:
     """Every ordered pair of the zone's locations gets its great-circle distance."""
     policy = make_policy()
     store.replace_policy(ORIGIN, policy)
@@ -57,7 +55,7 @@ def test_replace_policy_stores_every_pairwise_distance(store: SQLiteStore) -> No
     assert 6000 < distances[("eu-west", "us-east")] < 6400
 
 
-def test_replace_policy_replaces_only_its_own_zone(store: SQLiteStore) -> None:
+def test_replace_policy_replaces_only_its_own_zone(store: Store) -> None:
     """Writing a zone again drops what it no longer declares; other zones stay as they were."""
     store.replace_policy(ORIGIN, make_policy())
     store.replace_policy("example.net.", make_policy("example.net."))
@@ -78,17 +76,17 @@ def test_replace_policy_replaces_only_its_own_zone(store: SQLiteStore) -> None:
     assert store.standby_within(API, "eu-west", 20000) == []  # api is gone
 
 
-def test_replace_policy_failure_writes_nothing(store: SQLiteStore) -> None:
+def test_replace_policy_failure_writes_nothing(store: Store, backend: Backend) -> None:
     """A policy whose DI already belongs to another zone is refused whole."""
     store.replace_policy(ORIGIN, make_policy())
-    before = dump(Path(store.path))
+    before = backend.dump()
     clash = make_policy("com.", dis={"app.example": (("web-eu-1",), (), None)})
     with pytest.raises(StoreError):
         store.replace_policy("com.", clash)
-    assert dump(Path(store.path)) == before
+    assert backend.dump() == before
 
 
-def test_replace_policy_refuses_a_mismatched_origin(store: SQLiteStore) -> None:
+def test_replace_policy_refuses_a_mismatched_origin(store: Store) -> None:
     """The origin given must be the policy's own."""
     with pytest.raises(ValueError, match="origin"):
         store.replace_policy("example.org.", make_policy())
@@ -109,7 +107,7 @@ def test_replace_policy_refuses_a_mismatched_origin(store: SQLiteStore) -> None:
     ],
 )
 def test_standby_within_lists_the_di_pool_near_a_location(
-    store: SQLiteStore, di: str, location: str, km: float, expected: list[str]
+    store: Store, di: str, location: str, km: float, expected: list[str]
 ) -> None:
     """Only standby resources of the DI's pool within km of the location, nearest first."""
     store.replace_policy(ORIGIN, make_policy())
@@ -120,7 +118,7 @@ def test_standby_within_lists_the_di_pool_near_a_location(
 
 
 def test_standby_within_subtracts_the_load_of_non_released_allocations(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """available = capacity - sum(demand) of the resource's allocations not yet released."""
     store.replace_policy(ORIGIN, make_policy())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from shadowdns.errors import StoreError
@@ -15,14 +13,14 @@ from shadowdns.store.base import (
     HealthEvent,
     HealthState,
     ModelChoice,
+    Store,
     ZoneRecord,
 )
-from shadowdns.store.sqlite import SQLiteStore
 
-from .conftest import dump
+from .conftest import Backend
 
 
-def test_upsert_zone_replaces_by_origin(store: SQLiteStore) -> None:
+def test_upsert_zone_replaces_by_origin(store: Store) -> None:
     """One row per origin: a second upsert replaces file, serial and loaded_at."""
     store.upsert_zone(ZoneRecord("b.example.", "b.zone", 1, 10.0))
     store.upsert_zone(ZoneRecord("a.example.", None, 7, 11.0))
@@ -45,7 +43,7 @@ def _forecast(di: str, made_at: float, points: list[int], model: str = "ets") ->
 
 
 def test_write_forecasts_replaces_the_previous_forecast_of_each_series(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """A new forecast of a series replaces all its old points; other series are kept."""
     store.write_forecasts([_forecast("a.", 1.0, [300, 600, 900]), _forecast("b.", 1.0, [300])])
@@ -58,16 +56,16 @@ def test_write_forecasts_replaces_the_previous_forecast_of_each_series(
     assert store.read_forecasts("hour") == []
 
 
-def test_a_failed_forecast_batch_writes_nothing(store: SQLiteStore) -> None:
+def test_a_failed_forecast_batch_writes_nothing(store: Store, backend: Backend) -> None:
     """Two points for the same bucket fail the whole batch; the old forecast remains."""
     store.write_forecasts([_forecast("a.", 1.0, [300])])
-    before = dump(Path(store.path))
+    before = backend.dump()
     with pytest.raises(StoreError):
         store.write_forecasts([_forecast("a.", 2.0, [600]), _forecast("b.", 2.0, [300, 300])])
-    assert dump(Path(store.path)) == before
+    assert backend.dump() == before
 
 
-def test_model_choices_are_one_per_series(store: SQLiteStore) -> None:
+def test_model_choices_are_one_per_series(store: Store) -> None:
     """The latest choice of a series replaces the previous one."""
     store.write_model_choices([ModelChoice("a.", "EU", "naive", 1.2, 1.0)])
     store.write_model_choices(
@@ -80,7 +78,7 @@ def test_model_choices_are_one_per_series(store: SQLiteStore) -> None:
     assert store.read_model_choices(di="b.") == [ModelChoice("b.", "NA", "lstm", 0.5, 2.0)]
 
 
-def test_health_state_changes_are_logged_and_repeats_are_not(store: SQLiteStore) -> None:
+def test_health_state_changes_are_logged_and_repeats_are_not(store: Store) -> None:
     """A change updates the state and appends an event; repeating a state writes nothing
     and keeps the original `since`."""
     assert store.set_health_state(HealthState("r1", "up", 10.0, "probe ok"))
@@ -95,16 +93,16 @@ def test_health_state_changes_are_logged_and_repeats_are_not(store: SQLiteStore)
     assert store.health_events(resource="r2") == []
 
 
-def test_the_health_event_log_keeps_only_the_newest_events(tmp_path: Path) -> None:
+def test_the_health_event_log_keeps_only_the_newest_events(backend: Backend) -> None:
     """Beyond health_event_limit events, the oldest are dropped."""
-    with SQLiteStore(tmp_path / "s.db", health_event_limit=3) as store:
-        for i in range(6):
-            store.set_health_state(HealthState("r1", "up" if i % 2 else "down", float(i)))
-        assert [e.ts for e in store.health_events()] == [3.0, 4.0, 5.0]
-        assert [e.ts for e in store.health_events(limit=2)] == [4.0, 5.0]
+    store = backend.open(health_event_limit=3)
+    for i in range(6):
+        store.set_health_state(HealthState("r1", "up" if i % 2 else "down", float(i)))
+    assert [e.ts for e in store.health_events()] == [3.0, 4.0, 5.0]
+    assert [e.ts for e in store.health_events(limit=2)] == [4.0, 5.0]
 
 
-def test_api_tokens_are_unique_by_id_and_hash(store: SQLiteStore) -> None:
+def test_api_tokens_are_unique_by_id_and_hash(store: Store) -> None:
     """Tokens can be added, found by id or hash, listed and deleted; duplicates fail."""
     token = ApiToken("t1", "ops", "admin", "h1", 5.0)
     store.add_token(token)
@@ -122,7 +120,7 @@ def test_api_tokens_are_unique_by_id_and_hash(store: SQLiteStore) -> None:
     assert store.get_token("t1") is None
 
 
-def test_audit_log_reads_back_in_order(store: SQLiteStore) -> None:
+def test_audit_log_reads_back_in_order(store: Store) -> None:
     """Entries come back oldest first, limited to the newest `limit` and to ts >= since."""
     entries = [AuditEntry(float(i), "t1", "update", f"di/{i}", "{}", '{"x":1}') for i in range(5)]
     for entry in entries:
