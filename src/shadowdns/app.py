@@ -12,15 +12,17 @@ import asyncio
 import gc
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dns.name
 
+from shadowdns import fleet
 from shadowdns.errors import ShadowDNSError
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
@@ -54,7 +56,7 @@ class ServeConfig:
     geoip: Path | None = None
     tcp_max_connections: int = 256
     tcp_idle_timeout: float = 10.0
-    poll_interval: float = 1.0
+    poll_interval: float = 3.0  # how often the store's change generation is compared
     flush_interval: float = 10.0
     api: str | None = None  # HOST:PORT of the REST API and dashboard
     api_cert: Path | None = None
@@ -89,13 +91,21 @@ class Service:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.loaded = load_config(config.zones_dir, config.geoip, config.identity)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadowdns-store")
         state = config.state or default_state_path()
         if state != ":memory:" and "://" not in state:
             Path(state).parent.mkdir(parents=True, exist_ok=True)
         self.store: Store = self.io.submit(open_store, state).result()
         self.state_path = state
+        # A fleet shares one PostgreSQL store; zone and policy files travel through it.
+        self.fleet = state.startswith(("postgres://", "postgresql://"))
+        if self.fleet and config.role == "main":
+            self.io.submit(fleet.sync_from_store, self.store, config.zones_dir, True).result()
+        self.loaded = load_config(config.zones_dir, config.geoip, config.identity)
+        self.outbox = fleet.DemandOutbox()
+        self.leader = not self.fleet  # a single node always runs its control plane
+        self.store_ok = True
+        self.seen_change_generation = -1
         self.live = self.io.submit(read_live_state, self.store, self.loaded).result()
         self.generation = 0
         self.counters = DemandCounters()
@@ -142,6 +152,9 @@ class Service:
         self._publish(snapshot)
         self._record_zones()
         self._notify(changed)
+        if self.fleet and self.config.role == "main":
+            future = self.io.submit(fleet.publish, self.store, self.config.zones_dir)
+            future.add_done_callback(_log_failure)
         log.info("reloaded %d zone(s), generation %d", len(snapshot.zones), self.generation)
         return True
 
@@ -176,12 +189,6 @@ class Service:
         log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
                  "generation %d", len(live.shadows), len(live.down), self.generation)
         return True
-
-    async def _poll_live(self) -> None:
-        """Pick up allocation and health changes made by other processes within a second."""
-        while True:
-            await asyncio.sleep(self.config.poll_interval)
-            await self.refresh_live()
 
     # Hooks for the parts that run beside the DNS listeners. Each starts its own tasks
     # (appending them to self.tasks) and is owned by its part.
@@ -218,19 +225,100 @@ class Service:
             await self._flush_once()
 
     async def _flush_once(self) -> None:
-        rows = self.flush_counters()
-        if not rows:
-            return
+        """Queue the counts as one batch with an id; write what is queued, oldest first."""
+        self.outbox.add(self.flush_counters(), self.config.node_id)
+        if self.outbox.batches:
+            await self.run_in_io(self.outbox.flush, self.store)
+
+    # -- fleet: changes from other nodes, consistency check, leader lock ---------------
+
+    async def sync_config(self) -> bool:
+        """Take zone and policy files other nodes published; reload if any changed."""
         try:
-            await self.run_in_io(self.store.add_demand, rows)
+            changed = await self.run_in_io(fleet.sync_from_store, self.store,
+                                           self.config.zones_dir, False)
         except Exception as exc:
-            log.warning("cannot write %d demand row(s): %s", len(rows), exc)
+            log.warning("cannot read configuration from the store: %s", exc)
+            return False
+        if changed:
+            log.info("configuration changed in the fleet: reloading")
+            return self.reload()
+        return False
+
+    async def _listen_changes(self) -> None:
+        """Apply notifications from the store as they come (a thread waits on them)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[tuple[str, str]]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def wait_for_changes() -> None:
+            listener = None
+            while not stop.is_set():
+                try:
+                    if listener is None:
+                        listener = self.store.listen()
+                    changes = listener.poll(1.0)
+                except Exception as exc:  # the store is away; try again shortly
+                    log.debug("change listener: %s", exc)
+                    listener = None
+                    stop.wait(2.0)
+                    continue
+                if changes:
+                    loop.call_soon_threadsafe(queue.put_nowait, changes)
+            if listener is not None:
+                listener.close()
+
+        thread = threading.Thread(target=wait_for_changes, name="shadowdns-listen",
+                                  daemon=True)
+        thread.start()
+        try:
+            while True:
+                changes = await queue.get()
+                channels = {channel for channel, _ in changes}
+                if fleet.CONFIG_CHANNEL in channels:
+                    await self.sync_config()
+                await self.refresh_live()
+        finally:
+            stop.set()
+
+    async def _check_consistency(self, every: float = 3.0) -> None:
+        """Heal missed notifications: compare the store's change generation regularly."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                current = await self.run_in_io(self.store.change_generation)
+            except Exception as exc:
+                if self.store_ok:
+                    log.warning("store unreachable, serving the last good table: %s", exc)
+                self.store_ok = False
+                continue
+            if not self.store_ok:
+                log.info("store reachable again")
+                self.store_ok = True
+                await self.run_in_io(self.outbox.flush, self.store)
+            if current != self.seen_change_generation:
+                self.seen_change_generation = current
+                if self.fleet:
+                    await self.sync_config()
+                await self.refresh_live()
+
+    async def _hold_leadership(self, every: float = 2.0) -> None:
+        """Try for the control-plane lock; whoever holds it runs forecasts and allocation."""
+        while True:
+            try:
+                held = await self.run_in_io(self.store.try_leader_lock, fleet.LEADER_LOCK)
+            except Exception:
+                held = False
+            if held != self.leader:
+                log.info("node %s %s the control plane", self.config.node_id,
+                         "now leads" if held else "no longer leads")
+                self.leader = held
+            await asyncio.sleep(every)
 
     async def start(self) -> list[ListenAddress]:
         # What is loaded now lives as long as the process: keep the cyclic collector from
         # rescanning it while the query path runs.
         gc.freeze()
-        bound = [await self.server.listen(addr) for addr in self.config.listen]
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -238,8 +326,12 @@ class Service:
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
             pass
-        self.tasks.append(loop.create_task(self._poll_live()))
+        bound = [await self.server.listen(addr) for addr in self.config.listen]
         self.tasks.append(loop.create_task(self._flush_loop()))
+        self.tasks.append(loop.create_task(self._listen_changes()))
+        self.tasks.append(loop.create_task(self._check_consistency(self.config.poll_interval)))
+        if self.fleet and self.config.role == "main":
+            self.tasks.append(loop.create_task(self._hold_leadership()))
         self._notify(list(self.loaded.zones))
         if self.config.role == "main":
             await self._start_health()
@@ -266,7 +358,7 @@ class Service:
         log.info("stopped")
 
 
-def _log_failure(future: Future[None]) -> None:
+def _log_failure(future: Future[Any]) -> None:
     exc = future.exception()
     if exc is not None:
         log.warning("cannot write the policy graph to the store: %s", exc)

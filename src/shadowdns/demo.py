@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import random
+import shutil
 import socket
 import struct
 import time
@@ -144,9 +145,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from shadowdns.resolver.render import Identity
 
     listen = ListenAddress.parse(args.listen)
-    Path(args.state).parent.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(args.state).parent
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # Serve a copy, so edits through the API change the demo's files, not the package's.
+    zones_dir = state_dir / "zones"
+    if not zones_dir.exists():
+        shutil.copytree(demo_zones_dir(), zones_dir)
     config = ServeConfig(
-        zones_dir=demo_zones_dir(), listen=(listen,),
+        zones_dir=zones_dir, listen=(listen,),
         identity=Identity(server_id=socket.gethostname(), version="shadowdns demo"),
         state=args.state, api=args.api,
     )

@@ -131,6 +131,7 @@ class QueryEngine:
         self.stat_counts: list[int] = [0]
 
     def _set_identity(self, identity: Identity) -> None:
+        self._payload = identity.payload
         for shape in range(SHAPE_COUNT):
             if not shape & SHAPE_EDNS:
                 continue
@@ -238,7 +239,8 @@ class QueryEngine:
                 elif code == 3:
                     shape |= SHAPE_NSID
                 j = end
-            limit = 65535 if tcp else (payload if payload < 1232 else 1232)
+            cap = self._payload
+            limit = 65535 if tcp else (payload if payload < cap else cap)
             if limit < 512:
                 limit = 512
         else:

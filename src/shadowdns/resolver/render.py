@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
-import dns.exception
 import dns.rdataclass
 import dns.rdatatype
 import dns.renderer
@@ -153,6 +153,9 @@ def render(msg: dns.message.Message, max_size: int = 65535) -> bytes:
     that does not fit is left out without TC and the next one is tried ("The TC bit should
     not be set merely because some extra information could have been included, but there
     was insufficient room", RFC 2181 §9), as Knot does.
+
+    RRs keep their zone order (dnspython would shuffle them on every call): a template
+    cached by the fast path and a reply rendered by the slow path must be the same bytes.
     """
     max_size = max(512, min(max_size, 65535))
     renderer = _new_renderer(msg.id, msg.flags, max_size, msg.origin)
@@ -165,16 +168,16 @@ def render(msg: dns.message.Message, max_size: int = 65535) -> bytes:
     truncated = False
     try:
         for rrset in msg.answer:
-            renderer.add_rrset(dns.renderer.ANSWER, rrset)
+            renderer.add_rrset(dns.renderer.ANSWER, rrset, want_shuffle=False)
         for rrset in msg.authority:
-            renderer.add_rrset(dns.renderer.AUTHORITY, rrset)
+            renderer.add_rrset(dns.renderer.AUTHORITY, rrset, want_shuffle=False)
     except dns.exception.TooBig:
         truncated = True
     if not truncated:
         cuts = [rr.name for rr in msg.authority if rr.rdtype == dns.rdatatype.NS]
         for rrset in msg.additional:
             try:
-                renderer.add_rrset(dns.renderer.ADDITIONAL, rrset)
+                renderer.add_rrset(dns.renderer.ADDITIONAL, rrset, want_shuffle=False)
             except dns.exception.TooBig:
                 if any(rrset.name.is_subdomain(cut) for cut in cuts):
                     truncated = True

@@ -11,6 +11,8 @@ from shadowdns.store.base import (
     AllocationState,
     ApiToken,
     AuditEntry,
+    ConfigFile,
+    ConfigKind,
     DemandKind,
     DemandRow,
     Forecast,
@@ -28,13 +30,33 @@ from shadowdns.store.base import (
     ZoneRecord,
 )
 from shadowdns.store.factory import default_state_path, open_store
+from shadowdns.store.fleet import (
+    ALLOCATIONS,
+    CHANNELS,
+    CONFIG,
+    HEALTH,
+    POLICY,
+    ZONES,
+    Change,
+    ChangeListener,
+)
 
 __all__ = [
+    "ALLOCATIONS",
+    "CHANNELS",
+    "CONFIG",
+    "HEALTH",
+    "POLICY",
+    "ZONES",
     "Allocation",
     "AllocationKey",
     "AllocationState",
     "ApiToken",
     "AuditEntry",
+    "Change",
+    "ChangeListener",
+    "ConfigFile",
+    "ConfigKind",
     "DemandKind",
     "DemandRow",
     "Forecast",

@@ -19,18 +19,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-from shadowdns.store.fleet import CHANNELS, ChangeListener
+from shadowdns.store.fleet import CHANNELS, ChangeListener, check_payload
 from shadowdns.zones.policy import Policy
 
 Resolution = Literal["minute", "5m", "hour"]
 DemandKind = Literal["shadow", "primary", "fallback", "static"]
 AllocationState = Literal["warming", "ready", "draining", "released"]
 HealthStatus = Literal["up", "down"]
+ConfigKind = Literal["zone", "policy"]
 
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
 DEMAND_KINDS: tuple[DemandKind, ...] = get_args(DemandKind)
 ALLOCATION_STATES: tuple[AllocationState, ...] = get_args(AllocationState)
 HEALTH_STATUSES: tuple[HealthStatus, ...] = get_args(HealthStatus)
+CONFIG_KINDS: tuple[ConfigKind, ...] = get_args(ConfigKind)
 
 RESOLUTION_SECONDS: Mapping[Resolution, int] = {"minute": 60, "5m": 300, "hour": 3600}
 
@@ -89,6 +91,33 @@ class ZoneRecord:
     file: str | None
     serial: int
     loaded_at: float
+
+
+def check_config_file(origin: str, kind: str, text: str = "") -> None:
+    """Refuse a shared config file the store cannot keep or announce: an empty origin, one
+    over a notification payload (it is the payload), a kind other than "zone" or "policy",
+    or text containing NUL (PostgreSQL text cannot hold it)."""
+    _check_choice("config file kind", kind, CONFIG_KINDS)
+    if not origin:
+        raise ValueError("config file origin must not be empty")
+    check_payload(origin)
+    if "\x00" in text:
+        raise ValueError(f"{kind} file of {origin} contains NUL")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """The text of one zone's master file ("zone") or policy file ("policy"), shared by
+    the nodes of a fleet; `updated_at` is when its text last changed. `kind` is one of
+    `CONFIG_KINDS` (checked), typed `str` so callers can key files by plain strings."""
+
+    origin: str
+    kind: str
+    text: str
+    updated_at: float
+
+    def __post_init__(self) -> None:
+        check_config_file(self.origin, self.kind, self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +302,27 @@ class Store(Protocol):
     def upsert_zone(self, zone: ZoneRecord) -> None: ...
     def list_zones(self) -> list[ZoneRecord]: ...
 
+    # zone and policy files shared by a fleet
+    def put_config_file(self, origin: str, kind: str, text: str, now: float | None = None) -> bool:
+        """Store the full `text` of zone `origin`'s file of `kind` ("zone" or "policy";
+        ValueError otherwise), stamped `now` (default: the current time).
+
+        Returns True when the text changed (a new file, or different text); then, in the
+        same transaction, `change_generation` is bumped and `fleet.CONFIG` notified with
+        `origin` as payload. Writing the text already stored writes and notifies nothing
+        (`updated_at` keeps the time of the last change) and returns False.
+        """
+        ...
+
+    def delete_config_file(self, origin: str, kind: str) -> bool:
+        """Forget zone `origin`'s file of `kind`; True (with a bump and a notification as
+        for `put_config_file`) if there was one."""
+        ...
+
+    def config_files(self) -> list[ConfigFile]:
+        """Every shared file, ordered by (origin, kind)."""
+        ...
+
     # demand
     def add_demand(self, rows: Iterable[DemandRow], *, batch_id: str | None = None) -> int:
         """ADD the rows' queries to their minute buckets; returns minute rows touched.
@@ -374,8 +424,8 @@ class Store(Protocol):
     # fleet: change notifications, consistency checks and leader election
     def change_generation(self) -> int:
         """A number bumped by every write that changes answers: allocations, health states,
-        the policy graph and zone metadata. Compare it with the one your answers were
-        compiled from to catch a missed notification."""
+        the policy graph, zone metadata and shared config files. Compare it with the one
+        your answers were compiled from to catch a missed notification."""
         ...
 
     def notify_change(self, channel: str, payload: str = "") -> None:

@@ -2,12 +2,15 @@
 
 Every write that changes answers (allocations, health states, the policy graph, zone
 metadata) bumps the store's *change generation* and announces it on one channel, in the
-writing transaction, with the new generation (decimal text) as payload. A node listens on
-the channels it compiles from and rebuilds its answer table when something arrives; because
-a notification can be lost (a dropped connection, a node that was restarting), it also
-compares `Store.change_generation()` with the generation its table was built from, every
-few seconds. Read the generation *before* the data you compile: a write that lands between
-the two reads then only costs one extra rebuild, never a missed one.
+writing transaction, with the new generation (decimal text) as payload. A change to a
+shared zone or policy file (`Store.put_config_file`) bumps it too, but is announced on
+`CONFIG` with the zone's origin as payload, so a node knows which zone to fetch. A node
+listens on the channels it compiles from and rebuilds its answer table when something
+arrives; because a notification can be lost (a dropped connection, a node that was
+restarting), it also compares `Store.change_generation()` with the generation its table
+was built from, every few seconds. Read the generation *before* the data you compile: a
+write that lands between the two reads then only costs one extra rebuild, never a missed
+one.
 
 PostgreSQL delivers notifications by LISTEN/NOTIFY; SQLite appends them to a short log
 that its listener polls, so a single node (or several processes on one file) gets the same
@@ -24,9 +27,11 @@ ALLOCATIONS = "shadowdns_allocations"
 HEALTH = "shadowdns_health"
 POLICY = "shadowdns_policy"
 ZONES = "shadowdns_zones"
+CONFIG = "shadowdns_config"
 
-CHANNELS: tuple[str, ...] = (ALLOCATIONS, HEALTH, POLICY, ZONES)
-"""Channels on which the store itself announces changes (payload: the change generation)."""
+CHANNELS: tuple[str, ...] = (ALLOCATIONS, HEALTH, POLICY, ZONES, CONFIG)
+"""Channels on which the store itself announces changes (payload: the change generation,
+except on `CONFIG`: the origin of the zone whose file changed, or "" for "re-read all")."""
 
 Change = tuple[str, str]
 """One notification: (channel, payload)."""

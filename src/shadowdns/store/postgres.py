@@ -12,7 +12,8 @@ Fleet concerns:
 - writes from several nodes interleave safely: demand upserts take row locks in key order,
   rollup *moves* pending rows (DELETE ... RETURNING) so a concurrent flush is never lost
   or counted twice, and `add_demand(batch_id=...)` makes a retried flush count once;
-- answer-affecting tables notify their channel from a trigger (see `postgres_schema`);
+- answer-affecting tables (and shared config files) notify their channel from a trigger
+  (see `postgres_schema`);
 - `listen` opens its own connection for LISTEN;
 - leader locks are session advisory locks on a separate connection that holds nothing
   else, so a lock lives exactly as long as this store's session does.
@@ -42,6 +43,7 @@ from shadowdns.store.base import (
     AllocationState,
     ApiToken,
     AuditEntry,
+    ConfigFile,
     DemandRow,
     Forecast,
     ForecastPoint,
@@ -56,6 +58,7 @@ from shadowdns.store.base import (
     StandbyCandidate,
     ZoneRecord,
     bucket_start,
+    check_config_file,
 )
 from shadowdns.store.fleet import (
     CHANNELS,
@@ -279,6 +282,40 @@ class PostgresStore:
     def list_zones(self) -> list[ZoneRecord]:
         rows = self._read("SELECT origin, file, serial, loaded_at FROM zones ORDER BY origin")
         return [ZoneRecord(*row) for row in rows]
+
+    # zone and policy files shared by a fleet
+
+    def put_config_file(self, origin: str, kind: str, text: str, now: float | None = None) -> bool:
+        """Store the text of zone `origin`'s file of `kind`; True if it changed.
+
+        As `SQLiteStore.put_config_file`; the bump and the notification come from the
+        table's trigger. Two nodes writing the same new text at once: one gets True.
+        """
+        check_config_file(origin, kind, text)
+        updated_at = time.time() if now is None else now
+        with self._tx() as cur:
+            written = cur.execute(
+                "INSERT INTO config_files AS c (origin, kind, text, updated_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (origin, kind) DO UPDATE SET"
+                " text = excluded.text, updated_at = excluded.updated_at"
+                " WHERE c.text IS DISTINCT FROM excluded.text RETURNING 1",
+                (origin, kind, text, updated_at),
+            ).fetchone()
+        return written is not None
+
+    def delete_config_file(self, origin: str, kind: str) -> bool:
+        """Forget zone `origin`'s file of `kind`; True (bump and notify) if there was one."""
+        check_config_file(origin, kind)
+        with self._tx() as cur:
+            cur.execute("DELETE FROM config_files WHERE origin = %s AND kind = %s", (origin, kind))
+            return cur.rowcount > 0
+
+    def config_files(self) -> list[ConfigFile]:
+        """Every shared zone and policy file, ordered by (origin, kind)."""
+        rows = self._read(
+            "SELECT origin, kind, text, updated_at FROM config_files ORDER BY origin, kind"
+        )
+        return [ConfigFile(*row) for row in rows]
 
     # demand
 
@@ -825,7 +862,7 @@ class PostgresStore:
 
     def change_generation(self) -> int:
         """Bumped once by every transaction that changes answers (allocations, health,
-        policy, zones), whoever wrote it."""
+        policy, zones, shared config files), whoever wrote it."""
         return int(self._read("SELECT value FROM change_generation WHERE id = 1")[0][0])
 
     def notify_change(self, channel: str, payload: str = "") -> None:

@@ -13,7 +13,10 @@ edit a released migration: append a new one.
 Answer-affecting tables (allocations, health_state, the policy graph, zones) carry a
 statement-level trigger that bumps `change_generation` once per transaction and NOTIFYs the
 table's channel (`shadowdns.store.fleet`) with the new generation. Being triggers, they see
-every writer, including an operator's hand-written SQL.
+every writer, including an operator's hand-written SQL. Shared config files
+(`config_files`) have row-level triggers instead: they bump `change_generation` the same
+way but NOTIFY `CONFIG` with the origin of each file whose text changed ("" after a
+TRUNCATE: re-read them all).
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from typing import Any
 import psycopg
 
 from shadowdns.errors import StoreError
-from shadowdns.store.fleet import ALLOCATIONS, HEALTH, MIGRATION_LOCK, POLICY, ZONES, lock_key
+from shadowdns.store.fleet import (
+    ALLOCATIONS,
+    CONFIG,
+    HEALTH,
+    MIGRATION_LOCK,
+    POLICY,
+    ZONES,
+    lock_key,
+)
 
 Migration = str | Callable[[psycopg.Connection[Any]], None]
 
@@ -265,7 +276,44 @@ CREATE INDEX audit_log_ts ON audit_log (ts);
     )
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = f"""
+CREATE TABLE config_files (
+    origin {_T} NOT NULL,
+    kind {_T} NOT NULL CHECK (kind IN ('zone', 'policy')),
+    text {_T} NOT NULL,
+    updated_at double precision NOT NULL,
+    PRIMARY KEY (origin, kind)
+);
+
+CREATE FUNCTION shadowdns_config_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE change_generation SET value = value + 1, xact = pg_current_xact_id()
+        WHERE id = 1 AND xact IS DISTINCT FROM pg_current_xact_id();
+    IF TG_LEVEL = 'STATEMENT' THEN
+        PERFORM pg_notify(TG_ARGV[0], '');
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM pg_notify(TG_ARGV[0], OLD.origin);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM pg_notify(TG_ARGV[0], NEW.origin);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER config_files_added_or_removed AFTER INSERT OR DELETE ON config_files
+    FOR EACH ROW EXECUTE FUNCTION shadowdns_config_changed('{CONFIG}');
+CREATE TRIGGER config_files_changed AFTER UPDATE ON config_files
+    FOR EACH ROW WHEN ((OLD.origin, OLD.kind, OLD.text) IS DISTINCT FROM
+                       (NEW.origin, NEW.kind, NEW.text))
+    EXECUTE FUNCTION shadowdns_config_changed('{CONFIG}');
+CREATE TRIGGER config_files_truncated AFTER TRUNCATE ON config_files
+    FOR EACH STATEMENT EXECUTE FUNCTION shadowdns_config_changed('{CONFIG}');
+"""
+"""Zone master files and policy files shared by the nodes of a fleet, in full."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -35,6 +35,7 @@ from shadowdns.store.base import (
     AllocationState,
     ApiToken,
     AuditEntry,
+    ConfigFile,
     DemandRow,
     Forecast,
     ForecastPoint,
@@ -49,10 +50,12 @@ from shadowdns.store.base import (
     StandbyCandidate,
     ZoneRecord,
     bucket_start,
+    check_config_file,
 )
 from shadowdns.store.fleet import (
     ALLOCATIONS,
     CHANNELS,
+    CONFIG,
     HEALTH,
     POLICY,
     ZONES,
@@ -249,6 +252,46 @@ class SQLiteStore:
     def list_zones(self) -> list[ZoneRecord]:
         rows = self._read("SELECT origin, file, serial, loaded_at FROM zones ORDER BY origin")
         return [ZoneRecord(*row) for row in rows]
+
+    # zone and policy files shared by a fleet
+
+    def put_config_file(self, origin: str, kind: str, text: str, now: float | None = None) -> bool:
+        """Store the text of zone `origin`'s file of `kind`; True if it changed.
+
+        A change bumps the change generation and notifies `CONFIG` with `origin`, in the
+        same transaction; the text already stored writes nothing and returns False.
+        """
+        check_config_file(origin, kind, text)
+        updated_at = time.time() if now is None else now
+        with self._write() as conn:
+            written = conn.execute(
+                "INSERT INTO config_files (origin, kind, text, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (origin, kind) DO UPDATE SET text = excluded.text,"
+                " updated_at = excluded.updated_at WHERE text IS NOT excluded.text"
+                " RETURNING 1",
+                (origin, kind, text, updated_at),
+            ).fetchall()
+            if written:
+                self._changed(conn, CONFIG, origin)
+        return bool(written)
+
+    def delete_config_file(self, origin: str, kind: str) -> bool:
+        """Forget zone `origin`'s file of `kind`; True (bump and notify) if there was one."""
+        check_config_file(origin, kind)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM config_files WHERE origin = ? AND kind = ?", (origin, kind)
+            )
+            if cursor.rowcount:
+                self._changed(conn, CONFIG, origin)
+            return cursor.rowcount > 0
+
+    def config_files(self) -> list[ConfigFile]:
+        """Every shared zone and policy file, ordered by (origin, kind)."""
+        rows = self._read(
+            "SELECT origin, kind, text, updated_at FROM config_files ORDER BY origin, kind"
+        )
+        return [ConfigFile(*row) for row in rows]
 
     # demand
 
@@ -758,15 +801,17 @@ class SQLiteStore:
             (cast(int, cursor.lastrowid) - _CHANGE_LOG_LENGTH,),
         )
 
-    def _changed(self, conn: sqlite3.Connection, channel: str) -> None:
-        """Bump the change generation and announce it on `channel` (caller's transaction)."""
+    def _changed(self, conn: sqlite3.Connection, channel: str, payload: str | None = None) -> None:
+        """Bump the change generation and announce it on `channel` (caller's transaction),
+        with `payload`, or the new generation when it is None."""
         row = conn.execute(
             "UPDATE change_generation SET value = value + 1 WHERE id = 1 RETURNING value"
         ).fetchone()
-        self._notify(conn, channel, str(row[0]))
+        self._notify(conn, channel, str(row[0]) if payload is None else payload)
 
     def change_generation(self) -> int:
-        """Bumped by every write that changes answers (allocations, health, policy, zones)."""
+        """Bumped by every write that changes answers (allocations, health, policy, zones,
+        shared config files)."""
         return int(self._read("SELECT value FROM change_generation WHERE id = 1")[0][0])
 
     def notify_change(self, channel: str, payload: str = "") -> None:

@@ -243,7 +243,19 @@ CREATE TABLE changes (
 """Fleet mode: ids of applied demand batches (idempotent retries), the change generation,
 and the short log of change notifications that SQLite listeners poll."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = """
+CREATE TABLE config_files (
+    origin TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('zone', 'policy')),
+    text TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (origin, kind)
+);
+"""
+"""Zone master files and policy files shared by the nodes of a fleet, in full (a rowid
+table: the text can be large)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

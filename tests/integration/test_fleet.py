@@ -1,0 +1,164 @@
+"""Fleet mode: two `shadowdns serve` nodes on different loopback ports sharing one PostgreSQL.
+
+PostgreSQL is started by the tests from Debian's binaries (tests/pg.py). The nodes keep
+their own zones directories; the store carries the files, allocations and health between
+them, elects one control-plane leader, and going away must not stop either node answering.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.pg import PostgresServer, find_bin_dir
+from tests.serverproc import ServerProcess
+
+GEO = Path(__file__).resolve().parent.parent / "data" / "zones" / "geo"
+
+
+@pytest.fixture
+def pg() -> Iterator[PostgresServer]:
+    pytest.importorskip("psycopg", reason="psycopg is not installed (extra: postgres)")
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL binaries not found (apt-get install postgresql)")
+    server = PostgresServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def node(tmp: Path, name: str, url: str, *extra: str) -> ServerProcess:
+    zones = tmp / name
+    shutil.copytree(GEO, zones)
+    return ServerProcess(["serve", "--zones", str(zones), "--listen", "127.0.0.1:0",
+                          "--store", url, "--node-id", name, *extra]).start()
+
+
+def answer(server: ServerProcess, name: str, rdtype: str = "A") -> list[str]:
+    reply = dns.query.udp(dns.message.make_query(name, rdtype), server.host,
+                          port=server.port, timeout=2)
+    assert reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+    return sorted(r.to_text() for rr in reply.answer for r in rr)
+
+
+def wait_answer(server: ServerProcess, name: str, expect: list[str],
+                seconds: float) -> float:
+    start = time.monotonic()
+    got: list[str] = []
+    while time.monotonic() - start < seconds:
+        got = answer(server, name)
+        if got == expect:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{name}: {got}, expected {expect} within {seconds}s")
+
+
+def api_port(server: ServerProcess) -> int:
+    line = server.wait_log(r"api listening on http://127\.0\.0\.1:\d+")
+    match = re.search(r":(\d+)\s*$", line.strip())
+    assert match is not None
+    return int(match.group(1))
+
+
+def token(url: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "shadowdns", "token", "create", "--role",
+                          "operator", "--name", "fleet-test", "--state", url],
+                         capture_output=True, text=True, check=True).stdout
+    match = re.search(r"(sdns_\S+)", out)
+    assert match is not None, out
+    return match.group(1)
+
+
+def test_change_through_one_node_is_answered_by_the_other(pg: PostgresServer,
+                                                          tmp_path: Path) -> None:
+    """A record added through node A's API is answered by node B within a second, and a
+    shadow allocated on the shared store moves both nodes' answers."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url, "--api", "127.0.0.1:0")
+    b = node(tmp_path, "node-b", url)
+    try:
+        secret = token(url)
+        body = json.dumps({"name": "fleet", "type": "A", "ttl": 60,
+                           "rdata": ["192.0.2.77"]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port(a)}/api/v1/zones/geo.test./rrsets", data=body,
+            method="POST", headers={"Authorization": f"Bearer {secret}",
+                                    "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status in (200, 201)
+        took = wait_answer(b, "fleet.geo.test.", ["192.0.2.77"], 3.0)
+        assert took < 1.5, f"node B took {took:.2f}s"
+        assert answer(a, "fleet.geo.test.") == ["192.0.2.77"]
+        subprocess.run([sys.executable, "-m", "shadowdns", "shadow", "add", "app.geo.test.",
+                        "s-br", "--region", "eu", "--state", url], check=True,
+                       capture_output=True)
+        for server in (a, b):
+            wait_answer(server, "app.geo.test.", ["203.0.113.40"], 3.0)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_killing_the_leader_moves_the_control_plane(pg: PostgresServer,
+                                                    tmp_path: Path) -> None:
+    """Exactly one node leads; when it dies the other takes the lock."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url)
+    a.wait_log(r"node node-a now leads the control plane")
+    b = node(tmp_path, "node-b", url)
+    try:
+        time.sleep(3)
+        assert not any("node-b now leads" in line for line in b.log)
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(10)
+        b.wait_log(r"node node-b now leads the control plane", timeout=15)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_nodes_keep_answering_without_the_database(pg: PostgresServer,
+                                                   tmp_path: Path) -> None:
+    """With PostgreSQL stopped both nodes still answer from their last good table, node A
+    reports not ready with the reason, and both notice when it comes back."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url, "--api", "127.0.0.1:0")
+    b = node(tmp_path, "node-b", url)
+    try:
+        port = api_port(a)
+        pg._run("pg_ctl", "-D", str(pg.data), "-m", "fast", "-w", "stop")
+        for server in (a, b):
+            assert answer(server, "www.geo.test.") == ["192.0.2.80"]
+            assert answer(server, "app.geo.test.") in (["192.0.2.10"], ["198.51.100.10"])
+        a.wait_log(r"store unreachable", timeout=15)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+            ready_status = 200
+        except urllib.error.HTTPError as exc:
+            ready_status = exc.code
+            reason = exc.read().decode()
+        assert ready_status == 503
+        assert "store" in reason
+        pg._run("pg_ctl", "-D", str(pg.data), "-l", str(pg.root / "server.log"), "-w",
+                "-o", f"-c listen_addresses=127.0.0.1 -p {pg.port} -k {pg.root}", "start")
+        a.wait_log(r"store reachable again", timeout=20)
+        assert answer(b, "www.geo.test.") == ["192.0.2.80"]
+    finally:
+        a.stop()
+        b.stop()
