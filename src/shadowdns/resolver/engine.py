@@ -35,6 +35,7 @@ from shadowdns.resolver.render import (
     SHAPE_DO,
     SHAPE_EDNS,
     SHAPE_NSID,
+    SHAPE_RD,
     Identity,
     Template,
 )
@@ -101,10 +102,13 @@ class AnswerTable:
     One dict per shape avoids building a tuple key per packet.
     """
 
-    __slots__ = ("size", "tables")
+    __slots__ = ("base", "size", "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
+        # Per question: the answer rendered once, without EDNS and RD, that every shape's
+        # template is derived from.
+        self.base: dict[bytes, Template | Regional] = {}
         self.size = 0
 
 
@@ -300,7 +304,41 @@ class QueryEngine:
     def _compile(
         self, key: bytes, shape: int, data: bytes, name_end: int, qend: int
     ) -> Template | Regional | None:
-        """Resolve a question on a table miss and remember its template."""
+        """Resolve a question on a table miss and remember its template.
+
+        The question is resolved and rendered once, without EDNS and RD (the *base*); the
+        template of every other shape is derived from it by setting RD, counting the OPT
+        and appending the shape's OPT bytes — nothing else in an answer depends on them.
+        """
+        table = self.table
+        base = table.base.get(key)
+        if base is None:
+            base = self._compile_base(data, name_end, qend)
+            if base is None:
+                return None
+            if table.size < MAX_CACHED:
+                table.base[key] = base
+        entry: Template | Regional
+        if base.__class__ is Regional:
+            regional: Regional = base
+            entry = Regional(regional.ctx, [self._derive(v, shape) for v in regional.variants],
+                             regional.slots, regional.uniform)
+        else:
+            entry = self._derive(base, shape)  # type: ignore[arg-type]
+        if table.size < MAX_CACHED:
+            table.tables[shape][key] = entry
+            table.size += 1
+        return entry
+
+    def _derive(self, base: Template, shape: int) -> Template:
+        flags = base.hdr[0] | (1 if shape & SHAPE_RD else 0)
+        if not shape & SHAPE_EDNS:
+            return Template(bytes([flags]) + base.hdr[1:], base.body, base.body, base.stat)
+        arcount = (base.hdr[8] << 8 | base.hdr[9]) + 1
+        hdr = bytes([flags]) + base.hdr[1:8] + arcount.to_bytes(2, "big")
+        return Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
+
+    def _compile_base(self, data: bytes, name_end: int, qend: int) -> Template | Regional | None:
         try:
             qname = dns.name.from_wire(data, 12)[0]
         except dns.exception.DNSException:
@@ -312,20 +350,11 @@ class QueryEngine:
         result = resolve(snap.zones, qname, qtype)
         if result.rcode == dns.rcode.REFUSED:
             return None  # do not let random out-of-zone names fill the table
-        entry: Template | Regional | None
         dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
         if dynamic is not None and qtype in _ADDRESS and not result.referral:
-            entry = self._compile_regional(result, dynamic[0], dynamic[1], qname, qtype,
-                                           shape, qend - 12)
-        else:
-            entry = self._template(result, qname, qtype, shape, qend - 12)
-        if entry is None:
-            return None
-        table = self.table
-        if table.size < MAX_CACHED:
-            table.tables[shape][key] = entry
-            table.size += 1
-        return entry
+            return self._compile_regional(result, dynamic[0], dynamic[1], qname, qtype,
+                                          qend - 12)
+        return self._template(result, qname, qtype, 0, qend - 12)
 
     def _template(self, result: Result, qname: dns.name.Name, qtype: int, shape: int,
                   question_len: int, kind: str = "static", region: str = "-"
@@ -340,22 +369,26 @@ class QueryEngine:
         return Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
 
     def _compile_regional(self, static: Result, di: DI, ctx: GeoContext, qname: dns.name.Name,
-                          qtype: int, shape: int, question_len: int) -> Regional | None:
+                          qtype: int, question_len: int) -> Regional | None:
         family = 4 if qtype == _A else 6
         di_text = di.name.to_text()
         variants: list[Template] = []
         slots: list[int] = []
+        rendered: dict[tuple[str, ...], Template] = {}  # regions often share an answer
         for ridx, region in enumerate(ctx.regions):
             decision = ctx.decision(di, ridx)
-            result = _with_addresses(static, di, qtype, decision.addresses(family))
-            tpl = self._template(result, qname, qtype, shape, question_len, decision.kind,
-                                 region)
-            if tpl is None:
-                return None
-            variants.append(tpl)
+            addresses = tuple(decision.addresses(family))
+            same = rendered.get(addresses)
+            if same is None:
+                result = _with_addresses(static, di, qtype, list(addresses))
+                same = self._template(result, qname, qtype, 0, question_len)
+                if same is None:
+                    return None
+                rendered[addresses] = same
+            stat = self.stat_slot(qtype, static.rcode, decision.kind, region)
+            variants.append(Template(same.hdr, same.body, same.body_noopt, stat))
             slots.append(self.counters.slot(di_text, region, decision.kind))
-        first = variants[0]
-        uniform = all(v.hdr == first.hdr and v.body == first.body for v in variants)
+        uniform = len(rendered) == 1
         return Regional(ctx, variants, slots, uniform)
 
     # -- the slow path ---------------------------------------------------------------------

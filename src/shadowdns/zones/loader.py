@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dns.exception
 import dns.name
+import dns.node
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
@@ -43,9 +44,22 @@ class _LineTrackingTxn(dns.zonefile.RRsetsReaderTransaction):
 
     line_of: Callable[[], int]
     records: list[_Record]
+    # dnspython's version scans every rdataset for each record added (the CNAME check asks
+    # for the node): quadratic in the zone size. Index by name instead.
+    by_name: dict[dns.name.Name, dict[tuple[int, int], dns.rdataset.Rdataset]]
+
+    def _get_node(self, name: dns.name.Name) -> dns.node.Node | None:
+        found = self.by_name.get(name)
+        if not found:
+            return None
+        node = dns.node.Node()  # type: ignore[no-untyped-call]
+        node.rdatasets = list(found.values())
+        return node
 
     def _put_rdataset(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
         super()._put_rdataset(name, rdataset)  # type: ignore[no-untyped-call]
+        self.by_name.setdefault(name, {})[(int(rdataset.rdtype), int(rdataset.covers))] = \
+            self.rdatasets[(name, rdataset.rdtype, rdataset.covers)]
         rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
         rrset.update(rdataset)  # type: ignore[no-untyped-call]
         self.records.append(_Record(rrset, self.line_of()))
@@ -55,6 +69,7 @@ class _LineTrackingManager(dns.zonefile.RRSetsReaderManager):
     def writer(self, replacement: bool = False) -> _LineTrackingTxn:
         txn = _LineTrackingTxn(self, True, False)  # type: ignore[no-untyped-call]
         txn.records = []
+        txn.by_name = {}
         return txn
 
 

@@ -1,0 +1,175 @@
+"""Run a DNS server under test: start it pinned, wait for its first answer, watch, stop.
+
+A server is started in its own session (so it and any processes it forks can be stopped
+together) under `taskset`, with its output in a log file in its work directory. Its load time
+is the time from the start to the first correct-looking answer; RSS and CPU time are summed
+over the process and its descendants, read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ServerProcess", "dns_query"]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _encode_name(name: str) -> bytes:
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def dns_query(port: int, qname: str, qtype: int = 1, timeout: float = 0.5,
+              host: str = "127.0.0.1") -> tuple[int, int] | None:
+    """Send one query; return (rcode, answer count) or None on timeout or refusal."""
+    qid = int.from_bytes(os.urandom(2), "big")
+    packet = struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + _encode_name(qname)
+    packet += struct.pack("!HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(packet, (host, port))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data = sock.recv(65535)
+                if len(data) >= 12 and int.from_bytes(data[:2], "big") == qid:
+                    flags, _, ancount = struct.unpack("!HHH", data[2:8])
+                    return flags & 0xF, ancount
+        except OSError:
+            return None
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+@dataclass
+class ServerProcess:
+    """One server under test, started from `argv` pinned to `cpus`."""
+
+    name: str
+    argv: list[str]
+    port: int
+    cpus: str
+    workdir: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    load_seconds: float | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / f"{self.name}.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        env = {**os.environ, **(self.env or {})}
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", self.cpus, *self.argv],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.workdir, env=env, start_new_session=True,
+        )
+        log.close()
+
+    def wait_ready(self, qname: str, timeout: float) -> bool:
+        """Poll until `qname` A gets an answer with records; record the load time."""
+        assert self.proc is not None
+        deadline = self.started_at + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            reply = dns_query(self.port, qname, timeout=0.2)
+            if reply is not None and reply[0] == 0 and reply[1] > 0:
+                self.load_seconds = time.monotonic() - self.started_at
+                return True
+            time.sleep(0.05)
+        return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self) -> list[int]:
+        if not self.alive():
+            return []
+        assert self.proc is not None
+        todo, seen = [self.proc.pid], []
+        while todo:
+            pid = todo.pop()
+            seen.append(pid)
+            todo += _children(pid)
+        # `taskset` execs the server, so the tree starts at the server itself.
+        return seen
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * _PAGE
+            except OSError:
+                pass
+        return total
+
+    def peak_rss_bytes(self) -> int:
+        """The sum of each process's high-water RSS (VmHWM), loading included."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError):
+                pass
+        return total / _CLK_TCK
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pgid = self.proc.pid  # its own session: the group holds only what it forked
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
