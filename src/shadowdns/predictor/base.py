@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,50 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUANTILE = 0.9
 """The upper quantile forecasts carry: the allocator provisions for P90 demand."""
+
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """How far ahead to forecast: a number of steps (``12``) or a duration (``1h``, ``30m``).
+
+    A duration becomes steps per series (at least one), so one backtest can span traces on
+    different steps at the same lead time.
+    """
+
+    steps: int | None = None
+    seconds: int | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Horizon:
+        text = text.strip().lower()
+        if text.isdigit():
+            value = cls(steps=int(text), text=text)
+        else:
+            number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+            unit = text[len(number) :]
+            try:
+                seconds = round(float(number) * _UNITS[unit])
+            except (KeyError, ValueError):
+                reason = f"horizon {text!r}: expected steps (12) or a duration (1h, 30m)"
+                raise ValueError(reason) from None
+            value = cls(seconds=seconds, text=text)
+        if (value.steps or value.seconds or 0) < 1:
+            raise ValueError(f"horizon {text!r} must be positive")
+        return value
+
+    def steps_for(self, step: int) -> int:
+        """The horizon in steps of ``step`` seconds."""
+        if self.steps is not None:
+            return self.steps
+        return max(1, (self.seconds or 0) // step)
+
+    def to_json(self) -> int | str:
+        """Steps as a number, a duration as it was written."""
+        return self.steps if self.steps is not None else self.text or f"{self.seconds}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +100,15 @@ class FitSpec:
 
 @dataclass(eq=False)
 class Fitted:
-    """One series' fitted model: which model it really is, and its state."""
+    """One series' fitted model: which model it really is, and its state.
+
+    ``scores`` holds the validation MASE of every candidate when the model was chosen by
+    `selection.Auto` (empty otherwise), so the choice and its error can be stored and shown.
+    """
 
     model: str
     kernel: Kernel
+    scores: dict[str, float] = field(default_factory=dict)
 
     def update(self, values: FloatArray) -> None:
         """Advance the state over newly observed values (oldest first; NaN = missing)."""
@@ -75,10 +124,22 @@ class Fitted:
 class Forecaster(Protocol):
     """Fits one series; ``name`` is what `--model` and the store call it."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
         """Fit on ``values`` (oldest first, no NaN) and return the state after the last one."""
+
+
+class GlobalForecaster(Forecaster, Protocol):
+    """A forecaster with one model shared by many series (the LSTM), trained on all of them.
+
+    `fit` then only conditions the shared model on one series; without `train` it trains on
+    that series alone.
+    """
+
+    def train(self, histories: Sequence[tuple[FloatArray, FitSpec]]) -> None:
+        """Train the shared model on many series' histories."""
 
 
 def calibration_steps(n: int, spec: FitSpec) -> int:

@@ -25,11 +25,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from shadowdns.errors import ConfigError, Problem
+from shadowdns.predictor.state import FloatArray
 
-FloatArray = npt.NDArray[np.float64]
+__all__ = [
+    "SECONDS_PER_DAY",
+    "FloatArray",
+    "Series",
+    "fill_gaps",
+    "infer_step",
+    "parse_timestamp",
+    "parse_value",
+    "read_csv",
+    "read_input",
+    "regularise",
+]
 
 SECONDS_PER_DAY = 86_400
 
@@ -122,7 +133,7 @@ def regularise(
     grid = np.full(n, np.nan)
     grid[counts > 0] = sums[counts > 0] / counts[counts > 0]
     grid[~seen] = missing
-    return Series(key, fill_gaps(grid), step, int(round(first / step)))
+    return Series(key, fill_gaps(grid), step, round(first / step))
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -134,12 +145,19 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows[1:]
 
 
+def _stamp(path: Path, line: int, text: str) -> float:
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise ConfigError([Problem(str(path), line, f"bad timestamp {text!r}")]) from None
+
+
 def read_csv(path: str | Path, step: int | None = None) -> list[Series]:
     """Read one CSV file of either accepted shape into series (see the module docstring)."""
     path = Path(path)
     header, rows = _read_rows(path)
     if header[:2] == ["timestamp", "value"]:
-        ts = np.array([parse_timestamp(r[0]) for r in rows], dtype=np.float64)
+        ts = np.array([_stamp(path, i, r[0]) for i, r in enumerate(rows, 2)], dtype=np.float64)
         vs = np.array([parse_value(r[1]) if len(r) > 1 else math.nan for r in rows])
         return [regularise(path.stem, ts, vs, step or infer_step(ts))]
     needed = ("timestamp", "di", "region", "queries")
@@ -150,7 +168,7 @@ def read_csv(path: str | Path, step: int | None = None) -> list[Series]:
         for line, row in enumerate(rows, start=2):
             if len(row) < len(header):
                 raise ConfigError([Problem(str(path), line, "too few columns")])
-            stamp = parse_timestamp(row[cols[0]])
+            stamp = _stamp(path, line, row[cols[0]])
             key = f"{row[cols[1]].strip()}|{row[cols[2]].strip()}"
             grouped[key][0].append(stamp)
             grouped[key][1].append(parse_value(row[cols[3]]))

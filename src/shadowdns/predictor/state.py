@@ -43,7 +43,7 @@ class Kernel(Protocol):
         """Point forecast and upper quantile for the next ``horizon`` steps, ``(n, horizon)``."""
 
 
-def _band(point: FloatArray, offset: FloatArray) -> tuple[FloatArray, FloatArray]:
+def band(point: FloatArray, offset: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Add the per-step quantile offsets (the last one repeats past its end); clip at zero."""
     horizon = point.shape[1]
     idx = np.minimum(np.arange(horizon), offset.shape[1] - 1)
@@ -99,7 +99,7 @@ class EtsKernel:
         damp = np.cumsum(self.phi[:, None] ** steps[None, :], axis=1)
         slots = (self.t + steps - 1) % m
         point = self.level[:, None] + damp * self.trend[:, None] + self.season[:, slots]
-        return _band(point, self.offset)
+        return band(point, self.offset)
 
 
 @dataclass(eq=False)
@@ -127,7 +127,7 @@ class SeasonalNaiveKernel:
     def forecast(self, horizon: int) -> tuple[FloatArray, FloatArray]:
         m = self.history.shape[1]
         slots = (self.t + np.arange(horizon)) % m
-        return _band(self.history[:, slots], self.offset)
+        return band(self.history[:, slots], self.offset)
 
 
 def fourier_features(t: npt.NDArray[np.int64], period: int, harmonics: int) -> FloatArray:
@@ -212,7 +212,7 @@ class ArmaFourierKernel:
                 u_lags = np.concatenate([u_hat[:, None], u_lags[:, :-1]], axis=1)
             u_future[:, h] = u_hat
         point = self._mean(self.t + np.arange(horizon)) + u_future
-        return _band(point, self.offset)
+        return band(point, self.offset)
 
 
 def rolling_forecasts(
@@ -225,6 +225,10 @@ def rolling_forecasts(
     This is the "models updating on the data seen so far" loop of a rolling-origin backtest;
     afterwards the kernel has seen all of ``future``.
     """
+    batched = getattr(kernel, "rolling", None)
+    if batched is not None:  # a kernel that can do all origins at once (the LSTM)
+        result: tuple[FloatArray, FloatArray] = batched(future, horizon)
+        return result
     n, steps = future.shape
     origins = max(steps - horizon + 1, 0)
     points = np.zeros((n, origins, horizon))

@@ -1,0 +1,329 @@
+"""A global LSTM forecaster: one network trained across many series (PyTorch, CPU).
+
+Optional: needs the extra ``shadowdns[lstm]``; torch is imported only when this model is
+trained or run, so the default install forecasts without it.
+
+Each series is normalised by its own scale (the mean of its history, plus one), so one
+network serves large and small series alike. The input at an origin ``t`` is the last
+``window`` steps of ``[y_t, y_{t-m}, sin, cos of the time of day]`` (``m`` = the season),
+read by an LSTM; its last hidden state, with the values of one season before each target
+step, goes through a small head that predicts the horizon as a change from the last value.
+Trained with the L1 loss (the forecast is a median, what MASE rewards). The band comes from
+the calibration every forecaster shares (`base.warm_up`).
+
+The trained network is saved to and loaded from disk (`save`, `load`), and retrained on a
+schedule by the refresher.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shadowdns.predictor.base import FitSpec, Fitted, warm_up
+from shadowdns.predictor.baseline import baseline, recent_level
+from shadowdns.predictor.series import FloatArray
+
+log = logging.getLogger(__name__)
+
+
+NETWORK_BATCH = 8192
+"""Origins run through the network at once when forecasting (bounds memory, not results)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LstmConfig:
+    """Shape and training budget of the network."""
+
+    window: int = 36
+    hidden: int = 32
+    horizon: int = 12
+    season: int = 288
+    epochs: int = 8
+    batch: int = 256
+    learning_rate: float = 3e-3
+    max_samples: int = 60_000
+    max_seconds: float = 120.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def series_scale(values: FloatArray) -> float:
+    """What a series is divided by: the mean of its absolute values, plus one."""
+    return float(np.mean(np.abs(values))) + 1.0 if len(values) else 1.0
+
+
+def _time_features(t: np.ndarray[Any, Any], season: int) -> FloatArray:
+    angle = 2.0 * np.pi * (t % season) / season
+    return np.stack([np.sin(angle), np.cos(angle)], axis=-1)
+
+
+def _inputs(
+    z: FloatArray, ends: np.ndarray[Any, Any], t_end: np.ndarray[Any, Any], cfg: LstmConfig
+) -> tuple[FloatArray, FloatArray]:
+    """Network inputs for origins whose last seen value is ``z[..., ends]``.
+
+    ``z`` is ``(n, T)`` (one row per origin, or one per series with ``ends`` per row);
+    ``t_end`` the absolute step of that last value. Returns the sequence
+    ``(n, window, 4)`` and the head's extra input ``(n, horizon)``.
+    """
+    w, m, h = cfg.window, cfg.season, cfg.horizon
+    rows = np.arange(z.shape[0])[:, None]
+    back = np.arange(-w + 1, 1)[None, :]
+    idx = ends[:, None] + back
+    now = z[rows, idx]
+    before = z[rows, idx - m]
+    tod = _time_features(t_end[:, None] + back, m)
+    seq = np.concatenate([now[..., None], before[..., None], tod], axis=-1)
+    ahead = z[rows, ends[:, None] + np.arange(1, h + 1)[None, :] - m]
+    return seq.astype(np.float32), ahead.astype(np.float32)
+
+
+def _build_network(cfg: LstmConfig) -> Any:
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, cfg.hidden, batch_first=True)
+            self.head = nn.Sequential(
+                nn.Linear(cfg.hidden + 2 * cfg.horizon, 64),
+                nn.ReLU(),
+                nn.Linear(64, cfg.horizon),
+            )
+
+        def forward(self, seq: Any, ahead: Any) -> Any:
+            _, (hidden, _) = self.lstm(seq)
+            last = seq[:, -1, 0:1]
+            feats = torch.cat([hidden[-1], ahead, ahead - last], dim=1)
+            return last + self.head(feats)
+
+    torch.manual_seed(cfg.seed)
+    return Net()
+
+
+@dataclass(eq=False)
+class LstmKernel:
+    """State of many series for the shared network: the last ``window + season`` values."""
+
+    history: FloatArray  # (n, window + season), ring buffer indexed by t % width
+    scale: FloatArray  # (n,)
+    offset: FloatArray
+    t: int
+    net: Any = field(repr=False)
+    config: LstmConfig = field(default_factory=LstmConfig)
+
+    @property
+    def n_series(self) -> int:
+        return int(self.history.shape[0])
+
+    def update(self, y: FloatArray) -> None:
+        slot = self.t % self.history.shape[1]
+        z = np.asarray(y, dtype=np.float64) / self.scale
+        missing = ~np.isfinite(z)
+        if missing.any():
+            z = np.where(missing, self.history[:, (self.t - 1) % self.history.shape[1]], z)
+        self.history[:, slot] = z
+        self.t += 1
+
+    def _ordered(self) -> FloatArray:
+        width = self.history.shape[1]
+        order = (self.t + np.arange(width)) % width  # oldest first
+        out: FloatArray = self.history[:, order]
+        return out
+
+    def _run(
+        self, z: FloatArray, ends: np.ndarray[Any, Any], t_end: np.ndarray[Any, Any]
+    ) -> FloatArray:
+        """Network output (normalised) for origins ending at ``z[row, ends]``, in batches."""
+        import torch
+
+        cfg = self.config
+        # The seasonal context reaches past the newest value when horizon > season: pad.
+        padded = np.hstack([z, np.zeros((z.shape[0], cfg.horizon))])
+        out = np.empty((len(ends), cfg.horizon))
+        for lo in range(0, len(ends), NETWORK_BATCH):
+            part = slice(lo, lo + NETWORK_BATCH)
+            seq, ahead = _inputs(padded[part], ends[part], t_end[part], cfg)
+            with torch.no_grad():
+                out[part] = self.net(torch.from_numpy(seq), torch.from_numpy(ahead)).numpy()
+        return out
+
+    def _extend(
+        self, point: FloatArray, z: FloatArray, ends: np.ndarray[Any, Any], horizon: int
+    ) -> FloatArray:
+        """Cut or extend the network's horizon; past it, the seasonal naive value."""
+        cfg = self.config
+        if horizon <= cfg.horizon:
+            return point[:, :horizon]
+        extra = np.arange(cfg.horizon, horizon)
+        cols = ends[:, None] + 1 - cfg.season + extra[None, :] % cfg.season
+        return np.hstack([point, z[np.arange(len(ends))[:, None], cols]])
+
+    def forecast(self, horizon: int) -> tuple[FloatArray, FloatArray]:
+        from shadowdns.predictor.state import band
+
+        z = self._ordered()
+        n, width = z.shape
+        ends = np.full(n, width - 1)
+        point = self._extend(self._run(z, ends, np.full(n, self.t - 1)), z, ends, horizon)
+        return band(point * self.scale[:, None], self.offset)
+
+    def rolling(self, future: FloatArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+        """`state.rolling_forecasts` in one batched pass of the network (same result)."""
+        from shadowdns.predictor.state import band
+
+        n, steps = future.shape
+        width = self.history.shape[1]
+        origins = max(steps - horizon + 1, 0)
+        z = np.hstack([self._ordered(), future / self.scale[:, None]])
+        for j in range(width, z.shape[1]):  # a gap repeats the value before, as in update
+            z[:, j] = np.where(np.isfinite(z[:, j]), z[:, j], z[:, j - 1])
+        points = np.zeros((n, origins, horizon))
+        uppers = np.zeros((n, origins, horizon))
+        if origins:
+            ends = width - 1 + np.arange(origins)
+            for i in range(n):
+                z_i = np.broadcast_to(z[i], (origins, z.shape[1]))
+                point = self._extend(
+                    self._run(z_i, ends, self.t - 1 + np.arange(origins)), z_i, ends, horizon
+                )
+                offset = np.repeat(self.offset[i : i + 1], origins, axis=0)
+                points[i], uppers[i] = band(point * self.scale[i], offset)
+        tail = z[:, -width:]
+        order = (self.t + steps + np.arange(width)) % width
+        self.history[:, order] = tail
+        self.t += steps
+        return points, uppers
+
+
+class Lstm:
+    """The global LSTM forecaster; `train` on many series, then `fit` conditions on one.
+
+    One network is kept per (season, horizon): series on different steps do not share one.
+    """
+
+    name = "lstm"
+
+    def __init__(self, config: LstmConfig | None = None) -> None:
+        self.config = config or LstmConfig()
+        self.nets: dict[tuple[int, int], Any] = {}
+
+    def _config_for(self, season: int, horizon: int) -> LstmConfig:
+        return LstmConfig(**{**self.config.to_dict(), "season": season, "horizon": horizon})
+
+    def train(self, histories: Sequence[tuple[FloatArray, FitSpec]]) -> None:
+        """Train one network per (season, horizon) on windows from every usable history."""
+        groups: dict[tuple[int, int], list[tuple[FloatArray, FitSpec]]] = {}
+        for values, spec in histories:
+            groups.setdefault((spec.season, spec.horizon), []).append((values, spec))
+        for (season, horizon), group in groups.items():
+            net = _train_network(group, self._config_for(season, horizon))
+            if net is not None:
+                self.nets[(season, horizon)] = net
+
+    def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
+        """Condition the shared network on one series (training on it alone if untrained)."""
+        key = (spec.season, spec.horizon)
+        if key not in self.nets:
+            self.train([(values, spec)])
+        cfg = self._config_for(spec.season, spec.horizon)
+        if key not in self.nets or len(values) < cfg.window + spec.season:
+            return baseline(values, spec)
+        scale = series_scale(values)
+        width = cfg.window + cfg.season
+        history = np.full((1, width), recent_level(values, spec.horizon) / scale)
+        kernel = LstmKernel(
+            history=history,
+            scale=np.array([scale]),
+            offset=np.zeros((1, 1)),
+            t=spec.start,
+            net=self.nets[key],
+            config=cfg,
+        )
+        return Fitted(self.name, warm_up(kernel, values, spec))
+
+    def save(self, path: str | Path) -> None:
+        """Write the trained networks and the configuration to ``path``."""
+        import torch
+
+        if not self.nets:
+            raise ValueError("the LSTM has not been trained")
+        nets = [[season, horizon, net.state_dict()] for (season, horizon), net in self.nets.items()]
+        torch.save({"config": self.config.to_dict(), "nets": nets}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Lstm:
+        """A forecaster with the networks saved at ``path``."""
+        import torch
+
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = cls(LstmConfig(**saved["config"]))
+        for season, horizon, state in saved["nets"]:
+            net = _build_network(model._config_for(int(season), int(horizon)))
+            net.load_state_dict(state)
+            net.eval()
+            model.nets[(int(season), int(horizon))] = net
+        return model
+
+
+def _train_network(histories: Sequence[tuple[FloatArray, FitSpec]], cfg: LstmConfig) -> Any:
+    """A network trained on windows of ``histories`` (all of ``cfg``'s season), or None."""
+    import torch
+
+    first = cfg.season + cfg.window
+    usable = [(v, s) for v, s in histories if len(v) >= first + cfg.horizon + 1 and np.ptp(v) > 0]
+    if not usable:
+        return None
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    per_series = max(1, cfg.max_samples // len(usable))
+    rng = np.random.default_rng(cfg.seed)
+    seqs: list[FloatArray] = []
+    aheads: list[FloatArray] = []
+    targets: list[FloatArray] = []
+    for values, spec in usable:
+        z = values / series_scale(values)
+        ends = np.arange(first - 1, len(z) - cfg.horizon)
+        if len(ends) > per_series:
+            ends = np.sort(rng.choice(ends, per_series, replace=False))
+        rows = np.broadcast_to(z, (len(ends), len(z)))
+        seq, ahead = _inputs(rows, ends, spec.start + ends, cfg)
+        seqs.append(seq)
+        aheads.append(ahead)
+        targets.append(z[ends[:, None] + np.arange(1, cfg.horizon + 1)[None, :]].astype(np.float32))
+    x_seq = torch.from_numpy(np.concatenate(seqs))
+    x_ahead = torch.from_numpy(np.concatenate(aheads))
+    y = torch.from_numpy(np.concatenate(targets))
+    net = _build_network(cfg)
+    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(y) / cfg.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=cfg.learning_rate, total_steps=cfg.epochs * steps_per_epoch
+    )
+    began = time.monotonic()
+    net.train()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for i in range(0, len(y), cfg.batch):
+            batch = order[i : i + cfg.batch]
+            optimiser.zero_grad()
+            loss: Any = torch.nn.functional.l1_loss(net(x_seq[batch], x_ahead[batch]), y[batch])
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        if time.monotonic() - began > cfg.max_seconds:
+            log.info("LSTM training stopped at its time budget after %d epochs", epoch + 1)
+            break
+    net.eval()
+    return net
