@@ -4,7 +4,8 @@
 
 Runs `shadowdns simulate --trace T --policy P --lead-time 15m --bucket 5m --threshold p75
 --json` for each trace file and policy (one process each; results are cached as JSON in
-`--out`, so an interrupted run resumes) and prints a Markdown table. Each single-series
+`--out`, default $TMPDIR/shadowdns-simulate, so an interrupted run resumes) and prints a
+Markdown table. Each single-series
 trace is spread over four regions by `shadowdns.allocator.simulate.multi_region` (local
 time of day per region, different days of the source per region, user shares 35/30/20/15%).
 The predictive runs fit real models (auto: seasonal naive, weekly naive, ETS, SARIMAX) and
@@ -17,6 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 POLICIES = ("none", "reactive", "predictive", "oracle", "always")
@@ -39,7 +41,8 @@ def run(trace: Path, policy: str, out: Path, extra: list[str]) -> dict[str, obje
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/traffic"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/simulate"))
+    parser.add_argument("--out", type=Path,
+                        default=Path(tempfile.gettempdir()) / "shadowdns-simulate")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES))
     parser.add_argument("extra", nargs="*", help="more simulate flags after --")
     args = parser.parse_args()

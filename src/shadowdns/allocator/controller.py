@@ -1,0 +1,524 @@
+"""The control loop: read demand, refresh forecasts, plan, write a generation, move states.
+
+Every `window` (and at once after a health change or a forecast miss streak) the
+controller
+
+1. reads the demand buckets completed since its last read and feeds them to the
+   `DemandBook` (which flags misses and top-ups),
+2. starts the fits that are due in a worker process pool (never on the event loop),
+3. asks the book for each (DI, region)'s planned demand over [now + lead, now + lead +
+   window] and calls the planner (in a worker thread),
+4. in `active` mode writes the plan as a new generation — new shadows `warming` with the
+   reason of each, released ones `draining` until TTL + grace — records the generation with
+   its diff and the answers it changes (audit log, action `allocator.generation`), fires
+   the warm-up hooks, asks the health monitor to probe the new shadows now, and recompiles
+   answers; in `preview` mode it records the same (action `allocator.preview`) and changes
+   nothing.
+
+Every `tick` (1 s) it moves states: `warming` → `ready` once the resource's check passed
+`rise` times since allocation (after `warmup` when it has no check), `draining` →
+`released` when its time is up (then the drain hook). The simulator drives the same class
+on a simulated clock, calling `run_window` and `tick` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
+from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.planner import DemandView, DIView, Plan, di_views, plan
+from shadowdns.allocator.settings import AllocatorSettings
+from shadowdns.clock import Clock
+from shadowdns.health.monitor import sleep_or_wake
+from shadowdns.predictor.base import Fitted
+from shadowdns.resolver.routing import Shadow, decide
+from shadowdns.store.base import (
+    Allocation,
+    AllocationState,
+    AuditEntry,
+    Forecast,
+    ForecastPoint,
+    NewAllocation,
+    Resolution,
+    Store,
+)
+from shadowdns.zones.policy import Policy
+
+log = logging.getLogger(__name__)
+
+IO = Callable[..., Awaitable[Any]]
+MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
+
+
+class Readiness(Protocol):
+    """What the controller asks the health monitor."""
+
+    def has_check(self, rid: str) -> bool: ...
+    def ready_since(self, rid: str, ts: float) -> bool: ...
+    def probe_now(self, rid: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One state change of one allocation, at the time it took effect."""
+
+    allocation: int
+    di: str
+    resource: str
+    region: str
+    state: AllocationState
+    ts: float
+
+
+async def _direct(fn: Callable[..., Any], *args: object) -> Any:
+    return fn(*args)
+
+
+class Controller:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        policies: Callable[[], Iterable[Policy]],
+        settings: AllocatorSettings,
+        clock: Clock,
+        io: IO | None = None,
+        refresh: Callable[[], Awaitable[object]] | None = None,
+        health: Readiness | None = None,
+        hooks: HookRunner | None = None,
+        fit_executor: Executor | None = None,
+        solve_in_thread: bool = True,
+        wait_for_fits: bool = False,
+        settle: float = 12.0,
+        journal_size: int | None = 1000,
+        write_forecasts: bool = True,
+        source: Literal["model", "observed", "oracle"] = "model",
+        oracle: Callable[[tuple[str, str], float, float], float] | None = None,
+        leader: Callable[[], bool] | None = None,
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.settings = settings
+        self.clock = clock
+        self.io: IO = io or _direct
+        self.refresh = refresh
+        self.health = health
+        self.hooks = hooks or HookRunner()
+        self.fit_executor = fit_executor
+        self.solve_in_thread = solve_in_thread
+        self.wait_for_fits = wait_for_fits
+        self.settle = settle
+        self.write_forecasts = write_forecasts
+        self.source = source
+        self.oracle = oracle
+        self.leader = leader or (lambda: True)
+        self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
+                               settings.topup_after, settings.error_window,
+                               settings.degrade_factor)
+        self.read_until: int | None = None  # bucket start of the first bucket not read
+        self.generations: deque[dict[str, Any]] = deque(maxlen=100)
+        self.journal: deque[JournalEntry] = deque(maxlen=journal_size)
+        self.last_plan: Plan | None = None
+        self.preview_generation = 0
+        self.runs = 0
+        self.topups = 0
+        self.allocations_total = 0
+        self.releases_total = 0
+        self._wake = asyncio.Event()
+        self._fits: set[asyncio.Task[None]] = set()
+        self._topup_seen: set[tuple[str, str]] = set()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run the allocation now (health change, operator action)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Allocate every window and on wake-ups; move states every tick. Until cancelled."""
+        next_window = self.clock.now()
+        next_read = next_window
+        while True:
+            now = self.clock.now()
+            try:
+                if not self.leader():  # in a fleet only the leader allocates
+                    self._wake.clear()
+                    next_window = now + self.settings.tick  # run soon after taking over
+                elif now >= next_window or self._wake.is_set():
+                    self._wake.clear()
+                    await self.run_window(now)
+                    next_window = now + self.settings.window
+                    next_read = self._next_read_time()
+                elif now >= next_read:
+                    if await self.read_demand(now):
+                        self._wake.set()
+                    next_read = self._next_read_time()
+                if self.settings.mode == "active" and self.leader():
+                    await self.tick(self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("allocator run failed; trying again next tick")
+            delay = min(self.settings.tick, next_window - self.clock.now(),
+                        max(0.0, next_read - self.clock.now()) or self.settings.tick)
+            await sleep_or_wake(self.clock, delay, self._wake)
+
+    def _next_read_time(self) -> float:
+        if self.read_until is None:
+            return self.clock.now() + self.settings.bucket
+        return self.read_until + self.settings.bucket + self.settle
+
+    async def close(self) -> None:
+        for task in list(self._fits):
+            task.cancel()
+        await asyncio.gather(*self._fits, return_exceptions=True)
+        await self.hooks.drain()
+
+    # --- demand and forecasts ------------------------------------------------------------
+
+    def _views(self) -> list[DIView]:
+        return di_views(self.policies())
+
+    def _params(self, views: Sequence[DIView]) -> dict[str, SeriesParams]:
+        out = {}
+        for v in views:
+            horizon = math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
+            quantile = self.settings.quantile or v.di.policy.quantile
+            out[v.key] = SeriesParams(v.di.policy.model, v.di.policy.threshold, quantile,
+                                      horizon)
+        return out
+
+    async def read_demand(self, now: float) -> bool:
+        """Feed completed buckets to the book; True when a new top-up is flagged."""
+        bucket = self.settings.bucket
+        cut = math.floor((now - self.settle) / bucket) * bucket
+        views = self._views()
+        params = self._params(views)
+        dis = list(params)
+        if not dis:
+            return False
+        if self.read_until is None:
+            since = cut - self.settings.history
+            if bucket % 300 == 0 and cut - since > MINUTE_RETENTION_USED:
+                split = cut - MINUTE_RETENTION_USED
+                split = math.floor(split / bucket) * bucket
+                older = await self.io(self.store.demand_series, "5m", since, split, dis)
+                newer = await self.io(self.store.demand_series, "minute", split, cut, dis)
+                rows = {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
+            else:
+                rows = await self.io(self.store.demand_series, "minute", since, cut, dis)
+        elif cut <= self.read_until:
+            return False
+        else:
+            rows = await self.io(self.store.demand_series, "minute", self.read_until, cut, dis)
+        self.read_until = cut
+        return self.feed(rows, cut, params)
+
+    def feed(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
+             params: Mapping[str, SeriesParams]) -> bool:
+        """Observe `rows` (minute or coarser buckets) up to `cut`; new top-up flagged?"""
+        bucket = self.settings.bucket
+        last = cut // bucket - 1
+        for key, points in rows.items():
+            if key[0] not in params:
+                continue
+            sums: dict[int, float] = {}
+            for start, queries in points:
+                idx = start // bucket
+                sums[idx] = sums.get(idx, 0.0) + queries
+            for idx in sorted(sums):
+                if idx <= last:
+                    self.book.observe(key, idx, sums[idx], params[key[0]])
+        for key in list(self.book.series):
+            if key[0] in params:  # no row up to `last` means no queries
+                self.book.observe(key, last, 0.0, params[key[0]])
+        fresh = False
+        for key, state in self.book.series.items():
+            if state.topup and key not in self._topup_seen:
+                self._topup_seen.add(key)
+                self.topups += 1
+                fresh = True
+                log.info("forecast miss: %s/%s above the %s band %d bucket(s) in a row: "
+                            "top-up", key[0], key[1], state.model, state.misses)
+            elif not state.topup:
+                self._topup_seen.discard(key)
+        return fresh
+
+    async def run_fits(self, now: float) -> None:
+        """Start due fits in the process pool (inline without one); wait when asked."""
+        requests = self.book.due_fits(now)
+        if not requests:
+            return
+        loop = asyncio.get_running_loop()
+
+        async def one(request: FitRequest) -> None:
+            fitted: Fitted | None
+            try:
+                if self.fit_executor is None:
+                    fitted = fit_job(request.model, request.values, request.season,
+                                     request.horizon, request.start, request.quantile)
+                else:
+                    fitted = await loop.run_in_executor(
+                        self.fit_executor, fit_job, request.model, request.values,
+                        request.season, request.horizon, request.start, request.quantile)
+            except Exception as exc:
+                log.warning("fit of %s/%s failed: %s", *request.key, exc)
+                fitted = None
+            self.book.apply_fit(request, fitted, self.clock.now())
+
+        if self.wait_for_fits or self.fit_executor is None:
+            await asyncio.gather(*(one(r) for r in requests))
+            return
+        for request in requests:
+            task = loop.create_task(one(request))
+            self._fits.add(task)
+            task.add_done_callback(self._fits.discard)
+
+    # --- planning ------------------------------------------------------------------------
+
+    async def run_window(self, now: float) -> Plan | None:
+        """One allocation run (see the module docstring)."""
+        if self.settings.mode == "off":
+            return None
+        if self.read_until is None or now >= self.read_until + self.settings.bucket:
+            await self.read_demand(now)
+        self.book.refresh_baselines()
+        if self.source == "model":
+            await self.run_fits(now)
+        views = self._views()
+        demand = self.demand_views(views, now)
+        allocations = await self.io(self.store.list_allocations, True)
+        states = await self.io(self.store.health_states)
+        down = frozenset(h.resource for h in states if h.state == "down")
+        args = (now, views, demand, allocations, down, self.settings)
+        if self.solve_in_thread:
+            result = await asyncio.get_running_loop().run_in_executor(None, plan, *args)
+        else:
+            result = plan(*args)
+        self.runs += 1
+        self.last_plan = result
+        if result.changed or self.runs == 1:
+            record = self._record(result, views, allocations, down)
+            if self.settings.mode == "active" and result.changed:
+                await self._apply(result, record)
+            elif result.changed:
+                self.preview_generation += 1
+                record["generation"] = self.preview_generation
+                await self.io(self.store.add_audit, AuditEntry(
+                    now, None, "allocator.preview", f"preview {self.preview_generation}",
+                    None, json.dumps(record)))
+            self.generations.append(record)
+        if self.write_forecasts:
+            await self._write_forecasts(views, now)
+        return result
+
+    def demand_views(self, views: Sequence[DIView], now: float) -> dict[tuple[str, str],
+                                                                         DemandView]:
+        """Planned demand per series: the model's band (or, in the simulator, the last
+        observed bucket alone, or the future itself)."""
+        out = {}
+        window = self.settings.window
+        keys = {v.key: v for v in views}
+        for key in self.book.series:
+            view = keys.get(key[0])
+            if view is None:
+                continue
+            since, until = now + view.lead, now + view.lead + window
+            seen = self.book.view(key, since, until)
+            if self.source == "observed":
+                seen = replace(seen, predicted=0.0, model="observed")
+            elif self.source == "oracle" and self.oracle is not None:
+                seen = replace(seen, predicted=self.oracle(key, since, until), model="oracle")
+            out[key] = seen
+        return out
+
+    def _record(self, result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
+                down: frozenset[str]) -> dict[str, Any]:
+        return {
+            "ts": result.now, "mode": self.settings.mode, "method": result.method,
+            "seconds": round(result.seconds, 4), "candidates": result.candidates,
+            "pairs": result.pairs, "notes": list(result.notes), "diff": result.diff(),
+            "answers": answer_diff(result, views, allocations, down),
+            "ttl": ttl_plan(result, views, self.settings),
+        }
+
+    async def _apply(self, result: Plan, record: dict[str, Any]) -> None:
+        now = result.now
+        ttl_of = {v.key: v.di.ttl for v in self._views()}
+        grace = self.settings.drain_grace
+
+        def write(store: Store) -> tuple[int, list[Allocation]]:
+            generation = store.bump_generation()
+            added = store.add_allocations([
+                NewAllocation(di=s.di, resource=s.resource, region=s.region, valid_from=now,
+                              generation=generation, created_at=now, state="warming",
+                              reason=s.reason, demand=s.demand, pinned=s.pinned)
+                for s in result.add])
+            for r in result.release:
+                until = now + ttl_of.get(r.allocation.di, 30) + grace
+                store.set_allocation_state(r.allocation.id, "draining", until)
+            record["generation"] = generation
+            store.add_audit(AuditEntry(now, None, "allocator.generation",
+                                       f"generation {generation}", None, json.dumps(record)))
+            return generation, added
+
+        generation, added = await self.io(write, self.store)
+        self.allocations_total += len(added)
+        self.releases_total += len(result.release)
+        for a in added:
+            self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "warming", now))
+            warmup = next((s.warmup for s in result.add if (s.di, s.resource, s.region) == a.key),
+                          0.0)
+            self.hooks.fire(self.settings.warmup_hook, "warmup", {
+                "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
+                "ready_by": now + warmup, "generation": generation})
+            if self.health is not None:
+                self.health.probe_now(a.resource)
+        for r in result.release:
+            a = r.allocation
+            self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "draining", now))
+        log.info("allocator: generation %d: +%d shadow(s), -%d (%s, %d candidate(s), %.3fs)",
+                 generation, len(added), len(result.release), result.method,
+                 result.candidates, result.seconds)
+        if self.refresh is not None:
+            await self.refresh()
+
+    # --- state machine -------------------------------------------------------------------
+
+    async def tick(self, now: float) -> int:
+        """Move warming → ready and draining → released when due; returns changes."""
+        allocations = await self.io(self.store.list_allocations, True)
+        resources: dict[str, Any] = {}
+        for policy in self.policies():
+            resources.update(policy.resources)
+        changes: list[tuple[Allocation, AllocationState, float, float | None]] = []
+        for a in allocations:
+            res = resources.get(a.resource)
+            if a.state == "warming":
+                if res is None:
+                    continue
+                if self.health is not None and self.health.has_check(a.resource):
+                    if self.health.ready_since(a.resource, a.created_at):
+                        changes.append((a, "ready", now, None))
+                elif now >= a.created_at + res.warmup:
+                    changes.append((a, "ready", a.created_at + res.warmup, None))
+            elif a.valid_until is not None and a.valid_until <= now:
+                changes.append((a, "released", a.valid_until, None))
+        if not changes:
+            return 0
+
+        def write(store: Store) -> None:
+            for a, state, _, until in changes:
+                store.set_allocation_state(a.id, state, until)
+
+        await self.io(write, self.store)
+        for a, state, ts, _ in changes:
+            self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, state, ts))
+            if state == "released" and a.state == "draining":
+                self.hooks.fire(self.settings.drain_hook, "drain", {
+                    "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
+                    "ready_by": None, "generation": a.generation})
+            log.info("allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
+        if self.refresh is not None:
+            await self.refresh()
+        return len(changes)
+
+    # --- visibility ----------------------------------------------------------------------
+
+    async def _write_forecasts(self, views: Sequence[DIView], now: float) -> None:
+        resolution: Resolution | None = {60: "minute", 300: "5m", 3600: "hour"}.get(
+            self.settings.bucket)  # type: ignore[assignment]
+        if resolution is None:
+            return
+        horizons = {v.key: math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
+                    for v in views}
+        out = []
+        for key, state in self.book.series.items():
+            if key[0] not in horizons or state.fitted is None:
+                continue
+            first, point, upper = self.book.forecast(key, horizons[key[0]])
+            out.append(Forecast(key[0], key[1], resolution, now, state.model, tuple(
+                ForecastPoint(first + i * self.settings.bucket, float(p), float(u))
+                for i, (p, u) in enumerate(zip(point, upper, strict=True)))))
+        if out:
+            try:
+                await self.io(self.store.write_forecasts, out)
+            except Exception as exc:
+                log.warning("cannot write forecasts: %s", exc)
+
+    def report(self) -> dict[str, Any]:
+        """State of the loop for the API and metrics."""
+        return {
+            "mode": self.settings.mode, "window": self.settings.window,
+            "bucket": self.settings.bucket, "runs": self.runs, "topups": self.topups,
+            "misses": self.book.miss_total, "allocations": self.allocations_total,
+            "releases": self.releases_total, "series": len(self.book.series),
+            "refits": dict(self.book.refits),
+            "last": self.generations[-1] if self.generations else None,
+            "errors": {f"{k[0]}|{k[1]}": v for k, v in self.book.errors().items()},
+        }
+
+
+def _shadows(allocations: Iterable[tuple[str, str, str]]) -> dict[str, list[Shadow]]:
+    out: dict[str, list[Shadow]] = {}
+    for di, resource, region in allocations:
+        out.setdefault(di, []).append(Shadow(di, resource, region))
+    return out
+
+
+def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
+                down: frozenset[str]) -> list[dict[str, Any]]:
+    """(DI, region) whose answer the plan changes once its shadows are ready and drained."""
+    touched = {s.di for s in result.add} | {r.allocation.di for r in result.release}
+    if not touched:
+        return []
+    released = {r.allocation.id for r in result.release}
+    before = _shadows(a.key for a in allocations if a.state in ("ready", "draining"))
+    after = _shadows([*(a.key for a in allocations
+                        if a.state in ("warming", "ready") and a.id not in released),
+                      *((s.di, s.resource, s.region) for s in result.add)])
+    out = []
+    for view in views:
+        if view.key not in touched:
+            continue
+        for region in view.policy.locations:
+            old = decide(view.policy, view.di, region, before.get(view.key, ()), down)
+            new = decide(view.policy, view.di, region, after.get(view.key, ()), down)
+            if [r.id for r in old.resources] != [r.id for r in new.resources]:
+                out.append({"di": view.key, "region": region,
+                            "before": [r.id for r in old.resources],
+                            "after": [r.id for r in new.resources], "reason": new.reason})
+    return out
+
+
+def ttl_plan(result: Plan, views: Sequence[DIView],
+             settings: AllocatorSettings) -> list[dict[str, Any]]:
+    """Shorter TTLs ahead of each planned change of a (DI, region)'s answer.
+
+    A change at time T (a new shadow ready at now + warm-up, a released one gone at
+    now + TTL + grace) wants answers given from T - TTL on to carry `ttl_floor`, so caches
+    let go of the old answer by T.
+    """
+    ttl_of = {v.key: v.di.ttl for v in views}
+    out = []
+    for s in result.add:
+        ttl = ttl_of.get(s.di, 30)
+        at = result.now + s.warmup
+        out.append({"di": s.di, "region": s.region, "from": at - ttl, "until": at,
+                    "ttl": min(ttl, settings.ttl_floor)})
+    for r in result.release:
+        ttl = ttl_of.get(r.allocation.di, 30)
+        at = result.now + ttl + settings.drain_grace
+        out.append({"di": r.allocation.di, "region": r.allocation.region,
+                    "from": at - ttl, "until": at, "ttl": min(ttl, settings.ttl_floor)})
+    return out

@@ -1,0 +1,307 @@
+"""The allocator's view of demand: per (DI, region), observed buckets, a fitted forecaster
+advanced bucket by bucket, and the rolling figures of how well it does.
+
+This is a thin adapter over the predictor's public pieces (`make_forecaster`, `Auto`,
+`FitSpec`, `Fitted`, the seasonal-naive `baseline`): the predictor fits and forecasts; this
+book decides *when* to fit (a new series, every `refit_every`, or when its rolling error
+degrades), keeps each series' state current with a cheap `update` per bucket, and answers
+the allocator's question: the upper quantile over [now + lead, now + lead + window].
+
+Fits are CPU-heavy: `due_fits` hands out jobs that the caller runs in a process pool
+(`fit_job` is a plain top-level function), and `apply_fit` swaps the result in, catching
+the new state up on buckets observed meanwhile. Until a series has a real fit it uses the
+seasonal-naive baseline (its recent level when it has less than a day), fitted inline:
+that is instant.
+
+Dynamic adjustment lives here too: a bucket whose actual demand exceeds the upper band
+forecast for it one bucket earlier is a *miss*; `topup_after` misses in a row (with demand
+at the threshold) flag the series for a reactive top-up, and the misses are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shadowdns.allocator.planner import DemandView
+from shadowdns.predictor.base import FitSpec, Fitted, quiet
+from shadowdns.predictor.baseline import baseline
+from shadowdns.predictor.series import FloatArray
+
+log = logging.getLogger(__name__)
+
+SeriesKey = tuple[str, str]
+
+
+def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
+            quantile: float) -> Fitted:
+    """Fit one series (runs in a worker process). `auto` chooses among the statistical
+    models; a model that cannot fit falls back to the baseline inside the predictor."""
+    from shadowdns.predictor.selection import STATISTICAL_MODELS, Auto, make_forecaster
+
+    spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
+    with quiet():
+        if model == "auto":
+            forecaster = Auto([make_forecaster(n) for n in STATISTICAL_MODELS])
+            return forecaster.fit(values, spec)
+        return make_forecaster(model).fit(values, spec)
+
+
+@dataclass(frozen=True, slots=True)
+class FitRequest:
+    key: SeriesKey
+    model: str
+    values: FloatArray
+    season: int
+    horizon: int
+    start: int
+    quantile: float
+    upto: int  # bucket index after the last value fitted
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """Actual demand above the forecast's upper band for one bucket."""
+
+    di: str
+    region: str
+    bucket: int  # start, epoch seconds
+    actual: float
+    upper: float
+    streak: int
+
+
+@dataclass
+class SeriesState:
+    key: SeriesKey
+    start: int  # bucket index of values[0]
+    values: list[float] = field(default_factory=list)
+    fitted: Fitted | None = None
+    model: str = "none"
+    fitted_at: float | None = None
+    fitted_len: int = 0
+    fit_pending: bool = False
+    real_fit: bool = False
+    next_upper: float | None = None
+    next_point: float | None = None
+    misses: int = 0
+    topup: bool = False
+    last_above: float | None = None
+    errors: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=288))
+    degraded: bool = False
+
+    @property
+    def end(self) -> int:
+        """Bucket index after the last observed one."""
+        return self.start + len(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesParams:
+    """Per-series knobs from the DI's policy."""
+
+    model: str = "auto"
+    threshold: float = 100.0
+    quantile: float = 0.9
+    horizon: int = 4
+
+
+class DemandBook:
+    """Every series the allocator plans for (see the module docstring)."""
+
+    def __init__(self, bucket: int, history: float = 14 * 86400.0,
+                 refit_every: float = 86400.0, topup_after: int = 3,
+                 error_window: int = 288, degrade_factor: float = 1.5) -> None:
+        self.bucket = bucket
+        self.season = max(1, 86400 // bucket)
+        self.max_len = max(int(history // bucket), 2 * self.season + 16)
+        self.refit_every = refit_every
+        self.topup_after = topup_after
+        self.error_window = error_window
+        self.degrade_factor = degrade_factor
+        self.series: dict[SeriesKey, SeriesState] = {}
+        self.params: dict[SeriesKey, SeriesParams] = {}
+        self.misses: deque[Miss] = deque(maxlen=1000)
+        self.miss_total = 0
+        self.refits: dict[str, int] = {}
+
+    # --- observing ------------------------------------------------------------------------
+
+    def observe(self, key: SeriesKey, bucket_index: int, value: float,
+                params: SeriesParams | None = None) -> None:
+        """Record the complete bucket `bucket_index` (start = index × bucket) of `key`.
+
+        Buckets of one series must come in order; skipped buckets count zero queries.
+        """
+        if params is not None:
+            self.params[key] = params
+        p = self.params.get(key, SeriesParams())
+        state = self.series.get(key)
+        if state is None:
+            state = SeriesState(key, bucket_index)
+            state.errors = deque(maxlen=self.error_window)
+            self.series[key] = state
+        if bucket_index < state.end:
+            return  # already seen (a re-read of the same bucket)
+        for idx in range(state.end, bucket_index + 1):
+            self._step(state, p, idx, value if idx == bucket_index else 0.0)
+
+    def _step(self, state: SeriesState, p: SeriesParams, idx: int, value: float) -> None:
+        ts = idx * self.bucket
+        if state.next_upper is not None and state.next_point is not None:
+            if value > state.next_upper:
+                state.misses += 1
+                self.miss_total += 1
+                self.misses.append(Miss(state.key[0], state.key[1], ts, value,
+                                        state.next_upper, state.misses))
+            else:
+                state.misses = 0
+            state.topup = state.misses >= self.topup_after and value >= p.threshold
+            naive_idx = len(state.values) - self.season
+            naive = (state.values[naive_idx] if naive_idx >= 0
+                     else (state.values[-1] if state.values else value))
+            covered = value <= state.next_upper
+            state.errors.append((abs(value - state.next_point), abs(value - naive), covered))
+        if value >= p.threshold:
+            state.last_above = ts + self.bucket
+        state.values.append(float(value))
+        if len(state.values) > self.max_len:
+            drop = len(state.values) - self.max_len
+            del state.values[:drop]
+            state.start += drop
+        if state.fitted is None:
+            self._baseline(state, p)
+        else:
+            state.fitted.kernel.update(np.array([value], dtype=np.float64))
+        point, upper = state.fitted.kernel.forecast(1)  # type: ignore[union-attr]
+        state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
+
+    def _baseline(self, state: SeriesState, p: SeriesParams) -> None:
+        spec = FitSpec(season=self.season, horizon=max(1, p.horizon), start=state.start,
+                       quantile=p.quantile)
+        with quiet():
+            state.fitted = baseline(np.array(state.values, dtype=np.float64), spec)
+        state.model = state.fitted.model
+        state.fitted_len = len(state.values)
+
+    def refresh_baselines(self) -> None:
+        """Refit the baseline of series younger than a season without a real fit yet
+        (once per window), so a young series forecasts its recent level rather than its
+        first value; after a season the baseline's own updates hold real values."""
+        for key, state in self.series.items():
+            if (not state.real_fit and state.values and len(state.values) < self.season
+                    and len(state.values) != state.fitted_len):
+                self._baseline(state, self.params.get(key, SeriesParams()))
+                point, upper = state.fitted.kernel.forecast(1)  # type: ignore[union-attr]
+                state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
+
+    # --- fitting -------------------------------------------------------------------------
+
+    def due_fits(self, now: float, keys: Iterable[SeriesKey] | None = None) -> list[FitRequest]:
+        """Fit jobs due now: series with enough history and no real fit yet, fits older
+        than `refit_every`, and series whose rolling error degraded."""
+        out: list[FitRequest] = []
+        for key in (self.series if keys is None else keys):
+            state = self.series.get(key)
+            if state is None or state.fit_pending:
+                continue
+            p = self.params.get(key, SeriesParams())
+            enough = len(state.values) >= 2 * self.season + p.horizon
+            if not enough:
+                continue
+            reason = None
+            if not state.real_fit:
+                reason = "first fit"
+            elif state.fitted_at is not None and now - state.fitted_at >= self.refit_every:
+                reason = "scheduled refit"
+            elif self._degraded(state):
+                reason = "forecast error degraded: re-selecting the model"
+            if reason is None:
+                continue
+            state.fit_pending = True
+            out.append(FitRequest(key, p.model, np.array(state.values, dtype=np.float64),
+                                  self.season, max(1, p.horizon), state.start, p.quantile,
+                                  state.end, reason))
+        return out
+
+    def apply_fit(self, request: FitRequest, fitted: Fitted | None, now: float) -> None:
+        """Swap a finished fit in (None: it failed), catching up on newer buckets."""
+        state = self.series.get(request.key)
+        if state is None:
+            return
+        state.fit_pending = False
+        if fitted is None:
+            state.fitted_at = now  # do not retry every window
+            return
+        missing = state.values[len(state.values) - (state.end - request.upto):] \
+            if state.end > request.upto else []
+        for value in missing:
+            fitted.kernel.update(np.array([value], dtype=np.float64))
+        state.fitted = fitted
+        state.model = fitted.model
+        state.fitted_at = now
+        state.real_fit = True
+        state.fitted_len = len(state.values)
+        state.errors.clear()
+        state.degraded = False
+        self.refits[request.reason] = self.refits.get(request.reason, 0) + 1
+        point, upper = fitted.kernel.forecast(1)
+        state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
+
+    def _degraded(self, state: SeriesState) -> bool:
+        if len(state.errors) < max(12, self.error_window // 2):
+            return False
+        model = sum(e[0] for e in state.errors)
+        naive = sum(e[1] for e in state.errors)
+        state.degraded = naive > 0 and model / naive > self.degrade_factor
+        return state.degraded
+
+    # --- asking --------------------------------------------------------------------------
+
+    def view(self, key: SeriesKey, since: float, until: float) -> DemandView:
+        """Forecast upper quantile (max over buckets overlapping [since, until)), the last
+        observed bucket, and the hysteresis and top-up facts of `key`."""
+        state = self.series.get(key)
+        if state is None or state.fitted is None or not state.values:
+            return DemandView(key[0], key[1])
+        kernel = state.fitted.kernel
+        first = kernel.t  # bucket index the next forecast step stands for
+        last_needed = math.ceil(until / self.bucket)
+        horizon = max(1, last_needed - first + 1)
+        _, upper = kernel.forecast(horizon)
+        starts = (first + np.arange(horizon)) * self.bucket
+        overlap = (starts < until) & (starts + self.bucket > since)
+        predicted = float(upper[0, overlap].max()) if overlap.any() else 0.0
+        return DemandView(key[0], key[1], predicted=predicted, observed=state.values[-1],
+                          model=state.model, last_above=state.last_above, topup=state.topup)
+
+    def forecast(self, key: SeriesKey, horizon: int) -> tuple[int, FloatArray, FloatArray]:
+        """(first bucket start, point, upper) of the next `horizon` buckets of `key`."""
+        state = self.series[key]
+        assert state.fitted is not None
+        point, upper = state.fitted.kernel.forecast(horizon)
+        return state.fitted.kernel.t * self.bucket, point[0], upper[0]
+
+    def errors(self) -> dict[SeriesKey, dict[str, float]]:
+        """Rolling figures per series: MAE, seasonal-naive MAE, their ratio, band coverage."""
+        out: dict[SeriesKey, dict[str, float]] = {}
+        for key, state in self.series.items():
+            n = len(state.errors)
+            if n == 0:
+                continue
+            mae = sum(e[0] for e in state.errors) / n
+            naive = sum(e[1] for e in state.errors) / n
+            out[key] = {"n": float(n), "mae": mae, "naive_mae": naive,
+                        "relative": mae / naive if naive > 0 else math.nan,
+                        "coverage": sum(1 for e in state.errors if e[2]) / n,
+                        "misses_in_a_row": float(state.misses)}
+        return out
+
+    def set_params(self, params: Mapping[SeriesKey, SeriesParams]) -> None:
+        self.params.update(params)

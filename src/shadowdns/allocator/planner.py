@@ -1,0 +1,474 @@
+"""One allocation decision: from demand views, policies, health and the current allocations
+to the plan of the next generation (what to keep, add and release, and why).
+
+The safety rules of predictive autoscalers apply here, in this order:
+
+1. operator pins (store rows with `pinned`, and `pins:` in allocator.yaml) always hold;
+2. calendar events ("event at T in region R") raise the planned demand over the model;
+3. a shadow is released only after *observed* demand stayed below the threshold for the
+   DI's `min_hold` (counted from the end of the last bucket at or above it), and never
+   before the window it was allocated for (allocation + lead time + window) is over —
+   scale out on the forecast, scale in on evidence, so nothing flaps; while the forecast
+   still wants it, it stays;
+4. the planned demand of a (DI, region) is max(forecast upper quantile over the lead-time
+   window, the last observed bucket);
+5. a shadow on a resource that is down, or no longer in the DI's pool, is released at once
+   and its (DI, region) planned again, so a failed shadow is replaced in the same run.
+
+Everything else is the assignment problem (`solver`): capacity, per-DI max shadows,
+per-region and global cost caps. The planner is pure (no I/O, no clock): the controller and
+the simulator call the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from shadowdns.allocator.settings import AllocatorSettings, CalendarEvent, Pin
+from shadowdns.allocator.solver import AssignmentProblem, solve
+from shadowdns.resolver.routing import EARTH_RADIUS_KM, haversine_km, is_up
+from shadowdns.store.base import Allocation
+from shadowdns.zones.policy import DI, Policy, Resource
+
+STICKINESS = 1.25
+"""Weight bonus of keeping a (DI, region) on the resource it already has (no churn).
+
+A pair's weight is `demand × (1 + closeness) × (1 - 0.01 × cost)`, closeness being how
+much nearer than the nearest healthy primary the resource is (0..1): serve the most
+demand, nearest first; cost breaks ties (budgets are the caps' job)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemandView:
+    """What the allocator knows about one (DI, region) series at decision time."""
+
+    di: str
+    region: str
+    predicted: float = 0.0
+    observed: float = 0.0
+    model: str = "none"
+    last_above: float | None = None  # last bucket end with observed demand >= threshold
+    topup: bool = False  # actual demand beat the forecast band K buckets in a row
+
+
+@dataclass(frozen=True, slots=True)
+class DIView:
+    """A DI with its policy and its effective lead time (see `lead_time`)."""
+
+    key: str  # absolute name text
+    di: DI
+    policy: Policy
+    lead: float = 0.0
+
+
+def lead_time(di: DI, policy: Policy) -> float:
+    """The policy's lead time, or the warm-up of the DI's slowest standby plus the answer
+    TTL (cache drain), whichever is longer."""
+    warmups = [policy.resources[r].warmup for r in di.standby if r in policy.resources]
+    if di.standby_within_km is not None:
+        warmups += [r.warmup for r in policy.resources.values() if r.role == "standby"]
+    return max(di.policy.lead_time, max(warmups, default=0.0) + di.ttl)
+
+
+def di_views(policies: Iterable[Policy]) -> list[DIView]:
+    out = []
+    for policy in policies:
+        slowest_any = max((r.warmup for r in policy.resources.values()
+                           if r.role == "standby"), default=0.0)
+        for name, di in policy.dis.items():
+            if di.standby_within_km is not None:
+                lead = max(di.policy.lead_time, slowest_any + di.ttl)
+            else:
+                lead = lead_time(di, policy)
+            out.append(DIView(name.to_text(), di, policy, lead))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A shadow the plan adds."""
+
+    di: str
+    resource: str
+    region: str
+    demand: float
+    reason: str
+    pinned: bool = False
+    warmup: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    allocation: Allocation
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The next generation: allocations kept (by id), added and released, with figures."""
+
+    now: float
+    keep: tuple[Allocation, ...]
+    add: tuple[Shadow, ...]
+    release: tuple[Release, ...]
+    candidates: int
+    pairs: int
+    method: str
+    seconds: float
+    notes: tuple[str, ...] = ()
+    wanted: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.add or self.release)
+
+    def diff(self) -> dict[str, object]:
+        """The diff to the previous generation, as plain data."""
+        return {
+            "add": [{"di": s.di, "resource": s.resource, "region": s.region,
+                     "demand": round(s.demand, 3), "reason": s.reason} for s in self.add],
+            "release": [{"id": r.allocation.id, "di": r.allocation.di,
+                         "resource": r.allocation.resource, "region": r.allocation.region,
+                         "reason": r.reason} for r in self.release],
+            "keep": [a.id for a in self.keep],
+        }
+
+
+def reason_text(**fields: object) -> str:
+    """The reason stored with an allocation: compact JSON, keys in a fixed order."""
+    return json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                       for k, v in fields.items()}, separators=(",", ":"))
+
+
+class _Geometry:
+    """One policy's locations and standby resources as arrays: distances from every
+    location to every resource, health, pools; built once per plan."""
+
+    def __init__(self, policy: Policy, down: frozenset[str]) -> None:
+        self.locations = list(policy.locations)
+        self.loc_row = {name: i for i, name in enumerate(self.locations)}
+        self.res = [r for r in policy.resources.values() if r.role == "standby"]
+        self.res_col = {r.id: i for i, r in enumerate(self.res)}
+        lat = np.radians([policy.locations[n].lat for n in self.locations])
+        lon = np.radians([policy.locations[n].lon for n in self.locations])
+        h = (np.sin((lat[:, None] - lat[None, :]) / 2) ** 2 + np.cos(lat[:, None])
+             * np.cos(lat[None, :]) * np.sin((lon[:, None] - lon[None, :]) / 2) ** 2)
+        self.loc_km = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+        res_loc = np.array([self.loc_row.get(r.location, -1) for r in self.res],
+                           dtype=np.int64)
+        self.res_km = np.where(res_loc[None, :] >= 0, self.loc_km[:, np.maximum(res_loc, 0)]
+                               if len(self.res) else np.zeros((len(self.locations), 0)),
+                               np.inf)
+        self.up = np.array([is_up(r, down) for r in self.res], dtype=bool)
+        self.standby_up = self.up
+        self.policy = policy
+        self.down = down
+        self._primary: dict[tuple[str, ...], npt.NDArray[np.float64]] = {}
+        self._pool: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
+
+    def km_primary(self, primaries: tuple[str, ...]) -> npt.NDArray[np.float64]:
+        """Per location: km to the nearest healthy primary (inf when none is up)."""
+        found = self._primary.get(primaries)
+        if found is None:
+            rows = [self.loc_row[r.location] for p in primaries
+                    if (r := self.policy.resources.get(p)) is not None
+                    and r.location in self.loc_row and is_up(r, self.down)]
+            found = (self.loc_km[:, rows].min(axis=1) if rows
+                     else np.full(len(self.locations), np.inf))
+            self._primary[primaries] = found
+        return found
+
+    def pool_mask(self, di: DI) -> npt.NDArray[np.bool_]:
+        """The DI's listed standbys (not its primaries) as a mask over resources."""
+        found = self._pool.get(di.standby)
+        if found is None:
+            found = np.zeros(len(self.res), dtype=bool)
+            for rid in di.standby:
+                col = self.res_col.get(rid)
+                if col is not None:
+                    found[col] = True
+            self._pool[di.standby] = found
+        if di.primaries and any(p in self.res_col for p in di.primaries):
+            found = found.copy()
+            for p in di.primaries:
+                if p in self.res_col:
+                    found[self.res_col[p]] = False
+        return found
+
+
+class _Distances:
+    """Great-circle km between a policy's locations, memoised."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[int, str, str], float] = {}
+
+    def km(self, policy: Policy, a: str, b: str) -> float:
+        key = (id(policy), a, b)
+        value = self.cache.get(key)
+        if value is None:
+            la, lb = policy.locations.get(a), policy.locations.get(b)
+            value = math.inf if la is None or lb is None else haversine_km(la, lb)
+            self.cache[key] = value
+        return value
+
+
+def _in_pool(view: DIView, resource: Resource, region: str, dist: _Distances) -> bool:
+    if resource.role != "standby" or resource.id in view.di.primaries:
+        return False
+    if resource.id in view.di.standby:
+        return True
+    km = view.di.standby_within_km
+    return km is not None and dist.km(view.policy, region, resource.location) <= km
+
+
+def plan(
+    now: float,
+    dis: Sequence[DIView],
+    demand: Mapping[tuple[str, str], DemandView],
+    allocations: Sequence[Allocation],
+    down: frozenset[str],
+    settings: AllocatorSettings,
+    window: float | None = None,
+) -> Plan:
+    """Decide the next generation (see the module docstring for the rules)."""
+    window = settings.window if window is None else window
+    dist = _Distances()
+    by_key = {v.key: v for v in dis}
+    resources: dict[str, Resource] = {}
+    for v in dis:
+        resources.update(v.policy.resources)
+    active = [a for a in allocations if a.state in ("warming", "ready")]
+    draining = {a.key for a in allocations if a.state == "draining"}
+
+    fixed: list[Allocation] = []
+    releasable: dict[tuple[str, str], Allocation] = {}
+    release: list[Release] = []
+    pins_now = {(p.di, p.resource, p.region) for p in settings.pins if p.active(now)}
+    for a in active:
+        view = by_key.get(a.di)
+        res = resources.get(a.resource)
+        pinned = a.pinned or a.key in pins_now
+        if pinned:
+            fixed.append(a)
+            continue
+        if view is None or res is None or not _in_pool(view, res, a.region, dist):
+            release.append(Release(a, "no longer in the DI's standby pool"))
+            continue
+        if not is_up(res, down):
+            release.append(Release(a, f"resource {a.resource} is down: replaced"))
+            continue
+        seen = demand.get((a.di, a.region))
+        last_above = None if seen is None else seen.last_above
+        planned_until = a.created_at + view.lead + window
+        held = now < planned_until or (
+            last_above is not None and now - last_above < view.di.policy.min_hold)
+        if held or (a.di, a.region) in releasable:
+            fixed.append(a)
+        else:
+            releasable[(a.di, a.region)] = a
+
+    add: list[Shadow] = []
+    fixed_keys = {a.key for a in fixed}
+    for p in settings.pins:
+        if p.active(now) and (p.di, p.resource, p.region) not in fixed_keys \
+                and (p.di, p.resource, p.region) not in draining:
+            res = resources.get(p.resource)
+            add.append(Shadow(p.di, p.resource, p.region, 0.0, reason_text(why="pin"), True,
+                              0.0 if res is None else res.warmup))
+
+    covered = {(a.di, a.region) for a in fixed} | {(s.di, s.region) for s in add}
+    load: dict[str, float] = {}
+    per_di: dict[str, int] = {}
+    region_cost: dict[str, float] = {}
+    global_cost = 0.0
+    for a in fixed:
+        load[a.resource] = load.get(a.resource, 0.0) + a.demand
+        per_di[a.di] = per_di.get(a.di, 0) + 1
+        cost = resources[a.resource].cost if a.resource in resources else 0.0
+        region_cost[a.region] = region_cost.get(a.region, 0.0) + cost
+        global_cost += cost
+
+    # --- candidates -------------------------------------------------------------------
+    res_index: dict[str, int] = {}
+    dem_value: list[float] = []
+    dem_group: list[int] = []
+    dem_region: list[int] = []
+    dem_info: list[tuple[DIView, str, str, float, float, str]] = []
+    pair_d: list[int] = []
+    pair_r: list[int] = []
+    pair_w: list[float] = []
+    groups: dict[str, int] = {}
+    regions: dict[str, int] = {}
+    wanted: dict[tuple[str, str], float] = {}
+    notes: list[str] = []
+    events = _events_by_series(settings.events)
+    draining_by_di: dict[str, set[tuple[str, str]]] = {}
+    for di_key, rid, region in draining:
+        draining_by_di.setdefault(di_key, set()).add((rid, region))
+    geometries: dict[int, _Geometry] = {}
+    k = max(1, settings.nearest_resources)
+    for view in dis:
+        limit_reached = view.di.policy.max_shadows - per_di.get(view.key, 0) <= 0
+        geo = geometries.get(id(view.policy))
+        if geo is None:
+            geo = geometries[id(view.policy)] = _Geometry(view.policy, down)
+        threshold = view.di.policy.threshold
+        until = now + view.lead + window
+        rows: list[int] = []
+        for row, region in enumerate(geo.locations):
+            seen = demand.get((view.key, region))
+            predicted = seen.predicted if seen else 0.0
+            observed = seen.observed if seen else 0.0
+            value = max(predicted, observed)
+            why = "forecast" if predicted >= observed else "observed"
+            if seen is not None and seen.topup:
+                why = "topup"
+            for ev in events.get((view.key, region), ()):
+                if ev.overlaps(now, until):
+                    want = threshold if ev.demand is None else ev.demand
+                    if want >= value:
+                        value, why = max(want, threshold), "event"
+            if value < threshold or value <= 0:
+                continue
+            wanted[(view.key, region)] = value
+            if limit_reached or (view.key, region) in covered:
+                continue
+            rows.append(row)
+            dem_info.append((view, region, why, predicted, observed,
+                             seen.model if seen else "none"))
+            dem_value.append(value)
+        if not rows:
+            continue
+        first = len(dem_value) - len(rows)
+        row_idx = np.array(rows, dtype=np.int64)
+        km_primary = geo.km_primary(view.di.primaries)[row_idx]
+        ok_rows = km_primary > settings.serve_well_km
+        km = geo.res_km[row_idx]  # (rows, resources)
+        eligible = geo.pool_mask(view.di)[None, :] & geo.up[None, :]
+        if view.di.standby_within_km is not None:
+            eligible = eligible | (geo.standby_up[None, :]
+                                   & (km <= view.di.standby_within_km))
+        eligible = eligible & (km < km_primary[:, None]) & ok_rows[:, None]
+        for rid, region in draining_by_di.get(view.key, ()):
+            col = geo.res_col.get(rid)
+            r = geo.loc_row.get(region)
+            if col is not None and r is not None and r in rows:
+                eligible[rows.index(r), col] = False
+        masked = np.where(eligible, km, np.inf)
+        take = min(k, masked.shape[1])
+        if take < masked.shape[1]:
+            nearest = np.argpartition(masked, take - 1, axis=1)[:, :take]
+        else:
+            nearest = np.broadcast_to(np.arange(masked.shape[1]), masked.shape).copy()
+        keep_dem: list[int] = []
+        for j in range(len(rows)):
+            cols = [c for c in nearest[j].tolist() if math.isfinite(masked[j, c])]
+            region = geo.locations[rows[j]]
+            current = releasable.get((view.key, region))
+            if current is not None:
+                col = geo.res_col.get(current.resource)
+                if col is not None and math.isfinite(masked[j, col]) and col not in cols:
+                    cols.append(col)
+            if not cols:
+                continue
+            i = first + len(keep_dem)
+            keep_dem.append(first + j)
+            value = dem_value[first + j]
+            kp = km_primary[j]
+            for c in cols:
+                res = geo.res[c]
+                closeness = 1.0 if math.isinf(kp) else 1.0 - float(masked[j, c]) / kp
+                weight = value * (1.0 + closeness) * (1.0 - 0.01 * min(res.cost, 50.0))
+                if current is not None and current.resource == res.id:
+                    weight *= STICKINESS
+                pair_d.append(i)
+                pair_r.append(res_index.setdefault(res.id, len(res_index)))
+                pair_w.append(weight)
+        # drop the wanted rows that found no resource, keeping the order of the rest
+        kept_values = [dem_value[i] for i in keep_dem]
+        kept_info = [dem_info[i] for i in keep_dem]
+        del dem_value[first:], dem_info[first:]
+        dem_value.extend(kept_values)
+        dem_info.extend(kept_info)
+        g = groups.setdefault(view.key, len(groups))
+        for info in kept_info:
+            dem_group.append(g)
+            dem_region.append(regions.setdefault(info[1], len(regions)))
+
+    res_ids = list(res_index)
+    group_limit = np.zeros(len(groups), dtype=np.int64)
+    for key, g in groups.items():
+        group_limit[g] = max(0, by_key[key].di.policy.max_shadows - per_di.get(key, 0))
+    region_cap = np.full(len(regions), math.inf)
+    for name, g in regions.items():
+        cap = settings.region_cost_caps.get(name)
+        if cap is not None:
+            region_cap[g] = cap - region_cost.get(name, 0.0)
+    global_cap = (math.inf if settings.global_cost_cap is None
+                  else settings.global_cost_cap - global_cost)
+    problem = AssignmentProblem(
+        demand=np.array(dem_value, dtype=np.float64),
+        group=np.array(dem_group, dtype=np.int64),
+        region=np.array(dem_region, dtype=np.int64),
+        capacity=np.array([resources[r].capacity - load.get(r, 0.0) for r in res_ids],
+                          dtype=np.float64),
+        cost=np.array([resources[r].cost for r in res_ids], dtype=np.float64),
+        pair_demand=np.array(pair_d, dtype=np.int64),
+        pair_resource=np.array(pair_r, dtype=np.int64),
+        weight=np.array(pair_w, dtype=np.float64),
+        group_limit=group_limit,
+        region_cap=region_cap,
+        global_cap=global_cap,
+    )
+    solution = solve(problem, settings.solver, settings.milp_max_pairs,
+                     settings.solver_time_limit)
+    notes.extend(solution.notes)
+
+    kept_releasable: set[int] = set()
+    for p in solution.pairs.tolist():
+        view, region, why, predicted, observed, model = dem_info[pair_d[p]]
+        resource = res_ids[pair_r[p]]
+        current = releasable.get((view.key, region))
+        if current is not None and current.resource == resource:
+            kept_releasable.add(current.id)
+            continue
+        lead = view.lead
+        reason = reason_text(
+            why=why, predicted=float(predicted), observed=float(observed), model=model,
+            threshold=float(view.di.policy.threshold), quantile=view.di.policy.quantile,
+            window=[round(now + lead), round(now + lead + window)])
+        add.append(Shadow(view.key, resource, region, dem_value[pair_d[p]], reason,
+                          warmup=resources[resource].warmup))
+    keep = list(fixed)
+    for series, a in releasable.items():
+        if a.id in kept_releasable:
+            keep.append(a)
+        elif series in wanted:
+            release.append(Release(a, "moved to a better resource"))
+        else:
+            view = by_key[a.di]
+            release.append(Release(a, reason_text(
+                why="below threshold", threshold=view.di.policy.threshold,
+                min_hold=view.di.policy.min_hold)))
+    return Plan(now, tuple(sorted(keep, key=lambda a: a.id)), tuple(add), tuple(release),
+                candidates=len(dem_value), pairs=problem.n_pairs, method=solution.method,
+                seconds=solution.seconds, notes=tuple(notes), wanted=wanted)
+
+
+def _events_by_series(
+    events: Iterable[CalendarEvent],
+) -> dict[tuple[str, str], list[CalendarEvent]]:
+    out: dict[tuple[str, str], list[CalendarEvent]] = {}
+    for ev in events:
+        out.setdefault((ev.di, ev.region), []).append(ev)
+    return out
+
+
+def active_pins(pins: Iterable[Pin], now: float) -> list[Pin]:
+    return [p for p in pins if p.active(now)]

@@ -1,0 +1,57 @@
+"""Wiring of the control loop into a running `Service` (called from `_start_control`).
+
+Settings come from `<zones>/allocator.yaml` (see `settings`). Fits run in a small process
+pool (spawned, so the worker does not inherit the server's threads); the planner runs in a
+worker thread; the store is used only through `service.run_in_io`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+from shadowdns.allocator.controller import Controller
+from shadowdns.allocator.settings import AllocatorSettings
+from shadowdns.clock import SystemClock
+
+if TYPE_CHECKING:
+    from shadowdns.app import Service
+
+log = logging.getLogger(__name__)
+
+
+async def start_control(service: Service) -> Controller | None:
+    """Start the allocation loop unless `mode: off`; returns the controller."""
+    settings = AllocatorSettings.load(service.config.zones_dir)
+    if settings.mode == "off":
+        log.info("allocator: off")
+        return None
+    pool = ProcessPoolExecutor(max_workers=settings.fit_workers,
+                               mp_context=multiprocessing.get_context("spawn"))
+    controller = Controller(
+        service.store,
+        lambda: service.loaded.policies.values(),
+        settings,
+        SystemClock(),
+        io=service.run_in_io,
+        refresh=service.refresh_live,
+        health=getattr(service, "health", None),
+        fit_executor=pool,
+        settle=service.config.flush_interval + 2.0,
+        leader=lambda: bool(getattr(service, "leader", True)),
+    )
+
+    async def run() -> None:
+        try:
+            await controller.run()
+        finally:
+            await controller.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    service.tasks.append(asyncio.get_running_loop().create_task(run(), name="allocator"))
+    log.info("allocator: %s, window %gs, bucket %ds", settings.mode, settings.window,
+             settings.bucket)
+    return controller

@@ -1,0 +1,324 @@
+"""Settings of the control loop: `allocator.yaml` next to the zones, with safe defaults.
+
+A running server reads `<zones>/allocator.yaml` (optional; its top-level key is
+`allocator:`). Without it the allocator runs in `active` mode with a 5-minute window. Every
+problem of the file is reported together, like the policy file. Durations are seconds or
+text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
+
+    allocator:
+      mode: preview            # off | preview | active
+      window: 5m               # allocation period
+      bucket: 5m               # demand bucket the forecasts work on (60 s multiples)
+      topup_after: 3           # K: buckets above the forecast band before a reactive top-up
+      drain_grace: 30          # draining lasts TTL + this
+      ttl_floor: 5             # TTL of answers about to change
+      cost_caps: {global: 10, regions: {ap-east: 3}}
+      hooks:
+        warmup: {url: "http://127.0.0.1:9000/warmup", command: [/usr/local/bin/warm]}
+        drain: {command: [/usr/local/bin/drain]}
+      pins:
+        - {di: app.example.com., resource: sb-ap-1, region: ap-east, until: "2026-12-01T00:00:00"}
+      events:
+        - {di: app.example.com., region: ap-east, start: "2026-11-30T18:00:00",
+           end: "2026-11-30T22:00:00", demand: 500}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import dns.name
+import yaml
+
+from shadowdns.errors import ConfigError, Problem
+
+Mode = Literal["off", "preview", "active"]
+MODES: tuple[Mode, ...] = ("off", "preview", "active")
+SETTINGS_FILE = "allocator.yaml"
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or text like `15m`; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (use seconds or 90s, 15m, 2h, 1d)")
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a duration")
+    return seconds
+
+
+def parse_time(value: object) -> float:
+    """Epoch seconds from a number, a datetime, or ISO 8601 text (naive means UTC)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        stamp = value
+    else:
+        try:
+            stamp = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time (use ISO 8601 or epoch seconds)") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+def _di_name(text: str) -> str:
+    return dns.name.from_text(text).to_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """What to call when a shadow starts warming or has drained: a webhook and/or a command.
+
+    The webhook gets a JSON POST; the command gets the same JSON on stdin and as
+    `SHADOWDNS_*` environment variables.
+    """
+
+    url: str | None = None
+    command: tuple[str, ...] = ()
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """An operator pin: this shadow exists (between start and until), whatever the model says."""
+
+    di: str
+    resource: str
+    region: str
+    start: float | None = None
+    until: float | None = None
+
+    def active(self, now: float) -> bool:
+        return (self.start is None or self.start <= now) and (
+            self.until is None or now < self.until
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarEvent:
+    """"Event at T in region R": plan for `demand` (default: the DI's threshold) in
+    [start, end), whatever the forecast says."""
+
+    di: str
+    region: str
+    start: float
+    end: float
+    demand: float | None = None
+
+    def overlaps(self, since: float, until: float) -> bool:
+        return self.start < until and since < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class AllocatorSettings:
+    """Every knob of the control loop (see the module docstring for the file's shape)."""
+
+    mode: Mode = "active"
+    window: float = 300.0
+    bucket: int = 300
+    tick: float = 1.0
+    quantile: float | None = None
+    topup_after: int = 3
+    drain_grace: float = 30.0
+    ttl_floor: int = 5
+    region_cost_caps: Mapping[str, float] = field(default_factory=dict)
+    global_cost_cap: float | None = None
+    serve_well_km: float = 500.0
+    warmup_hook: Hook | None = None
+    drain_hook: Hook | None = None
+    pins: tuple[Pin, ...] = ()
+    events: tuple[CalendarEvent, ...] = ()
+    history: float = 14 * 86400.0
+    refit_every: float = 86400.0
+    solver: Literal["auto", "milp", "greedy"] = "auto"
+    milp_max_pairs: int = 20_000
+    solver_time_limit: float = 5.0
+    nearest_resources: int = 8
+    error_window: int = 288
+    degrade_factor: float = 1.5
+    fit_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.window <= 0 or self.tick <= 0:
+            raise ValueError("window and tick must be positive")
+        if self.bucket < 1:
+            raise ValueError("bucket must be at least 1 second")
+        if self.topup_after < 1:
+            raise ValueError("topup_after must be at least 1")
+
+    @classmethod
+    def load(cls, zones_dir: Path) -> AllocatorSettings:
+        """`<zones_dir>/allocator.yaml` if it exists, else the defaults."""
+        path = zones_dir / SETTINGS_FILE
+        if not path.exists():
+            return cls()
+        try:
+            data = yaml.safe_load(path.read_text("utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([Problem(str(path), None, f"cannot read: {exc}")]) from None
+        return cls.from_mapping(data, str(path))
+
+    @classmethod
+    def from_mapping(cls, data: object, source: str = "<allocator>") -> AllocatorSettings:
+        """Validate plain data (`{allocator: {...}}` or the inner mapping); all problems."""
+        problems: list[Problem] = []
+
+        def bad(key: str, reason: str) -> None:
+            problems.append(Problem(source, None, f"allocator.{key}: {reason}"))
+
+        if data is None:
+            return cls()
+        if isinstance(data, Mapping) and set(data) == {"allocator"}:
+            data = data["allocator"] or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError([Problem(source, None, "allocator: must be a mapping")])
+        values: dict[str, Any] = {}
+        scalars: dict[str, tuple[str, Any]] = {
+            "window": ("duration", None), "tick": ("duration", None),
+            "drain_grace": ("duration", None), "history": ("duration", None),
+            "refit_every": ("duration", None), "solver_time_limit": ("duration", None),
+            "serve_well_km": ("number", None), "quantile": ("number", None),
+            "degrade_factor": ("number", None),
+            "bucket": ("int_duration", None), "topup_after": ("int", None),
+            "ttl_floor": ("int", None), "milp_max_pairs": ("int", None),
+            "nearest_resources": ("int", None), "error_window": ("int", None),
+            "fit_workers": ("int", None),
+        }
+        known = {*scalars, "mode", "solver", "cost_caps", "hooks", "pins", "events"}
+        for key in data:
+            if key not in known:
+                bad(str(key), f"unknown key (known: {', '.join(sorted(known))})")
+        for key, (kind, _) in scalars.items():
+            if key not in data:
+                continue
+            raw = data[key]
+            try:
+                if kind == "duration":
+                    values[key] = parse_duration(raw)
+                elif kind == "int_duration":
+                    values[key] = int(parse_duration(raw))
+                elif kind == "int":
+                    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+                        raise ValueError(f"{raw!r} is not a whole number >= 0")
+                    values[key] = raw
+                else:
+                    if isinstance(raw, bool) or not isinstance(raw, int | float):
+                        raise ValueError(f"{raw!r} is not a number")
+                    values[key] = float(raw)
+            except ValueError as exc:
+                bad(key, str(exc))
+        if "quantile" in values and not 0 < values["quantile"] < 1:
+            bad("quantile", "must be between 0 and 1")
+        if "mode" in data:
+            if data["mode"] in MODES:
+                values["mode"] = data["mode"]
+            else:
+                bad("mode", f"{data['mode']!r} is not one of {', '.join(MODES)}")
+        if "solver" in data:
+            if data["solver"] in ("auto", "milp", "greedy"):
+                values["solver"] = data["solver"]
+            else:
+                bad("solver", "must be auto, milp or greedy")
+        caps = data.get("cost_caps")
+        if caps is not None:
+            if not isinstance(caps, Mapping):
+                bad("cost_caps", "must be a mapping with global and/or regions")
+            else:
+                if caps.get("global") is not None:
+                    try:
+                        values["global_cost_cap"] = float(caps["global"])
+                    except (TypeError, ValueError):
+                        bad("cost_caps.global", "must be a number")
+                regions = caps.get("regions") or {}
+                if not isinstance(regions, Mapping):
+                    bad("cost_caps.regions", "must map region to a number")
+                else:
+                    try:
+                        values["region_cost_caps"] = {str(k): float(v)
+                                                      for k, v in regions.items()}
+                    except (TypeError, ValueError):
+                        bad("cost_caps.regions", "must map region to a number")
+        hooks = data.get("hooks") or {}
+        if not isinstance(hooks, Mapping):
+            bad("hooks", "must be a mapping with warmup and/or drain")
+        else:
+            for name in ("warmup", "drain"):
+                spec = hooks.get(name)
+                if spec is None:
+                    continue
+                if not isinstance(spec, Mapping) or not (spec.get("url") or spec.get("command")):
+                    bad(f"hooks.{name}", "needs url and/or command")
+                    continue
+                command = spec.get("command") or ()
+                if isinstance(command, str) or not all(isinstance(a, str) for a in command):
+                    bad(f"hooks.{name}.command", "must be a list of arguments")
+                    continue
+                try:
+                    timeout = parse_duration(spec.get("timeout", 10))
+                except ValueError as exc:
+                    bad(f"hooks.{name}.timeout", str(exc))
+                    continue
+                values[f"{name}_hook"] = Hook(spec.get("url"), tuple(command), timeout)
+        values["pins"] = tuple(_items(data.get("pins"), "pins", bad, _pin))
+        values["events"] = tuple(_items(data.get("events"), "events", bad, _event))
+        if problems:
+            raise ConfigError(problems)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ConfigError([Problem(source, None, f"allocator: {exc}")]) from None
+
+
+def _items(raw: object, key: str, bad: Any, make: Any) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        bad(key, "must be a list")
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            if not isinstance(item, Mapping):
+                raise ValueError("must be a mapping")
+            out.append(make(item))
+        except (KeyError, ValueError, TypeError) as exc:
+            bad(f"{key}[{i}]", str(exc))
+    return out
+
+
+def _pin(item: Mapping[str, Any]) -> Pin:
+    return Pin(
+        di=_di_name(str(item["di"])), resource=str(item["resource"]), region=str(item["region"]),
+        start=None if item.get("start") is None else parse_time(item["start"]),
+        until=None if item.get("until") is None else parse_time(item["until"]),
+    )
+
+
+def _event(item: Mapping[str, Any]) -> CalendarEvent:
+    start, end = parse_time(item["start"]), parse_time(item["end"])
+    if end <= start:
+        raise ValueError("end must be after start")
+    demand = item.get("demand")
+    return CalendarEvent(_di_name(str(item["di"])), str(item["region"]), start, end,
+                         None if demand is None else float(demand))

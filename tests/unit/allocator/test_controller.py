@@ -1,0 +1,218 @@
+"""The control loop over a real (in-memory) store on a simulated clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from shadowdns.allocator.controller import Controller
+from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.settings import AllocatorSettings, Hook
+from shadowdns.clock import SimulatedClock
+from shadowdns.store.base import DemandRow
+from shadowdns.store.sqlite import SQLiteStore
+from shadowdns.zones.policy import Policy
+
+from .conftest import APP, make_policy
+
+T0 = 1_700_000_000.0  # a multiple of 60
+
+
+class Ready:
+    """A stand-in health monitor: s-jp has a check and passes when `ok`."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.probed: list[str] = []
+
+    def has_check(self, rid: str) -> bool:
+        return rid == "s-jp"
+
+    def ready_since(self, rid: str, ts: float) -> bool:
+        return self.ok
+
+    def probe_now(self, rid: str) -> None:
+        self.probed.append(rid)
+
+
+def seed(store: SQLiteStore, region: str, per_minute: int, minutes: int, end: float) -> None:
+    store.add_demand([DemandRow(APP, region, int(end - 60 * (i + 1)), "primary", per_minute)
+                      for i in range(minutes)])
+
+
+def controller(store: SQLiteStore, policy: Policy, clock: SimulatedClock, mode: str = "active",
+               health: Ready | None = None, **extra: Any) -> tuple[Controller, list[Any]]:
+    posts: list[Any] = []
+
+    def hook(request: httpx.Request) -> httpx.Response:
+        posts.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    settings = AllocatorSettings(mode=mode, window=60, bucket=60, drain_grace=10,  # type: ignore[arg-type]
+                                 warmup_hook=Hook(url="http://127.0.0.1:9/warm"),
+                                 drain_hook=Hook(url="http://127.0.0.1:9/drain"), **extra)
+    hooks = HookRunner(transport=httpx.MockTransport(hook))
+    return Controller(store, lambda: [policy], settings, clock, health=health, hooks=hooks,
+                      solve_in_thread=False, settle=0.0), posts
+
+
+def test_generation_lifecycle_with_hooks() -> None:
+    """Demand above the threshold makes a generation with a warming shadow (reason and
+    audit diff recorded, warm-up hook called); it is ready after its warm-up; when demand
+    has stayed low for min_hold it drains for TTL + grace, is released, and the drain
+    hook is called."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    policy = make_policy(min_hold=120, ttl=30)
+    seed(store, "jp", 80, 30, T0)
+    ctl, posts = controller(store, policy, clock)
+
+    async def scenario() -> None:
+        result = await ctl.run_window(T0)
+        assert result is not None and [(s.resource, s.region) for s in result.add] == [
+            ("s-jp", "jp")]
+        [a] = store.list_allocations()
+        assert (a.state, a.generation, a.demand) == ("warming", 1, 80.0)
+        assert json.loads(a.reason)["why"] in ("forecast", "observed")
+        [entry] = store.list_audit()
+        record = json.loads(entry.after_json or "{}")
+        assert entry.action == "allocator.generation" and record["diff"]["add"][0]["region"] == "jp"
+        changed = {(c["region"], tuple(c["before"]), tuple(c["after"]))
+                   for c in record["answers"]}
+        assert changed == {("jp", ("p-eu",), ("s-jp",)),
+                           ("kr", ("p-eu",), ("s-jp",))}  # kr's nearest is now jp's shadow
+        assert record["ttl"][0]["ttl"] == 5  # shorter TTL ahead of the change
+        await ctl.tick(T0 + 30)
+        assert store.list_allocations()[0].state == "warming"
+        await ctl.tick(T0 + 60)  # warm-up of s-jp is 60 s
+        assert store.list_allocations()[0].state == "ready"
+        # no demand for a while: held for min_hold after the last bucket above, then drained
+        t = T0
+        while store.list_allocations()[0].state == "ready":
+            t += 60
+            clock.set(t)
+            await ctl.run_window(t)
+            assert t < T0 + 7200
+        drained = store.list_allocations()[0]
+        assert drained.state == "draining" and drained.valid_until == t + 30 + 10
+        assert t - T0 >= 120
+        await ctl.tick(t + 40)
+        assert store.list_allocations() == []
+        await ctl.hooks.drain()
+        assert [p["event"] for p in posts] == ["warmup", "drain"]
+        assert posts[0]["resource"] == "s-jp" and posts[0]["ready_by"] == T0 + 60
+        assert [e.state for e in ctl.journal] == ["warming", "ready", "draining", "released"]
+
+    asyncio.run(scenario())
+
+
+def test_readiness_follows_the_health_check_when_there_is_one() -> None:
+    """A shadow with a check becomes ready when rise passes happened after allocation,
+    not after its warm-up time; the monitor is asked to probe it at once."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    seed(store, "jp", 80, 30, T0)
+    health = Ready()
+    ctl, _ = controller(store, make_policy(check_jp=True), clock, health=health)
+
+    async def scenario() -> None:
+        await ctl.run_window(T0)
+        assert health.probed == ["s-jp"]
+        await ctl.tick(T0 + 600)
+        assert store.list_allocations()[0].state == "warming"
+        health.ok = True
+        await ctl.tick(T0 + 601)
+        assert store.list_allocations()[0].state == "ready"
+
+    asyncio.run(scenario())
+
+
+def test_preview_mode_records_generations_but_changes_nothing() -> None:
+    """preview: the plan and its answer diff are stored (allocator.preview), no
+    allocation is written, so no answer changes."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    seed(store, "jp", 80, 30, T0)
+    ctl, _ = controller(store, make_policy(), clock, mode="preview")
+
+    async def scenario() -> None:
+        await ctl.run_window(T0)
+        await ctl.run_window(T0 + 60)
+
+    asyncio.run(scenario())
+    assert store.list_allocations() == []
+    entries = store.list_audit()
+    assert {e.action for e in entries} == {"allocator.preview"}
+    record = json.loads(entries[0].after_json or "{}")
+    assert record["answers"][0]["after"] == ["s-jp"] and record["mode"] == "preview"
+    assert store.current_generation() == 0
+
+
+def test_forecast_misses_trigger_a_top_up_and_forecasts_are_stored() -> None:
+    """Demand that jumps above the forecast band for K buckets in a row is a top-up:
+    read_demand says so (the loop then allocates at once) and the misses are counted;
+    the controller stores its forecasts for the API."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    seed(store, "br", 1, 30, T0)
+    ctl, _ = controller(store, make_policy(), clock, topup_after=2)
+
+    async def scenario() -> list[bool]:
+        await ctl.run_window(T0)
+        flags = []
+        for i in range(3):
+            t = T0 + 60 * (i + 1)
+            store.add_demand([DemandRow(APP, "br", int(t - 60), "primary", 500)])
+            clock.set(t)
+            flags.append(await ctl.read_demand(t))
+        return flags
+
+    flags = asyncio.run(scenario())
+    assert flags == [False, True, False]
+    assert ctl.topups == 1 and ctl.book.miss_total >= 2
+    assert ctl.book.view((APP, "br"), T0, T0 + 60).topup
+    [forecast] = store.read_forecasts("minute", APP, "br")
+    assert forecast.points and forecast.model == "snaive"
+
+
+def test_the_loop_allocates_each_window_moves_states_and_waits_for_leadership() -> None:
+    """run(): nothing happens while another node leads; once leader, the first window
+    allocates, the tick makes the shadow ready after its warm-up, and wake() runs the
+    allocation again before the window is over."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    seed(store, "jp", 80, 30, T0)
+    ctl, _ = controller(store, make_policy(), clock)
+    leading = {"now": False}
+    ctl.leader = lambda: leading["now"]
+
+    async def settle() -> None:
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(ctl.run())
+        await settle()
+        await clock.advance(5)
+        await settle()
+        assert ctl.runs == 0 and store.list_allocations() == []
+        leading["now"] = True
+        await clock.advance(1)
+        await settle()
+        assert ctl.runs == 1 and store.list_allocations()[0].state == "warming"
+        for _ in range(61):
+            await clock.advance(1)
+            await settle()
+        assert store.list_allocations()[0].state == "ready"
+        runs = ctl.runs
+        ctl.wake()
+        await settle()
+        assert ctl.runs == runs + 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ctl.close()
+
+    asyncio.run(scenario())
