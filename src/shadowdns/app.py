@@ -116,6 +116,7 @@ class Service:
             reuse_port=config.workers > 1,
         )
         self.stopping = asyncio.Event()
+        self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self._record_zones()
 
@@ -257,6 +258,7 @@ class Service:
                 try:
                     if listener is None:
                         listener = self.store.listen()
+                        loop.call_soon_threadsafe(self.listening.set)
                     changes = listener.poll(1.0)
                 except Exception as exc:  # the store is away; try again shortly
                     log.debug("change listener: %s", exc)
@@ -326,9 +328,15 @@ class Service:
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
             pass
+        # Listen for store changes before announcing the listeners, so a write made right
+        # after start (a test, an operator) is never missed.
+        self.tasks.append(loop.create_task(self._listen_changes()))
+        try:
+            await asyncio.wait_for(self.listening.wait(), 5.0)
+        except TimeoutError:
+            log.warning("store change listener not ready; relying on the periodic check")
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         self.tasks.append(loop.create_task(self._flush_loop()))
-        self.tasks.append(loop.create_task(self._listen_changes()))
         self.tasks.append(loop.create_task(self._check_consistency(self.config.poll_interval)))
         if self.fleet and self.config.role == "main":
             self.tasks.append(loop.create_task(self._hold_leadership()))
