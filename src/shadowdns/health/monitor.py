@@ -77,6 +77,7 @@ class HealthMonitor:
         self._wake: dict[str, asyncio.Event] = {}
         self._overrides: dict[str, Override] = {}
         self._started = asyncio.Event()
+        self._latency: dict[str, float] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class HealthMonitor:
             wake.clear()
             started = self.clock.now()
             result = await probe()
+            self._latency[rid] = self.clock.now() - started
             await self.record(rid, result, started)
             delay = started + check.interval - self.clock.now()
             await sleep_or_wake(self.clock, delay, wake)
@@ -189,6 +191,10 @@ class HealthMonitor:
 
     def down(self) -> frozenset[str]:
         return frozenset(rid for rid, t in self.trackers.items() if t.state == "down")
+
+    def latencies(self) -> dict[str, float]:
+        """Seconds the last probe of each resource took (for the metrics)."""
+        return dict(self._latency)
 
     def report(self) -> list[dict[str, Any]]:
         """Per resource: state, since, counters and recent events (for the API)."""
