@@ -127,6 +127,34 @@ async def generate_traffic(target: ListenAddress, speedup: float = 1.0,
         transport.close()
 
 
+async def start_resource_endpoints(zones_dir: Path) -> list[asyncio.AbstractServer]:
+    """Give every demo resource a local TCP endpoint and a health check that probes it.
+
+    The demo's resources are documentation addresses nobody can reach; a local listener
+    per resource lets the real probes run, shadows pass their `rise` checks, and an
+    operator override show up as a failover on the dashboard.
+    """
+    import yaml
+
+    from shadowdns.fleet import write_atomically
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    servers: list[asyncio.AbstractServer] = []
+    for path in sorted(zones_dir.glob("*.policy.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        resources = data.get("resources") or {}
+        for spec in resources.values():
+            server = await asyncio.start_server(accept, "127.0.0.1", 0)
+            servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            spec["check"] = {"type": "tcp", "host": "127.0.0.1", "port": port,
+                             "interval": 2, "timeout": 1, "rise": 2, "fall": 2}
+        write_atomically(path, yaml.safe_dump(data, sort_keys=False))
+    return servers
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     demo = subparsers.add_parser(
         "demo", help="run the server on embedded defaults with generated traffic")
@@ -158,6 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
+        endpoints = await start_resource_endpoints(zones_dir)
         service = Service(config)
         seeded = await service.run_in_io(seed_history, service.store, time.time())
         if seeded:
@@ -176,8 +205,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 generate_traffic(bound[0], args.speedup)))
         log.info("demo running: dig @%s -p %d app.demo.shadowdns.test +subnet=175.16.199.0/24",
                  bound[0].host, bound[0].port)
+        log.info("fail a resource over: shadowdns health override web-us-1 down "
+                 "--api http://%s --token %s", args.api, secret)
         await service.stopping.wait()
         await service.stop()
+        for server in endpoints:
+            server.close()
 
     try:
         import uvloop
