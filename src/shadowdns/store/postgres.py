@@ -215,8 +215,6 @@ class PostgresStore(SQLStore):
         """NOTIFY `channel` with `payload` (every node's listeners get it)."""
         conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
-    # zones
-
     # zone and policy files shared by a fleet
 
     def put_config_file(self, origin: str, kind: str, text: str, now: float | None = None) -> bool:
@@ -267,7 +265,8 @@ class PostgresStore(SQLStore):
         pending: DemandCounts,
         seen: SeriesSpans,
     ) -> None:
-        """As in SQLite, but a retry racing the original `add_demand` waits for it to commit."""
+        """Bulk upserts in key order (see `_upsert_demand`); a retried `add_demand` racing
+        the original waits on its `demand_batches` row until it commits."""
         self._upsert_demand(cur, "demand_minute", ids, minute)
         self._upsert_demand(cur, "demand_pending_5m", ids, pending)
         if seen:
@@ -320,8 +319,6 @@ class PostgresStore(SQLStore):
                 cur.execute(query, (now - size,))
                 written[resolution] = cur.rowcount
         return written
-
-    # policy graph
 
     # allocations and generations
 
@@ -445,8 +442,6 @@ class PostgresStore(SQLStore):
                 (int(cast(Sequence[Any], event)[0]) - self.health_event_limit,),
             )
         return True
-
-    # API tokens and audit
 
     # fleet primitives
 

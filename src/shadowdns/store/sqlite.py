@@ -155,8 +155,6 @@ class SQLiteStore(SQLStore):
     def _list_param(self, values: list[Any]) -> Any:
         return json.dumps(values)
 
-    # zones
-
     # zone and policy files shared by a fleet
 
     def put_config_file(self, origin: str, kind: str, text: str, now: float | None = None) -> bool:
@@ -232,8 +230,6 @@ class SQLiteStore(SQLStore):
                     conn.execute(_MOVE_DEMAND_SQL.format(dst=nxt, src=src, size=3600), cut)
                 conn.execute(f"DELETE FROM {src} WHERE bucket_start <= ?", cut)
         return written
-
-    # policy graph
 
     # allocations and generations
 
@@ -323,7 +319,7 @@ class SQLiteStore(SQLStore):
             self._changed(conn, HEALTH)
         return True
 
-    # API tokens and audit
+    # policy graph
 
     def _load_rows(
         self, conn: sqlite3.Connection, table: str, rows: Sequence[dict[str, Any]]
