@@ -83,7 +83,7 @@ def read_live_state(store: Store, config: Config, now: float | None = None) -> L
 
 
 def live_fingerprint(live: LiveState) -> tuple[object, ...]:
-    return (tuple(sorted(live.shadows.items())), live.down)
+    return (tuple(sorted(live.shadows.items())), live.down, tuple(sorted(live.ttls.items())))
 
 
 class Service:
@@ -106,6 +106,9 @@ class Service:
         self.leader = not self.fleet  # a single node always runs its control plane
         self.store_ok = True
         self.seen_change_generation = -1
+        self.ttl_plan: list[dict[str, Any]] = []
+        self.ttls_now: dict[tuple[str, str], int] = {}
+        self._ttl_timer: asyncio.TimerHandle | None = None
         self.live = self.io.submit(read_live_state, self.store, self.loaded).result()
         self.generation = 0
         self.counters = DemandCounters()
@@ -182,6 +185,7 @@ class Service:
         except Exception as exc:  # keep serving the last good table
             log.warning("cannot read live state: %s", exc)
             return False
+        live = replace(live, ttls=self.ttls_now)
         if live_fingerprint(live) == live_fingerprint(self.live):
             return False
         self.live = live
@@ -190,6 +194,35 @@ class Service:
         log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
                  "generation %d", len(live.shadows), len(live.down), self.generation)
         return True
+
+    def apply_ttl_plan(self, plan: list[dict[str, Any]]) -> None:
+        """Follow the allocator's TTL plan: shorter TTLs for a (DI, region) from TTL seconds
+        before its answer changes, so caches drain in time (entries: di, region, from,
+        until, ttl)."""
+        self.ttl_plan = [dict(e) for e in plan]
+        self._retime_ttls()
+
+    def _retime_ttls(self) -> None:
+        now = time.time()
+        current = {(str(e["di"]), str(e["region"])): int(e["ttl"]) for e in self.ttl_plan
+                   if float(e["from"]) <= now < float(e["until"])}
+        if current != self.ttls_now:
+            self.ttls_now = current
+            self.live = replace(self.live, ttls=current)
+            self.generation += 1
+            self._publish(build_snapshot(self.loaded, self.live, self.generation))
+            log.info("TTL plan: %d (DI, region) answer(s) with a shortened TTL", len(current))
+        if self._ttl_timer is not None:
+            self._ttl_timer.cancel()
+            self._ttl_timer = None
+        upcoming = [t for e in self.ttl_plan for t in (float(e["from"]), float(e["until"]))
+                    if t > now]
+        if upcoming:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._ttl_timer = loop.call_later(min(upcoming) - now + 0.01, self._retime_ttls)
 
     # Hooks for the parts that run beside the DNS listeners. Each starts its own tasks
     # (appending them to self.tasks) and is owned by its part.

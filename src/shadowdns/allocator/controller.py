@@ -105,6 +105,7 @@ class Controller:
         source: Literal["model", "observed", "oracle"] = "model",
         oracle: Callable[[tuple[str, str], float, float], float] | None = None,
         leader: Callable[[], bool] | None = None,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -122,6 +123,7 @@ class Controller:
         self.source = source
         self.oracle = oracle
         self.leader = leader or (lambda: True)
+        self.on_record = on_record
         self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
                                settings.topup_after, settings.error_window,
                                settings.degrade_factor)
@@ -309,6 +311,8 @@ class Controller:
         self.last_plan = result
         if result.changed or self.runs == 1:
             record = self._record(result, views, allocations, down)
+            if self.on_record is not None and record["mode"] != "preview":
+                self.on_record(record)
             if self.settings.mode == "active" and result.changed:
                 await self._apply(result, record)
             elif result.changed:

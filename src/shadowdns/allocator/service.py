@@ -42,6 +42,7 @@ async def start_control(service: Service) -> Controller | None:
         fit_executor=pool,
         settle=service.config.flush_interval + 2.0,
         leader=lambda: bool(getattr(service, "leader", True)),
+        on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
     )
 
     async def run() -> None:

@@ -374,17 +374,19 @@ class QueryEngine:
         di_text = di.name.to_text()
         variants: list[Template] = []
         slots: list[int] = []
-        rendered: dict[tuple[str, ...], Template] = {}  # regions often share an answer
+        # Regions often share an answer: render each distinct one once.
+        rendered: dict[tuple[tuple[str, ...], int], Template] = {}
         for ridx, region in enumerate(ctx.regions):
             decision = ctx.decision(di, ridx)
             addresses = tuple(decision.addresses(family))
-            same = rendered.get(addresses)
+            ttl = ctx.ttl(di, ridx)
+            same = rendered.get((addresses, ttl))
             if same is None:
-                result = _with_addresses(static, di, qtype, list(addresses))
+                result = _with_addresses(static, di, qtype, list(addresses), ttl)
                 same = self._template(result, qname, qtype, 0, question_len)
                 if same is None:
                     return None
-                rendered[addresses] = same
+                rendered[(addresses, ttl)] = same
             stat = self.stat_slot(qtype, static.rcode, decision.kind, region)
             variants.append(Template(same.hdr, same.body, same.body_noopt, stat))
             slots.append(self.counters.slot(di_text, region, decision.kind))
@@ -479,7 +481,8 @@ class QueryEngine:
             ridx, scope = located
             decision = dynamic[1].decision(dynamic[0], ridx)
             result = _with_addresses(result, dynamic[0], q.rdtype,
-                                     decision.addresses(4 if q.rdtype == _A else 6))
+                                     decision.addresses(4 if q.rdtype == _A else 6),
+                                     dynamic[1].ttl(dynamic[0], ridx))
         extra: list[dns.edns.Option] = []
         if ecs is not None:
             extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
@@ -585,7 +588,8 @@ def _ecs_valid(ecs: bytes) -> bool:
     return not (source % 8 and ecs[-1] & (0xFF >> (source % 8)))
 
 
-def _with_addresses(static: Result, di: DI, qtype: int, addresses: list[str]) -> Result:
+def _with_addresses(static: Result, di: DI, qtype: int, addresses: list[str],
+                    ttl: int | None = None) -> Result:
     """The static answer with the DI's address RRset replaced by the region's choice."""
     name = static.final_name
     assert name is not None and static.zone is not None
@@ -593,7 +597,8 @@ def _with_addresses(static: Result, di: DI, qtype: int, addresses: list[str]) ->
     authority = [rr for rr in static.authority if rr.rdtype != dns.rdatatype.SOA]
     if addresses:
         answer.append(dns.rrset.from_text_list(
-            name, di.ttl, dns.rdataclass.IN, dns.rdatatype.RdataType(qtype), addresses))
+            name, di.ttl if ttl is None else ttl, dns.rdataclass.IN,
+            dns.rdatatype.RdataType(qtype), addresses))
     else:
         authority.append(negative_soa(static.zone))
     return Result(rcode=static.rcode, aa=static.aa, answer=answer, authority=authority,

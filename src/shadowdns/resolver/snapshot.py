@@ -53,6 +53,8 @@ class LiveState:
     shadows: Mapping[str, tuple[Shadow, ...]] = field(default_factory=dict)
     down: frozenset[str] = frozenset()
     version: int = 0
+    # Shorter answer TTLs per (DI, region) ahead of a planned change of its answer.
+    ttls: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 def policy_path(zone: Zone) -> Path:
@@ -124,7 +126,7 @@ class GeoContext:
     """
 
     __slots__ = ("decisions", "down", "ecs_cache", "index", "ip_cache", "mapper", "policy",
-                 "regions", "shadows")
+                 "regions", "shadows", "ttls")
 
     def __init__(self, policy: Policy, mapper: RegionMapper, live: LiveState) -> None:
         self.policy = policy
@@ -136,6 +138,11 @@ class GeoContext:
         self.decisions: dict[tuple[dns.name.Name, int], Decision] = {}
         self.shadows = live.shadows
         self.down = live.down
+        self.ttls = live.ttls
+
+    def ttl(self, di: DI, region: int) -> int:
+        """The DI's answer TTL for a region, shortened ahead of a planned change."""
+        return self.ttls.get((di.name.to_text(), self.regions[region]), di.ttl)
 
     def region_index(self, answer: RegionAnswer) -> int:
         idx = self.index.get(answer.region)
