@@ -64,6 +64,7 @@ class ServeConfig:
     transfers: TransferConfig = field(default_factory=TransferConfig)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     node_id: str = "local"  # this node's name in a fleet
+    health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
 
 

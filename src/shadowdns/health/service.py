@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING
 
 from shadowdns.clock import SystemClock
 from shadowdns.health.monitor import HealthMonitor
 from shadowdns.health.state import Transition
-from shadowdns.store.base import HealthState
+from shadowdns.store.base import HealthObservation, HealthState, Store
 from shadowdns.zones.policy import Resource
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
+
+log = logging.getLogger(__name__)
 
 
 async def start_health(service: Service) -> HealthMonitor:
@@ -25,8 +29,15 @@ async def start_health(service: Service) -> HealthMonitor:
             out.update(policy.resources)
         return out
 
+    fleet = bool(getattr(service, "fleet", False))
+    node = service.config.node_id
+    quorum = service.config.health_quorum
+
     async def write(state: HealthState) -> bool:
-        return await service.run_in_io(service.store.set_health_state, state)
+        if not fleet:
+            return await service.run_in_io(service.store.set_health_state, state)
+        return await service.run_in_io(observe_and_combine, service.store, node, state.resource,
+                                       state.state, state.reason, quorum)
 
     async def changed(_: Transition) -> None:
         await service.refresh_live()
@@ -42,8 +53,53 @@ async def start_health(service: Service) -> HealthMonitor:
             await service.refresh_live()
 
     monitor = HealthMonitor(resources, SystemClock(), write, changed)
+
+    async def keep_observations_fresh(every: float = OBSERVATION_REFRESH) -> None:
+        # Re-state this node's view regularly: a node that dies stops refreshing, its
+        # view goes stale and drops out of the quorum.
+        while True:
+            await asyncio.sleep(every)
+            for rid, tracker in list(monitor.trackers.items()):
+                if tracker.state not in ("up", "down"):
+                    continue
+                try:
+                    changed_state = await service.run_in_io(
+                        observe_and_combine, service.store, node, rid, tracker.state,
+                        "periodic", quorum)
+                except Exception as exc:  # the store is away; next round
+                    log.debug("health observation not written: %s", exc)
+                    break
+                if changed_state:
+                    await service.refresh_live()
+
     loop = asyncio.get_running_loop()
     service.tasks.append(loop.create_task(monitor.run(), name="health monitor"))
+    if fleet:
+        service.tasks.append(loop.create_task(keep_observations_fresh(), name="health quorum"))
     service.tasks.append(loop.create_task(catch_up(), name="health catch-up"))
     await monitor.started()
     return monitor
+
+
+OBSERVATION_REFRESH = 5.0
+OBSERVATION_STALE = 30.0
+
+
+def observe_and_combine(store: Store, node: str, resource: str, state: str, reason: str,
+                        quorum: int = 0, now: float | None = None) -> bool:
+    """Record this node's view of a resource and write the fleet's combined state.
+
+    A resource is down when at least `quorum` nodes with a fresh view see it down
+    (`quorum` 0: a majority of them), so one node's bad network does not fail a resource
+    over for everyone. Returns whether the combined state changed. Runs on the store
+    thread.
+    """
+    now = time.time() if now is None else now
+    store.record_health_observation(HealthObservation(resource, node, state, now))  # type: ignore[arg-type]
+    views = [o for o in store.health_observations(since=now - OBSERVATION_STALE)
+             if o.resource == resource]
+    down = sum(1 for o in views if o.state == "down")
+    need = quorum if quorum > 0 else len(views) // 2 + 1
+    combined = "down" if down >= need else "up"
+    why = f"{down} of {len(views)} node(s) see it down (quorum {need}); {node}: {reason}"
+    return store.set_health_state(HealthState(resource, combined, now, why))  # type: ignore[arg-type]

@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="TSIG key (base64 secret); with keys, transfers must be signed")
     serve.add_argument("--notify", action="append", default=[], metavar="HOST[:PORT]",
                        help="secondary to send NOTIFY to on start and on every serial change")
+    serve.add_argument("--health-quorum", type=int, default=0, metavar="N",
+                       help="in a fleet, a resource is down when N nodes see it down "
+                            "(default 0: a majority of the nodes probing it)")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the listening ports with SO_REUSEPORT "
                             "(default 1)")
@@ -147,6 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_cert=args.api_cert,
         api_key=args.api_key,
         workers=args.workers,
+        health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
         tcp_max_connections=args.tcp_max_connections,

@@ -252,6 +252,19 @@ class HealthState:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthObservation:
+    """What one node of a fleet last saw of a resource, and when."""
+
+    resource: str
+    node: str
+    state: HealthStatus
+    ts: float
+
+    def __post_init__(self) -> None:
+        _check_choice("health state", self.state, HEALTH_STATUSES)
+
+
+@dataclass(frozen=True, slots=True)
 class HealthEvent:
     """One change of a resource's state; `old` is None for its first known state."""
 
@@ -408,6 +421,8 @@ class Store(Protocol):
         ...
 
     def health_states(self) -> list[HealthState]: ...
+    def record_health_observation(self, observation: HealthObservation) -> None: ...
+    def health_observations(self, since: float | None = None) -> list[HealthObservation]: ...
     def health_events(
         self, resource: str | None = None, since: float | None = None, limit: int = 1000
     ) -> list[HealthEvent]: ...

@@ -313,7 +313,18 @@ CREATE TRIGGER config_files_truncated AFTER TRUNCATE ON config_files
 """
 """Zone master files and policy files shared by the nodes of a fleet, in full."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = """
+CREATE TABLE health_observations (
+    resource TEXT NOT NULL,
+    node TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('up', 'down')),
+    ts DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (resource, node)
+);
+"""
+"""What each node of a fleet last saw of each resource (see the SQLite schema)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -255,7 +255,19 @@ CREATE TABLE config_files (
 """Zone master files and policy files shared by the nodes of a fleet, in full (a rowid
 table: the text can be large)."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4 = """
+CREATE TABLE health_observations (
+    resource TEXT NOT NULL,
+    node TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('up', 'down')),
+    ts REAL NOT NULL,
+    PRIMARY KEY (resource, node)
+);
+"""
+"""What each node of a fleet last saw of each resource; the shared health state is the
+quorum of the fresh observations."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

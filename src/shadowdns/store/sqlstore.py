@@ -33,6 +33,7 @@ from shadowdns.store.base import (
     Forecast,
     ForecastPoint,
     HealthEvent,
+    HealthObservation,
     HealthState,
     ModelChoice,
     NewAllocation,
@@ -580,6 +581,28 @@ class SQLStore(Closing):
         return [ModelChoice(*row) for row in rows]
 
     # health
+
+    def record_health_observation(self, observation: HealthObservation) -> None:
+        """Replace this node's view of one resource (fleet health quorum)."""
+        with self._write() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO health_observations (resource, node, state, ts)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (resource, node)"
+                    " DO UPDATE SET state = excluded.state, ts = excluded.ts"
+                ),
+                (observation.resource, observation.node, observation.state, observation.ts),
+            )
+
+    def health_observations(self, since: float | None = None) -> list[HealthObservation]:
+        """Every node's latest view of every resource (made at or after `since`)."""
+        sql = "SELECT resource, node, state, ts FROM health_observations"
+        params: list[Any] = []
+        if since is not None:
+            sql += " WHERE ts >= ?"
+            params.append(since)
+        rows = self._read(self._q(sql + " ORDER BY resource, node"), params)
+        return [HealthObservation(*row) for row in rows]
 
     def health_states(self) -> list[HealthState]:
         rows = self._read("SELECT resource, state, since, reason FROM health_state ORDER BY 1")

@@ -128,3 +128,17 @@ def test_audit_log_reads_back_in_order(store: Store) -> None:
     assert store.list_audit() == entries
     assert store.list_audit(limit=2) == entries[3:]
     assert store.list_audit(since=1.0, limit=10) == entries[1:]
+
+
+def test_health_observations_keep_each_nodes_latest_view(store: Store) -> None:
+    """Each node's observation of a resource replaces its previous one; `since` filters
+    out stale ones; other nodes' views are kept."""
+    from shadowdns.store import HealthObservation
+
+    store.record_health_observation(HealthObservation("web-1", "node-a", "up", 100.0))
+    store.record_health_observation(HealthObservation("web-1", "node-b", "down", 105.0))
+    store.record_health_observation(HealthObservation("web-1", "node-a", "down", 110.0))
+    seen = store.health_observations()
+    assert [(o.node, o.state, o.ts) for o in seen] == [("node-a", "down", 110.0),
+                                                       ("node-b", "down", 105.0)]
+    assert [o.node for o in store.health_observations(since=108.0)] == ["node-a"]
