@@ -47,6 +47,7 @@ from shadowdns.store.base import (
     AuditEntry,
     Forecast,
     ForecastPoint,
+    ModelChoice,
     NewAllocation,
     Resolution,
     Store,
@@ -454,11 +455,21 @@ class Controller:
             out.append(Forecast(key[0], key[1], resolution, now, state.model, tuple(
                 ForecastPoint(first + i * self.settings.bucket, float(p), float(u))
                 for i, (p, u) in enumerate(zip(point, upper, strict=True)))))
-        if out:
-            try:
+        # The model in use per series and its rolling error (MAE over seasonal naive's),
+        # for the API and the per-model error metric.
+        choices = [
+            ModelChoice(key[0], key[1], self.book.series[key].model,
+                        figures["relative"], now)
+            for key, figures in self.book.errors().items()
+            if key in self.book.series and math.isfinite(figures["relative"])
+        ]
+        try:
+            if out:
                 await self.io(self.store.write_forecasts, out)
-            except Exception as exc:
-                log.warning("cannot write forecasts: %s", exc)
+            if choices:
+                await self.io(self.store.write_model_choices, choices)
+        except Exception as exc:
+            log.warning("cannot write forecasts: %s", exc)
 
     def report(self) -> dict[str, Any]:
         """State of the loop for the API and metrics."""
