@@ -14,10 +14,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from shadowdns.geoip.distance import haversine_km
 from shadowdns.zones.policy import DI, Location, Policy, Resource
 
 Kind = Literal["shadow", "primary", "fallback", "nodata"]
-EARTH_RADIUS_KM = 6371.0088
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +45,6 @@ class Decision:
             if addr is not None and addr not in out:
                 out.append(addr)
         return out
-
-
-def haversine_km(a: Location, b: Location) -> float:
-    lat1, lon1, lat2, lon2 = map(math.radians, (a.lat, a.lon, b.lat, b.lon))
-    h = (math.sin((lat2 - lat1) / 2) ** 2
-         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
 def is_up(resource: Resource, down: Collection[str]) -> bool:
@@ -114,7 +107,8 @@ def _distance_function(locations: Mapping[str, Location]) -> Callable[[str, str]
         value = cache.get(key)
         if value is None:
             la, lb = locations.get(a), locations.get(b)
-            value = haversine_km(la, lb) if la is not None and lb is not None else math.inf
+            value = (haversine_km(la.lat, la.lon, lb.lat, lb.lon)
+                     if la is not None and lb is not None else math.inf)
             cache[key] = value
         return value
 
