@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,6 +176,22 @@ zone:
 """
 
 
+def api_add_record(server: ServerProcess, state: Path, name: str, address: str) -> None:
+    """Add an A RRset through the running server's REST API with a fresh operator token."""
+    line = server.wait_log(r"api listening on http://127\.0\.0\.1:\d+")
+    port = int(re.search(r":(\d+)\s*$", line.strip()).group(1))  # type: ignore[union-attr]
+    out = subprocess.run([sys.executable, "-m", "shadowdns", "token", "create", "--role",
+                          "operator", "--state", str(state)],
+                         capture_output=True, text=True, check=True).stdout
+    secret = re.search(r"(sdns_\S+)", out).group(1)  # type: ignore[union-attr]
+    body = json.dumps({"name": name, "type": "A", "ttl": 60, "rdata": [address]}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/zones/xfr.test./rrsets", data=body, method="POST",
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status in (200, 201)
+
+
 @pytest.fixture
 def knot_port() -> Iterator[int]:
     if knotd_path() is None:
@@ -202,10 +222,11 @@ def wait_knot(port: int, name: str, rdtype: str, expect: list[str], seconds: flo
 def test_knot_secondary_transfers_and_follows_notify(zones: Path, tmp_path: Path,
                                                      knot_port: int) -> None:
     """Knot, configured as a secondary with TSIG, transfers the zone and answers the same
-    static records; a serial change (reload) reaches it by NOTIFY."""
+    static records; a serial change by reload, and a change through the API, reach it by
+    NOTIFY."""
     server = start(zones, tmp_path, "--transfer-acl", "127.0.0.0/8",
                    "--tsig-key", f"hmac-sha256:xfr-key:{SECRET}",
-                   "--notify", f"127.0.0.1:{knot_port}")
+                   "--notify", f"127.0.0.1:{knot_port}", "--api", "127.0.0.1:0")
     knot_dir = Path(tempfile.mkdtemp(prefix="knot-secondary-"))
     (knot_dir / "zones").mkdir()
     (knot_dir / "db").mkdir()
@@ -226,6 +247,8 @@ def test_knot_secondary_transfers_and_follows_notify(zones: Path, tmp_path: Path
         server.wait_log(r"reloaded")
         wait_knot(knot_port, "new.xfr.test.", "A", ["192.0.2.99"], 10)
         server.wait_log(r"NOTIFY xfr.test. to 127.0.0.1:\d+ answered NOERROR")
+        api_add_record(server, tmp_path / "state.db", "viaapi", "192.0.2.98")
+        wait_knot(knot_port, "viaapi.xfr.test.", "A", ["192.0.2.98"], 10)
     except AssertionError:
         print((knot_dir / "knotd.log").read_text(errors="replace"))
         print("".join(server.log))

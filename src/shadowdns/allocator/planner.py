@@ -32,7 +32,8 @@ import numpy.typing as npt
 
 from shadowdns.allocator.settings import AllocatorSettings, CalendarEvent, Pin
 from shadowdns.allocator.solver import AssignmentProblem, solve
-from shadowdns.resolver.routing import EARTH_RADIUS_KM, haversine_km, is_up
+from shadowdns.geoip.distance import EARTH_RADIUS_KM, haversine_km
+from shadowdns.resolver.routing import is_up
 from shadowdns.store.base import Allocation
 from shadowdns.zones.policy import DI, Policy, Resource
 
@@ -213,7 +214,8 @@ class _Distances:
         value = self.cache.get(key)
         if value is None:
             la, lb = policy.locations.get(a), policy.locations.get(b)
-            value = math.inf if la is None or lb is None else haversine_km(la, lb)
+            value = (math.inf if la is None or lb is None
+                     else haversine_km(la.lat, la.lon, lb.lat, lb.lon))
             self.cache[key] = value
         return value
 
