@@ -102,7 +102,8 @@ def test_change_through_one_node_is_answered_by_the_other(pg: PostgresServer,
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status in (200, 201)
         took = wait_answer(b, "fleet.geo.test.", ["192.0.2.77"], 3.0)
-        assert took < 1.5, f"node B took {took:.2f}s"
+        print(f"node B answered the change after {took:.3f}s")
+        assert took < 1.0, f"node B took {took:.2f}s"
         assert answer(a, "fleet.geo.test.") == ["192.0.2.77"]
         subprocess.run([sys.executable, "-m", "shadowdns", "shadow", "add", "app.geo.test.",
                         "s-br", "--region", "eu", "--state", url], check=True,
