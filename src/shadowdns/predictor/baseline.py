@@ -8,13 +8,15 @@ the current level rather than an error.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from shadowdns.predictor.base import FitSpec, Fitted, warm_up
 from shadowdns.predictor.series import FloatArray
-from shadowdns.predictor.state import SeasonalNaiveKernel
+from shadowdns.predictor.state import Kernel, SeasonalNaiveKernel
 
 
 def recent_level(values: FloatArray, horizon: int) -> float:
@@ -44,3 +46,31 @@ class SeasonalNaive:
 def baseline(values: FloatArray, spec: FitSpec) -> Fitted:
     """The daily seasonal naive: what a model falls back to when it cannot fit."""
     return SeasonalNaive().fit(values, spec)
+
+
+log = logging.getLogger(__name__)
+
+
+def fit_on_window(
+    name: str,
+    values: FloatArray,
+    window: FloatArray,
+    min_points: int,
+    spec: FitSpec,
+    estimate: Callable[[FloatArray, int, int], Kernel],
+) -> Fitted:
+    """Fit a library model on the recent `window` of `values`, else fall back to the baseline.
+
+    The baseline answers when the window is shorter than two seasons plus the horizon (or
+    `min_points`), when it is constant, or when the optimiser fails: one bad series must
+    never stop the refresh of the others.
+    """
+    offset = len(values) - len(window)
+    if len(window) < max(2 * spec.season + spec.horizon, min_points) or np.ptp(window) == 0:
+        return baseline(values, spec)
+    try:
+        kernel = estimate(window, spec.season, spec.start + offset)
+    except Exception as exc:
+        log.debug("%s fit failed, using the baseline: %s", name, exc)
+        return baseline(values, spec)
+    return Fitted(name, warm_up(kernel, window, spec))

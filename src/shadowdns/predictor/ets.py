@@ -10,17 +10,15 @@ costs time.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from shadowdns.predictor.base import FitSpec, Fitted, quiet, warm_up
-from shadowdns.predictor.baseline import baseline
+from shadowdns.predictor.base import FitSpec, Fitted, quiet
+from shadowdns.predictor.baseline import fit_on_window
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import EtsKernel
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +32,7 @@ class Ets:
     def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
         m = spec.season
         window = values[-self.fit_seasons * m :] if m > 1 else values[-2000:]
-        offset = len(values) - len(window)
-        if len(window) < max(2 * m + spec.horizon, 20) or np.ptp(window) == 0:
-            return baseline(values, spec)
-        try:
-            kernel = self._estimate(window, m, spec.start + offset)
-        except Exception as exc:  # a failed optimiser must not stop other series
-            log.debug("ETS fit failed, using the baseline: %s", exc)
-            return baseline(values, spec)
-        return Fitted(self.name, warm_up(kernel, window, spec))
+        return fit_on_window(self.name, values, window, 20, spec, self._estimate)
 
     def _estimate(self, window: FloatArray, m: int, start: int) -> EtsKernel:
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel

@@ -10,17 +10,15 @@ runs the fitted model so the state advances cheaply every window.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from shadowdns.predictor.base import FitSpec, Fitted, quiet, warm_up
-from shadowdns.predictor.baseline import baseline
+from shadowdns.predictor.base import FitSpec, Fitted, quiet
+from shadowdns.predictor.baseline import fit_on_window
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import ArmaFourierKernel
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +34,8 @@ class Sarimax:
     name: str = "sarimax"
 
     def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
-        m = spec.season
-        window = values[-self.fit_days * m :]
-        offset = len(values) - len(window)
-        if len(window) < max(2 * m + spec.horizon, 30) or np.ptp(window) == 0:
-            return baseline(values, spec)
-        try:
-            kernel = self._estimate(window, m, spec.start + offset)
-        except Exception as exc:  # a failed optimiser must not stop other series
-            log.debug("SARIMAX fit failed, using the baseline: %s", exc)
-            return baseline(values, spec)
-        return Fitted(self.name, warm_up(kernel, window, spec))
+        window = values[-self.fit_days * spec.season :]
+        return fit_on_window(self.name, values, window, 30, spec, self._estimate)
 
     def _estimate(self, window: FloatArray, m: int, start: int) -> ArmaFourierKernel:
         from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
