@@ -20,7 +20,6 @@ from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import EtsKernel
 
 
-
 @dataclass(frozen=True, slots=True)
 class Ets:
     """ETS(A, Ad, A) fitted by statsmodels; needs two seasons of non-constant history."""

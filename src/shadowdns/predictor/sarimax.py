@@ -20,7 +20,6 @@ from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import ArmaFourierKernel
 
 
-
 @dataclass(frozen=True, slots=True)
 class Sarimax:
     """Fourier regression + ARMA(p, q) errors; needs two days of non-constant history."""
