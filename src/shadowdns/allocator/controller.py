@@ -341,9 +341,11 @@ class Controller:
             since, until = now + view.lead, now + view.lead + window
             seen = self.book.view(key, since, until)
             if self.source == "observed":
-                seen = replace(seen, predicted=0.0, model="observed")
+                seen = replace(seen, predicted=0.0, p_cross=0.0, model="observed")
             elif self.source == "oracle" and self.oracle is not None:
-                seen = replace(seen, predicted=self.oracle(key, since, until), model="oracle")
+                # the future itself: demand crosses with certainty or not at all
+                seen = replace(seen, predicted=self.oracle(key, since, until), p_cross=None,
+                               model="oracle")
             out[key] = seen
         return out
 

@@ -13,6 +13,14 @@ the new state up on buckets observed meanwhile. Until a series has a real fit it
 seasonal-naive baseline (its recent level when it has less than a day), fitted inline:
 that is instant.
 
+The allocator's trigger is the *probability* that demand crosses the DI's threshold in the
+window (`DemandView.p_cross`), not the upper quantile crossing it: the book keeps, per
+series and per forecast step, the signed errors of the forecasts it really made over the
+last `2 × season` buckets (`hstep_errors`), so P(actual >= threshold) = the share of those
+errors that would have put the point forecast at or above it — calibrated online at the
+very horizon the decision looks at, whatever the model. The upper quantile stays what a
+shadow is sized for (capacity) and recorded with it.
+
 Dynamic adjustment lives here too: a bucket whose actual demand exceeds the upper band
 forecast for it one bucket earlier is a *miss*; `topup_after` misses in a row (with demand
 at the threshold) flag the series for a reactive top-up, and the misses are kept.
@@ -36,6 +44,10 @@ from shadowdns.predictor.series import FloatArray
 log = logging.getLogger(__name__)
 
 SeriesKey = tuple[str, str]
+
+MIN_HSTEP_ERRORS = 24
+"""Errors a step needs before `p_cross` uses them; until then the point forecast decides
+(P = 1 at or above the threshold, else 0: the median-ish guess)."""
 
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
@@ -95,6 +107,10 @@ class SeriesState:
     last_above: float | None = None
     errors: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=288))
     degraded: bool = False
+    # forecasts made at recent origins: (bucket index of their first step, point per step)
+    pending: deque[tuple[int, FloatArray]] = field(default_factory=deque)
+    # signed errors (actual - point) of those forecasts, one deque per step ahead
+    hstep_errors: list[deque[float]] = field(default_factory=list)
 
     @property
     def end(self) -> int:
@@ -121,6 +137,7 @@ class DemandBook:
         self.bucket = bucket
         self.season = max(1, 86400 // bucket)
         self.max_len = max(int(history // bucket), 2 * self.season + 16)
+        self.hstep_window = 2 * self.season
         self.refit_every = refit_every
         self.topup_after = topup_after
         self.error_window = error_window
@@ -168,6 +185,10 @@ class DemandBook:
                      else (state.values[-1] if state.values else value))
             covered = value <= state.next_upper
             state.errors.append((abs(value - state.next_point), abs(value - naive), covered))
+        for first, points in state.pending:
+            step = idx - first
+            if 0 <= step < len(points):
+                self._hstep(state, step).append(float(value) - float(points[step]))
         if value >= p.threshold:
             state.last_above = ts + self.bucket
         state.values.append(float(value))
@@ -179,8 +200,42 @@ class DemandBook:
             self._baseline(state, p)
         else:
             state.fitted.kernel.update(np.array([value], dtype=np.float64))
-        point, upper = state.fitted.kernel.forecast(1)  # type: ignore[union-attr]
+        self._remember(state, p)
+
+    def _remember(self, state: SeriesState, p: SeriesParams) -> None:
+        """Forecast the next `horizon` steps from the current state: keep the points to
+        score them when their buckets arrive, and the next step's for the miss check."""
+        assert state.fitted is not None
+        kernel = state.fitted.kernel
+        point, upper = kernel.forecast(max(1, p.horizon))
         state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
+        while state.pending and state.pending[0][0] + len(state.pending[0][1]) <= kernel.t:
+            state.pending.popleft()
+        if state.pending and state.pending[-1][0] == kernel.t:
+            state.pending.pop()  # a refit re-forecast the same origin: keep the newer
+        state.pending.append((kernel.t, point[0].copy()))
+
+    def _hstep(self, state: SeriesState, step: int) -> deque[float]:
+        while len(state.hstep_errors) <= step:
+            state.hstep_errors.append(deque(maxlen=self.hstep_window))
+        return state.hstep_errors[step]
+
+    def p_cross(self, state: SeriesState, points: FloatArray, steps: list[int],
+                threshold: float) -> float:
+        """P(actual >= threshold) for forecast steps `steps` (0 = next bucket) with point
+        forecasts `points`: the highest over the steps, each from that step's recent
+        signed errors (see the module docstring)."""
+        best = 0.0
+        for step, point in zip(steps, points.tolist(), strict=True):
+            errors = (state.hstep_errors[min(step, len(state.hstep_errors) - 1)]
+                      if state.hstep_errors else ())
+            if len(errors) < MIN_HSTEP_ERRORS:
+                prob = 1.0 if point >= threshold else 0.0
+            else:
+                errs = np.fromiter(errors, dtype=np.float64, count=len(errors))
+                prob = float(np.count_nonzero(point + errs >= threshold)) / len(errs)
+            best = max(best, prob)
+        return best
 
     def _baseline(self, state: SeriesState, p: SeriesParams) -> None:
         spec = FitSpec(season=self.season, horizon=max(1, p.horizon), start=state.start,
@@ -197,9 +252,9 @@ class DemandBook:
         for key, state in self.series.items():
             if (not state.real_fit and state.values and len(state.values) < self.season
                     and len(state.values) != state.fitted_len):
-                self._baseline(state, self.params.get(key, SeriesParams()))
-                point, upper = state.fitted.kernel.forecast(1)  # type: ignore[union-attr]
-                state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
+                p = self.params.get(key, SeriesParams())
+                self._baseline(state, p)
+                self._remember(state, p)
 
     # --- fitting -------------------------------------------------------------------------
 
@@ -251,8 +306,9 @@ class DemandBook:
         state.errors.clear()
         state.degraded = False
         self.refits[request.reason] = self.refits.get(request.reason, 0) + 1
-        point, upper = fitted.kernel.forecast(1)
-        state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
+        state.hstep_errors.clear()  # the new model's errors are not the old one's
+        state.pending.clear()
+        self._remember(state, self.params.get(request.key, SeriesParams()))
 
     def _degraded(self, state: SeriesState) -> bool:
         if len(state.errors) < max(12, self.error_window // 2):
@@ -274,12 +330,16 @@ class DemandBook:
         first = kernel.t  # bucket index the next forecast step stands for
         last_needed = math.ceil(until / self.bucket)
         horizon = max(1, last_needed - first + 1)
-        _, upper = kernel.forecast(horizon)
+        point, upper = kernel.forecast(horizon)
         starts = (first + np.arange(horizon)) * self.bucket
         overlap = (starts < until) & (starts + self.bucket > since)
         predicted = float(upper[0, overlap].max()) if overlap.any() else 0.0
+        p = self.params.get(key, SeriesParams())
+        p_cross = (self.p_cross(state, point[0, overlap], np.flatnonzero(overlap).tolist(),
+                                p.threshold) if overlap.any() else 0.0)
         return DemandView(key[0], key[1], predicted=predicted, observed=state.values[-1],
-                          model=state.model, last_above=state.last_above, topup=state.topup)
+                          model=state.model, last_above=state.last_above, topup=state.topup,
+                          p_cross=p_cross)
 
     def forecast(self, key: SeriesKey, horizon: int) -> tuple[int, FloatArray, FloatArray]:
         """(first bucket start, point, upper) of the next `horizon` buckets of `key`."""

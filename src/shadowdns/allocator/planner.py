@@ -10,8 +10,12 @@ The safety rules of predictive autoscalers apply here, in this order:
    before the window it was allocated for (allocation + lead time + window) is over —
    scale out on the forecast, scale in on evidence, so nothing flaps; while the forecast
    still wants it, it stays;
-4. the planned demand of a (DI, region) is max(forecast upper quantile over the lead-time
-   window, the last observed bucket);
+4. a (DI, region) is wanted when the last observed bucket crossed the threshold, or the
+   forecast says demand will cross it over the lead-time window: with the probability of
+   crossing known (`DemandView.p_cross`), when it is at least `cross_probability` (0.5: more
+   likely than not); otherwise when the forecast upper quantile crosses. What it is sized
+   for (capacity) is max(forecast upper quantile, last observed bucket), at least the
+   threshold;
 5. a shadow on a resource that is down, or no longer in the DI's pool, is released at once
    and its (DI, region) planned again, so a failed shadow is replaced in the same run.
 
@@ -56,6 +60,7 @@ class DemandView:
     model: str = "none"
     last_above: float | None = None  # last bucket end with observed demand >= threshold
     topup: bool = False  # actual demand beat the forecast band K buckets in a row
+    p_cross: float | None = None  # P(demand >= threshold) in the window; None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +306,7 @@ def plan(
     dem_value: list[float] = []
     dem_group: list[int] = []
     dem_region: list[int] = []
-    dem_info: list[tuple[DIView, str, str, float, float, str]] = []
+    dem_info: list[tuple[DIView, str, str, float, float, str, float | None]] = []
     pair_d: list[int] = []
     pair_r: list[int] = []
     pair_w: list[float] = []
@@ -315,6 +320,7 @@ def plan(
         draining_by_di.setdefault(di_key, set()).add((rid, region))
     geometries: dict[int, _Geometry] = {}
     k = max(1, settings.nearest_resources)
+    p_min = settings.cross_probability
     for view in dis:
         limit_reached = view.di.policy.max_shadows - per_di.get(view.key, 0) <= 0
         geo = geometries.get(id(view.policy))
@@ -328,7 +334,17 @@ def plan(
             predicted = seen.predicted if seen else 0.0
             observed = seen.observed if seen else 0.0
             value = max(predicted, observed)
-            why = "forecast" if predicted >= observed else "observed"
+            p_cross = seen.p_cross if seen is not None else None
+            if p_cross is not None and p_min is not None:
+                forecast_wants = p_cross >= p_min
+            else:
+                forecast_wants = predicted >= threshold
+            if forecast_wants:
+                value = max(value, threshold)
+            elif observed < threshold:
+                value = 0.0  # neither the forecast nor the last bucket crosses
+            why = "forecast" if forecast_wants and (predicted >= observed
+                                                    or observed < threshold) else "observed"
             if seen is not None and seen.topup:
                 why = "topup"
             for ev in events.get((view.key, region), ()):
@@ -343,7 +359,7 @@ def plan(
                 continue
             rows.append(row)
             dem_info.append((view, region, why, predicted, observed,
-                             seen.model if seen else "none"))
+                             seen.model if seen else "none", p_cross))
             dem_value.append(value)
         if not rows:
             continue
@@ -434,7 +450,7 @@ def plan(
 
     kept_releasable: set[int] = set()
     for p in solution.pairs.tolist():
-        view, region, why, predicted, observed, model = dem_info[pair_d[p]]
+        view, region, why, predicted, observed, model, p_cross = dem_info[pair_d[p]]
         resource = res_ids[pair_r[p]]
         current = releasable.get((view.key, region))
         if current is not None and current.resource == resource:
@@ -444,6 +460,7 @@ def plan(
         reason = reason_text(
             why=why, predicted=float(predicted), observed=float(observed), model=model,
             threshold=float(view.di.policy.threshold), quantile=view.di.policy.quantile,
+            **({} if p_cross is None else {"p_cross": float(p_cross)}),
             window=[round(now + lead), round(now + lead + window)])
         add.append(Shadow(view.key, resource, region, dem_value[pair_d[p]], reason,
                           warmup=resources[resource].warmup))

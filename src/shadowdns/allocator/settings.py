@@ -9,6 +9,7 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
       mode: preview            # off | preview | active
       window: 5m               # allocation period
       bucket: 5m               # demand bucket the forecasts work on (60 s multiples)
+      cross_probability: 0.5   # allocate on the forecast when P(demand >= threshold) >= this
       topup_after: 3           # K: buckets above the forecast band before a reactive top-up
       drain_grace: 30          # draining lasts TTL + this
       ttl_floor: 5             # TTL of answers about to change
@@ -137,6 +138,7 @@ class AllocatorSettings:
     bucket: int = 300
     tick: float = 1.0
     quantile: float | None = None
+    cross_probability: float | None = 0.5
     topup_after: int = 3
     drain_grace: float = 30.0
     ttl_floor: int = 5
@@ -199,7 +201,7 @@ class AllocatorSettings:
             "drain_grace": ("duration", None), "history": ("duration", None),
             "refit_every": ("duration", None), "solver_time_limit": ("duration", None),
             "serve_well_km": ("number", None), "quantile": ("number", None),
-            "degrade_factor": ("number", None),
+            "cross_probability": ("number", None), "degrade_factor": ("number", None),
             "bucket": ("int_duration", None), "topup_after": ("int", None),
             "ttl_floor": ("int", None), "milp_max_pairs": ("int", None),
             "nearest_resources": ("int", None), "error_window": ("int", None),
@@ -230,6 +232,8 @@ class AllocatorSettings:
                 bad(key, str(exc))
         if "quantile" in values and not 0 < values["quantile"] < 1:
             bad("quantile", "must be between 0 and 1")
+        if "cross_probability" in values and not 0 < values["cross_probability"] <= 1:
+            bad("cross_probability", "must be above 0 and at most 1")
         if "mode" in data:
             if data["mode"] in MODES:
                 values["mode"] = data["mode"]

@@ -11,7 +11,8 @@ about future demand differs):
 
 * `none` — primaries only;
 * `reactive` — no forecast: the planned demand is the last observed bucket;
-* `predictive` — the allocator as built (forecast upper quantile and observed);
+* `predictive` — the allocator as built (the forecast's probability of crossing the
+  threshold, its upper quantile for sizing, and observed);
 * `oracle` — the forecast is the future itself: the best this allocator can do with this
   lead time;
 * `always` — a shadow in every region for the whole trace.
@@ -283,6 +284,7 @@ def simulate(
     refit_every: float = 7 * 86400.0,
     history: float = 14 * 86400.0,
     quantile: float = 0.9,
+    cross_probability: float | None = 0.5,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -301,7 +303,8 @@ def simulate(
         thresholds = {name.to_text(): di.policy.threshold for name, di in policy.dis.items()}
     settings = AllocatorSettings(mode="active", window=float(bucket), bucket=bucket,
                                  tick=float(bucket), history=history, refit_every=refit_every,
-                                 drain_grace=30.0, serve_well_km=500.0)
+                                 drain_grace=30.0, serve_well_km=500.0,
+                                 cross_probability=cross_probability)
     figures = asyncio.run(_run(series, policy_name, policy, bucket, settings, executor,
                                progress))
     figures = {"policy": policy_name, "lead_time": lead, **figures,

@@ -49,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sim.add_argument("--model", default="auto", help="forecast model (default auto)")
     sim.add_argument("--quantile", default=0.9, type=float,
                      help="forecast quantile the allocator plans for (default 0.9)")
+    sim.add_argument("--cross-probability", default="0.5", type=_probability, metavar="P",
+                     help="allocate on the forecast when P(demand >= threshold) in the "
+                          "window is at least P (default 0.5); 'off': when the forecast "
+                          "quantile crosses")
     sim.add_argument("--min-hold", default="30m", type=parse_duration, metavar="DURATION")
     sim.add_argument("--ttl", default=30, type=int, help="answer TTL (default 30)")
     sim.add_argument("--refit-every", default="7d", type=parse_duration, metavar="DURATION")
@@ -57,6 +61,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="also write the multi-region trace that is replayed")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=cmd_simulate)
+
+
+def _probability(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a probability or 'off'") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("the probability must be above 0 and at most 1")
+    return value
 
 
 def _bucket(text: str) -> int:
@@ -119,6 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                            policy=policy, ttl=args.ttl, min_hold=args.min_hold,
                            model=args.model, refit_every=args.refit_every,
                            quantile=args.quantile,
+                           cross_probability=args.cross_probability,
                            executor=executor)
     finally:
         if executor is not None:

@@ -67,3 +67,31 @@ def test_a_degraded_model_is_refitted() -> None:
     [again] = book.due_fits(1.0)
     assert again.reason.startswith("forecast error degraded")
     assert book.errors()[KEY]["relative"] == 50.0
+
+
+def test_crossing_probability_is_calibrated_on_average() -> None:
+    """On a noisy daily series the probability of crossing the threshold that the book
+    gives for the bucket 3 ahead matches on average how often demand then crosses it (not
+    bin by bin with seasonal naive: a high forecast carries yesterday's noise, which does
+    not repeat), and deciding on P >= 0.5 fires about as often as demand crosses."""
+    rng = np.random.default_rng(7)
+    season = 24
+    n = season * 20
+    t = np.arange(n)
+    values = 100 + 60 * np.sin(2 * np.pi * t / season) + rng.normal(0, 25, n)
+    values = np.maximum(values, 0.0)
+    threshold = float(np.percentile(values, 75))
+    book = DemandBook(HOUR)
+    params = SeriesParams(model="snaive", threshold=threshold, quantile=0.9, horizon=4)
+    probs, actual = [], []
+    for i in range(n):
+        book.observe(KEY, 1000 + i, float(values[i]), params)
+        if i >= 3 * season and i + 3 < n:
+            start = (1000 + i + 3) * HOUR  # the bucket 3 steps after the next one
+            view = book.view(KEY, start, start + HOUR)
+            assert view.p_cross is not None
+            probs.append(view.p_cross)
+            actual.append(values[i + 3] >= threshold)
+    p, crossed = np.array(probs), np.array(actual)
+    assert abs(p.mean() - crossed.mean()) < 0.05  # calibrated on average
+    assert abs((p >= 0.5).mean() - crossed.mean()) < 0.1

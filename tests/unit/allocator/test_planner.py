@@ -165,3 +165,21 @@ def test_lead_time_is_warmup_plus_ttl_at_least() -> None:
     assert view.lead == 90.0  # s-jp warm-up 60 + TTL 30
     slow = replace(view.di, policy=replace(view.di.policy, lead_time=900))
     assert lead_time(slow, policy) == 900.0
+
+
+def test_the_forecast_allocates_on_its_probability_of_crossing(policy: Policy) -> None:
+    """With the probability of crossing known, the forecast wants a shadow only when
+    demand is more likely than not to cross (an upper band above the threshold is not
+    enough); the shadow is sized for the upper band; the last observed bucket still acts
+    on its own (safety rule); without a probability the band decides as before."""
+    band_only = DemandView(APP, "jp", 80.0, 10.0, "ets", None, p_cross=0.3)
+    assert run(policy, {"jp": band_only}).add == ()
+    likely = replace(band_only, p_cross=0.6)
+    [shadow] = run(policy, {"jp": likely}).add
+    assert shadow.demand == 80.0
+    reason = json.loads(shadow.reason)
+    assert (reason["why"], reason["p_cross"]) == ("forecast", 0.6)
+    observed = replace(band_only, observed=90.0, p_cross=0.0)
+    assert [s.region for s in run(policy, {"jp": observed}).add] == ["jp"]
+    old_rule = AllocatorSettings(cross_probability=None)
+    assert [s.region for s in run(policy, {"jp": band_only}, settings=old_rule).add] == ["jp"]
