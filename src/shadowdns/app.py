@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import signal
 import threading
@@ -39,6 +40,7 @@ from shadowdns.resolver.snapshot import (
 )
 from shadowdns.resolver.transfer import TransferConfig, Transfers
 from shadowdns.store import DemandRow, Store, ZoneRecord, default_state_path, open_store
+from shadowdns.zones.policy import Policy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,8 +137,16 @@ class Service:
             record = ZoneRecord(origin.to_text(), zone.file, zone.serial, now)
             self.io.submit(self.store.upsert_zone, record)
         for origin, policy in self.loaded.policies.items():
-            future = self.io.submit(self.store.replace_policy, origin.to_text(), policy)
+            future = self.io.submit(self._record_policy, origin.to_text(), policy)
             future.add_done_callback(_log_failure)
+
+    def _record_policy(self, origin: str, policy: Policy) -> None:
+        """Write the policy graph unless the store holds it already (same file digest)."""
+        try:
+            digest: str | None = hashlib.sha256(Path(policy.source).read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+        self.store.replace_policy(origin, policy, digest)
 
     def _publish(self, snapshot: Snapshot) -> None:
         self.engine.swap(snapshot)

@@ -9,9 +9,8 @@ authoritative algorithm, NXDOMAIN/NODATA logic and zone transfers see them as re
 
 from __future__ import annotations
 
-import copy
 import gc
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from shadowdns.geoip.regions import RegionAnswer, RegionMapper
 from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.routing import Decision, Shadow, decide
+from shadowdns.zones.di_view import static_view
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
 from shadowdns.zones.policy import DI, Policy
 from shadowdns.zones.policy_file import load_policy
@@ -206,48 +206,55 @@ class Snapshot:
     dis: Mapping[dns.name.Name, tuple[DI, GeoContext]] = field(default_factory=dict)
 
 
-def static_view(zone: Zone, policy: Policy) -> Zone:
-    """The zone with each DI's name answering with all its primaries (TTL = the DI's)."""
-    extra: list[dns.rrset.RRset] = []
-    replaced: set[tuple[dns.name.Name, int]] = set()
-    # Many DIs share their primaries: build each address RRset once and copy it.
-    templates: dict[tuple[int, int, tuple[str, ...]], dns.rrset.RRset] = {}
-    for di in policy.dis.values():
-        primaries = [policy.resources[p] for p in di.primaries if p in policy.resources]
-        for rdtype, attr in ((dns.rdatatype.A, "address"), (dns.rdatatype.AAAA, "address6")):
-            addrs = tuple(getattr(r, attr) for r in primaries if getattr(r, attr))
-            if not addrs:
-                continue
-            key = (int(rdtype), di.ttl, addrs)
-            template = templates.get(key)
-            if template is None:
-                template = dns.rrset.from_text_list(di.name, di.ttl, dns.rdataclass.IN,
-                                                    rdtype, list(addrs))
-                templates[key] = template
-            rrset = copy.copy(template)
-            rrset.name = di.name
-            extra.append(rrset)
-            replaced.add((di.name, int(rdtype)))
-    if not extra:
-        return zone
-    kept = [rr for rr in zone.rrsets() if (rr.name, int(rr.rdtype)) not in replaced]
-    return Zone.build(zone.origin, [*kept, *extra], file=zone.file)
+class DITable(Mapping[dns.name.Name, tuple[DI, GeoContext]]):
+    """DI name -> (DI, its policy's context), read through the policies' own DI tables.
+
+    A merged dict would cost a tuple and an entry per DI (over 100 MB and two seconds for a
+    million DIs); the lookups happen only when an answer is compiled.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: Sequence[tuple[Mapping[dns.name.Name, DI], GeoContext]]) -> None:
+        self._parts = tuple(parts)
+
+    def get(self, name: dns.name.Name,  # type: ignore[override]
+            default: tuple[DI, GeoContext] | None = None) -> tuple[DI, GeoContext] | None:
+        for dis, ctx in self._parts:
+            di = dis.get(name)
+            if di is not None:
+                return di, ctx
+        return default
+
+    def __getitem__(self, name: dns.name.Name) -> tuple[DI, GeoContext]:
+        found = self.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in dis for dis, _ in self._parts)
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        for dis, _ in self._parts:
+            yield from dis
+
+    def __len__(self) -> int:
+        return sum(len(dis) for dis, _ in self._parts)
 
 
 def build_snapshot(config: Config, live: LiveState | None = None,
                    generation: int = 0) -> Snapshot:
     live = live or LiveState()
-    dis: dict[dns.name.Name, tuple[DI, GeoContext]] = {}
+    parts: list[tuple[Mapping[dns.name.Name, DI], GeoContext]] = []
     for policy in config.policies.values():
         try:
             mapper = RegionMapper(policy.locations, policy.regions, config.geodb)
         except ValueError as exc:
             raise ShadowDNSError(f"{policy.source}: {exc}") from None
-        ctx = GeoContext(policy, mapper, live)
-        for name, di in policy.dis.items():
-            dis[name] = (di, ctx)
+        parts.append((policy.dis, GeoContext(policy, mapper, live)))
     return Snapshot(zones=ZoneSet(config.zones), identity=config.identity, generation=generation,
-                    dis=dis)
+                    dis=DITable(parts))
 
 
 def shadows_by_di(rows: Sequence[tuple[str, str, str]],

@@ -371,8 +371,11 @@ class Store(Protocol):
         ...
 
     # policy graph
-    def replace_policy(self, origin: str, policy: Policy) -> None:
-        """Replace one zone's locations (with distances), resources and DIs atomically."""
+    def replace_policy(self, origin: str, policy: Policy, digest: str | None = None) -> bool:
+        """Replace one zone's locations (with distances), resources and DIs atomically.
+
+        With `digest` (of the policy file), nothing is written when the store already holds
+        the graph of that digest; True when the graph was written."""
         ...
 
     def location_distances(self, origin: str) -> dict[tuple[str, str], float]: ...

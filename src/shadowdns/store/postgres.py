@@ -199,17 +199,15 @@ class PostgresStore(SQLStore):
         """psycopg's named placeholders: `:name` becomes `%(name)s`."""
         return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
-    def _load_rows(
-        self, conn: psycopg.Cursor[Any], table: str, rows: Sequence[dict[str, Any]]
-    ) -> None:
+    def _load_rows(self, conn: psycopg.Cursor[Any], table: str, columns: Sequence[str],
+                   rows: Iterator[tuple[Any, ...]]) -> None:
         """Rows are loaded with COPY."""
-        columns = list(rows[0])
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
         with conn.copy(statement) as copy:
             for row in rows:
-                copy.write_row([row[column] for column in columns])
+                copy.write_row(row)
 
     def _notify(self, conn: psycopg.Cursor[Any], channel: str, payload: str) -> None:
         """NOTIFY `channel` with `payload` (every node's listeners get it)."""

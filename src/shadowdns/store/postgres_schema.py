@@ -324,7 +324,17 @@ CREATE TABLE health_observations (
 """
 """What each node of a fleet last saw of each resource (see the SQLite schema)."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4 = f"""
+ALTER TABLE zones ADD COLUMN policy_digest TEXT;
+DROP TRIGGER zones_changed ON zones;
+CREATE TRIGGER zones_changed
+    BEFORE INSERT OR UPDATE OF origin, file, serial, loaded_at OR DELETE OR TRUNCATE ON zones
+    FOR EACH STATEMENT EXECUTE FUNCTION shadowdns_changed('{ZONES}');
+"""
+"""The digest of the policy file whose graph the store holds (see the SQLite schema);
+recording it is part of a policy write, so it does not announce a zone change."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -267,7 +267,13 @@ CREATE TABLE health_observations (
 """What each node of a fleet last saw of each resource; the shared health state is the
 quorum of the fresh observations."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+_V5 = """
+ALTER TABLE zones ADD COLUMN policy_digest TEXT;
+"""
+"""The digest of the policy file whose graph the store holds: a restart with the same file
+does not rewrite millions of rows."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -12,7 +12,7 @@ import abc
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -229,8 +229,9 @@ class SQLStore(Closing):
         """ADD `minute` and `pending` (5-minute) counts and widen the series' seen spans."""
 
     @abc.abstractmethod
-    def _load_rows(self, conn: Any, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert `rows` (column -> value, the same columns each) into `table`."""
+    def _load_rows(self, conn: Any, table: str, columns: Sequence[str],
+                   rows: Iterator[tuple[Any, ...]]) -> None:
+        """Insert `rows` (values in the order of `columns`) into `table`, as they come."""
 
     @abc.abstractmethod
     def _notify(self, conn: Any, channel: str, payload: str) -> None:
@@ -414,16 +415,21 @@ class SQLStore(Closing):
 
     # policy graph
 
-    def replace_policy(self, origin: str, policy: Policy) -> None:
+    def replace_policy(self, origin: str, policy: Policy, digest: str | None = None) -> bool:
         """Replace zone `origin`'s locations, resources and DIs with `policy`, atomically.
 
         `origin` is absolute text and must name `policy.origin`. Distances between every
         pair of the zone's locations are computed here (great circle, 6371 km radius).
         Other zones are untouched; a DI name already owned by another zone is an error.
+        With `digest` (of the policy file), a graph already stored for it is left as it is.
         """
         if dns.name.from_text(origin) != policy.origin:
             raise ValueError(f"origin {origin} does not match policy origin {policy.origin}")
-        rows = policy_rows(origin, policy)
+        if digest is not None:
+            stored = self._read(self._q("SELECT policy_digest FROM zones WHERE origin = ?"),
+                                (origin,))
+            if stored and stored[0][0] == digest:
+                return False
         with self._write() as conn:
             conn.execute(
                 self._q(
@@ -433,16 +439,12 @@ class SQLStore(Closing):
             )
             for table in ("dis", "resources", "locations", "location_distances"):
                 conn.execute(self._q(f"DELETE FROM {table} WHERE zone = ?"), (origin,))
-            for table, table_rows in (
-                ("locations", rows.locations),
-                ("location_distances", rows.location_distances),
-                ("resources", rows.resources),
-                ("dis", rows.dis),
-                ("di_resources", rows.di_resources),
-            ):
-                if table_rows:
-                    self._load_rows(conn, table, table_rows)
+            for table, columns, rows in policy_rows(origin, policy):
+                self._load_rows(conn, table, columns, rows)
+            conn.execute(self._q("UPDATE zones SET policy_digest = ? WHERE origin = ?"),
+                         (digest, origin))
             self._changed(conn, POLICY)
+        return True
 
     def location_distances(self, origin: str) -> dict[tuple[str, str], float]:
         """Great-circle km between every ordered pair of zone `origin`'s locations."""

@@ -33,6 +33,7 @@ import dns.name
 import yaml
 
 from shadowdns.errors import PolicyError, Problem
+from shadowdns.zones.dis_lines import DiLine, split_dis
 from shadowdns.zones.policy import (
     DI,
     AllocationPolicy,
@@ -871,6 +872,52 @@ def _allocation(c: _Checker, node: _Node, path: str) -> AllocationPolicy | None:
     return AllocationPolicy(**values)
 
 
+def _di_values(
+    c: _Checker, body: _Node, path: str, refs: _Refs, key_node: _Node
+) -> dict[str, Any] | None:
+    """The DI's fields other than its name (as `DI` keyword arguments), or None if bad."""
+    start = c.marker()
+    found = c.fields(body, path, _DI_KEYS, required=("primaries",), at=key_node)
+    if found is None:
+        return None
+    primaries = None
+    if "primaries" in found:
+        primaries = _resource_refs(c, found["primaries"], f"{path}.primaries", refs, "primary")
+        if primaries == ():
+            c.problem(found["primaries"], f"{path}.primaries", "must list at least one primary")
+    values: dict[str, Any] = {"primaries": primaries}
+    if "standby" in found:
+        standby_node = found["standby"]
+        spath = f"{path}.standby"
+        if isinstance(standby_node, _Map):
+            sfound = c.fields(standby_node, spath, _STANDBY_KEYS) or {}
+            if not sfound:
+                c.problem(standby_node, spath, "needs within_km or ids")
+            if "within_km" in sfound:
+                values["standby_within_km"] = c.number(
+                    sfound["within_km"], f"{spath}.within_km", above=0
+                )
+            if "ids" in sfound:
+                values["standby"] = _resource_refs(
+                    c, sfound["ids"], f"{spath}.ids", refs, "standby"
+                )
+        else:
+            values["standby"] = _resource_refs(c, standby_node, spath, refs, "standby")
+    if "ttl" in found:
+        values["ttl"] = c.integer(found["ttl"], f"{path}.ttl", minimum=0, maximum=MAX_TTL)
+    if "answers" in found:
+        values["answers"] = c.integer(found["answers"], f"{path}.answers", minimum=1)
+    if "all_down" in found:
+        values["all_down"] = c.choice(
+            found["all_down"], f"{path}.all_down", ("primaries", "nodata")
+        )
+    if "policy" in found:
+        values["policy"] = _allocation(c, found["policy"], f"{path}.policy")
+    if c.marker() != start or not primaries:
+        return None
+    return values
+
+
 def _dis(c: _Checker, node: _Node, refs: _Refs) -> dict[dns.name.Name, DI]:
     out: dict[dns.name.Name, DI] = {}
     first_line: dict[dns.name.Name, _Node] = {}
@@ -883,45 +930,65 @@ def _dis(c: _Checker, node: _Node, refs: _Refs) -> dict[dns.name.Name, DI]:
             continue
         if name is not None:
             first_line[name] = key_node
-        found = c.fields(body, path, _DI_KEYS, required=("primaries",), at=key_node)
-        if found is None:
-            continue
-        primaries = None
-        if "primaries" in found:
-            primaries = _resource_refs(c, found["primaries"], f"{path}.primaries", refs, "primary")
-            if primaries == ():
-                c.problem(found["primaries"], f"{path}.primaries", "must list at least one primary")
-        values: dict[str, Any] = {}
-        if "standby" in found:
-            standby_node = found["standby"]
-            spath = f"{path}.standby"
-            if isinstance(standby_node, _Map):
-                sfound = c.fields(standby_node, spath, _STANDBY_KEYS) or {}
-                if not sfound:
-                    c.problem(standby_node, spath, "needs within_km or ids")
-                if "within_km" in sfound:
-                    values["standby_within_km"] = c.number(
-                        sfound["within_km"], f"{spath}.within_km", above=0
-                    )
-                if "ids" in sfound:
-                    values["standby"] = _resource_refs(
-                        c, sfound["ids"], f"{spath}.ids", refs, "standby"
-                    )
-            else:
-                values["standby"] = _resource_refs(c, standby_node, spath, refs, "standby")
-        if "ttl" in found:
-            values["ttl"] = c.integer(found["ttl"], f"{path}.ttl", minimum=0, maximum=MAX_TTL)
-        if "answers" in found:
-            values["answers"] = c.integer(found["answers"], f"{path}.answers", minimum=1)
-        if "all_down" in found:
-            values["all_down"] = c.choice(
-                found["all_down"], f"{path}.all_down", ("primaries", "nodata")
-            )
-        if "policy" in found:
-            values["policy"] = _allocation(c, found["policy"], f"{path}.policy")
-        if c.marker() == start and name is not None and primaries:
-            out[name] = DI(name=name, primaries=primaries, **values)
+        values = _di_values(c, body, path, refs, key_node)
+        if values is not None and c.marker() == start and name is not None:
+            out[name] = DI(name=name, **values)
     return out
+
+
+class _SlowPath(Exception):
+    """The line reader's entries need the full YAML path (to report their problems)."""
+
+
+def _dis_from_lines(c: _Checker, entries: Sequence[DiLine], refs: _Refs
+                    ) -> dict[dns.name.Name, DI]:
+    """DIs of `dis_lines` entries: each distinct body is composed and checked once.
+
+    Any problem (a bad body or name, a duplicate) raises `_SlowPath`: the whole file is
+    then read as YAML, which reports every problem with its line as usual.
+    """
+    origin = c.origin
+    origin_text = origin.to_text(omit_final_dot=True).lower()
+    suffix = "." + origin_text
+    tail = origin.labels
+    bodies: dict[str, dict[str, Any]] = {}
+    out: dict[dns.name.Name, DI] = {}
+    for entry in entries:
+        values = bodies.get(entry.body)
+        if values is None:
+            values = _body_values(c, entry, refs)
+            bodies[entry.body] = values
+        lowered = entry.key.lower()
+        if lowered == origin_text or lowered.endswith(suffix):
+            raise _SlowPath  # looks relative-but-meant-absolute: let the full path explain
+        try:
+            name = dns.name.Name((*(label.encode() for label in entry.key.split(".")), *tail))
+        except dns.exception.DNSException:
+            raise _SlowPath from None
+        if name in out:
+            raise _SlowPath
+        out[name] = DI(name=name, **values)
+    return out
+
+
+def _body_values(c: _Checker, entry: DiLine, refs: _Refs) -> dict[str, Any]:
+    problems: list[Problem] = []
+    checker = _Checker(c.source, c.origin, problems)
+    loader = _Loader(entry.body)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise _SlowPath
+        body = _FromYAML(loader, problems, c.source).convert(node)
+    except yaml.YAMLError:
+        raise _SlowPath from None
+    finally:
+        loader.dispose()
+    key = _Scalar(entry.key, entry.line, entry.key)
+    values = _di_values(checker, body, _join("dis", entry.key), refs, key)
+    if values is None or problems:
+        raise _SlowPath
+    return values
 
 
 def _usable(section: _Node | None) -> bool:
@@ -930,7 +997,8 @@ def _usable(section: _Node | None) -> bool:
 
 
 def _policy(
-    root: _Node | None, origin: dns.name.Name, source: str, problems: list[Problem]
+    root: _Node | None, origin: dns.name.Name, source: str, problems: list[Problem],
+    lines: Sequence[DiLine] | None = None,
 ) -> Policy:
     c = _Checker(source, origin, problems)
     if root is None or _is_null(root):
@@ -951,6 +1019,10 @@ def _policy(
         regions = _regions(c, found["regions"], refs, _key_of(root, "regions"))
     resources = _resources(c, found.get("resources", null), refs)
     dis = _dis(c, found.get("dis", null), refs)
+    if lines is not None:
+        if problems or dis:
+            raise _SlowPath
+        dis = _dis_from_lines(c, lines, refs)
     if problems or regions is None:
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise PolicyError(problems)
@@ -973,7 +1045,20 @@ def load_policy(path: Path, origin: dns.name.Name) -> Policy:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(source, line, "the policy file is not valid UTF-8")]) from exc
-    problems: list[Problem] = []
+    split = split_dis(text)
+    if split is not None:
+        # Big generated policies: the DI lines are read without YAML (see `dis_lines`).
+        # Any problem at all sends the file down the full path, which reports them.
+        rest, lines = split
+        problems: list[Problem] = []
+        with contextlib.suppress(_SlowPath, PolicyError):
+            return _policy(_compose(rest, source, problems), origin, source, problems, lines)
+    problems = []
+    return _policy(_compose(text, source, problems), origin, source, problems)
+
+
+def _compose(text: str, source: str, problems: list[Problem]) -> _Node | None:
+    """The YAML text as the neutral tree; syntax errors raise `PolicyError` with the line."""
     try:
         # libyaml's parser when PyYAML has it: composing a million-DI file in pure Python
         # takes minutes. Both keep node marks, so problems still carry their lines.
@@ -997,7 +1082,7 @@ def load_policy(path: Path, origin: dns.name.Name) -> Policy:
         root = None if node is None else _FromYAML(loader, problems, source).convert(node)
     finally:
         loader.dispose()
-    return _policy(root, origin, source, problems)
+    return root
 
 
 def policy_from_mapping(data: object, origin: dns.name.Name, source: str = "<api>") -> Policy:

@@ -8,6 +8,7 @@ values used for negative answers. Built once per load and never mutated afterwar
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -31,7 +32,7 @@ class Zone:
 
     origin: dns.name.Name
     nodes: Mapping[dns.name.Name, Node]
-    names: frozenset[dns.name.Name]
+    names: AbstractSet[dns.name.Name]
     cuts: frozenset[dns.name.Name]
     dnames: frozenset[dns.name.Name]
     file: str = "<memory>"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from shadowdns.errors import StoreError
-from shadowdns.store.base import NewAllocation, Store, great_circle_km
+from shadowdns.store.base import NewAllocation, Store, ZoneRecord, great_circle_km
 
 from .conftest import ORIGIN, Backend, make_policy
 
@@ -84,6 +84,22 @@ def test_replace_policy_failure_writes_nothing(store: Store, backend: Backend) -
     with pytest.raises(StoreError):
         store.replace_policy("com.", clash)
     assert backend.dump() == before
+
+
+def test_replace_policy_with_the_stored_digest_writes_nothing(store: Store) -> None:
+    """A restart with the same policy file leaves the graph (and the generation) alone; a
+    different digest, or none, writes it again."""
+    store.upsert_zone(ZoneRecord(ORIGIN, "example.com.zone", 1, 1.0))
+    assert store.replace_policy(ORIGIN, make_policy(), "digest-1") is True
+    generation = store.change_generation()
+    smaller = make_policy(dis={"app": (("web-eu-1",), ("sb-us-1",), None)})
+    assert store.replace_policy(ORIGIN, smaller, "digest-1") is False
+    assert store.change_generation() == generation
+    assert [c.resource for c in store.standby_within(API, "eu-west", 20000)] == ["sb-eu-1"]
+    assert store.replace_policy(ORIGIN, smaller, "digest-2") is True
+    assert store.standby_within(API, "eu-west", 20000) == []
+    assert store.replace_policy(ORIGIN, make_policy()) is True
+    assert store.replace_policy(ORIGIN, make_policy()) is True
 
 
 def test_replace_policy_refuses_a_mismatched_origin(store: Store) -> None:

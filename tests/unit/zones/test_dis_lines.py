@@ -1,0 +1,180 @@
+"""The line reader for big `dis:` sections gives exactly what the YAML path gives."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import dns.name
+import pytest
+
+from shadowdns.errors import PolicyError
+from shadowdns.zones.dis_lines import split_dis
+from shadowdns.zones.policy import Policy
+from shadowdns.zones.policy_file import load_policy
+
+ORIGIN = dns.name.from_text("example.com.")
+ROOT = Path(__file__).resolve().parents[3]
+
+HEAD = """\
+# generated
+locations:
+  eu-west: {lat: 52.37, lon: 4.90, continent: EU}
+  us-east: {lat: 38.90, lon: -77.04, continent: NA}
+regions:
+  map: {EU: eu-west, NA: us-east}
+  default: eu-west
+resources:
+  web-eu-1: {address: 192.0.2.10, location: eu-west, role: primary}
+  web-us-1: {address: 198.51.100.10, address6: '2001:db8::1', location: us-east, role: primary}
+  sb-us-1: {address: 198.51.100.20, location: us-east, role: standby}
+"""
+
+BODIES = [
+    "{primaries: [web-eu-1, web-us-1]}",
+    "{primaries: [web-us-1], ttl: 60}",
+    "{primaries: [web-eu-1], standby: [sb-us-1], answers: 2, all_down: nodata}",
+    "{primaries: [web-eu-1], standby: {within_km: 800}, policy: {threshold: 5, quantile: 0.5}}",
+    "{primaries: [web-eu-1, web-us-1], ttl: 0x1e}",
+]
+
+
+def generated(n: int, tail: str = "") -> str:
+    keys = ["app", "Www.Svc", "api-v2", "_srv", "x1.y2.z3"]
+    lines = ["dis:  # the services"]
+    for i in range(n):
+        lines.append(f"  {keys[i % len(keys)]}{i}: {BODIES[i % len(BODIES)]}")
+        if i % 7 == 0:
+            lines.append("")
+            lines.append("  # a comment inside the section")
+    return HEAD + "\n".join(lines) + "\n" + tail
+
+
+def write(tmp_path: Path, text: str, name: str = "example.com.policy.yaml",
+          sub: str = "") -> Path:
+    (tmp_path / sub).mkdir(exist_ok=True)
+    path = tmp_path / sub / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def both_ways(tmp_path: Path, text: str) -> tuple[Policy, Policy]:
+    """(load of the text, load of the same text forced through YAML by a document marker)."""
+    assert split_dis(text) is not None
+    assert split_dis("---\n" + text) is None
+    fast = load_policy(write(tmp_path, text), ORIGIN)
+    slow = load_policy(write(tmp_path, "---\n" + text, sub="slow"), ORIGIN)
+    return fast, dataclasses.replace(slow, source=fast.source)
+
+
+def test_generated_policy_is_the_same_both_ways(tmp_path: Path) -> None:
+    fast, slow = both_ways(tmp_path, generated(500, "# trailing comment\n"))
+    assert fast.dis == slow.dis
+    assert list(fast.dis) == list(slow.dis)
+    assert fast.resources == slow.resources
+    assert len(fast.dis) == 500
+    # The line reader ran (the YAML path would give equal but separate values): DIs with
+    # the same body share one set of values, which is what keeps a million DIs small.
+    one, other = (fast.dis[dns.name.from_text(n, ORIGIN)] for n in ("app0", "app25"))
+    assert one.primaries is other.primaries
+    one, other = (slow.dis[dns.name.from_text(n, ORIGIN)] for n in ("app0", "app25"))
+    assert one.primaries is not other.primaries
+
+
+def test_a_section_after_dis_is_still_read(tmp_path: Path) -> None:
+    head, resources = HEAD.split("resources:\n")
+    text = head + generated(20)[len(HEAD):] + "resources:\n" + resources
+    fast, slow = both_ways(tmp_path, text)
+    assert fast == slow
+    assert len(fast.resources) == 3
+
+
+def test_dis_before_the_other_sections(tmp_path: Path) -> None:
+    dis_part = generated(30)[len(HEAD):]
+    text = dis_part + HEAD
+    fast, slow = both_ways(tmp_path, text)
+    assert fast == slow
+    assert len(fast.dis) == 30
+
+
+@pytest.mark.parametrize("text", [
+    HEAD + "dis:\n  a: &x {primaries: [web-eu-1]}\n  b: *x\n",
+    HEAD + "dis:\n  'a': {primaries: [web-eu-1]}\n",
+    HEAD + "dis:\n  a:\n    primaries: [web-eu-1]\n",
+    HEAD + "dis:\n  a: {primaries: [web-eu-1],\n      ttl: 5}\n",
+    HEAD + "dis:\n  a: {primaries: [web-eu-1]}\n    b: {primaries: [web-eu-1]}\n",
+    HEAD + "dis:\n  a: {primaries: [web-eu-1]}\n\tb: {primaries: [web-eu-1]}\n",
+    "---\n" + HEAD + "dis:\n  a: {primaries: [web-eu-1]}\n",
+    HEAD + "dis: {a: {primaries: [web-eu-1]}}\n",
+    HEAD + "dis:\n",
+    HEAD + "dis:\n  a: {primaries: [web-eu-1]}\ndis:\n  b: {primaries: [web-eu-1]}\n",
+    "{locations: {},\ndis:\n  a: {primaries: [web-eu-1]}}\n",
+    HEAD + "dis:\n  a: {primaries: [\"web-eu-1\"]}\n",
+])
+def test_anything_unusual_goes_through_yaml(text: str) -> None:
+    assert split_dis(text) is None
+
+
+def test_blanked_text_keeps_every_line_number() -> None:
+    text = generated(10)
+    split = split_dis(text)
+    assert split is not None
+    rest, entries = split
+    assert rest.count("\n") == text.count("\n")
+    lines = text.split("\n")
+    for entry in entries:
+        assert lines[entry.line - 1].strip().startswith(entry.key)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ("{primaries: [web-eu-9]}", "unknown resource 'web-eu-9'"),
+    ("{primaries: [sb-us-1]}", "sb-us-1 is a standby resource, not a primary"),
+    ("{primaries: [web-eu-1], ttl: -1}", "ttl"),
+    ("{primaries: [web-eu-1], tll: 5}", "unknown key 'tll'"),
+])
+def test_a_bad_line_among_many_is_reported_on_its_line(
+    tmp_path: Path, change: str, reason: str
+) -> None:
+    text = generated(200)
+    lines = text.split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("  api-v2152:"))
+    lines[at] = f"  api-v2152: {change}"
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, "\n".join(lines)), ORIGIN)
+    problems = info.value.problems
+    assert [p.line for p in problems] == [at + 1], problems
+    assert reason in problems[0].reason
+
+
+def test_names_equal_but_for_case_are_declared_twice(tmp_path: Path) -> None:
+    text = HEAD + "dis:\n  app: {primaries: [web-eu-1]}\n  APP: {primaries: [web-us-1]}\n"
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, text), ORIGIN)
+    (problem,) = info.value.problems
+    assert problem.line == 14 and "declared twice" in problem.reason
+
+
+def test_a_name_that_repeats_the_origin_is_explained(tmp_path: Path) -> None:
+    text = HEAD + "dis:\n  www.example.com: {primaries: [web-eu-1]}\n"
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, text), ORIGIN)
+    (problem,) = info.value.problems
+    assert problem.line == 13 and "absolute names end with a dot" in problem.reason
+
+
+def test_a_too_long_label_is_reported(tmp_path: Path) -> None:
+    text = HEAD + f"dis:\n  {'a' * 64}: {{primaries: [web-eu-1]}}\n"
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, text), ORIGIN)
+    (problem,) = info.value.problems
+    assert problem.line == 13
+
+
+def test_a_problem_elsewhere_is_reported_with_those_in_dis(tmp_path: Path) -> None:
+    text = generated(20).replace("default: eu-west", "default: eu-wst")
+    text = text.replace("  app0: {primaries: [web-eu-1, web-us-1]}", "  app0: {primaries: []}")
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, text), ORIGIN)
+    reasons = [p.reason for p in info.value.problems]
+    assert any("eu-wst" in r for r in reasons) and any("at least one primary" in r
+                                                         for r in reasons), reasons
