@@ -50,6 +50,7 @@ _COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _OPT_HEAD = b"\x00\x00\x29"
 MAX_UDP_PLAIN = 512
 MAX_CACHED = 500_000
+MAX_ECS_OPTS = 100_000  # per shape: client subnets whose echoed OPT is kept
 IN = int(dns.rdataclass.IN)
 CH = int(dns.rdataclass.CH)
 _TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
@@ -136,6 +137,7 @@ class QueryEngine:
 
     def _set_identity(self, identity: Identity) -> None:
         self._payload = identity.payload
+        self._ecs_opts: list[dict[bytes, tuple[int, bytes]]] = [{} for _ in range(SHAPE_COUNT)]
         for shape in range(SHAPE_COUNT):
             if not shape & SHAPE_EDNS:
                 continue
@@ -265,10 +267,10 @@ class QueryEngine:
             regional: Regional = tpl
             ctx = regional.ctx
             if ecs and ecs[2]:  # a client subnet with a non-zero source prefix
-                if not _ecs_valid(ecs):
-                    return render.error_response(data, dns.rcode.FORMERR, qend - 12)
-                hit = ctx.ecs_cache.get(ecs)
+                hit = ctx.ecs_cache.get(ecs)  # holds valid options only
                 if hit is None:
+                    if not _ecs_valid(ecs):
+                        return render.error_response(data, dns.rcode.FORMERR, qend - 12)
                     hit = ctx.locate_ecs(ecs)
                     if hit is None:
                         return render.error_response(data, dns.rcode.FORMERR, qend - 12)
@@ -283,9 +285,17 @@ class QueryEngine:
             tpl = regional.variants[ridx]
         self.stat_counts[tpl.stat] += 1  # type: ignore[union-attr]
         if ecs:
-            opt = self._ecs_opt(ecs, shape, scope)
-            if opt is None:
-                return render.error_response(data, dns.rcode.FORMERR, qend - 12)
+            # The OPT echoing a client subnet is the same bytes for every query from that
+            # subnet with the same shape and scope: built once, then a dict hit.
+            known = self._ecs_opts[shape].get(ecs)
+            if known is not None and known[0] == scope:
+                opt = known[1]
+            else:
+                opt = self._ecs_opt(ecs, shape, scope)
+                if opt is None:
+                    return render.error_response(data, dns.rcode.FORMERR, qend - 12)
+                if len(self._ecs_opts[shape]) < MAX_ECS_OPTS:
+                    self._ecs_opts[shape][ecs] = (scope, opt)
             resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body_noopt + opt  # type: ignore[union-attr]
         else:
             resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body  # type: ignore[union-attr]
