@@ -28,14 +28,14 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
 from shadowdns.allocator.hooks import HookRunner
-from shadowdns.allocator.planner import DemandView, DIView, Plan, di_views, plan
+from shadowdns.allocator.planner import DemandView, DIView, Plan, ViewIndex, di_views, plan
 from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.clock import Clock
 from shadowdns.health.monitor import sleep_or_wake
@@ -55,6 +55,10 @@ from shadowdns.store.base import (
 from shadowdns.zones.policy import Policy
 
 log = logging.getLogger(__name__)
+
+# Up to this many DIs every DI's view is built once per policy load; above it, only the
+# views of DIs that can get a shadow are (see `Controller._views`).
+ALL_VIEWS_UP_TO = 50_000
 
 IO = Callable[..., Awaitable[Any]]
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
@@ -84,6 +88,33 @@ async def _direct(fn: Callable[..., Any], *args: object) -> Any:
     return fn(*args)
 
 
+class _LazyParams(Mapping[str, SeriesParams]):
+    """Series parameters of a big fleet's DIs, made for the DIs whose demand shows up."""
+
+    def __init__(self, controller: Controller, index: ViewIndex) -> None:
+        self._controller = controller
+        self._index = index
+        self._made: dict[str, SeriesParams] = {}
+
+    def __getitem__(self, key: str) -> SeriesParams:
+        made = self._made.get(key)
+        if made is None:
+            view = self._index.get(key)
+            if view is None:
+                raise KeyError(key)
+            made = self._made[key] = self._controller.series_params(view)
+        return made
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._index.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._made)
+
+    def __len__(self) -> int:
+        return len(self._made)
+
+
 class Controller:
     """See the module docstring."""
 
@@ -107,6 +138,7 @@ class Controller:
         oracle: Callable[[tuple[str, str], float, float], float] | None = None,
         leader: Callable[[], bool] | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        all_views_up_to: int = ALL_VIEWS_UP_TO,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -140,6 +172,9 @@ class Controller:
         self._wake = asyncio.Event()
         self._fits: set[asyncio.Task[None]] = set()
         self._topup_seen: set[tuple[str, str]] = set()
+        self.all_views_up_to = all_views_up_to
+        self._view_index: ViewIndex | None = None
+        self._all_views: list[DIView] | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -189,27 +224,51 @@ class Controller:
 
     # --- demand and forecasts ------------------------------------------------------------
 
-    def _views(self) -> list[DIView]:
-        return di_views(self.policies())
+    def _index(self) -> ViewIndex:
+        policies = list(self.policies())
+        index = self._view_index
+        if index is None or len(index.policies) != len(policies) or any(
+                a is not b for a, b in zip(index.policies, policies, strict=True)):
+            index = self._view_index = ViewIndex(policies)
+            self._all_views = di_views(policies) if index.count <= self.all_views_up_to else None
+        return index
+
+    def _views(self, allocations: Sequence[Allocation] = ()) -> list[DIView]:
+        """Every DI's view; in a big fleet only those that can get a shadow now: with
+        demand in the book, an allocation, a pin or a calendar event (the planner skips
+        every other DI anyway, and a million views per window would cost seconds)."""
+        index = self._index()
+        if self._all_views is not None:
+            return self._all_views
+        keys = {key[0] for key in self.book.series}
+        keys.update(a.di for a in allocations)
+        keys.update(p.di for p in self.settings.pins)
+        keys.update(e.di for e in self.settings.events)
+        return index.views(keys)
 
     def _params(self, views: Sequence[DIView]) -> dict[str, SeriesParams]:
-        out = {}
-        for v in views:
-            horizon = math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
-            quantile = self.settings.quantile or v.di.policy.quantile
-            out[v.key] = SeriesParams(v.di.policy.model, v.di.policy.threshold, quantile,
-                                      horizon)
-        return out
+        return {v.key: self.series_params(v) for v in views}
+
+    def series_params(self, v: DIView) -> SeriesParams:
+        horizon = math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
+        quantile = self.settings.quantile or v.di.policy.quantile
+        return SeriesParams(v.di.policy.model, v.di.policy.threshold, quantile, horizon)
 
     async def read_demand(self, now: float) -> bool:
         """Feed completed buckets to the book; True when a new top-up is flagged."""
         bucket = self.settings.bucket
         cut = math.floor((now - self.settle) / bucket) * bucket
-        views = self._views()
-        params = self._params(views)
-        dis = list(params)
-        if not dis:
-            return False
+        index = self._index()
+        params: Mapping[str, SeriesParams]
+        if self._all_views is not None:
+            views = self._all_views
+            params = self._params(views)
+            dis: list[str] | None = list(params)
+            if not dis:
+                return False
+        else:  # a big fleet: read every series with demand, then keep those of DIs
+            params = _LazyParams(self, index)
+            dis = None
         if self.read_until is None:
             since = cut - self.settings.history
             if bucket % 300 == 0 and cut - since > MINUTE_RETENTION_USED:
@@ -298,9 +357,9 @@ class Controller:
         self.book.refresh_baselines()
         if self.source == "model":
             await self.run_fits(now)
-        views = self._views()
-        demand = self.demand_views(views, now)
         allocations = await self.io(self.store.list_allocations, True)
+        views = self._views(allocations)
+        demand = self.demand_views(views, now)
         states = await self.io(self.store.health_states)
         down = frozenset(h.resource for h in states if h.state == "down")
         args = (now, views, demand, allocations, down, self.settings)
@@ -315,7 +374,7 @@ class Controller:
             if self.on_record is not None and record["mode"] != "preview":
                 self.on_record(record)
             if self.settings.mode == "active" and result.changed:
-                await self._apply(result, record)
+                await self._apply(result, record, views)
             elif result.changed:
                 self.preview_generation += 1
                 record["generation"] = self.preview_generation
@@ -359,9 +418,10 @@ class Controller:
             "ttl": ttl_plan(result, views, self.settings),
         }
 
-    async def _apply(self, result: Plan, record: dict[str, Any]) -> None:
+    async def _apply(self, result: Plan, record: dict[str, Any],
+                     views: Sequence[DIView]) -> None:
         now = result.now
-        ttl_of = {v.key: v.di.ttl for v in self._views()}
+        ttl_of = {v.key: v.di.ttl for v in views}
         grace = self.settings.drain_grace
 
         def write(store: Store) -> tuple[int, list[Allocation]]:

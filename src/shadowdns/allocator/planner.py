@@ -31,6 +31,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import dns.exception
+import dns.name
 import numpy as np
 import numpy.typing as npt
 
@@ -82,18 +84,65 @@ def lead_time(di: DI, policy: Policy) -> float:
     return max(di.policy.lead_time, max(warmups, default=0.0) + di.ttl)
 
 
+def _view(policy: Policy, di: DI, slowest_any: float) -> DIView:
+    if di.standby_within_km is not None:
+        lead = max(di.policy.lead_time, slowest_any + di.ttl)
+    else:
+        lead = lead_time(di, policy)
+    return DIView(di.name.to_text(), di, policy, lead)
+
+
+def _slowest_standby(policy: Policy) -> float:
+    return max((r.warmup for r in policy.resources.values() if r.role == "standby"),
+               default=0.0)
+
+
 def di_views(policies: Iterable[Policy]) -> list[DIView]:
-    out = []
+    out: list[DIView] = []
     for policy in policies:
-        slowest_any = max((r.warmup for r in policy.resources.values()
-                           if r.role == "standby"), default=0.0)
-        for name, di in policy.dis.items():
-            if di.standby_within_km is not None:
-                lead = max(di.policy.lead_time, slowest_any + di.ttl)
-            else:
-                lead = lead_time(di, policy)
-            out.append(DIView(name.to_text(), di, policy, lead))
+        slowest_any = _slowest_standby(policy)
+        out.extend(_view(policy, di, slowest_any) for di in policy.dis.values())
     return out
+
+
+class ViewIndex:
+    """The DIView of a DI name, made when first asked for.
+
+    Only DIs with demand, allocations, pins or events can get a shadow, and with a million
+    DIs building every view each window would cost seconds; the controller asks for those.
+    """
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        self.policies = tuple(policies)
+        self.count = sum(len(p.dis) for p in self.policies)
+        self._slowest = [_slowest_standby(p) for p in self.policies]
+        self._views: dict[str, DIView | None] = {}
+
+    def get(self, key: str) -> DIView | None:
+        if key in self._views:
+            return self._views[key]
+        found = None
+        try:
+            name = dns.name.from_text(key)
+        except dns.exception.DNSException:
+            name = None
+        if name is not None:
+            for policy, slowest in zip(self.policies, self._slowest, strict=True):
+                di = policy.dis.get(name)
+                if di is not None:
+                    found = _view(policy, di, slowest)
+                    break
+        self._views[key] = found
+        return found
+
+    def views(self, keys: Iterable[str]) -> list[DIView]:
+        """The views of those of `keys` that name a DI, each once, in a stable order."""
+        out = []
+        for key in sorted(set(keys)):
+            view = self.get(key)
+            if view is not None:
+                out.append(view)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

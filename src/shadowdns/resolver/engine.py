@@ -83,34 +83,46 @@ class LatencyHistogram:
 class Regional:
     """A DI answer that depends on the client's region: one template per region.
 
-    Variants are compiled on first use; `slots` are the demand counter per region;
-    `uniform` is set when every region gets the same bytes, so the ECS scope is 0.
+    Variants are compiled on first use (and shared between DIs that get the same bytes);
+    the DI's demand counter for region i is `first + i`; `uniform` is set when every region
+    gets the same bytes, so the ECS scope is 0.
     """
 
-    __slots__ = ("ctx", "slots", "uniform", "variants")
+    __slots__ = ("ctx", "first", "uniform", "variants")
 
-    def __init__(self, ctx: GeoContext, variants: list[Template], slots: list[int],
+    def __init__(self, ctx: GeoContext, variants: tuple[Template, ...], first: int,
                  uniform: bool) -> None:
         self.ctx = ctx
         self.variants = variants
-        self.slots = slots
+        self.first = first
         self.uniform = uniform
 
 
 class AnswerTable:
     """Templates per shape and question, filled on first use and thrown away with the snapshot.
 
-    One dict per shape avoids building a tuple key per packet.
+    One dict per shape avoids building a tuple key per packet. Answers compress the owner
+    name against the question, so the bytes after the question are often the same for many
+    names (every DI routed to the same addresses): templates and per-region variant tuples
+    are interned, and a million DIs share a few thousand templates.
     """
 
-    __slots__ = ("base", "size", "tables")
+    __slots__ = ("base", "shared", "shared_variants", "size", "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
         # Per question: the answer rendered once, without EDNS and RD, that every shape's
         # template is derived from.
         self.base: dict[bytes, Template | Regional] = {}
+        self.shared: dict[Template, Template] = {}
+        self.shared_variants: dict[tuple[Template, ...], tuple[Template, ...]] = {}
         self.size = 0
+
+    def intern(self, template: Template) -> Template:
+        return self.shared.setdefault(template, template)
+
+    def intern_variants(self, variants: tuple[Template, ...]) -> tuple[Template, ...]:
+        return self.shared_variants.setdefault(variants, variants)
 
 
 class QueryEngine:
@@ -279,7 +291,7 @@ class QueryEngine:
                 ip = addr[0] if addr is not None else "127.0.0.1"
                 found = ctx.ip_cache.get(ip)
                 ridx = ctx.locate_ip(ip) if found is None else found
-            self.counters.counts[regional.slots[ridx]] += 1
+            self.counters.counts[regional.first + ridx] += 1
             if regional.uniform:
                 scope = 0
             tpl = regional.variants[ridx]
@@ -291,9 +303,10 @@ class QueryEngine:
             if known is not None and known[0] == scope:
                 opt = known[1]
             else:
-                opt = self._ecs_opt(ecs, shape, scope)
-                if opt is None:
+                built = self._ecs_opt(ecs, shape, scope)
+                if built is None:
                     return render.error_response(data, dns.rcode.FORMERR, qend - 12)
+                opt = built
                 if len(self._ecs_opts[shape]) < MAX_ECS_OPTS:
                     self._ecs_opts[shape][ecs] = (scope, opt)
             resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body_noopt + opt  # type: ignore[union-attr]
@@ -321,32 +334,37 @@ class QueryEngine:
         and appending the shape's OPT bytes — nothing else in an answer depends on them.
         """
         table = self.table
+        if table.size >= MAX_CACHED:
+            # Full (more distinct questions than the table holds): start a fresh one rather
+            # than compile every miss from then on; the busy questions come back at once.
+            self.table = table = AnswerTable()
         base = table.base.get(key)
         if base is None:
             base = self._compile_base(data, name_end, qend)
             if base is None:
                 return None
-            if table.size < MAX_CACHED:
-                table.base[key] = base
+            table.base[key] = base
         entry: Template | Regional
         if base.__class__ is Regional:
             regional: Regional = base
-            entry = Regional(regional.ctx, [self._derive(v, shape) for v in regional.variants],
-                             regional.slots, regional.uniform)
+            variants = tuple(self._derive(v, shape) for v in regional.variants)
+            entry = Regional(regional.ctx, table.intern_variants(variants), regional.first,
+                             regional.uniform)
         else:
             entry = self._derive(base, shape)  # type: ignore[arg-type]
-        if table.size < MAX_CACHED:
-            table.tables[shape][key] = entry
-            table.size += 1
+        table.tables[shape][key] = entry
+        table.size += 1
         return entry
 
     def _derive(self, base: Template, shape: int) -> Template:
         flags = base.hdr[0] | (1 if shape & SHAPE_RD else 0)
         if not shape & SHAPE_EDNS:
-            return Template(bytes([flags]) + base.hdr[1:], base.body, base.body, base.stat)
-        arcount = (base.hdr[8] << 8 | base.hdr[9]) + 1
-        hdr = bytes([flags]) + base.hdr[1:8] + arcount.to_bytes(2, "big")
-        return Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
+            derived = Template(bytes([flags]) + base.hdr[1:], base.body, base.body, base.stat)
+        else:
+            arcount = (base.hdr[8] << 8 | base.hdr[9]) + 1
+            hdr = bytes([flags]) + base.hdr[1:8] + arcount.to_bytes(2, "big")
+            derived = Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
+        return self.table.intern(derived)
 
     def _compile_base(self, data: bytes, name_end: int, qend: int) -> Template | Regional | None:
         try:
@@ -376,14 +394,14 @@ class QueryEngine:
             return None
         tpl = render.make_template(wire, question_len, render.opt_length(shape, snap.identity))
         stat = self.stat_slot(qtype, result.rcode, kind, region)
-        return Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
+        return self.table.intern(Template(tpl.hdr, tpl.body, tpl.body_noopt, stat))
 
     def _compile_regional(self, static: Result, di: DI, ctx: GeoContext, qname: dns.name.Name,
                           qtype: int, question_len: int) -> Regional | None:
         family = 4 if qtype == _A else 6
         di_text = di.name.to_text()
         variants: list[Template] = []
-        slots: list[int] = []
+        kinds: list[str] = []
         # Regions often share an answer: render each distinct one once.
         rendered: dict[tuple[tuple[str, ...], int], Template] = {}
         for ridx, region in enumerate(ctx.regions):
@@ -398,10 +416,12 @@ class QueryEngine:
                     return None
                 rendered[(addresses, ttl)] = same
             stat = self.stat_slot(qtype, static.rcode, decision.kind, region)
-            variants.append(Template(same.hdr, same.body, same.body_noopt, stat))
-            slots.append(self.counters.slot(di_text, region, decision.kind))
+            variants.append(self.table.intern(Template(same.hdr, same.body, same.body_noopt,
+                                                       stat)))
+            kinds.append(decision.kind)
         uniform = len(rendered) == 1
-        return Regional(ctx, variants, slots, uniform)
+        first = self.counters.block(di_text, ctx.regions, tuple(kinds))
+        return Regional(ctx, self.table.intern_variants(tuple(variants)), first, uniform)
 
     # -- the slow path ---------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
-from shadowdns.allocator.controller import Controller
+from shadowdns.allocator.controller import ALL_VIEWS_UP_TO, Controller
 from shadowdns.allocator.hooks import HookRunner
 from shadowdns.allocator.settings import AllocatorSettings, Hook
 from shadowdns.clock import SimulatedClock
@@ -44,7 +45,8 @@ def seed(store: SQLiteStore, region: str, per_minute: int, minutes: int, end: fl
 
 
 def controller(store: SQLiteStore, policy: Policy, clock: SimulatedClock, mode: str = "active",
-               health: Ready | None = None, **extra: Any) -> tuple[Controller, list[Any]]:
+               health: Ready | None = None, all_views_up_to: int = ALL_VIEWS_UP_TO,
+               **extra: Any) -> tuple[Controller, list[Any]]:
     posts: list[Any] = []
 
     def hook(request: httpx.Request) -> httpx.Response:
@@ -56,19 +58,23 @@ def controller(store: SQLiteStore, policy: Policy, clock: SimulatedClock, mode: 
                                  drain_hook=Hook(url="http://127.0.0.1:9/drain"), **extra)
     hooks = HookRunner(transport=httpx.MockTransport(hook))
     return Controller(store, lambda: [policy], settings, clock, health=health, hooks=hooks,
-                      solve_in_thread=False, settle=0.0), posts
+                      solve_in_thread=False, settle=0.0, all_views_up_to=all_views_up_to), posts
 
 
-def test_generation_lifecycle_with_hooks() -> None:
+@pytest.mark.parametrize("all_views_up_to", [ALL_VIEWS_UP_TO, 0],
+                         ids=["every-view", "big-fleet-views"])
+def test_generation_lifecycle_with_hooks(all_views_up_to: int) -> None:
     """Demand above the threshold makes a generation with a warming shadow (reason and
     audit diff recorded, warm-up hook called); it is ready after its warm-up; when demand
     has stayed low for min_hold it drains for TTL + grace, is released, and the drain
-    hook is called."""
+    hook is called. The same with the big-fleet path, which plans only the DIs with
+    demand, allocations, pins or events."""
     store = SQLiteStore(":memory:")
     clock = SimulatedClock(T0)
     policy = make_policy(min_hold=120, ttl=30)
     seed(store, "jp", 80, 30, T0)
-    ctl, posts = controller(store, policy, clock)
+    store.add_demand([DemandRow("not-a-di.example.", "jp", int(T0 - 60), "primary", 500)])
+    ctl, posts = controller(store, policy, clock, all_views_up_to=all_views_up_to)
 
     async def scenario() -> None:
         result = await ctl.run_window(T0)
