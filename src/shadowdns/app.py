@@ -60,6 +60,9 @@ class ServeConfig:
     tcp_idle_timeout: float = 10.0
     poll_interval: float = 3.0  # how often the store's change generation is compared
     flush_interval: float = 10.0
+    # Answer queries and nothing else: no demand flush, probes, allocator or API (to measure
+    # what they cost, or for a node that only serves).
+    answer_only: bool = False
     api: str | None = None  # HOST:PORT of the REST API and dashboard
     api_cert: Path | None = None
     api_key: Path | None = None
@@ -380,12 +383,13 @@ class Service:
         except TimeoutError:
             log.warning("store change listener not ready; relying on the periodic check")
         bound = [await self.server.listen(addr) for addr in self.config.listen]
-        self.tasks.append(loop.create_task(self._flush_loop()))
+        if not self.config.answer_only:
+            self.tasks.append(loop.create_task(self._flush_loop()))
         self.tasks.append(loop.create_task(self._check_consistency(self.config.poll_interval)))
         if self.fleet and self.config.role == "main":
             self.tasks.append(loop.create_task(self._hold_leadership()))
         self._notify(list(self.loaded.zones))
-        if self.config.role == "main":
+        if self.config.role == "main" and not self.config.answer_only:
             await self._start_health()
             await self._start_control()
             await self._start_api()

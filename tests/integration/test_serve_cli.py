@@ -267,3 +267,24 @@ def test_server_stops_cleanly_on_sigterm() -> None:
     code = server.stop()
     assert code == 0 and time.monotonic() - started < 10
     assert any("stopped" in line for line in server.log)
+
+
+def test_answer_only_answers_without_the_control_plane() -> None:
+    """`--answer-only` answers like a normal server but starts no allocator; a normal
+    server does start it. Combined with `--api` it is refused, naming the flag."""
+    normal = serve(DIFF_ZONES, "--state", ":memory:")
+    bare = serve(DIFF_ZONES, "--state", ":memory:", "--answer-only")
+    try:
+        for server in (normal, bare):
+            server.wait_log(r"serving \d+ zone")
+            assert a_records(ask(server, "www.diff.test.")) == {"192.0.2.80", "192.0.2.81"}
+            assert a_records(ask(server, "www.diff.test.", tcp=True)) == {"192.0.2.80",
+                                                                          "192.0.2.81"}
+        assert any("allocator:" in line for line in normal.log), normal.log
+        assert not any("allocator:" in line for line in bare.log), bare.log
+    finally:
+        normal.stop()
+        bare.stop()
+    refused = run_cli("serve", "--zones", str(DIFF_ZONES), "--state", ":memory:",
+                      "--answer-only", "--api", "127.0.0.1:0")
+    assert refused.returncode != 0 and "--answer-only" in refused.stderr

@@ -75,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the listening ports with SO_REUSEPORT "
                             "(default 1)")
+    serve.add_argument("--answer-only", action="store_true",
+                       help="only answer queries: no demand counting to the store, health "
+                            "probes, forecasts, allocator or API (e.g. to measure their cost)")
     serve.add_argument("--tcp-max-connections", type=int, default=256)
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
     serve.set_defaults(handler=cmd_serve)
@@ -140,6 +143,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         listen = tuple(ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN]))
     except ValueError as exc:
         raise ConfigError([Problem("--listen", None, str(exc))]) from None
+    if args.answer_only and args.api:
+        raise ConfigError([Problem("--answer-only", None, "cannot be combined with --api")])
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -150,6 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_cert=args.api_cert,
         api_key=args.api_key,
         workers=args.workers,
+        answer_only=args.answer_only,
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
