@@ -96,14 +96,26 @@ class ZoneSet:
         return len(self.zones)
 
 
+_NEGATIVE_SOA: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
+
+
 def negative_soa(zone: Zone) -> dns.rrset.RRset:
-    """The SOA for the authority section of negative answers, TTL per RFC 2308 §3."""
+    """The SOA for the authority section of negative answers, TTL per RFC 2308 §3.
+
+    Made once per loaded SOA (every NXDOMAIN/NODATA compile needs it; callers never
+    change it)."""
     soa = zone.soa
+    known = _NEGATIVE_SOA.get(id(soa))
+    if known is not None and known[0] is soa:
+        return known[1]
     rdata: dns.rdtypes.ANY.SOA.SOA = soa[0]
     ttl = min(soa.ttl, rdata.minimum)
     rrset = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
     rrset.update_ttl(ttl)
     rrset.add(rdata, ttl)
+    if len(_NEGATIVE_SOA) > 256:  # old zones after many reloads
+        _NEGATIVE_SOA.clear()
+    _NEGATIVE_SOA[id(soa)] = (soa, rrset)
     return rrset
 
 

@@ -10,7 +10,7 @@ authoritative algorithm, NXDOMAIN/NODATA logic and zone transfers see them as re
 from __future__ import annotations
 
 import gc
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,8 +125,8 @@ class GeoContext:
     Caches belong to the snapshot and are thrown away with it, so they never go stale.
     """
 
-    __slots__ = ("decisions", "down", "ecs_cache", "index", "ip_cache", "mapper", "policy",
-                 "regions", "shadows", "ttls")
+    __slots__ = ("decisions", "distances", "down", "ecs_cache", "index", "ip_cache", "mapper",
+                 "policy", "regions", "shadows", "ttls")
 
     def __init__(self, policy: Policy, mapper: RegionMapper, live: LiveState) -> None:
         self.policy = policy
@@ -135,13 +135,16 @@ class GeoContext:
         self.index = {name: i for i, name in enumerate(self.regions)}
         self.ip_cache: dict[str, int] = {}
         self.ecs_cache: dict[bytes, tuple[int, int]] = {}
-        self.decisions: dict[tuple[dns.name.Name, int], Decision] = {}
+        self.decisions: dict[Hashable, Decision] = {}
+        self.distances: dict[tuple[str, str], float] = {}
         self.shadows = live.shadows
         self.down = live.down
         self.ttls = live.ttls
 
     def ttl(self, di: DI, region: int) -> int:
         """The DI's answer TTL for a region, shortened ahead of a planned change."""
+        if not self.ttls:
+            return di.ttl
         return self.ttls.get((di.name.to_text(), self.regions[region]), di.ttl)
 
     def region_index(self, answer: RegionAnswer) -> int:
@@ -180,20 +183,26 @@ class GeoContext:
         return hit
 
     def decision(self, di: DI, region: int) -> Decision:
-        key = (di.name, region)
+        shadows = self.shadows.get(di.name.to_text(), ()) if self.shadows else ()
+        # Without shadows the decision depends only on the DI's resources and rules, which
+        # most DIs share: one entry per distinct set, not one per DI.
+        key: Hashable = ((di.name, region) if shadows
+                         else (di.primaries, di.answers, di.all_down, region))
         found = self.decisions.get(key)
         if found is None:
-            found = decide(self.policy, di, self.regions[region],
-                           self.shadows.get(di.name.to_text(), ()), self.down,
+            found = decide(self.policy, di, self.regions[region], shadows, self.down,
                            distance=self._distance)
             self.decisions[key] = found
         return found
 
     def _distance(self, a: str, b: str) -> float:
-        la, lb = self.policy.locations.get(a), self.policy.locations.get(b)
-        if la is None or lb is None:
-            return float("inf")
-        return haversine_km(la.lat, la.lon, lb.lat, lb.lon)
+        km = self.distances.get((a, b))
+        if km is None:
+            la, lb = self.policy.locations.get(a), self.policy.locations.get(b)
+            km = (float("inf") if la is None or lb is None
+                  else haversine_km(la.lat, la.lon, lb.lat, lb.lon))
+            self.distances[(a, b)] = km
+        return km
 
 
 @dataclass(frozen=True, slots=True)
