@@ -45,6 +45,8 @@ from shadowdns.zones.policy import Policy
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are written
+
 # Allocation states whose shadows answer queries.
 ANSWERING_STATES = ("ready", "draining")
 
@@ -59,7 +61,7 @@ class ServeConfig:
     tcp_max_connections: int = 256
     tcp_idle_timeout: float = 10.0
     poll_interval: float = 3.0  # how often the store's change generation is compared
-    flush_interval: float = 10.0
+    flush_interval: float = 60.0  # counts are flushed just after each interval ends
     # Answer queries and nothing else: no demand flush, probes, allocator or API (to measure
     # what they cost, or for a node that only serves).
     answer_only: bool = False
@@ -261,20 +263,26 @@ class Service:
 
         self.tasks.extend((await start_api(self)).tasks)
 
-    def flush_counters(self) -> list[DemandRow]:
-        """Take the counts since the last flush as store rows (on the event loop)."""
-        bucket = minute()
+    def flush_counters(self, at: float | None = None) -> list[DemandRow]:
+        """Take the counts since the last flush as store rows of the minute holding `at`
+        (default now), on the event loop."""
+        bucket = minute(at)
         return [DemandRow(di, region, bucket, kind, queries)  # type: ignore[arg-type]
                 for di, region, kind, queries in self.counters.drain()]
 
     async def _flush_loop(self) -> None:
+        # Just after each interval (a minute by default) ends: every (DI, region, minute)
+        # row is then written once, not added to six times — with thousands of DIs the
+        # store writes were the costliest thing running beside the query path.
+        interval = self.config.flush_interval
         while True:
-            await asyncio.sleep(self.config.flush_interval)
-            await self._flush_once()
+            end = (time.time() // interval + 1) * interval
+            await asyncio.sleep(max(0.0, end + FLUSH_DELAY - time.time()))
+            await self._flush_once(end - 1.0)
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self, at: float | None = None) -> None:
         """Queue the counts as one batch with an id; write what is queued, oldest first."""
-        self.outbox.add(self.flush_counters(), self.config.node_id)
+        self.outbox.add(self.flush_counters(at), self.config.node_id)
         if self.outbox.batches:
             await self.run_in_io(self.outbox.flush, self.store)
 

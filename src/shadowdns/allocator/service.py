@@ -40,7 +40,9 @@ async def start_control(service: Service) -> Controller | None:
         refresh=service.refresh_live,
         health=getattr(service, "health", None),
         fit_executor=pool,
-        settle=service.config.flush_interval + 2.0,
+        # counts reach the store half a second after their flush interval ends
+        # (app._flush_loop); the rest is room for a slow write
+        settle=12.0,
         leader=lambda: bool(getattr(service, "leader", True)),
         on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
     )
