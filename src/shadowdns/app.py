@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -263,12 +264,15 @@ class Service:
 
         self.tasks.extend((await start_api(self)).tasks)
 
-    def flush_counters(self, at: float | None = None) -> list[DemandRow]:
-        """Take the counts since the last flush as store rows of the minute holding `at`
-        (default now), on the event loop."""
+    def _queue_counts(self, taken: tuple[array[int], int], at: float | None) -> None:
+        """Turn taken counts into store rows of the minute holding `at` (default now) and
+        queue them as one batch (on the store thread: a million DIs make millions of rows,
+        which must not stall the query path)."""
         bucket = minute(at)
-        return [DemandRow(di, region, bucket, kind, queries)  # type: ignore[arg-type]
-                for di, region, kind, queries in self.counters.drain()]
+        self.outbox.add([DemandRow(di, region, bucket, kind, queries)  # type: ignore[arg-type]
+                         for di, region, kind, queries in self.counters.rows(taken)],
+                        self.config.node_id)
+        self.outbox.flush(self.store)
 
     async def _flush_loop(self) -> None:
         # Just after each interval (a minute by default) ends: every (DI, region, minute)
@@ -282,9 +286,7 @@ class Service:
 
     async def _flush_once(self, at: float | None = None) -> None:
         """Queue the counts as one batch with an id; write what is queued, oldest first."""
-        self.outbox.add(self.flush_counters(at), self.config.node_id)
-        if self.outbox.batches:
-            await self.run_in_io(self.outbox.flush, self.store)
+        await self.run_in_io(self._queue_counts, self.counters.take(), at)
 
     # -- fleet: changes from other nodes, consistency check, leader lock ---------------
 

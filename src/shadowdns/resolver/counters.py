@@ -2,15 +2,14 @@
 
 The query path only does `counts[i] += 1`: each DI's answer gets a block of counters, one
 per region, when it is compiled. With a million DIs there are millions of counters, so they
-live in one machine-word array (not a list of Python ints) that `drain` scans with numpy,
-and a DI's block is registered once per distinct (DI, kinds) rather than per counter.
-`drain` runs on the event loop between packets, so reading and zeroing need no lock; the
-caller writes the batch to the store off the loop.
+live in one machine-word array (not a list of Python ints), and a DI's block is registered
+once per distinct (DI, kinds) rather than per counter. `take` swaps in a zeroed array on
+the event loop (between packets, so no lock); turning the old one into rows (`rows`) and
+writing them happen off the loop.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
 from array import array
 
@@ -45,22 +44,32 @@ class DemandCounters:
         """The index of one (DI, region, kind) counter."""
         return self.block(di, (region,), (kind,))
 
-    def drain(self) -> list[tuple[str, str, str, int]]:
-        """(di, region, kind, queries) for every series counted since the last drain."""
-        counts = self.counts
+    def take(self) -> tuple[array[int], int]:
+        """Swap in zeroed counters (on the event loop: a memory copy, no Python loop) and
+        return the old ones with the number of blocks they cover, for `rows`."""
+        taken = self.counts
+        self.counts = array("q", bytes(8 * len(taken)))
+        return taken, len(self.blocks)
+
+    def rows(self, taken: tuple[array[int], int]) -> list[tuple[str, str, str, int]]:
+        """(di, region, kind, queries) of taken counters; safe off the event loop, as blocks
+        are only ever appended."""
+        counts, nblocks = taken
         if not counts:
             return []
-        view = np.frombuffer(counts, dtype=np.int64)
-        hot = np.flatnonzero(view).tolist()
-        del view  # the array cannot grow while numpy holds its buffer
-        out = []
-        for i in hot:
-            b = bisect.bisect_right(self.firsts, i) - 1
-            di, regions, kinds = self.blocks[b]
-            k = i - self.firsts[b]
-            out.append((di, regions[k], kinds[k], counts[i]))
-            counts[i] = 0
-        return out
+        hot = np.flatnonzero(np.frombuffer(counts, dtype=np.int64))
+        if not len(hot):
+            return []
+        firsts = np.asarray(self.firsts[:nblocks], dtype=np.int64)
+        which = (np.searchsorted(firsts, hot, side="right") - 1).tolist()
+        offsets = (hot - firsts[which]).tolist()
+        blocks = self.blocks
+        return [(blocks[b][0], blocks[b][1][k], blocks[b][2][k], counts[i])
+                for i, b, k in zip(hot.tolist(), which, offsets, strict=True)]
+
+    def drain(self) -> list[tuple[str, str, str, int]]:
+        """(di, region, kind, queries) for every series counted since the last drain."""
+        return self.rows(self.take())
 
     def total(self) -> int:
         return int(np.frombuffer(self.counts, dtype=np.int64).sum()) if self.counts else 0

@@ -45,3 +45,16 @@ def test_many_blocks_drain_to_their_own_keys() -> None:
     assert len(drained) == len(expected) + 1
     counters.block("late.example.", REGIONS, ("primary",) * 3)  # still growable after drain
     assert counters.total() == 0
+
+
+def test_taken_counts_turn_into_rows_later_while_counting_goes_on() -> None:
+    counters = DemandCounters()
+    first = counters.block("a.example.", REGIONS, ("primary",) * 3)
+    counters.counts[first + 2] += 4
+    taken = counters.take()
+    counters.counts[first + 2] += 1  # after the take: the next batch
+    late = counters.block("late.example.", REGIONS, ("shadow",) * 3)
+    counters.counts[late] += 2
+    assert counters.rows(taken) == [("a.example.", "as", "primary", 4)]
+    assert sorted(counters.drain()) == [("a.example.", "as", "primary", 1),
+                                        ("late.example.", "eu", "shadow", 2)]
