@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 # Up to this many DIs every DI's view is built once per policy load; above it, only the
 # views of DIs that can get a shadow are (see `Controller._views`).
 ALL_VIEWS_UP_TO = 50_000
+# (DI, region) series the book follows at most: the busiest when more have demand.
+MAX_SERIES = 100_000
 
 IO = Callable[..., Awaitable[Any]]
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
@@ -139,6 +141,7 @@ class Controller:
         leader: Callable[[], bool] | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
         all_views_up_to: int = ALL_VIEWS_UP_TO,
+        max_series: int = MAX_SERIES,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -173,6 +176,7 @@ class Controller:
         self._fits: set[asyncio.Task[None]] = set()
         self._topup_seen: set[tuple[str, str]] = set()
         self.all_views_up_to = all_views_up_to
+        self.max_series = max_series
         self._view_index: ViewIndex | None = None
         self._all_views: list[DIView] | None = None
 
@@ -284,7 +288,24 @@ class Controller:
         else:
             rows = await self.io(self.store.demand_series, "minute", self.read_until, cut, dis)
         self.read_until = cut
+        if len(rows) + len(self.book.series) > self.max_series:
+            rows = self._busiest(rows)
         return self.feed(rows, cut, params)
+
+    def _busiest(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]]
+                 ) -> dict[tuple[str, str], list[tuple[int, int]]]:
+        """The rows of the series followed already and of the busiest new ones, up to
+        `max_series` in all: forecasting costs per series each window, so past that bound
+        the quietest series are left to the reactive rule (their DIs keep their answers)."""
+        room = max(0, self.max_series - len(self.book.series))
+        new = [k for k in rows if k not in self.book.series]
+        new.sort(key=lambda k: sum(q for _, q in rows[k]), reverse=True)
+        kept = {k: rows[k] for k in rows if k in self.book.series}
+        kept.update((k, rows[k]) for k in new[:room])
+        if len(new) > room:
+            log.warning("demand for %d series; forecasting the busiest %d (max_series)",
+                        len(self.book.series) + len(new), self.max_series)
+        return kept
 
     def feed(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
              params: Mapping[str, SeriesParams]) -> bool:

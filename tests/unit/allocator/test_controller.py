@@ -222,3 +222,22 @@ def test_the_loop_allocates_each_window_moves_states_and_waits_for_leadership() 
         await ctl.close()
 
     asyncio.run(scenario())
+
+
+def test_past_max_series_the_book_follows_the_busiest() -> None:
+    """With more series in demand than max_series, the busiest are forecast; the rest
+    are left out (and counted in the log), and the allocation still follows demand."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    seed(store, "jp", 80, 30, T0)
+    seed(store, "kr", 5, 30, T0)
+    settings = AllocatorSettings(mode="active", window=60, bucket=60)  # type: ignore[arg-type]
+    ctl = Controller(store, lambda: [make_policy()], settings, clock, solve_in_thread=False,
+                     settle=0.0, max_series=1)
+
+    async def scenario() -> None:
+        result = await ctl.run_window(T0)
+        assert set(ctl.book.series) == {(APP, "jp")}
+        assert result is not None and [s.region for s in result.add] == ["jp"]
+
+    asyncio.run(scenario())
