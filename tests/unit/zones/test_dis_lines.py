@@ -146,28 +146,17 @@ def test_a_bad_line_among_many_is_reported_on_its_line(
     assert reason in problems[0].reason
 
 
-def test_names_equal_but_for_case_are_declared_twice(tmp_path: Path) -> None:
-    text = HEAD + "dis:\n  app: {primaries: [web-eu-1]}\n  APP: {primaries: [web-us-1]}\n"
+@pytest.mark.parametrize(("dis", "line", "reason"), [
+    ("  app: {primaries: [web-eu-1]}\n  APP: {primaries: [web-us-1]}\n", 14, "declared twice"),
+    ("  www.example.com: {primaries: [web-eu-1]}\n", 13, "absolute names end with a dot"),
+    (f"  {'a' * 64}: {{primaries: [web-eu-1]}}\n", 13, "not a valid DNS name"),
+], ids=["same-name-but-case", "repeats-the-origin", "label-too-long"])
+def test_a_bad_name_is_reported_on_its_line(tmp_path: Path, dis: str, line: int,
+                                            reason: str) -> None:
     with pytest.raises(PolicyError) as info:
-        load_policy(write(tmp_path, text), ORIGIN)
+        load_policy(write(tmp_path, HEAD + "dis:\n" + dis), ORIGIN)
     (problem,) = info.value.problems
-    assert problem.line == 14 and "declared twice" in problem.reason
-
-
-def test_a_name_that_repeats_the_origin_is_explained(tmp_path: Path) -> None:
-    text = HEAD + "dis:\n  www.example.com: {primaries: [web-eu-1]}\n"
-    with pytest.raises(PolicyError) as info:
-        load_policy(write(tmp_path, text), ORIGIN)
-    (problem,) = info.value.problems
-    assert problem.line == 13 and "absolute names end with a dot" in problem.reason
-
-
-def test_a_too_long_label_is_reported(tmp_path: Path) -> None:
-    text = HEAD + f"dis:\n  {'a' * 64}: {{primaries: [web-eu-1]}}\n"
-    with pytest.raises(PolicyError) as info:
-        load_policy(write(tmp_path, text), ORIGIN)
-    (problem,) = info.value.problems
-    assert problem.line == 13
+    assert problem.line == line and reason in problem.reason, problem
 
 
 def test_a_problem_elsewhere_is_reported_with_those_in_dis(tmp_path: Path) -> None:
