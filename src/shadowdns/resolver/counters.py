@@ -40,10 +40,6 @@ class DemandCounters:
             self.counts.extend([0] * len(regions))
         return first
 
-    def slot(self, di: str, region: str, kind: str) -> int:
-        """The index of one (DI, region, kind) counter."""
-        return self.block(di, (region,), (kind,))
-
     def take(self) -> tuple[array[int], int]:
         """Swap in zeroed counters (on the event loop: a memory copy, no Python loop) and
         return the old ones with the number of blocks they cover, for `rows`."""

@@ -33,7 +33,7 @@ def test_the_same_di_and_kinds_reuse_their_block_and_new_kinds_get_another() -> 
 def test_many_blocks_drain_to_their_own_keys() -> None:
     counters = DemandCounters()
     firsts = [counters.block(f"d{i}.example.", REGIONS, ("primary",) * 3) for i in range(5000)]
-    single = counters.slot("s.example.", "eu", "static")
+    single = counters.block("s.example.", ("eu",), ("static",))
     for i, first in enumerate(firsts):
         if i % 7 == 0:
             counters.counts[first + i % 3] += i + 1
