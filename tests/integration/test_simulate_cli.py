@@ -64,3 +64,37 @@ def test_single_series_is_spread_over_regions_and_written_out(tmp_path: Path) ->
         rows = list(csv.DictReader(handle))
     assert {r["region"] for r in rows} == {"us-east", "eu-west", "ap-east", "sa-east"}
     assert {r["di"] for r in rows} == {"svc.sim."}
+
+
+def test_query_log_trace_and_a_short_series(tmp_path: Path) -> None:
+    """One row per query at any second sums to the queries replayed; a two-day
+    timestamp,value file still spreads over the four regions."""
+    log = tmp_path / "log.csv"
+    with log.open("w") as handle:
+        handle.write("timestamp,di,region,queries\n")
+        for i in range(2 * 288 * 3):
+            region = ("eu-west", "ap-east")[i % 2]
+            handle.write(f"{1_700_006_400 + 100 * i + 37 * (i % 3)},app.sim.,{region},1\n")
+    figures = run("--trace", str(log), "--policy", "always", "--json")
+    assert figures["queries_total"] == 2 * 288 * 3 and figures["buckets"] == 2 * 288
+    short = tmp_path / "short.csv"
+    with short.open("w") as handle:
+        handle.write("timestamp,value\n")
+        for i in range(2 * 288):
+            handle.write(f"{1_700_006_400 + 300 * i},{10 + i % 288}\n")
+    spread = run("--trace", str(short), "--policy", "reactive", "--threshold", "p75",
+                 "--json")
+    assert spread["buckets"] == 2 * 288 - 14 * 12 and 0 < float(spread["local_share"]) < 1  # type: ignore[arg-type]
+
+
+def test_a_grid_that_does_not_fit_the_bucket_is_refused(tmp_path: Path) -> None:
+    """A 7-minute series cannot be cut into 5-minute buckets: exit 1, file named."""
+    trace = tmp_path / "seven.csv"
+    with trace.open("w") as handle:
+        handle.write("timestamp,value\n")
+        for i in range(100):
+            handle.write(f"{1_700_006_400 + 420 * i},5\n")
+    out = subprocess.run([sys.executable, "-m", "shadowdns", "simulate", "--trace",
+                          str(trace), "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "seven.csv" in out.stderr and "bucket" in out.stderr
+    assert "Traceback" not in out.stderr

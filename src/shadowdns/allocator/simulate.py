@@ -87,17 +87,26 @@ def multi_region(series: Series, di: str,
     source's daily (and weekly) shape at each region's own local time (peaks move around
     the globe), each region from different days of the source (its own noise and bursts),
     scaled by the region's share of users. The result covers the span every region has
-    data for. Series are keyed `di|region`.
+    data for. A source too short to keep half its length with the full day shifts gets
+    smaller ones (none at the end: regions then share days). Series are keyed
+    `di|region`.
     """
     step = series.step
     n = len(series.values)
     per_day = 86400 // step
-    lags = [round(spec.utc_offset * 3600 / step) + spec.day_shift * per_day
-            for spec in regions]
-    lo = max(0, -min(lags))
-    hi = min(n, n - max(lags))
+    most = max((spec.day_shift for spec in regions), default=0)
+    for cap in range(most, -1, -1):
+        lags = [round(spec.utc_offset * 3600 / step) + min(spec.day_shift, cap) * per_day
+                for spec in regions]
+        lo = max(0, -min(lags))
+        hi = min(n, n - max(lags))
+        if hi - lo >= (1 if cap == 0 else n // 2):
+            break
+    else:
+        hi = lo = 0
     if hi - lo < 1:
-        raise ValueError(f"{series.key}: too short for the regions' shifts")
+        raise ValueError(f"{series.key}: {n} steps of {step} s are too short to shift to "
+                         "every region's local time")
     return [Series(f"{di}|{spec.name}",
                    (series.values[lo + lag: hi + lag] * spec.weight).astype(np.float64),
                    step, series.start + lo)

@@ -82,17 +82,28 @@ def _bucket(text: str) -> int:
     return seconds
 
 
-def load_trace(path: Path) -> list[Series]:
-    """Series keyed `di|region`; single-value series are spread over regions."""
+def load_trace(path: Path, bucket: int = 300) -> list[Series]:
+    """Series keyed `di|region`; single-value series are spread over regions. Count rows
+    finer than `bucket` are summed into it; a grid that cannot be cut into buckets, or a
+    series too short to spread, is a `ConfigError` naming the file."""
     out: list[Series] = []
-    for series in read_input(path):
+    for series in read_input(path, bucket=bucket):
+        if series.step % bucket and bucket % series.step:
+            raise ConfigError([Problem(
+                str(path), None, f"{series.key}: its step of {series.step} s and the bucket "
+                f"of {bucket} s do not divide each other; choose --bucket accordingly")])
         if "|" in series.key:
             key = series.key.rsplit(":", 1)[-1]
             out.append(Series(key, series.values, series.step, series.start))
             continue
         label = series.key.rsplit("/", 1)[-1].replace("_", "-").lower().strip("-")[:60]
         di = dns.name.from_text(label or "trace", dns.name.from_text("sim."))
-        out.extend(multi_region(series, di.to_text()))
+        try:
+            out.extend(multi_region(series, di.to_text()))
+        except ValueError as exc:
+            raise ConfigError([Problem(str(path), None, str(exc))]) from None
+    if not out:
+        raise ConfigError([Problem(str(path), None, "no demand rows")])
     return out
 
 
@@ -113,7 +124,7 @@ def write_trace(series: list[Series], path: Path) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     logging.getLogger("shadowdns.allocator").setLevel(logging.WARNING)
-    series = load_trace(args.trace)
+    series = load_trace(args.trace, args.bucket)
     if args.write_trace is not None:
         write_trace(series, args.write_trace)
     policy = None

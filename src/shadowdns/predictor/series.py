@@ -2,15 +2,18 @@
 
 A series is values on a regular grid of ``step`` seconds; ``start`` is the absolute index of
 its first step (``timestamp // step``), so that every series on the same step shares one
-clock and the same seasonal slot means the same time of day. Input is cleaned once here:
-off-grid timestamps are rounded to the grid of the first one, duplicates averaged, and gaps
-and NaN interpolated linearly (a real counter that stops for a while is not a zero).
+clock and the same seasonal slot means the same time of day. Input is cleaned once here.
 
 Accepted files:
 
-* ``timestamp,value`` — one series (the format of ``tests/data/traffic/``);
-* ``timestamp,di,region,queries`` — many series, one per (di, region); a step with no row
-  after a series' first row counts zero queries, since counters write only what they saw;
+* ``timestamp,value`` — one series of samples (the format of ``tests/data/traffic/``):
+  off-grid timestamps are rounded to the grid of the first one, duplicates averaged, and
+  gaps and NaN interpolated linearly (a real counter that stops for a while is not a zero);
+* ``timestamp,di,region,queries`` — many series, one per (di, region), of *counts*: each
+  row is added into the step that contains its timestamp on the epoch grid, so duplicate
+  rows, per-minute rows and one row per query all sum to the queries of each step; a step
+  with no row after a series' first row counts zero queries, since counters write only
+  what they saw;
 * a folder — every ``*.csv`` in it, each of either shape.
 """
 
@@ -40,6 +43,7 @@ __all__ = [
     "read_csv",
     "read_input",
     "regularise",
+    "sum_counts",
 ]
 
 SECONDS_PER_DAY = 86_400
@@ -136,6 +140,27 @@ def regularise(
     return Series(key, fill_gaps(grid), step, round(first / step))
 
 
+def sum_counts(key: str, timestamps: FloatArray, values: FloatArray, step: int) -> Series:
+    """Counts into steps of ``step`` seconds on the epoch grid: each value is added to the
+    step containing its timestamp; steps without a row are zero. A step whose only rows
+    are unreadable (NaN) is a gap, interpolated."""
+    if len(timestamps) == 0:
+        return Series(key, np.zeros(0), step, 0)
+    slots = np.floor(np.asarray(timestamps) / step).astype(np.int64)
+    first = int(slots.min())
+    idx = slots - first
+    n = int(idx.max()) + 1
+    ok = np.isfinite(values)
+    sums = np.zeros(n)
+    np.add.at(sums, idx[ok], values[ok])
+    counted = np.zeros(n, dtype=bool)
+    counted[idx[ok]] = True
+    unreadable = np.zeros(n, dtype=bool)
+    unreadable[idx[~ok]] = True
+    sums[unreadable & ~counted] = np.nan
+    return Series(key, fill_gaps(sums), step, first)
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     with path.open(newline="") as handle:
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
@@ -152,8 +177,13 @@ def _stamp(path: Path, line: int, text: str) -> float:
         raise ConfigError([Problem(str(path), line, f"bad timestamp {text!r}")]) from None
 
 
-def read_csv(path: str | Path, step: int | None = None) -> list[Series]:
-    """Read one CSV file of either accepted shape into series (see the module docstring)."""
+def read_csv(path: str | Path, step: int | None = None,
+             bucket: int | None = None) -> list[Series]:
+    """Read one CSV file of either accepted shape into series (see the module docstring).
+
+    ``step`` forces the grid; otherwise it is the median spacing of the timestamps. Count
+    files whose spacing is not a whole number of the caller's ``bucket`` (rows every
+    minute, one row per query, irregular rows) are summed straight into ``bucket``."""
     path = Path(path)
     header, rows = _read_rows(path)
     if header[:2] == ["timestamp", "value"]:
@@ -174,22 +204,25 @@ def read_csv(path: str | Path, step: int | None = None) -> list[Series]:
             grouped[key][1].append(parse_value(row[cols[3]]))
             all_ts.append(stamp)
         grid_step = step or infer_step(np.array(all_ts))
+        if step is None and bucket is not None and grid_step % bucket:
+            grid_step = bucket
         return [
-            regularise(key, np.array(ts), np.array(vs), grid_step, missing=0.0)
+            sum_counts(key, np.array(ts), np.array(vs), grid_step)
             for key, (ts, vs) in sorted(grouped.items())
         ]
     reason = "expected columns timestamp,value or timestamp,di,region,queries"
     raise ConfigError([Problem(str(path), 1, reason)])
 
 
-def read_input(path: str | Path, step: int | None = None) -> list[Series]:
+def read_input(path: str | Path, step: int | None = None,
+               bucket: int | None = None) -> list[Series]:
     """Read a CSV file or every ``*.csv`` in a folder (recursively, in name order)."""
     path = Path(path)
     if path.is_dir():
         files: Iterable[Path] = sorted(path.rglob("*.csv"))
         out: list[Series] = []
         for file in files:
-            for series in read_csv(file, step):
+            for series in read_csv(file, step, bucket):
                 key = str(file.relative_to(path).with_suffix(""))
                 name = key if series.key == file.stem else f"{key}:{series.key}"
                 out.append(Series(name, series.values, series.step, series.start))
@@ -198,4 +231,4 @@ def read_input(path: str | Path, step: int | None = None) -> list[Series]:
         return out
     if not path.exists():
         raise ConfigError([Problem(str(path), None, "no such file")])
-    return read_csv(path, step)
+    return read_csv(path, step, bucket)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from shadowdns.allocator.simulate import REGIONS, multi_region, rebucket, simulate
 from shadowdns.predictor.series import Series
@@ -32,6 +33,23 @@ def test_multi_region_shifts_each_region_to_its_local_time() -> None:
     assert abs((peaks["us-east"] - peaks["ap-east"]) % 24 - 14) < 1
     total = sum(float(s.values.sum()) for s in out)
     assert 0.9 < total / float(source.values[: len(out[0].values)].sum()) < 1.1
+
+
+def test_multi_region_of_a_short_source_uses_smaller_day_shifts() -> None:
+    """Two days cannot give each region its own day and keep half the source: the regions
+    then share days, shifted only to their local times; half a day is too short."""
+    source = daily(2)
+    out = multi_region(source, "svc.sim.")
+    shift = round(14 * 3600 / STEP)  # UTC+9 to UTC-5: what the local times alone cost
+    assert len(out[0].values) == len(source.values) - shift
+    local = [round(r.utc_offset * 3600 / STEP) for r in REGIONS]
+    lo = -min(local)
+    for region, series in zip(REGIONS, out, strict=True):
+        begin = lo + round(region.utc_offset * 3600 / STEP)
+        assert np.allclose(series.values, source.values[begin: begin + len(series.values)]
+                           * region.weight)
+    with pytest.raises(ValueError, match="too short"):
+        multi_region(Series("svc", np.ones(DAY // 2), STEP, 0), "svc.sim.")
 
 
 def test_rebucket_splits_coarse_steps_and_sums_fine_ones() -> None:

@@ -72,6 +72,40 @@ def test_multi_series_file_fills_missing_steps_with_zero(tmp_path: Path) -> None
     assert series["app.example.com.|NA"].values.tolist() == [2.0]
 
 
+def test_count_rows_are_summed_into_their_step(tmp_path: Path) -> None:
+    """Counts add up: duplicate rows of a (di, region, step) and off-grid rows sum into the
+    epoch-grid step that contains them; a caller's bucket gathers finer rows."""
+    path = tmp_path / "demand.csv"
+    path.write_text(
+        "timestamp,di,region,queries\n"
+        "2024-05-01T12:00:00Z,app.example.com.,EU,5\n"
+        "2024-05-01T12:00:00Z,app.example.com.,EU,4\n"
+        "2024-05-01T12:07:30Z,app.example.com.,EU,1\n"
+        "2024-05-01T12:05:00Z,app.example.com.,EU,2\n"
+        "2024-05-01T12:14:59Z,app.example.com.,NA,3\n"
+    )
+    series = {s.key: s for s in read_csv(path)}
+    eu = series["app.example.com.|EU"]
+    assert eu.values.tolist() == [9.0, 3.0] and eu.step == 300
+    assert eu.start * 300 == 1714564800  # 2024-05-01T12:00:00Z
+    assert series["app.example.com.|NA"].start == eu.start + 2
+    [na_15, eu_15] = sorted(read_csv(path, bucket=900), key=lambda s: s.key, reverse=True)
+    assert eu_15.values.tolist() == [12.0] and na_15.values.tolist() == [3.0]
+
+
+def test_one_row_per_query_is_binned_into_the_bucket(tmp_path: Path) -> None:
+    """A log of single queries at irregular seconds becomes queries per bucket."""
+    rng = np.random.default_rng(5)
+    stamps = np.sort(rng.uniform(0, 3600, 500)) + 1_714_564_800
+    path = tmp_path / "log.csv"
+    path.write_text("timestamp,di,region,queries\n"
+                    + "".join(f"{t:.3f},a.example.,EU,1\n" for t in stamps))
+    [s] = read_csv(path, bucket=300)
+    assert s.step == 300 and s.values.sum() == 500 and len(s.values) == 12
+    expected = np.bincount(((stamps - 1_714_564_800) // 300).astype(int), minlength=12)
+    assert s.values.tolist() == expected.astype(float).tolist()
+
+
 def test_folder_input_reads_every_trace() -> None:
     """A folder yields one series per timestamp,value file, named by relative path."""
     keys = [s.key for s in read_input(TRAFFIC)]
