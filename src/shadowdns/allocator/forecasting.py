@@ -64,6 +64,56 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
         return make_forecaster(model).fit(values, spec)
 
 
+class Ring:
+    """The newest `size` numbers of a stream in one numpy array, oldest first.
+
+    The book keeps weeks of buckets and days of forecast errors for up to 100,000 series;
+    as Python lists and deques of floats that is ~32 bytes a number (~260 KB a series, 26
+    GB for the fleet), here it is 8 bytes plus 1/8 slack. Appends are amortised O(1):
+    the buffer grows by doubling up to `size` + slack, then shifts left once per slack
+    appends. `view()` is contiguous and copy-free.
+    """
+
+    __slots__ = ("_buf", "_hi", "_lo", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._buf: FloatArray = np.empty(min(16, self.size))
+        self._lo = 0
+        self._hi = 0
+
+    def append(self, value: float) -> bool:
+        """Add `value`; True when the oldest number fell out."""
+        if self._hi == len(self._buf):
+            limit = self.size + max(8, self.size // 8)
+            kept = self._hi - self._lo
+            if len(self._buf) < limit:
+                grown = np.empty(min(limit, 2 * len(self._buf)))
+                grown[:kept] = self._buf[self._lo:self._hi]
+                self._buf = grown
+            else:
+                self._buf[:kept] = self._buf[self._lo:self._hi]
+            self._lo, self._hi = 0, kept
+        self._buf[self._hi] = value
+        self._hi += 1
+        if self._hi - self._lo > self.size:
+            self._lo += 1
+            return True
+        return False
+
+    def view(self) -> FloatArray:
+        return self._buf[self._lo:self._hi]
+
+    def last(self) -> float:
+        return float(self._buf[self._hi - 1])
+
+    def clear(self) -> None:
+        self._lo = self._hi = 0
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+
 @dataclass(frozen=True, slots=True)
 class FitRequest:
     key: SeriesKey
@@ -93,7 +143,7 @@ class Miss:
 class SeriesState:
     key: SeriesKey
     start: int  # bucket index of values[0]
-    values: list[float] = field(default_factory=list)
+    values: Ring
     fitted: Fitted | None = None
     model: str = "none"
     fitted_at: float | None = None
@@ -105,12 +155,15 @@ class SeriesState:
     misses: int = 0
     topup: bool = False
     last_above: float | None = None
-    errors: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=288))
+    # rolling one-step figures: |actual - point|, |actual - seasonal naive|, 1.0 if covered
+    model_errors: Ring = field(default_factory=lambda: Ring(288))
+    naive_errors: Ring = field(default_factory=lambda: Ring(288))
+    covered: Ring = field(default_factory=lambda: Ring(288))
     degraded: bool = False
     # forecasts made at recent origins: (bucket index of their first step, point per step)
     pending: deque[tuple[int, FloatArray]] = field(default_factory=deque)
-    # signed errors (actual - point) of those forecasts, one deque per step ahead
-    hstep_errors: list[deque[float]] = field(default_factory=list)
+    # signed errors (actual - point) of those forecasts, one ring per step ahead
+    hstep_errors: list[Ring] = field(default_factory=list)
 
     @property
     def end(self) -> int:
@@ -161,8 +214,10 @@ class DemandBook:
         p = self.params.get(key, SeriesParams())
         state = self.series.get(key)
         if state is None:
-            state = SeriesState(key, bucket_index)
-            state.errors = deque(maxlen=self.error_window)
+            window = self.error_window
+            state = SeriesState(key, bucket_index, Ring(self.max_len),
+                                model_errors=Ring(window), naive_errors=Ring(window),
+                                covered=Ring(window))
             self.series[key] = state
         if bucket_index < state.end:
             return  # already seen (a re-read of the same bucket)
@@ -181,21 +236,19 @@ class DemandBook:
                 state.misses = 0
             state.topup = state.misses >= self.topup_after and value >= p.threshold
             naive_idx = len(state.values) - self.season
-            naive = (state.values[naive_idx] if naive_idx >= 0
-                     else (state.values[-1] if state.values else value))
-            covered = value <= state.next_upper
-            state.errors.append((abs(value - state.next_point), abs(value - naive), covered))
+            naive = (float(state.values.view()[naive_idx]) if naive_idx >= 0
+                     else (state.values.last() if len(state.values) else value))
+            state.model_errors.append(abs(value - state.next_point))
+            state.naive_errors.append(abs(value - naive))
+            state.covered.append(1.0 if value <= state.next_upper else 0.0)
         for first, points in state.pending:
             step = idx - first
             if 0 <= step < len(points):
                 self._hstep(state, step).append(float(value) - float(points[step]))
         if value >= p.threshold:
             state.last_above = ts + self.bucket
-        state.values.append(float(value))
-        if len(state.values) > self.max_len:
-            drop = len(state.values) - self.max_len
-            del state.values[:drop]
-            state.start += drop
+        if state.values.append(float(value)):
+            state.start += 1
         if state.fitted is None:
             self._baseline(state, p)
         else:
@@ -215,9 +268,9 @@ class DemandBook:
             state.pending.pop()  # a refit re-forecast the same origin: keep the newer
         state.pending.append((kernel.t, point[0].copy()))
 
-    def _hstep(self, state: SeriesState, step: int) -> deque[float]:
+    def _hstep(self, state: SeriesState, step: int) -> Ring:
         while len(state.hstep_errors) <= step:
-            state.hstep_errors.append(deque(maxlen=self.hstep_window))
+            state.hstep_errors.append(Ring(self.hstep_window))
         return state.hstep_errors[step]
 
     def p_cross(self, state: SeriesState, points: FloatArray, steps: list[int],
@@ -227,13 +280,12 @@ class DemandBook:
         signed errors (see the module docstring)."""
         best = 0.0
         for step, point in zip(steps, points.tolist(), strict=True):
-            errors = (state.hstep_errors[min(step, len(state.hstep_errors) - 1)]
+            errors = (state.hstep_errors[min(step, len(state.hstep_errors) - 1)].view()
                       if state.hstep_errors else ())
             if len(errors) < MIN_HSTEP_ERRORS:
                 prob = 1.0 if point >= threshold else 0.0
             else:
-                errs = np.fromiter(errors, dtype=np.float64, count=len(errors))
-                prob = float(np.count_nonzero(point + errs >= threshold)) / len(errs)
+                prob = float(np.count_nonzero(point + errors >= threshold)) / len(errors)
             best = max(best, prob)
         return best
 
@@ -241,7 +293,7 @@ class DemandBook:
         spec = FitSpec(season=self.season, horizon=max(1, p.horizon), start=state.start,
                        quantile=p.quantile)
         with quiet():
-            state.fitted = baseline(np.array(state.values, dtype=np.float64), spec)
+            state.fitted = baseline(state.values.view().copy(), spec)
         state.model = state.fitted.model
         state.fitted_len = len(state.values)
 
@@ -250,7 +302,7 @@ class DemandBook:
         (once per window), so a young series forecasts its recent level rather than its
         first value; after a season the baseline's own updates hold real values."""
         for key, state in self.series.items():
-            if (not state.real_fit and state.values and len(state.values) < self.season
+            if (not state.real_fit and len(state.values) and len(state.values) < self.season
                     and len(state.values) != state.fitted_len):
                 p = self.params.get(key, SeriesParams())
                 self._baseline(state, p)
@@ -280,7 +332,7 @@ class DemandBook:
             if reason is None:
                 continue
             state.fit_pending = True
-            out.append(FitRequest(key, p.model, np.array(state.values, dtype=np.float64),
+            out.append(FitRequest(key, p.model, state.values.view().copy(),
                                   self.season, max(1, p.horizon), state.start, p.quantile,
                                   state.end, reason))
         return out
@@ -294,16 +346,17 @@ class DemandBook:
         if fitted is None:
             state.fitted_at = now  # do not retry every window
             return
-        missing = state.values[len(state.values) - (state.end - request.upto):] \
-            if state.end > request.upto else []
-        for value in missing:
+        missing = state.values.view()[len(state.values) - (state.end - request.upto):] \
+            if state.end > request.upto else np.zeros(0)
+        for value in missing.tolist():
             fitted.kernel.update(np.array([value], dtype=np.float64))
         state.fitted = fitted
         state.model = fitted.model
         state.fitted_at = now
         state.real_fit = True
         state.fitted_len = len(state.values)
-        state.errors.clear()
+        for ring in (state.model_errors, state.naive_errors, state.covered):
+            ring.clear()
         state.degraded = False
         self.refits[request.reason] = self.refits.get(request.reason, 0) + 1
         state.hstep_errors.clear()  # the new model's errors are not the old one's
@@ -311,10 +364,10 @@ class DemandBook:
         self._remember(state, self.params.get(request.key, SeriesParams()))
 
     def _degraded(self, state: SeriesState) -> bool:
-        if len(state.errors) < max(12, self.error_window // 2):
+        if len(state.model_errors) < max(12, self.error_window // 2):
             return False
-        model = sum(e[0] for e in state.errors)
-        naive = sum(e[1] for e in state.errors)
+        model = float(state.model_errors.view().sum(dtype=np.float64))
+        naive = float(state.naive_errors.view().sum(dtype=np.float64))
         state.degraded = naive > 0 and model / naive > self.degrade_factor
         return state.degraded
 
@@ -324,7 +377,7 @@ class DemandBook:
         """Forecast upper quantile (max over buckets overlapping [since, until)), the last
         observed bucket, and the hysteresis and top-up facts of `key`."""
         state = self.series.get(key)
-        if state is None or state.fitted is None or not state.values:
+        if state is None or state.fitted is None or not len(state.values):
             return DemandView(key[0], key[1])
         kernel = state.fitted.kernel
         first = kernel.t  # bucket index the next forecast step stands for
@@ -337,7 +390,7 @@ class DemandBook:
         p = self.params.get(key, SeriesParams())
         p_cross = (self.p_cross(state, point[0, overlap], np.flatnonzero(overlap).tolist(),
                                 p.threshold) if overlap.any() else 0.0)
-        return DemandView(key[0], key[1], predicted=predicted, observed=state.values[-1],
+        return DemandView(key[0], key[1], predicted=predicted, observed=state.values.last(),
                           model=state.model, last_above=state.last_above, topup=state.topup,
                           p_cross=p_cross)
 
@@ -352,14 +405,14 @@ class DemandBook:
         """Rolling figures per series: MAE, seasonal-naive MAE, their ratio, band coverage."""
         out: dict[SeriesKey, dict[str, float]] = {}
         for key, state in self.series.items():
-            n = len(state.errors)
+            n = len(state.model_errors)
             if n == 0:
                 continue
-            mae = sum(e[0] for e in state.errors) / n
-            naive = sum(e[1] for e in state.errors) / n
+            mae = float(state.model_errors.view().mean())
+            naive = float(state.naive_errors.view().mean())
             out[key] = {"n": float(n), "mae": mae, "naive_mae": naive,
                         "relative": mae / naive if naive > 0 else math.nan,
-                        "coverage": sum(1 for e in state.errors if e[2]) / n,
+                        "coverage": float(state.covered.view().mean()),
                         "misses_in_a_row": float(state.misses)}
         return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shadowdns.allocator.forecasting import DemandBook, SeriesParams, fit_job
+from shadowdns.allocator.forecasting import DemandBook, Ring, SeriesParams, fit_job
 
 KEY = ("app.example.com.", "jp")
 HOUR = 3600
@@ -12,6 +12,29 @@ HOUR = 3600
 
 def pattern(n: int) -> list[float]:
     return [100.0 + 80.0 * np.sin(2 * np.pi * i / 24) for i in range(n)]
+
+
+def test_ring_keeps_the_newest_values_in_order() -> None:
+    """A ring of 100 fed 1,000 numbers holds the last 100 oldest first, says which append
+    dropped one, and stays that way through its growth and its shifts."""
+    ring = Ring(100)
+    dropped = [ring.append(float(i)) for i in range(1000)]
+    assert dropped == [False] * 100 + [True] * 900
+    assert len(ring) == 100 and ring.last() == 999.0
+    assert ring.view().tolist() == [float(i) for i in range(900, 1000)]
+    ring.clear()
+    assert len(ring) == 0 and not ring.append(5.0) and ring.view().tolist() == [5.0]
+
+
+def test_book_history_is_bounded_and_start_follows() -> None:
+    """Past `history` the book drops the oldest buckets and moves `start` with them."""
+    book = DemandBook(HOUR, history=72 * HOUR)
+    for i in range(200):
+        book.observe(KEY, 5000 + i, float(i), SeriesParams(model="snaive", threshold=1e9))
+    state = book.series[KEY]
+    assert len(state.values) == book.max_len and state.end == 5200
+    assert state.start == 5200 - book.max_len
+    assert state.values.view()[0] == float(200 - book.max_len)
 
 
 def test_view_takes_the_upper_band_over_the_planned_window() -> None:
@@ -26,7 +49,7 @@ def test_view_takes_the_upper_band_over_the_planned_window() -> None:
     assert view.predicted >= max(pattern(48)[5:7])
     assert view.observed == pattern(48)[-1]
     book.observe(KEY, 1000 + 50, 7.0)  # 1048 and 1049 missing: zeros
-    assert book.series[KEY].values[-3:] == [0.0, 0.0, 7.0]
+    assert book.series[KEY].values.view()[-3:].tolist() == [0.0, 0.0, 7.0]
 
 
 def test_fits_are_due_after_two_seasons_and_catch_up_on_newer_buckets() -> None:
@@ -63,7 +86,10 @@ def test_a_degraded_model_is_refitted() -> None:
     [request] = book.due_fits(0.0)
     book.apply_fit(request, fit_job("snaive", request.values, 24, 2, request.start, 0.9), 0.0)
     state = book.series[KEY]
-    state.errors.extend([(50.0, 1.0, False)] * 24)
+    for _ in range(24):
+        state.model_errors.append(50.0)
+        state.naive_errors.append(1.0)
+        state.covered.append(0.0)
     [again] = book.due_fits(1.0)
     assert again.reason.startswith("forecast error degraded")
     assert book.errors()[KEY]["relative"] == 50.0
