@@ -91,6 +91,12 @@ def read_live_state(store: Store, config: Config, now: float | None = None) -> L
                      version=store.allocations_version())
 
 
+def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],
+                   now: float) -> list[dict[str, Any]]:
+    """The entries of `current` not over by `now`, then those of the new `plan`."""
+    return [e for e in current if float(e["until"]) > now] + [dict(e) for e in plan]
+
+
 def live_fingerprint(live: LiveState) -> tuple[object, ...]:
     return (tuple(sorted(live.shadows.items())), live.down, tuple(sorted(live.ttls.items())))
 
@@ -215,8 +221,10 @@ class Service:
     def apply_ttl_plan(self, plan: list[dict[str, Any]]) -> None:
         """Follow the allocator's TTL plan: shorter TTLs for a (DI, region) from TTL seconds
         before its answer changes, so caches drain in time (entries: di, region, from,
-        until, ttl)."""
-        self.ttl_plan = [dict(e) for e in plan]
+        until, ttl). A generation's plan adds to the entries of earlier ones still to
+        come: a shadow allocated two windows ago still needs its TTL cut before it is
+        ready."""
+        self.ttl_plan = merge_ttl_plan(self.ttl_plan, plan, time.time())
         self._retime_ttls()
 
     def _retime_ttls(self) -> None:

@@ -3,7 +3,8 @@
 The real server runs with a policy file whose resources are listeners this test owns on
 127.0.0.1: an HTTP server (the standby's health check and the warm-up webhook) and a TCP
 listener (the primary's check). Demand history is seeded in the store before the server
-starts; the allocator runs every second on minute buckets.
+starts; the allocator runs every second on minute buckets. A last test follows the TTL
+plan onto the wire: answers shorten their TTL before a shadow takes over.
 """
 
 from __future__ import annotations
@@ -245,3 +246,74 @@ def test_preview_mode_changes_no_answer(tmp_path: Path, backend: Backend,
         assert backend.posts == []
     finally:
         server.stop()
+
+
+TTL_POLICY = """locations:
+  home: {lat: 0, lon: -150}
+  br: {lat: -23.5, lon: -46.6}
+regions:
+  cidr: {"198.18.2.0/24": br}
+  default: home
+resources:
+  p-home: {address: 192.0.2.10, location: home, role: primary}
+  s-br: {address: 203.0.113.40, location: br, role: standby, warmup: 4}
+dis:
+  app:
+    primaries: [p-home]
+    standby: [s-br]
+    ttl: 3
+    policy: {threshold: 50, lead_time: 0, max_shadows: 1, min_hold: 3600}
+"""
+
+TTL_ALLOCATOR = """allocator:
+  window: 1s
+  bucket: 1m
+  tick: 0.2
+  ttl_floor: 1
+"""
+
+
+def answer_with_ttl(server: ServerProcess, ecs: str) -> tuple[list[str], int]:
+    addr, prefix = ecs.split("/")
+    query = dns.message.make_query("app.fo.test.", "A", use_edns=0,
+                                   options=[dns.edns.ECSOption(addr, int(prefix))])
+    msg = dns.query.udp(query, server.host, port=server.port, timeout=2)
+    [rrset] = [rr for rr in msg.answer if rr.rdtype == dns.rdatatype.A]
+    return sorted(r.to_text() for r in rrset), int(rrset.ttl)
+
+
+def test_answers_shorten_their_ttl_before_the_shadow_takes_over(tmp_path: Path) -> None:
+    """The allocator's TTL plan reaches the wire: a shadow with a 4 s warm-up is planned,
+    and for the last TTL (3 s) before it is ready br's answers still name the primary but
+    carry ttl_floor (1 s), so resolvers let go in time; then the shadow answers with the
+    DI's TTL."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "fo.test.zone").write_text(ZONE)
+    (zones / "fo.test.policy.yaml").write_text(TTL_POLICY)
+    (zones / "allocator.yaml").write_text(TTL_ALLOCATOR)
+    state = tmp_path / "state.db"
+    store = open_store(str(state))
+    end = int((time.time() - 120) // 60 * 60)
+    try:
+        store.add_demand([DemandRow("app.fo.test.", "br", end - 60 * i, "primary", 200)
+                          for i in range(1, 31)])
+    finally:
+        store.close()
+    server = serve(zones, state)
+    seen: list[tuple[list[str], int]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            seen.append(answer_with_ttl(server, BR))
+            if seen[-1][0] == ["203.0.113.40"]:
+                break
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert seen[-1] == (["203.0.113.40"], 3), seen[-5:]
+    before = [ttl for addrs, ttl in seen if addrs == [P_HOME]]
+    assert 1 in before, before
+    shortened = before[before.index(1):]
+    assert set(shortened) == {1} and len(shortened) >= 10  # ~3 s of 0.05 s polls
+    assert set(before[:before.index(1)]) <= {3}

@@ -7,6 +7,7 @@ from pathlib import Path
 import dns.edns
 import dns.message
 
+from shadowdns.app import merge_ttl_plan
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.snapshot import LiveState, build_snapshot, load_config
 
@@ -36,3 +37,13 @@ def test_planned_ttl_applies_to_its_region_only() -> None:
     assert ttl_for(planned, "216.160.83.56/29") == 5
     assert ttl_for(planned, "216.160.83.56/29", fast=False) == 5
     assert ttl_for(planned, "81.2.69.0/24") == 30
+
+
+def test_a_new_plan_keeps_the_pending_entries_of_earlier_ones() -> None:
+    """A later generation's plan does not drop an earlier shadow's cut that is still to
+    come; entries already over are dropped."""
+    earlier = [{"di": "a.", "region": "us", "from": 570.0, "until": 600.0, "ttl": 5},
+               {"di": "b.", "region": "eu", "from": 100.0, "until": 130.0, "ttl": 5}]
+    later = [{"di": "c.", "region": "jp", "from": 870.0, "until": 900.0, "ttl": 5}]
+    merged = merge_ttl_plan(earlier, later, 300.0)
+    assert [(e["di"], e["region"]) for e in merged] == [("a.", "us"), ("c.", "jp")]
