@@ -29,9 +29,9 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
 from shadowdns.allocator.hooks import HookRunner
@@ -63,6 +63,7 @@ ALL_VIEWS_UP_TO = 50_000
 MAX_SERIES = 100_000
 
 IO = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
 
 
@@ -142,6 +143,7 @@ class Controller:
         on_record: Callable[[dict[str, Any]], None] | None = None,
         all_views_up_to: int = ALL_VIEWS_UP_TO,
         max_series: int = MAX_SERIES,
+        book_in_thread: bool | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -179,6 +181,11 @@ class Controller:
         self.max_series = max_series
         self._view_index: ViewIndex | None = None
         self._all_views: list[DIView] | None = None
+        # The book's per-bucket work is Python per series: digesting two weeks of history
+        # for thousands of series takes tens of seconds, which on the event loop would
+        # stop DNS answers. One thread owns it, so the book is never touched by two at once.
+        self.book_in_thread = solve_in_thread if book_in_thread is None else book_in_thread
+        self._book_pool: ThreadPoolExecutor | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -225,6 +232,16 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._fits, return_exceptions=True)
         await self.hooks.drain()
+        if self._book_pool is not None:
+            self._book_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _on_book(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` where the book lives: its thread, or inline (the simulator)."""
+        if not self.book_in_thread:
+            return fn(*args)
+        if self._book_pool is None:
+            self._book_pool = ThreadPoolExecutor(1, thread_name_prefix="shadowdns-book")
+        return await asyncio.get_running_loop().run_in_executor(self._book_pool, fn, *args)
 
     # --- demand and forecasts ------------------------------------------------------------
 
@@ -290,7 +307,7 @@ class Controller:
         self.read_until = cut
         if len(rows) + len(self.book.series) > self.max_series:
             rows = self._busiest(rows)
-        return self.feed(rows, cut, params)
+        return await self._on_book(self.feed, rows, cut, params)
 
     def _busiest(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]]
                  ) -> dict[tuple[str, str], list[tuple[int, int]]]:
@@ -339,7 +356,7 @@ class Controller:
 
     async def run_fits(self, now: float) -> None:
         """Start due fits in the process pool (inline without one); wait when asked."""
-        requests = self.book.due_fits(now)
+        requests = await self._on_book(self.book.due_fits, now)
         if not requests:
             return
         loop = asyncio.get_running_loop()
@@ -357,7 +374,7 @@ class Controller:
             except Exception as exc:
                 log.warning("fit of %s/%s failed: %s", *request.key, exc)
                 fitted = None
-            self.book.apply_fit(request, fitted, self.clock.now())
+            await self._on_book(self.book.apply_fit, request, fitted, self.clock.now())
 
         if self.wait_for_fits or self.fit_executor is None:
             await asyncio.gather(*(one(r) for r in requests))
@@ -375,12 +392,12 @@ class Controller:
             return None
         if self.read_until is None or now >= self.read_until + self.settings.bucket:
             await self.read_demand(now)
-        self.book.refresh_baselines()
+        await self._on_book(self.book.refresh_baselines)
         if self.source == "model":
             await self.run_fits(now)
         allocations = await self.io(self.store.list_allocations, True)
         views = self._views(allocations)
-        demand = self.demand_views(views, now)
+        demand = await self._on_book(self.demand_views, views, now)
         states = await self.io(self.store.health_states)
         down = frozenset(h.resource for h in states if h.state == "down")
         args = (now, views, demand, allocations, down, self.settings)
@@ -528,6 +545,17 @@ class Controller:
             self.settings.bucket)  # type: ignore[assignment]
         if resolution is None:
             return
+        out, choices = await self._on_book(self._forecast_rows, views, now, resolution)
+        try:
+            if out:
+                await self.io(self.store.write_forecasts, out)
+            if choices:
+                await self.io(self.store.write_model_choices, choices)
+        except Exception as exc:
+            log.warning("cannot write forecasts: %s", exc)
+
+    def _forecast_rows(self, views: Sequence[DIView], now: float, resolution: Resolution
+                       ) -> tuple[list[Forecast], list[ModelChoice]]:
         horizons = {v.key: math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
                     for v in views}
         out = []
@@ -546,13 +574,7 @@ class Controller:
             for key, figures in self.book.errors().items()
             if key in self.book.series and math.isfinite(figures["relative"])
         ]
-        try:
-            if out:
-                await self.io(self.store.write_forecasts, out)
-            if choices:
-                await self.io(self.store.write_model_choices, choices)
-        except Exception as exc:
-            log.warning("cannot write forecasts: %s", exc)
+        return out, choices
 
     def report(self) -> dict[str, Any]:
         """State of the loop for the API and metrics."""

@@ -404,7 +404,7 @@ class DemandBook:
     def errors(self) -> dict[SeriesKey, dict[str, float]]:
         """Rolling figures per series: MAE, seasonal-naive MAE, their ratio, band coverage."""
         out: dict[SeriesKey, dict[str, float]] = {}
-        for key, state in self.series.items():
+        for key, state in list(self.series.items()):  # a copy: the book thread may add
             n = len(state.model_errors)
             if n == 0:
                 continue

@@ -1,8 +1,8 @@
 """Wiring of the control loop into a running `Service` (called from `_start_control`).
 
 Settings come from `<zones>/allocator.yaml` (see `settings`). Fits run in a small process
-pool (spawned, so the worker does not inherit the server's threads); the planner runs in a
-worker thread; the store is used only through `service.run_in_io`.
+pool (spawned, so the worker does not inherit the server's threads); the demand book and
+the planner run in worker threads; the store is used only through `service.run_in_io`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -241,3 +242,30 @@ def test_past_max_series_the_book_follows_the_busiest() -> None:
         assert result is not None and [s.region for s in result.add] == ["jp"]
 
     asyncio.run(scenario())
+
+
+def test_book_work_runs_off_the_event_loop() -> None:
+    """In the server the book digests demand on its own thread (weeks of history for
+    thousands of series would otherwise stop DNS answers); the plan is the same."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    seed(store, "jp", 80, 30, T0)
+    ctl, _ = controller(store, make_policy(min_hold=120, ttl=30), clock)
+    ctl.book_in_thread = True
+    threads: set[int] = set()
+    observe = ctl.book.observe
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        threads.add(threading.get_ident())
+        observe(*args, **kwargs)
+
+    ctl.book.observe = spy  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[int, Any]:
+        result = await ctl.run_window(T0)
+        await ctl.close()
+        return threading.get_ident(), result
+
+    loop_thread, result = asyncio.run(scenario())
+    assert threads and loop_thread not in threads
+    assert [(s.di, s.region) for s in result.add] == [(APP, "jp")]
