@@ -164,7 +164,7 @@ class Controller:
         self.on_record = on_record
         self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
                                settings.topup_after, settings.error_window,
-                               settings.degrade_factor)
+                               settings.degrade_factor, forecasts=source == "model")
         self.read_until: int | None = None  # bucket start of the first bucket not read
         self.generations: deque[dict[str, Any]] = deque(maxlen=100)
         self.journal: deque[JournalEntry] = deque(maxlen=journal_size)

@@ -186,8 +186,12 @@ class DemandBook:
 
     def __init__(self, bucket: int, history: float = 14 * 86400.0,
                  refit_every: float = 86400.0, topup_after: int = 3,
-                 error_window: int = 288, degrade_factor: float = 1.5) -> None:
+                 error_window: int = 288, degrade_factor: float = 1.5,
+                 forecasts: bool = True) -> None:
         self.bucket = bucket
+        # False: keep only what the reactive rule reads (values, last bucket above the
+        # threshold) — the simulator's reactive and oracle runs, which never use a forecast
+        self.forecasts = forecasts
         self.season = max(1, 86400 // bucket)
         self.max_len = max(int(history // bucket), 2 * self.season + 16)
         self.hstep_window = 2 * self.season
@@ -226,6 +230,12 @@ class DemandBook:
 
     def _step(self, state: SeriesState, p: SeriesParams, idx: int, value: float) -> None:
         ts = idx * self.bucket
+        if not self.forecasts:
+            if value >= p.threshold:
+                state.last_above = ts + self.bucket
+            if state.values.append(float(value)):
+                state.start += 1
+            return
         if state.next_upper is not None and state.next_point is not None:
             if value > state.next_upper:
                 state.misses += 1
@@ -301,6 +311,8 @@ class DemandBook:
         """Refit the baseline of series younger than a season without a real fit yet
         (once per window), so a young series forecasts its recent level rather than its
         first value; after a season the baseline's own updates hold real values."""
+        if not self.forecasts:
+            return
         for key, state in self.series.items():
             if (not state.real_fit and len(state.values) and len(state.values) < self.season
                     and len(state.values) != state.fitted_len):
@@ -314,6 +326,8 @@ class DemandBook:
         """Fit jobs due now: series with enough history and no real fit yet, fits older
         than `refit_every`, and series whose rolling error degraded."""
         out: list[FitRequest] = []
+        if not self.forecasts:
+            return out
         for key in (self.series if keys is None else keys):
             state = self.series.get(key)
             if state is None or state.fit_pending:
@@ -377,6 +391,9 @@ class DemandBook:
         """Forecast upper quantile (max over buckets overlapping [since, until)), the last
         observed bucket, and the hysteresis and top-up facts of `key`."""
         state = self.series.get(key)
+        if state is not None and len(state.values) and not self.forecasts:
+            return DemandView(key[0], key[1], observed=state.values.last(),
+                              last_above=state.last_above)
         if state is None or state.fitted is None or not len(state.values):
             return DemandView(key[0], key[1])
         kernel = state.fitted.kernel

@@ -121,3 +121,20 @@ def test_crossing_probability_is_calibrated_on_average() -> None:
     p, crossed = np.array(probs), np.array(actual)
     assert abs(p.mean() - crossed.mean()) < 0.05  # calibrated on average
     assert abs((p >= 0.5).mean() - crossed.mean()) < 0.1
+
+
+def test_a_book_without_forecasts_keeps_what_the_reactive_rule_reads() -> None:
+    """forecasts=False (the simulator's reactive and oracle runs) fits nothing but sees
+    the same last bucket and last crossing as a forecasting book."""
+    params = SeriesParams(model="snaive", threshold=150, horizon=3)
+    books = [DemandBook(HOUR), DemandBook(HOUR, forecasts=False)]
+    for book in books:
+        for i, v in enumerate(pattern(80)):
+            book.observe(KEY, 1000 + i, v, params)
+        book.refresh_baselines()
+    full, bare = (b.view(KEY, 1080 * HOUR, 1081 * HOUR) for b in books)
+    assert (bare.observed, bare.last_above) == (full.observed, full.last_above)
+    assert full.last_above is not None and full.predicted > 0
+    assert bare.predicted == 0.0 and bare.p_cross is None
+    assert books[0].due_fits(0.0) and books[1].due_fits(0.0) == []
+    assert books[1].series[KEY].fitted is None
