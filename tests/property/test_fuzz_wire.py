@@ -251,3 +251,22 @@ def test_fast_path_honours_configured_payload(payload: int) -> None:
     eng = QueryEngine(Snapshot(zones=ZoneSet(load_zone_dir(ZONES_DIR)), identity=identity))
     query = query_wire("mid.diff.test.", "A", 7, payload=4096)  # a ~700-byte answer
     assert eng.respond(query) == eng._slow(query, False)
+
+
+@pytest.mark.parametrize(("name", "uniform"), [("shop.demo.shadowdns.test.", True),
+                                               ("app.demo.shadowdns.test.", False)])
+@pytest.mark.parametrize("subnet", ["192.0.2.0/24", "81.2.69.0/24", "175.16.199.0/24"])
+def test_ecs_scope_is_zero_only_when_every_region_gets_the_answer(
+        name: str, uniform: bool, subnet: str) -> None:
+    """A DI answered alike in every region echoes ECS scope 0 (valid for any client); one
+    whose answer depends on the region echoes the matched prefix. Both paths agree."""
+    address, prefix = subnet.split("/")
+    wire = dns.message.make_query(name, "A", use_edns=0, options=[
+        dns.edns.ECSOption(address, int(prefix))]).to_wire()
+    eng = engine("geo")
+    fast = eng.respond(wire, ("127.0.0.1", 5353))
+    slow = eng._slow(wire, False, ("127.0.0.1", 5353))
+    assert fast is not None and fast == slow
+    [option] = [o for o in dns.message.from_wire(fast).options
+                if isinstance(o, dns.edns.ECSOption)]
+    assert (option.scopelen == 0) == uniform

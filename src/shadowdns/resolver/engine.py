@@ -524,10 +524,14 @@ class QueryEngine:
                 return render.build_message(Result(rcode=dns.rcode.FORMERR, aa=False), q.name,
                                             q.rdtype, q.rdclass, shape, snap.identity)
             ridx, scope = located
-            decision = dynamic[1].decision(dynamic[0], ridx)
-            result = _with_addresses(result, dynamic[0], q.rdtype,
-                                     decision.addresses(4 if q.rdtype == _A else 6),
-                                     dynamic[1].ttl(dynamic[0], ridx))
+            di, ctx = dynamic
+            family = 4 if q.rdtype == _A else 6
+            decision = ctx.decision(di, ridx)
+            result = _with_addresses(result, di, q.rdtype, decision.addresses(family),
+                                     ctx.ttl(di, ridx))
+            if len({(tuple(ctx.decision(di, r).addresses(family)), ctx.ttl(di, r))
+                    for r in range(len(ctx.regions))}) == 1:
+                scope = 0  # every region gets this answer, as the fast path says (Regional)
         extra: list[dns.edns.Option] = []
         if ecs is not None:
             extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
