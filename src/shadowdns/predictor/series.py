@@ -111,13 +111,11 @@ def infer_step(timestamps: FloatArray) -> int:
     return max(1, round(float(np.median(np.diff(distinct)))))
 
 
-def regularise(
-    key: str, timestamps: FloatArray, values: FloatArray, step: int, missing: float = math.nan
-) -> Series:
-    """Put observations on the grid of ``step`` seconds anchored at the first timestamp.
+def regularise(key: str, timestamps: FloatArray, values: FloatArray, step: int) -> Series:
+    """Put samples on the grid of ``step`` seconds anchored at the first timestamp.
 
-    Off-grid timestamps are rounded to the nearest step, duplicates averaged, steps without
-    an observation get ``missing`` (NaN: interpolated; 0: no queries).
+    Off-grid timestamps are rounded to the nearest step, duplicates averaged, and steps
+    without a readable sample interpolated.
     """
     if len(timestamps) == 0:
         return Series(key, np.zeros(0), step, 0)
@@ -132,11 +130,8 @@ def regularise(
     ok = np.isfinite(vs)
     np.add.at(sums, idx[ok], vs[ok])
     np.add.at(counts, idx[ok], 1.0)
-    seen = np.zeros(n, dtype=bool)
-    seen[idx] = True
     grid = np.full(n, np.nan)
     grid[counts > 0] = sums[counts > 0] / counts[counts > 0]
-    grid[~seen] = missing
     return Series(key, fill_gaps(grid), step, round(first / step))
 
 
