@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,11 +29,13 @@ from shadowdns.errors import ShadowDNSError
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
+from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
 from shadowdns.resolver.snapshot import (
     Config,
     LiveState,
+    ResourceUsers,
     Snapshot,
     build_snapshot,
     load_config,
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are written
+PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before listening
 
 # Allocation states whose shadows answer queries.
 ANSWERING_STATES = ("ready", "draining")
@@ -76,10 +79,13 @@ class ServeConfig:
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
 
 
-def read_live_state(store: Store, config: Config, now: float | None = None) -> LiveState:
-    """Ready shadows and down resources as the store has them now."""
+def read_live_state(store: Store, config: Config, now: float | None = None,
+                    known: Collection[str] | None = None) -> LiveState:
+    """Ready shadows and down resources as the store has them now (`known`: the DI names
+    of `config` as text, when the caller keeps them)."""
     now = time.time() if now is None else now
-    known = {name.to_text() for policy in config.policies.values() for name in policy.dis}
+    if known is None:
+        known = di_texts(config)
     rows = [
         (a.di, a.resource, a.region)
         for a in store.list_allocations(active_only=True)
@@ -89,6 +95,11 @@ def read_live_state(store: Store, config: Config, now: float | None = None) -> L
     down = frozenset(h.resource for h in store.health_states() if h.state == "down")
     return LiveState(shadows=shadows_by_di(rows, known), down=down,
                      version=store.allocations_version())
+
+
+def di_texts(config: Config) -> frozenset[str]:
+    return frozenset(name.to_text() for policy in config.policies.values()
+                     for name in policy.dis)
 
 
 def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],
@@ -124,11 +135,15 @@ class Service:
         self.ttl_plan: list[dict[str, Any]] = []
         self.ttls_now: dict[tuple[str, str], int] = {}
         self._ttl_timer: asyncio.TimerHandle | None = None
-        self.live = self.io.submit(read_live_state, self.store, self.loaded).result()
+        self.known = di_texts(self.loaded)
+        self.live = self.io.submit(read_live_state, self.store, self.loaded, None,
+                                   self.known).result()
         self.generation = 0
         self.counters = DemandCounters()
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers))
+        self.prewarm = Prewarm(self.engine)
+        self._users: ResourceUsers | None = None
         self.server = DNSServer(
             self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
             reuse_port=config.workers > 1,
@@ -160,8 +175,24 @@ class Service:
             digest = None
         self.store.replace_policy(origin, policy, digest)
 
-    def _publish(self, snapshot: Snapshot) -> None:
-        self.engine.swap(snapshot)
+    def _publish(self, snapshot: Snapshot, touched: Collection[str] | None = None) -> None:
+        """Serve `snapshot`: with `touched` (the DIs a live change affects) only their
+        answers are dropped and compiled again first; otherwise the whole table is."""
+        dropped = self.engine.swap(snapshot, touched)
+        if touched is None:
+            self.prewarm.restart()
+        else:
+            self.prewarm.push(dropped)
+
+    def _publish_live(self, live: LiveState) -> None:
+        """Serve the same configuration in a new live state."""
+        if self._users is None or self._users.config is not self.loaded:
+            self._users = ResourceUsers(self.loaded)
+        touched = self._users.touched(self.live, live)
+        self.live = live
+        self.generation += 1
+        self._publish(build_snapshot(self.loaded, live, self.generation,
+                                     self.engine.snapshot), touched)
 
     def reload(self) -> bool:
         """Re-read zones and policies; keep serving the old data if anything is wrong."""
@@ -175,6 +206,7 @@ class Service:
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]
         self.loaded = loaded
+        self.known = di_texts(loaded)
         self.generation += 1
         self._publish(snapshot)
         self._record_zones()
@@ -204,16 +236,15 @@ class Service:
         monitor, allocator, API) right after they write, so failover does not wait.
         """
         try:
-            live = await self.run_in_io(read_live_state, self.store, self.loaded)
+            live = await self.run_in_io(read_live_state, self.store, self.loaded, None,
+                                        self.known)
         except Exception as exc:  # keep serving the last good table
             log.warning("cannot read live state: %s", exc)
             return False
         live = replace(live, ttls=self.ttls_now)
         if live_fingerprint(live) == live_fingerprint(self.live):
             return False
-        self.live = live
-        self.generation += 1
-        self._publish(build_snapshot(self.loaded, live, self.generation))
+        self._publish_live(live)
         log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
                  "generation %d", len(live.shadows), len(live.down), self.generation)
         return True
@@ -233,9 +264,7 @@ class Service:
                    if float(e["from"]) <= now < float(e["until"])}
         if current != self.ttls_now:
             self.ttls_now = current
-            self.live = replace(self.live, ttls=current)
-            self.generation += 1
-            self._publish(build_snapshot(self.loaded, self.live, self.generation))
+            self._publish_live(replace(self.live, ttls=current))
             log.info("TTL plan: %d (DI, region) answer(s) with a shortened TTL", len(current))
         if self._ttl_timer is not None:
             self._ttl_timer.cancel()
@@ -400,6 +429,11 @@ class Service:
             await asyncio.wait_for(self.listening.wait(), 5.0)
         except TimeoutError:
             log.warning("store change listener not ready; relying on the periodic check")
+        # Knot-style: answers are compiled before the first query (up to a bound, so a
+        # huge configuration still starts), the rest in slices while serving.
+        self.prewarm.restart()
+        self.prewarm.fill(PREWARM_BEFORE_LISTEN)
+        self.tasks.append(loop.create_task(self.prewarm.run(), name="prewarm"))
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         if not self.config.answer_only:
             self.tasks.append(loop.create_task(self._flush_loop()))

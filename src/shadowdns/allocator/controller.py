@@ -35,7 +35,15 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
 from shadowdns.allocator.hooks import HookRunner
-from shadowdns.allocator.planner import DemandView, DIView, Plan, ViewIndex, di_views, plan
+from shadowdns.allocator.planner import (
+    DemandView,
+    DIView,
+    Plan,
+    ViewIndex,
+    di_views,
+    plan,
+    resource_map,
+)
 from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.clock import Clock
 from shadowdns.health.monitor import sleep_or_wake
@@ -503,9 +511,7 @@ class Controller:
     async def tick(self, now: float) -> int:
         """Move warming → ready and draining → released when due; returns changes."""
         allocations = await self.io(self.store.list_allocations, True)
-        resources: dict[str, Any] = {}
-        for policy in self.policies():
-            resources.update(policy.resources)
+        resources = resource_map(self.policies())
         changes: list[tuple[Allocation, AllocationState, float, float | None]] = []
         for a in allocations:
             res = resources.get(a.resource)

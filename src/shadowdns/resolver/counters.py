@@ -63,6 +63,24 @@ class DemandCounters:
         return [(blocks[b][0], blocks[b][1][k], blocks[b][2][k], counts[i])
                 for i, b, k in zip(hot.tolist(), which, offsets, strict=True)]
 
+    def active_dis(self) -> list[str]:
+        """DIs counted since the last drain, busiest first."""
+        if not self.counts:
+            return []
+        counts = np.frombuffer(self.counts, dtype=np.int64)
+        hot = np.flatnonzero(counts)
+        if not len(hot):
+            return []
+        firsts = np.asarray(self.firsts, dtype=np.int64)
+        block = np.searchsorted(firsts, hot, side="right") - 1
+        per_block = np.bincount(block, weights=counts[hot], minlength=len(firsts))
+        order = np.argsort(-per_block[per_block > 0], kind="stable")
+        busy = np.flatnonzero(per_block > 0)[order]
+        seen: dict[str, None] = {}
+        for b in busy.tolist():
+            seen.setdefault(self.blocks[b][0], None)
+        return list(seen)
+
     def drain(self) -> list[tuple[str, str, str, int]]:
         """(di, region, kind, queries) for every series counted since the last drain."""
         return self.rows(self.take())

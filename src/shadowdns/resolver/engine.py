@@ -14,7 +14,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import socket
 import struct
+from collections.abc import Callable, Collection
 
 import dns.edns
 import dns.exception
@@ -51,6 +53,7 @@ _OPT_HEAD = b"\x00\x00\x29"
 MAX_UDP_PLAIN = 512
 MAX_CACHED = 1_500_000  # shape entries (~600 B each with their base): ~0.9 GB at most
 MAX_ECS_OPTS = 100_000  # per shape: client subnets whose echoed OPT is kept
+MAX_NEGATIVE = 10_000  # shared negative templates (zones x apex offsets x rcodes x qtypes)
 IN = int(dns.rdataclass.IN)
 CH = int(dns.rdataclass.CH)
 _TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
@@ -107,7 +110,8 @@ class AnswerTable:
     are interned, and a million DIs share a few thousand templates.
     """
 
-    __slots__ = ("address_answers", "base", "shared", "shared_variants", "size", "tables")
+    __slots__ = ("address_answers", "apexes", "base", "deps", "existing", "negative",
+                 "nxdomain", "shared", "shared_variants", "size", "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
@@ -119,7 +123,30 @@ class AnswerTable:
         # (qtype, addresses, TTL, rcode, AA) -> base template of a plain address answer,
         # whose bytes after the question do not depend on the name (owner = pointer to it)
         self.address_answers: dict[tuple[int, tuple[str, ...], int, int, bool], Template] = {}
+        # DI name -> base keys whose answer is that DI's routing decision: what a change of
+        # its shadows, health or TTL must recompile (and nothing else).
+        self.deps: dict[str, list[bytes]] = {}
+        # (zone, apex offset in the question, rcode, qtype) -> base template of a negative
+        # answer: NXDOMAIN/NODATA bodies differ only by where the apex sits in the question,
+        # so random names never fill the table and never cost a render.
+        self.negative: dict[tuple[dns.name.Name, int, int, int], Template] = {}
+        # Every existing name (empty non-terminals included) as lowercase wire bytes, once
+        # the prewarm has listed them all (None before): a name not in it is NXDOMAIN in a
+        # zone without delegations, DNAMEs or wildcards, told with a few bytes lookups.
+        self.existing: set[bytes] | None = None
+        # apex wire bytes -> (origin, zone is plain, labels the SOA's names have above the
+        # apex: a question with one of those there compresses differently)
+        self.apexes: dict[bytes, tuple[dns.name.Name, bool, frozenset[bytes]]] = {}
+        # (origin, apex offset, qtype, shape) -> the NXDOMAIN template of that shape
+        self.nxdomain: dict[tuple[dns.name.Name, int, int, int], Template] = {}
         self.size = 0
+
+    def drop(self, key: bytes) -> bool:
+        """Forget every shape's entry of one question; True if it had a base."""
+        for table in self.tables:
+            if table.pop(key, None) is not None:
+                self.size -= 1
+        return self.base.pop(key, None) is not None
 
     def intern(self, template: Template) -> Template:
         return self.shared.setdefault(template, template)
@@ -137,6 +164,9 @@ class QueryEngine:
         self.max_cached = max_cached
         self.transfers = transfers or Transfers(TransferConfig())
         self.table = AnswerTable()
+        # Shapes queries have come in: the table is filled ahead for these (see prewarm).
+        self.shapes_seen: set[int] = set()
+        self.on_new_shape: Callable[[], None] | None = None
         self.counters = counters or DemandCounters()
         self._opt_plain = [b""] * SHAPE_COUNT
         self._opt_ecs_head = [b""] * SHAPE_COUNT
@@ -150,6 +180,7 @@ class QueryEngine:
         self._stat_index: dict[tuple[int, int, str, str], int] = {}
         self._stat_keys: list[tuple[int, int, str, str]] = [(0, 0, "slow", "-")]
         self.stat_counts: list[int] = [0]
+        self._region_stat: dict[tuple[int, str, str], int] = {}  # (qtype, kind, region)
 
     def _set_identity(self, identity: Identity) -> None:
         self._payload = identity.payload
@@ -183,11 +214,27 @@ class QueryEngine:
         primary, fallback, nodata, or slow (answers built outside the table)."""
         return list(zip(self._stat_keys, self.stat_counts, strict=True))
 
-    def swap(self, snapshot: Snapshot) -> None:
-        """Publish a new snapshot; its answer table starts empty."""
+    def swap(self, snapshot: Snapshot, touched: Collection[str] | None = None) -> list[bytes]:
+        """Publish a new snapshot.
+
+        `touched` names the DIs whose answers may differ in it (the rest of the table stays
+        valid: a change of shadows, health or TTL cuts of the same configuration); None
+        means anything may differ and the table starts empty. Returns the questions
+        dropped, for the caller to compile again first.
+        """
+        same_identity = snapshot.identity == self.snapshot.identity
         self.snapshot = snapshot
-        self.table = AnswerTable()
-        self._set_identity(snapshot.identity)
+        if touched is None or not same_identity:
+            self.table = AnswerTable()
+            self._set_identity(snapshot.identity)
+            return []
+        table = self.table
+        dropped: list[bytes] = []
+        for di in touched:
+            for key in table.deps.pop(di, ()):
+                if table.drop(key):
+                    dropped.append(key)
+        return dropped
 
     # -- the query path ------------------------------------------------------------------
 
@@ -273,7 +320,11 @@ class QueryEngine:
         tpl = self.table.tables[shape].get(key)
         if tpl is None:
             self.stats_misses += 1
-            tpl = self._compile(key, shape, data, i, qend)
+            if shape not in self.shapes_seen:
+                self.shapes_seen.add(shape)
+                if self.on_new_shape is not None:
+                    self.on_new_shape()
+            tpl = self._compile(key, shape)
             if tpl is None:
                 return self._slow(data, tcp, addr)
         else:
@@ -328,25 +379,32 @@ class QueryEngine:
         opts = self._nsid_wire[shape] + option
         return self._opt_ecs_head[shape] + struct.pack("!H", len(opts)) + opts
 
-    def _compile(
-        self, key: bytes, shape: int, data: bytes, name_end: int, qend: int
-    ) -> Template | Regional | None:
+    def _compile(self, key: bytes, shape: int) -> Template | Regional | None:
         """Resolve a question on a table miss and remember its template.
 
         The question is resolved and rendered once, without EDNS and RD (the *base*); the
         template of every other shape is derived from it by setting RD, counting the OPT
         and appending the shape's OPT bytes — nothing else in an answer depends on them.
+        A name that does not exist gets the shared negative template of its zone and is
+        not remembered (random names would fill the table).
         """
         table = self.table
-        if table.size >= self.max_cached:
-            # Full (more distinct questions than the table holds): start a fresh one rather
-            # than compile every miss from then on; the busy questions come back at once.
-            self.table = table = AnswerTable()
         base = table.base.get(key)
         if base is None:
-            base = self._compile_base(data, name_end, qend)
-            if base is None:
+            if table.size >= self.max_cached:
+                # Full (more distinct questions than the table holds): start a fresh one
+                # rather than compile every miss from then on; busy questions come back.
+                self.table = table = AnswerTable()
+            if table.existing is not None:
+                nx = self._nxdomain(key, shape)
+                if nx is not None:
+                    return nx
+            found = self._compile_base(key)
+            if found is None:
                 return None
+            base, remember = found
+            if not remember:
+                return self._derive(base, shape)  # type: ignore[arg-type]
             table.base[key] = base
         entry: Template | Regional
         if base.__class__ is Regional:
@@ -360,6 +418,57 @@ class QueryEngine:
         table.size += 1
         return entry
 
+    def _nxdomain(self, key: bytes, shape: int) -> Template | None:
+        """The NXDOMAIN template for a name that does not exist in a plain zone, found by
+        byte lookups alone (no name parsing, no resolve); None when it is not that, or its
+        shared template was not made yet (the full path makes it)."""
+        table = self.table
+        end = len(key) - 4
+        existing = table.existing
+        assert existing is not None
+        if key[:end] in existing:
+            return None
+        apexes = table.apexes
+        above = 0
+        j = 0
+        while key[j]:
+            nxt = j + key[j] + 1
+            if nxt > end:
+                return None
+            above, j = j, nxt
+            found = apexes.get(key[j:end])
+            if found is None:
+                continue
+            origin, plain, special = found
+            if not plain or key[above + 1 : j].lower() in special:
+                return None
+            qtype = key[end] << 8 | key[end + 1]
+            shaped = table.nxdomain.get((origin, j, qtype, shape))
+            if shaped is None:
+                base = table.negative.get((origin, j, dns.rcode.NXDOMAIN, qtype))
+                if base is None:
+                    return None
+                shaped = self._derive(base, shape)
+                if len(table.nxdomain) < MAX_NEGATIVE:
+                    table.nxdomain[(origin, j, qtype, shape)] = shaped
+            return shaped
+        return None
+
+    def prepare(self, key: bytes, shapes: Collection[int]) -> bool:
+        """Compile one question ahead of its queries: its base, and its template for each
+        of `shapes` not yet in the table. False when it has no table entry (not ours,
+        not cacheable, or a name that does not exist)."""
+        table = self.table
+        if key not in table.base:
+            found = self._compile_base(key)
+            if found is None or not found[1]:
+                return False
+            table.base[key] = found[0]
+        for shape in shapes:
+            if key not in self.table.tables[shape] and self._compile(key, shape) is None:
+                return False
+        return True
+
     def _derive(self, base: Template, shape: int) -> Template:
         flags = base.hdr[0] | (1 if shape & SHAPE_RD else 0)
         if not shape & SHAPE_EDNS:
@@ -370,23 +479,70 @@ class QueryEngine:
             derived = Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
         return self.table.intern(derived)
 
-    def _compile_base(self, data: bytes, name_end: int, qend: int) -> Template | Regional | None:
+    def _compile_base(self, key: bytes) -> tuple[Template | Regional, bool] | None:
+        """The base entry of a question (`key`: lowercase name, type, class as on the wire)
+        and whether to remember it per question; None: answer it on the slow path."""
         try:
-            qname = dns.name.from_wire(data, 12)[0]
+            qname = dns.name.from_wire(key, 0)[0]
         except dns.exception.DNSException:
             return None
-        qtype, qclass = struct.unpack_from("!HH", data, name_end + 1)
+        qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
         if qclass != IN or qtype in _TRANSFER or qtype in _META:
             return None  # rare shapes take the slow path uncached
         snap = self.snapshot
+        question_len = len(key)
+        if qtype in _ADDRESS:
+            dynamic = snap.dis.get(qname)
+            if dynamic is not None:
+                direct = self._compile_di(key, dynamic[0], dynamic[1], qname, qtype)
+                if direct is not None:
+                    return direct, True
         result = resolve(snap.zones, qname, qtype)
         if result.rcode == dns.rcode.REFUSED:
             return None  # do not let random out-of-zone names fill the table
         dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
         if dynamic is not None and qtype in _ADDRESS and not result.referral:
-            return self._compile_regional(result, dynamic[0], dynamic[1], qname, qtype,
-                                          qend - 12)
-        return self._template(result, qname, qtype, 0, qend - 12)
+            regional = self._compile_regional(key, result, dynamic[0], dynamic[1], qname,
+                                              qtype)
+            return None if regional is None else (regional, True)
+        negative = self._negative(result, qname, qtype, question_len)
+        if negative is not None:
+            return negative, result.rcode != dns.rcode.NXDOMAIN
+        tpl = self._template(result, qname, qtype, 0, question_len)
+        return None if tpl is None else (tpl, True)
+
+    def _negative(self, result: Result, qname: dns.name.Name, qtype: int,
+                  question_len: int) -> Template | None:
+        """The shared template of a plain NXDOMAIN/NODATA (only the zone's SOA in the
+        authority section), or None for any other answer.
+
+        Its bytes depend on the question only through the apex's offset in it (the SOA
+        owner is a pointer there), unless a name in the SOA data shares the question's
+        label above the apex (it would compress further): those are rendered alone.
+        """
+        zone = result.zone
+        if (zone is None or result.answer or result.additional or result.ede is not None
+                or result.referral or len(result.authority) != 1
+                or result.authority[0] is not negative_soa(zone)):
+            return None
+        depth = len(zone.origin)
+        if len(qname) > depth:
+            above = qname.labels[-depth - 1].lower()
+            soa = zone.soa[0]
+            for name in (soa.mname, soa.rname):
+                if (len(name) > depth and name.is_subdomain(zone.origin)
+                        and name.labels[-depth - 1].lower() == above):
+                    return self._template(result, qname, qtype, 0, question_len)
+        offset = question_len - 4 - sum(len(label) + 1 for label in zone.origin.labels)
+        known_key = (zone.origin, offset, result.rcode, qtype)
+        known = self.table.negative.get(known_key)
+        if known is None:
+            known = self._template(result, qname, qtype, 0, question_len)
+            if known is None:
+                return None
+            if len(self.table.negative) < MAX_NEGATIVE:
+                self.table.negative[known_key] = known
+        return known
 
     def _template(self, result: Result, qname: dns.name.Name, qtype: int, shape: int,
                   question_len: int, kind: str = "static", region: str = "-"
@@ -400,35 +556,94 @@ class QueryEngine:
         stat = self.stat_slot(qtype, result.rcode, kind, region)
         return self.table.intern(Template(tpl.hdr, tpl.body, tpl.body_noopt, stat))
 
-    def _compile_regional(self, static: Result, di: DI, ctx: GeoContext, qname: dns.name.Name,
-                          qtype: int, question_len: int) -> Regional | None:
-        family = 4 if qtype == _A else 6
+    def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
+                    qtype: int) -> Regional | None:
+        """A DI's own A/AAAA question, rendered by hand from each region's routing choice;
+        None (the full path) when the DI has shadows, some region answers NODATA (its SOA
+        needs the full path) or a DNAME could redirect the name.
+
+        Hand-written on purpose: it is what a cold table and every change of health or TTL
+        compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
+        dnspython renders for the same answer (owner = a pointer to the question), which
+        the fast-vs-slow property test checks.
+        """
+        zone = self.snapshot.zones.zones.get(ctx.policy.origin)
+        if zone is None or zone.dnames:
+            return None
         di_text = di.name.to_text()
+        chosen = ctx.choices(di, di_text)
+        if chosen is None:
+            return None
+        primaries, picks = chosen
+        v4 = qtype == _A
+        size = 4 if v4 else 16
+        af = socket.AF_INET if v4 else socket.AF_INET6
+        table = self.table
+        answers = table.address_answers
+        ttls = ctx.ttls
+        regions = ctx.regions
+        stat_of = self._region_stat
         variants: list[Template] = []
         kinds: list[str] = []
-        # Regions often share an answer: render each distinct one once. When the answer is
-        # just the DI's own addresses, its bytes are the same for every DI routed to them
-        # (a million DIs compile with dict hits instead of a million renders).
-        plain = (static.final_name == qname and not static.additional
-                 and all(rr.name == qname and rr.rdtype == qtype for rr in static.answer)
-                 and all(rr.rdtype == dns.rdatatype.SOA for rr in static.authority))
-        answers = self.table.address_answers
+        first_body = None
+        uniform = True
+        for ridx, (positions, kind) in enumerate(picks):
+            if len(positions) == 1:
+                res = primaries[positions[0]]
+                one = res.address if v4 else res.address6  # type: ignore[union-attr]
+                addresses: tuple[str, ...] = (one,) if one else ()
+            else:
+                addresses = tuple(dict.fromkeys(
+                    a for a in ((primaries[i].address if v4 else primaries[i].address6)  # type: ignore[union-attr]
+                                for i in positions) if a))
+            if not addresses:
+                return None
+            ttl = ttls.get((di_text, regions[ridx]), di.ttl) if ttls else di.ttl
+            region = regions[ridx]
+            stat = stat_of.get((qtype, kind, region))
+            if stat is None:
+                stat = stat_of[(qtype, kind, region)] = self.stat_slot(qtype, 0, kind, region)
+            known = (qtype, addresses, ttl, stat)
+            variant = answers.get(known)
+            if variant is None:
+                head = b"\xc0\x0c" + struct.pack("!HHIH", qtype, IN, ttl, size)
+                body = b"".join([head + socket.inet_pton(af, a) for a in addresses])
+                hdr = b"\x84\x00\x00\x01" + struct.pack("!HHH", len(addresses), 0, 0)
+                variant = answers[known] = Template(hdr, body, body, stat)
+            if first_body is None:
+                first_body = variant.body
+            elif variant.body != first_body:
+                uniform = False
+            variants.append(variant)
+            kinds.append(kind)
+        first = self.counters.block(di_text, regions, tuple(kinds))
+        deps = table.deps.get(di_text)
+        if deps is None:
+            table.deps[di_text] = [key]
+        else:
+            deps.append(key)
+        return Regional(ctx, table.intern_variants(tuple(variants)), first, uniform)
+
+    def _compile_regional(self, key: bytes, static: Result, di: DI, ctx: GeoContext,
+                          qname: dns.name.Name, qtype: int) -> Regional | None:
+        family = 4 if qtype == _A else 6
+        di_text = di.name.to_text()
+        question_len = len(key)
+        variants: list[Template] = []
+        kinds: list[str] = []
+        # Regions often share an answer: render each distinct one once.
         rendered: dict[tuple[tuple[str, ...], int], Template] = {}
+        decisions = ctx.decisions_for(di, di_text)
         for ridx, region in enumerate(ctx.regions):
-            decision = ctx.decision(di, ridx)
+            decision = decisions[ridx]
             addresses = tuple(decision.addresses(family))
-            ttl = ctx.ttl(di, ridx)
+            ttl = ctx.ttl(di, ridx, di_text)
             same = rendered.get((addresses, ttl))
             if same is None:
-                known = (qtype, addresses, ttl, static.rcode, static.aa)
-                same = answers.get(known) if plain and addresses else None
+                result = _with_addresses(static, di, qtype, list(addresses), ttl)
+                same = self._template(result, qname, qtype, 0, question_len)
                 if same is None:
-                    result = _with_addresses(static, di, qtype, list(addresses), ttl)
-                    same = self._template(result, qname, qtype, 0, question_len)
-                    if same is None:
-                        return None
-                    if plain and addresses:
-                        answers[known] = same
+                    return None
                 rendered[(addresses, ttl)] = same
             stat = self.stat_slot(qtype, static.rcode, decision.kind, region)
             variants.append(self.table.intern(Template(same.hdr, same.body, same.body_noopt,
@@ -436,6 +651,7 @@ class QueryEngine:
             kinds.append(decision.kind)
         uniform = len(rendered) == 1
         first = self.counters.block(di_text, ctx.regions, tuple(kinds))
+        self.table.deps.setdefault(di_text, []).append(key)
         return Regional(ctx, self.table.intern_variants(tuple(variants)), first, uniform)
 
     # -- the slow path ---------------------------------------------------------------------
@@ -526,11 +742,11 @@ class QueryEngine:
             ridx, scope = located
             di, ctx = dynamic
             family = 4 if q.rdtype == _A else 6
-            decision = ctx.decision(di, ridx)
-            result = _with_addresses(result, di, q.rdtype, decision.addresses(family),
+            decisions = ctx.decisions_for(di)
+            result = _with_addresses(result, di, q.rdtype, decisions[ridx].addresses(family),
                                      ctx.ttl(di, ridx))
-            if len({(tuple(ctx.decision(di, r).addresses(family)), ctx.ttl(di, r))
-                    for r in range(len(ctx.regions))}) == 1:
+            if len({(tuple(d.addresses(family)), ctx.ttl(di, r))
+                    for r, d in enumerate(decisions)}) == 1:
                 scope = 0  # every region gets this answer, as the fast path says (Regional)
         extra: list[dns.edns.Option] = []
         if ecs is not None:

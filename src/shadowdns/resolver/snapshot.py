@@ -26,14 +26,17 @@ from shadowdns.geoip.distance import haversine_km
 from shadowdns.geoip.regions import RegionAnswer, RegionMapper
 from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
-from shadowdns.resolver.routing import Decision, Shadow, decide
+from shadowdns.resolver.routing import Decision, Kind, Shadow, decide, is_up
 from shadowdns.zones.di_view import static_view
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
-from shadowdns.zones.policy import DI, Policy
+from shadowdns.zones.policy import DI, Policy, Resource
 from shadowdns.zones.policy_file import load_policy
 from shadowdns.zones.zone import Zone
 
 POLICY_SUFFIX = ".policy.yaml"
+
+# Per region index: positions among a DI's primaries that answer, and the kind of answer.
+Picks = tuple[tuple[tuple[int, ...], Kind], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,27 +128,35 @@ class GeoContext:
     Caches belong to the snapshot and are thrown away with it, so they never go stale.
     """
 
-    __slots__ = ("decisions", "distances", "down", "ecs_cache", "index", "ip_cache", "mapper",
-                 "policy", "regions", "shadows", "ttls")
+    __slots__ = ("by_signature", "decisions", "distances", "down", "ecs_cache", "index",
+                 "ip_cache", "mapper", "policy", "regions", "shadows", "ttls")
 
-    def __init__(self, policy: Policy, mapper: RegionMapper, live: LiveState) -> None:
+    def __init__(self, policy: Policy, mapper: RegionMapper, live: LiveState,
+                 previous: GeoContext | None = None) -> None:
         self.policy = policy
         self.mapper = mapper
         self.regions: tuple[str, ...] = tuple(policy.locations)
         self.index = {name: i for i, name in enumerate(self.regions)}
-        self.ip_cache: dict[str, int] = {}
-        self.ecs_cache: dict[bytes, tuple[int, int]] = {}
+        # Where a client is and how far locations are apart do not depend on the live
+        # state: a new snapshot of the same policy keeps what the previous one learnt.
+        same = previous is not None and previous.policy is policy
+        self.ip_cache: dict[str, int] = previous.ip_cache if same else {}  # type: ignore[union-attr]
+        self.ecs_cache: dict[bytes, tuple[int, int]] = (
+            previous.ecs_cache if same else {})  # type: ignore[union-attr]
+        self.distances: dict[tuple[str, str], float] = (
+            previous.distances if same else {})  # type: ignore[union-attr]
         self.decisions: dict[Hashable, Decision] = {}
-        self.distances: dict[tuple[str, str], float] = {}
+        self.by_signature: dict[Hashable, Picks] = {}
         self.shadows = live.shadows
         self.down = live.down
         self.ttls = live.ttls
 
-    def ttl(self, di: DI, region: int) -> int:
-        """The DI's answer TTL for a region, shortened ahead of a planned change."""
+    def ttl(self, di: DI, region: int, text: str | None = None) -> int:
+        """The DI's answer TTL for a region, shortened ahead of a planned change (`text`:
+        the DI's name as text, when the caller has it)."""
         if not self.ttls:
             return di.ttl
-        return self.ttls.get((di.name.to_text(), self.regions[region]), di.ttl)
+        return self.ttls.get((text or di.name.to_text(), self.regions[region]), di.ttl)
 
     def region_index(self, answer: RegionAnswer) -> int:
         idx = self.index.get(answer.region)
@@ -194,6 +205,49 @@ class GeoContext:
                            distance=self._distance)
             self.decisions[key] = found
         return found
+
+    def choices(self, di: DI, text: str | None = None
+                ) -> tuple[list[Resource | None], Picks] | None:
+        """`di`'s primaries and, per region index, the positions among them that answer
+        and the kind of answer, as `decide` makes them; None when the DI has shadows
+        (then `decision` decides per region).
+
+        Without shadows a decision depends only on where the DI's primaries are, whether
+        each is up, the order of their ids (ties in distance go to the smaller id) and the
+        DI's rules: DIs that differ only in their resources share one computation. A
+        million DIs with their own primaries then cost a dict hit each, not a million
+        routing decisions per region.
+        """
+        if self.shadows and self.shadows.get(text or di.name.to_text()):
+            return None
+        resources = self.policy.resources
+        primaries = [resources.get(p) for p in di.primaries]
+        down = self.down
+        signature = (
+            tuple(None if r is None else (r.location, is_up(r, down)) for r in primaries),
+            tuple(sorted(range(len(primaries)), key=di.primaries.__getitem__)),
+            di.answers, di.all_down,
+        )
+        picks = self.by_signature.get(signature)
+        if picks is None:
+            made = []
+            for region in self.regions:
+                decision = decide(self.policy, di, region, (), down, distance=self._distance)
+                positions = tuple(next(i for i, r in enumerate(primaries) if r is res)
+                                  for res in decision.resources)
+                made.append((positions, decision.kind))
+            picks = self.by_signature[signature] = tuple(made)
+        return primaries, picks
+
+    def decisions_for(self, di: DI, text: str | None = None) -> tuple[Decision, ...]:
+        """The routing decision of `di` in every region (by region index), for answers;
+        the reasons are `decision`'s job (explain)."""
+        chosen = self.choices(di, text)
+        if chosen is None:
+            return tuple(self.decision(di, r) for r in range(len(self.regions)))
+        primaries, picks = chosen
+        return tuple(Decision(tuple(primaries[i] for i in positions), kind, "")  # type: ignore[misc]
+                     for positions, kind in picks)
 
     def _distance(self, a: str, b: str) -> float:
         km = self.distances.get((a, b))
@@ -251,17 +305,29 @@ class DITable(Mapping[dns.name.Name, tuple[DI, GeoContext]]):
     def __len__(self) -> int:
         return sum(len(dis) for dis, _ in self._parts)
 
+    def contexts(self) -> list[GeoContext]:
+        return [ctx for _, ctx in self._parts]
+
 
 def build_snapshot(config: Config, live: LiveState | None = None,
-                   generation: int = 0) -> Snapshot:
+                   generation: int = 0, previous: Snapshot | None = None) -> Snapshot:
+    """The snapshot of `config` in `live` state; given the `previous` snapshot, the region
+    mappers and lookup caches of policies it shares are carried over."""
     live = live or LiveState()
+    before = {id(ctx.policy): ctx for ctx in previous.dis.contexts()} \
+        if previous is not None and isinstance(previous.dis, DITable) else {}
     parts: list[tuple[Mapping[dns.name.Name, DI], GeoContext]] = []
     for policy in config.policies.values():
-        try:
-            mapper = RegionMapper(policy.locations, policy.regions, config.geodb)
-        except ValueError as exc:
-            raise ShadowDNSError(f"{policy.source}: {exc}") from None
-        parts.append((policy.dis, GeoContext(policy, mapper, live)))
+        old = before.get(id(policy))
+        if old is not None and old.policy is policy:
+            mapper = old.mapper
+        else:
+            old = None
+            try:
+                mapper = RegionMapper(policy.locations, policy.regions, config.geodb)
+            except ValueError as exc:
+                raise ShadowDNSError(f"{policy.source}: {exc}") from None
+        parts.append((policy.dis, GeoContext(policy, mapper, live, old)))
     return Snapshot(zones=ZoneSet(config.zones), identity=config.identity, generation=generation,
                     dis=DITable(parts))
 
@@ -276,3 +342,48 @@ def shadows_by_di(rows: Sequence[tuple[str, str, str]],
             continue
         out.setdefault(name, []).append(Shadow(name, resource, region))
     return {k: tuple(v) for k, v in out.items()}
+
+
+class ResourceUsers:
+    """Which DIs each resource answers for, to tell what a change of live state touches.
+
+    Built on the first change that needs it (a million DIs with their own primaries make
+    millions of entries); above `limit` DIs a health change recompiles everything instead.
+    """
+
+    def __init__(self, config: Config, limit: int = 200_000) -> None:
+        self.config = config
+        self.limit = limit
+        self._users: dict[str, list[str]] | None = None
+
+    def _index(self) -> dict[str, list[str]] | None:
+        if self._users is None:
+            if sum(len(p.dis) for p in self.config.policies.values()) > self.limit:
+                return None
+            users: dict[str, list[str]] = {}
+            for policy in self.config.policies.values():
+                for name, di in policy.dis.items():
+                    text = name.to_text()
+                    for rid in di.primaries:
+                        users.setdefault(rid, []).append(text)
+            self._users = users
+        return self._users
+
+    def touched(self, old: LiveState, new: LiveState) -> set[str] | None:
+        """DIs whose answers may differ between two live states of this configuration;
+        None when that is not worth working out (recompile everything)."""
+        out = {di for di in old.shadows.keys() | new.shadows.keys()
+               if old.shadows.get(di) != new.shadows.get(di)}
+        out.update(di for di, region in old.ttls.keys() | new.ttls.keys()
+                   if old.ttls.get((di, region)) != new.ttls.get((di, region)))
+        flipped = old.down ^ new.down
+        if flipped:
+            users = self._index()
+            if users is None:
+                return None
+            for rid in flipped:
+                out.update(users.get(rid, ()))
+            for shadows in (old.shadows, new.shadows):
+                out.update(di for di, chosen in shadows.items()
+                           if any(s.resource in flipped for s in chosen))
+        return out

@@ -24,7 +24,7 @@ import dns.rrset
 from shadowdns.zones.policy import DI, Policy
 from shadowdns.zones.zone import Node, Zone
 
-__all__ = ["static_view"]
+__all__ = ["own_nodes", "static_view"]
 
 _A = int(dns.rdatatype.A)
 _AAAA = int(dns.rdatatype.AAAA)
@@ -147,3 +147,9 @@ def static_view(zone: Zone, policy: Policy) -> Zone:
         return zone
     return dataclasses.replace(zone, nodes=_Nodes(zone.nodes, policy.dis, _Answers(policy)),
                                names=_Names(zone.names, policy.dis, zone.origin))
+
+
+def own_nodes(zone: Zone) -> Mapping[dns.name.Name, Node]:
+    """The nodes the zone's file holds, without the DI nodes a static view adds."""
+    nodes = zone.nodes
+    return nodes._base if isinstance(nodes, _Nodes) else nodes

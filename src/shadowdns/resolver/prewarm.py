@@ -1,0 +1,185 @@
+"""Fills the answer table ahead of queries, so a fresh start or a change answers from the
+table and not from the compiler (Knot builds its geo answers at load the same way).
+
+Every question a client can get a table entry for (each name's own types, each DI's A and
+AAAA) is compiled after load, and again after whatever a change dropped, in priority
+order: what a change dropped (it was being asked for), then the DIs with demand since the
+last flush, then every name in zone order. It runs on the event loop in slices of a few
+milliseconds with a yield between them, so no answer waits longer than one slice; a
+question that still misses is compiled on the spot by the query path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+import dns.name
+import dns.rdatatype
+
+from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.snapshot import Snapshot
+from shadowdns.zones.di_view import own_nodes
+
+log = logging.getLogger(__name__)
+
+SLICE = 0.003  # seconds of compiling between two yields to the event loop
+# Questions compiled ahead at most (the rest compile on first use): about a kilobyte each
+# for DIs with their own resources, so a million DIs would not fit in memory.
+EAGER_LIMIT = 300_000
+
+_IN = struct.pack("!H", 1)
+_A = struct.pack("!H", int(dns.rdatatype.A))
+_AAAA = struct.pack("!H", int(dns.rdatatype.AAAA))
+_SKIP = {int(dns.rdatatype.RRSIG), int(dns.rdatatype.NSEC), int(dns.rdatatype.NSEC3)}
+
+
+def question_key(name: dns.name.Name, qtype: bytes) -> bytes:
+    """The table key of a question: lowercase wire name, type, class IN."""
+    return name.canonicalize().to_wire() + qtype + _IN  # type: ignore[operator]
+
+
+def name_index(snapshot: Snapshot, existing: set[bytes],
+               apexes: dict[bytes, tuple[dns.name.Name, bool, frozenset[bytes]]]
+               ) -> Iterator[None]:
+    """Fill `existing` with every name of every zone (empty non-terminals and DIs
+    included) and `apexes` with each zone's apex; yields now and then (a slice boundary)."""
+    for origin, zone in snapshot.zones.zones.items():
+        depth = len(origin)
+        soa = zone.soa[0]
+        special = frozenset(n.labels[-depth - 1].lower() for n in (soa.mname, soa.rname)
+                            if len(n) > depth and n.is_subdomain(origin))
+        plain = not (zone.cuts or zone.dnames or zone.wildcards)
+        apex = origin.canonicalize().to_wire()
+        assert apex is not None
+        apexes[apex] = (origin, plain, special)
+        for n, name in enumerate(zone.names):
+            wire = name.canonicalize().to_wire()
+            assert wire is not None
+            existing.add(wire)
+            if not n & 255:
+                yield None
+
+
+def questions(snapshot: Snapshot, first: Iterable[str] = ()) -> Iterator[bytes]:
+    """Every question with a table entry: the DIs named in `first`, then each zone's names
+    with their types, then every DI's A and AAAA."""
+    dis = snapshot.dis
+    for text in first:
+        try:
+            name = dns.name.from_text(text)
+        except dns.exception.DNSException:
+            continue
+        if name in dis:
+            yield question_key(name, _A)
+            yield question_key(name, _AAAA)
+    for zone in snapshot.zones.zones.values():
+        for name, node in own_nodes(zone).items():
+            wire = name.canonicalize().to_wire()
+            assert wire is not None
+            for rdtype, covers in node:
+                if not covers and rdtype not in _SKIP:
+                    yield wire + struct.pack("!H", rdtype) + _IN
+    for name in dis:
+        wire = name.canonicalize().to_wire()
+        assert wire is not None
+        yield wire + _A + _IN
+        yield wire + _AAAA + _IN
+
+
+class Prewarm:
+    """See the module docstring. `restart` after the table was dropped whole, `push` the
+    questions a change dropped; `fill` works synchronously (before the listeners open),
+    `run` in slices for the life of the server."""
+
+    def __init__(self, engine: QueryEngine, limit: int = EAGER_LIMIT,
+                 slice_seconds: float = SLICE) -> None:
+        self.engine = engine
+        self.limit = limit
+        self.slice = slice_seconds
+        self._urgent: deque[bytes] = deque()
+        self._rest: Iterator[bytes] | None = None
+        self._index: Iterator[None] | None = None
+        self._existing: set[bytes] = set()
+        self._wake = asyncio.Event()
+        self._shapes = 0
+        self.compiled = 0
+        self.passes = 0
+        self.started = time.monotonic()
+        self.last_pass_seconds: float | None = None
+        engine.on_new_shape = self._new_shape
+
+    def restart(self) -> None:
+        """Compile everything again (the table was dropped whole)."""
+        self._urgent.clear()
+        self._rest = questions(self.engine.snapshot, self.engine.counters.active_dis())
+        snapshot = self.engine.snapshot
+        self._existing = set()
+        names = sum(len(zone.names) for zone in snapshot.zones.zones.values())
+        self._index = (name_index(snapshot, self._existing, self.engine.table.apexes)
+                       if names <= self.limit else None)
+        self.started = time.monotonic()
+        self._wake.set()
+
+    def push(self, keys: Iterable[bytes]) -> None:
+        """Compile these first (a change dropped them)."""
+        self._urgent.extend(keys)
+        self._wake.set()
+
+    def _new_shape(self) -> None:
+        # A query shape (EDNS, DO, RD, NSID) seen for the first time: derive it for every
+        # question already compiled, and for all the rest as they come.
+        self._urgent.extend(list(self.engine.table.base))
+        self._wake.set()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._urgent) or self._rest is not None or self._index is not None
+
+    def fill(self, seconds: float) -> bool:
+        """Compile for up to `seconds`; True when nothing is left to do."""
+        engine = self.engine
+        deadline = time.perf_counter() + seconds
+        shapes = tuple(sorted(engine.shapes_seen))
+        urgent = self._urgent
+        n = 0
+        while self._index is not None:
+            if next(self._index, True):
+                # complete: publish it to the table it was made for (a later drop makes
+                # a new table, and restart() a new index)
+                self.engine.table.existing = self._existing
+                self._index = None
+            elif time.perf_counter() >= deadline:
+                return False
+        while True:
+            if urgent:
+                key = urgent.popleft()
+            elif self._rest is not None and len(engine.table.base) < self.limit:
+                key = next(self._rest, b"")
+                if not key:
+                    self._rest = None
+                    self.passes += 1
+                    self.last_pass_seconds = time.monotonic() - self.started
+                    log.info("answer table filled: %d question(s) in %.2fs",
+                             len(engine.table.base), self.last_pass_seconds)
+                    continue
+            else:
+                self._rest = None
+                break
+            if engine.prepare(key, shapes):
+                n += 1
+            if not n & 31 and time.perf_counter() >= deadline:
+                break
+        self.compiled += n
+        return not self.pending
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self.fill(self.slice):
+                await asyncio.sleep(0)
