@@ -74,6 +74,8 @@ class ServeConfig:
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
+    # Accept command health checks from the API and the fleet store (root-equivalent tokens).
+    allow_commands: bool = False
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None) -> LiveState:
