@@ -77,6 +77,8 @@ class ServeConfig:
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
+    # Accept command health checks from the API and the fleet store (root-equivalent tokens).
+    allow_commands: bool = False
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None,
@@ -126,7 +128,8 @@ class Service:
         # A fleet shares one PostgreSQL store; zone and policy files travel through it.
         self.fleet = state.startswith(("postgres://", "postgresql://"))
         if self.fleet and config.role == "main":
-            self.io.submit(fleet.sync_from_store, self.store, config.zones_dir, True).result()
+            self.io.submit(fleet.sync_from_store, self.store, config.zones_dir, True,
+                           config.allow_commands).result()
         self.loaded = load_config(config.zones_dir, config.geoip, config.identity)
         self.outbox = fleet.DemandOutbox()
         self.leader = not self.fleet  # a single node always runs its control plane
@@ -331,7 +334,8 @@ class Service:
         """Take zone and policy files other nodes published; reload if any changed."""
         try:
             changed = await self.run_in_io(fleet.sync_from_store, self.store,
-                                           self.config.zones_dir, False)
+                                           self.config.zones_dir, False,
+                                           self.config.allow_commands)
         except Exception as exc:
             log.warning("cannot read configuration from the store: %s", exc)
             return False

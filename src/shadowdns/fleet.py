@@ -12,6 +12,12 @@ how they agree. This module holds the node's side of it:
   away and retried with the same id, so a retry never counts twice;
 * one node holds the control-plane leader lock (a PostgreSQL advisory lock that dies with
   its session); the others stand by.
+
+A file from the store is data from elsewhere, like a request to the API: a node started
+without `--allow-commands` does not take a policy file that adds a command health check
+(see `health.privilege`); it logs why, keeps its own file, and publishes that with its next
+change (so the fleet settles on the file without the new command). Nor does a node write a
+file whose name would leave its zones directory.
 """
 
 from __future__ import annotations
@@ -24,8 +30,14 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.name
+
+from shadowdns.errors import PolicyError
+from shadowdns.health.privilege import COMMANDS_REFUSED, new_commands
 from shadowdns.store import DemandRow, Store
 from shadowdns.zones.loader import ZONE_SUFFIX, origin_for
+from shadowdns.zones.policy import Policy
+from shadowdns.zones.policy_file import load_policy
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +89,40 @@ def path_for(zones_dir: Path, origin: str, kind: str, known: dict[tuple[str, str
     return zones_dir / (stem + (ZONE_SUFFIX if kind == "zone" else POLICY_SUFFIX))
 
 
-def sync_from_store(store: Store, zones_dir: Path, at_start: bool) -> bool:
+def _policy_of(path: Path, origin: str) -> Policy | None:
+    try:
+        return load_policy(path, dns.name.from_text(origin))
+    except (PolicyError, ValueError):
+        return None
+
+
+def refusal(zones_dir: Path, path: Path, origin: str, kind: str, text: str,
+            allow_commands: bool) -> str | None:
+    """Why a node must not write this file from the store into `path` (None: it may)."""
+    if path.parent != zones_dir:
+        return f"{path.name} is not a file of the zones directory"
+    # Only text holding "command" or an escape (YAML "\x63ommand") can name a command check.
+    if kind != "policy" or allow_commands or ("command" not in text and "\\" not in text):
+        return None
+    fd, tmp = tempfile.mkstemp(dir=zones_dir, prefix=".fleet-check.", suffix=POLICY_SUFFIX)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        theirs = _policy_of(Path(tmp), origin)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    if theirs is None:  # invalid: the reload refuses it, so it runs nothing
+        return None
+    mine = _policy_of(path, origin) if path.exists() else None
+    added = new_commands(mine, theirs)
+    if not added:
+        return None
+    fields = ", ".join(f"resources.{rid}.check.type" for rid in added)
+    return f"{fields}: {COMMANDS_REFUSED} (this node runs without it)"
+
+
+def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
+                    allow_commands: bool = False) -> bool:
     """Make the zones directory match the store; publish local files the store lacks.
 
     At start, a local file modified after the store's copy was written is published
@@ -98,7 +143,12 @@ def sync_from_store(store: Store, zones_dir: Path, at_start: bool) -> bool:
         mine_file = local.get(key)
         if mine_file is not None and mine_file.text == copy.text:
             continue
-        write_atomically(path_for(zones_dir, key[0], key[1], known), copy.text)
+        path = path_for(zones_dir, key[0], key[1], known)
+        why = refusal(zones_dir, path, key[0], key[1], copy.text, allow_commands)
+        if why is not None:
+            log.error("not taking the %s file of %s from the store: %s", key[1], key[0], why)
+            continue
+        write_atomically(path, copy.text)
         changed = True
     return changed
 

@@ -1,9 +1,10 @@
 """Warm-up and drain hooks: tell the outside world a shadow is starting or has drained.
 
 A hook is a webhook (JSON POST) and/or a command (JSON on stdin, the same fields as
-`SHADOWDNS_*` environment variables). Hooks run in the background: a slow or failing hook
-is logged and never delays allocation or answers. Every call is remembered (bounded) so the
-API and tests can see what was called.
+`SHADOWDNS_*` environment variables). Hooks come only from `allocator.yaml`, a file of the
+host that neither the API nor the fleet store writes (see `health.privilege`). Hooks run in
+the background: a slow or failing hook is logged and never delays allocation or answers.
+Every call is remembered (bounded) so the API and tests can see what was called.
 
 Payload: `{"event": "warmup"|"drain", "di", "resource", "region", "allocation",
 "ready_by", "generation"}` (`ready_by` is epoch seconds; null for drain).

@@ -12,6 +12,12 @@ ETag checks are exact.
 Zone text is validated with the same loader `serve` uses; policy data with
 `policy_from_mapping`. A zone rewritten by the API is written by dnspython (comments are not
 kept) and its SOA serial is bumped on every change.
+
+Nothing sent here may make the server run a program or read a host file: zone text with
+`$INCLUDE` is refused (422 at its line), a policy that would add a command health check is
+refused (403 naming `check.type`, see `health.privilege`) unless the server runs with
+`--allow-commands`, and `apply` writes only `<name>.zone` and `<name>.policy.yaml` files
+directly in the zones directory (never `allocator.yaml`, where command hooks live).
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ import dns.rdatatype
 import dns.zone
 import yaml
 
-from shadowdns.api.errors import ApiError, ProblemItem, problems_from_config
+from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_from_config
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
+from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
 from shadowdns.resolver.snapshot import POLICY_SUFFIX, load_config
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
 from shadowdns.zones.policy import Policy
@@ -166,12 +173,18 @@ class ConfigFiles:
         return etag_of((zone + "\0" + policy).encode())
 
     def read_zone(self, zf: ZoneFile) -> dns.zone.Zone:
-        """The zone as its file says (without the DI static view)."""
+        """The zone as its file says (without the DI static view), read by the loader `serve`
+        uses, so a `$INCLUDE` in it reads only what a reload would."""
         try:
-            return dns.zone.from_file(str(zf.path), zf.origin, relativize=False,
-                                      allow_include=True)
-        except (OSError, dns.exception.DNSException) as exc:
-            raise ApiError(409, "conflict", f"{zf.path} cannot be read: {exc}") from None
+            loaded = load_zone_file(zf.path, zf.origin)
+        except ZoneError as exc:
+            raise ApiError(409, "conflict", f"{zf.path} cannot be read",
+                           [ProblemItem(path=_relative(p, self.zones_dir), message=p.reason,
+                                        line=p.line) for p in exc.problems]) from None
+        zone = dns.zone.Zone(zf.origin, relativize=False)
+        for rrset in loaded.rrsets():
+            zone.replace_rdataset(rrset.name, rrset)
+        return zone
 
     def read_policy(self, zf: ZoneFile) -> Policy | None:
         if not zf.policy_path.exists():
@@ -204,7 +217,7 @@ class ConfigFiles:
         try:
             tmp.write_bytes(data)
             try:
-                load_zone_file(tmp, origin)
+                load_zone_file(tmp, origin, includes=False)
             except ZoneError as exc:
                 problems = [ProblemItem(path=path, message=p.reason, line=p.line)
                             for p in exc.problems]
@@ -231,6 +244,25 @@ class ConfigFiles:
             raise ApiError(422, "invalid", f"{len(problems)} problem(s) in the policy",
                            problems) from None
 
+    def policy_change(self, zf: ZoneFile, policy: Policy, strip: str | None = None,
+                      prefix: str = "body") -> Change:
+        """The write of `policy` to the zone's policy file, if it runs no new program.
+
+        A command check the file on disk already has for the same resource is kept; one the
+        request adds or changes is refused with 403 (nothing written) unless the server runs
+        with --allow-commands. `strip` and `prefix` name fields as `validate_policy` does.
+        """
+        if not self.service.config.allow_commands and command_checks(policy):
+            added = new_commands(self.read_policy(zf), policy)
+            if added:
+                problems = [problem_item(Problem("<api>", None, f"resources.{rid}.check.type: "
+                                                 f"{COMMANDS_REFUSED}"), prefix, strip)
+                            for rid in added]
+                raise ApiError(403, "commands_not_allowed",
+                               f"{len(added)} command check(s) refused: {COMMANDS_REFUSED}",
+                               problems)
+        return Change(zf.policy_path, self.policy_text(policy))
+
     # -- writing ---------------------------------------------------------------------------
 
     @staticmethod
@@ -250,6 +282,8 @@ class ConfigFiles:
 
     async def apply(self, changes: Sequence[Change]) -> None:
         """Write every change or none; the service serves the result before this returns."""
+        for change in changes:
+            self._check_target(change.path)
         staged: list[tuple[Change, Path | None]] = []
         backups: list[tuple[Path, bytes | None]] = []
         try:
@@ -283,6 +317,14 @@ class ConfigFiles:
         raise ApiError(409, "rejected",
                        "the server refused the new configuration; nothing was changed",
                        problems)
+
+    def _check_target(self, path: Path) -> None:
+        """Only zone and policy files directly in the zones directory are the API's to write."""
+        name = path.name
+        if path.parent != self.zones_dir or name.startswith(".") or not (
+                name.endswith(ZONE_SUFFIX) or name.endswith(POLICY_SUFFIX)):
+            raise ApiError(403, "forbidden", f"the API does not write {name}: only zone and "
+                           "policy files in the zones directory")
 
     def _load_problems(self) -> list[ProblemItem]:
         cfg = self.service.config

@@ -2,7 +2,8 @@
 
 Objects travel in the policy file's own shape. A change edits the policy as plain data,
 validates the whole result with `policy_from_mapping` (422 naming every bad field: inside
-the body as ``body.<field>``, elsewhere in the policy as ``policy.<path>``), rewrites
+the body as ``body.<field>``, elsewhere in the policy as ``policy.<path>``), refuses a new
+command health check (403, ``body.check.type``; see `health.privilege`), rewrites
 `<zone>.policy.yaml` atomically and reloads. A health override (up/down/obey) is the
 resource's `override` key, so it survives restarts like any other setting.
 """
@@ -87,10 +88,13 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
     if kind == "locations" and value is not None and "regions" not in data:
         data["regions"] = {"default": key}  # the first location of a new policy
     if value is not None:
-        policy = files.validate_policy(zf.origin, data, strip=policy_path(kind, key))
+        strip: str | None = policy_path(kind, key)
+        policy = files.validate_policy(zf.origin, data, strip=strip)
+        change = files.policy_change(zf, policy, strip=strip)
     else:
         policy = files.validate_policy(zf.origin, data, prefix="policy")
-    await files.apply([Change(zf.policy_path, files.policy_text(policy))])
+        change = files.policy_change(zf, policy, prefix="policy")
+    await files.apply([change])
     after = None
     if value is not None:
         saved = files.policy_mapping(zf) or {}
@@ -223,7 +227,7 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
         before = files.policy_mapping(zf)
         check_if_match(if_match, etag_of(before))
         policy = files.validate_policy(zf.origin, body, strip="")
-        await files.apply([Change(zf.policy_path, files.policy_text(policy))])
+        await files.apply([files.policy_change(zf, policy, strip="")])
         after = files.policy_mapping(zf)
     response.headers["ETag"] = etag_of(after)
     await ctx.audit(who, "policy.replace", f"policy:{zf.origin}", before, after)

@@ -8,7 +8,8 @@ Four kinds, each a small async callable returning a `ProbeResult` (never raising
 * `dns` — a UDP query (`qname`, default the root SOA) to host:port; any answer passes, and
   with `qname` set only NOERROR or NXDOMAIN does;
 * `command` — run a program (no shell); exit status 0 passes. It gets `SHADOWDNS_RESOURCE`
-  and `SHADOWDNS_ADDRESS` in its environment.
+  and `SHADOWDNS_ADDRESS` in its environment. Such checks reach a loaded policy only from
+  files on the host, or with `--allow-commands` (see `health.privilege`).
 
 The HTTP probe takes an injected `httpx` transport, so tests need no server at all.
 """

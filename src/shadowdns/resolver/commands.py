@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--answer-only", action="store_true",
                        help="only answer queries: no demand counting to the store, health "
                             "probes, forecasts, allocator or API (e.g. to measure their cost)")
+    serve.add_argument("--allow-commands", action="store_true",
+                       help="accept command health checks through the API and the fleet store "
+                            "(ROOT-EQUIVALENT: any operator token can then run programs as "
+                            "this server's user); without it they come only from host files")
     serve.add_argument("--tcp-max-connections", type=int, default=256)
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
     serve.set_defaults(handler=cmd_serve)
@@ -156,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         workers=args.workers,
         answer_only=args.answer_only,
+        allow_commands=args.allow_commands,
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),

@@ -4,11 +4,21 @@
 what the server will serve. dnspython parses the text; the semantic checks a DNS engineer
 expects from Knot or NSD (one SOA at the apex, NS at the apex, no data outside the zone,
 CNAME alone at its name) are added here because dnspython's zone silently resolves them.
+
+`$INCLUDE` reads another file, so it is gated here, before dnspython opens anything: zone
+text sent through the API may not use it at all (`includes=False`), and a file on disk may
+include only regular files inside its own directory (the zones directory), at most
+`MAX_INCLUDE_BYTES` each and `MAX_INCLUDE_DEPTH` deep. A target outside the directory is
+refused before it is opened or even stat'ed, with one message whether it exists or not; a
+device or FIFO is refused before it is opened, so nothing blocks or reads without end.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +37,8 @@ from shadowdns.errors import Problem, ZoneError
 from shadowdns.zones.zone import Zone
 
 ZONE_SUFFIX = ".zone"
+MAX_INCLUDE_BYTES = 16 * 1024 * 1024  # one file named by $INCLUDE
+MAX_INCLUDE_DEPTH = 8  # $INCLUDE inside included files (a file including itself stops here)
 _ORIGIN_RE = re.compile(r"^\$ORIGIN\s+(\S+)", re.IGNORECASE)
 _SYNTAX_RE = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<reason>.*)$", re.DOTALL)
 # Types that may share a name with a CNAME (RFC 4035 §2.5).
@@ -96,13 +108,95 @@ def origin_for(path: Path) -> dns.name.Name:
 def _syntax_problem(path: Path, exc: Exception) -> Problem:
     text = str(exc)
     match = _SYNTAX_RE.match(text)
-    if match:
-        return Problem(str(path), int(match.group("line")), match.group("reason"))
+    if match:  # the file is the included one when the problem is inside a $INCLUDE
+        return Problem(match.group("file"), int(match.group("line")), match.group("reason"))
     return Problem(str(path), None, text or type(exc).__name__)
 
 
+def _refuse(reason: str) -> dns.exception.SyntaxError:
+    return dns.exception.SyntaxError(reason)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class _Includes:
+    """What `$INCLUDE` may read: nothing (`directory` None), or files inside `directory`."""
+
+    directory: str | None
+
+    def allowed(self) -> None:
+        if self.directory is None:
+            raise _refuse("$INCLUDE is not accepted in zone text sent through the API "
+                          "(it would read files on the server)")
+
+    def resolve(self, name: str) -> str:
+        """The real path of an allowed target; SyntaxError (the $INCLUDE line's) otherwise."""
+        assert self.directory is not None
+        if not name:
+            raise _refuse("$INCLUDE needs a file name")
+        target = os.path.realpath(os.path.join(self.directory, name))
+        if target == self.directory or os.path.commonpath([self.directory, target]) \
+                != self.directory:
+            raise _refuse(f"$INCLUDE {name}: refused: only files inside the zones directory "
+                          "may be included")
+        try:
+            info = os.stat(target)
+        except OSError as exc:
+            raise _refuse(f"$INCLUDE {name}: cannot read: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise _refuse(f"$INCLUDE {name}: refused: not a regular file")
+        if info.st_size > MAX_INCLUDE_BYTES:
+            raise _refuse(f"$INCLUDE {name}: refused: larger than {MAX_INCLUDE_BYTES} bytes")
+        return target
+
+
+class _GatedTokenizer(dns.tokenizer.Tokenizer):
+    """Sees a `$INCLUDE` directive before dnspython opens its file, and vets the file name.
+
+    dnspython's reader asks for a line's first token with `get(True, True)`; when that is
+    `$INCLUDE`, the next token is the file name, which this replaces with the vetted real
+    path (or refuses).
+    """
+
+    def __init__(self, f: object, filename: str, includes: _Includes) -> None:
+        super().__init__(f, filename)
+        self.includes = includes
+        self.expect_file = False
+
+    def get(self, want_leading: bool = False, want_comment: bool = False,
+            ) -> dns.tokenizer.Token:
+        token = super().get(want_leading, want_comment)
+        if self.expect_file:
+            self.expect_file = False
+            if token.is_eol_or_eof():
+                raise _refuse("$INCLUDE needs a file name")
+            return dns.tokenizer.Token(dns.tokenizer.IDENTIFIER,
+                                       self.includes.resolve(token.value))
+        if want_leading and want_comment and token.is_identifier() \
+                and token.value.upper() == "$INCLUDE":
+            self.includes.allowed()
+            self.expect_file = True
+        return token
+
+
 class _StrictReader(dns.zonefile.Reader):
-    """dnspython skips records outside the origin in silence; we report them."""
+    """dnspython skips records outside the origin in silence; we report them. It also opens
+    `$INCLUDE` files itself and reads them to the end: every tokenizer it makes for one is
+    swapped for a gated one over at most `MAX_INCLUDE_BYTES` of the (vetted) file."""
+
+    includes: _Includes
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "tok" and type(value) is dns.tokenizer.Tokenizer:
+            with value.file:  # read now and closed now, whatever comes next
+                too_deep = len(self.saved_state) > MAX_INCLUDE_DEPTH
+                text = "" if too_deep else value.file.read(MAX_INCLUDE_BYTES + 1)
+            if too_deep:
+                raise _refuse(f"$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep")
+            if len(text) > MAX_INCLUDE_BYTES:
+                raise _refuse(f"$INCLUDE {value.filename}: refused: larger than "
+                              f"{MAX_INCLUDE_BYTES} bytes")
+            value = _GatedTokenizer(io.StringIO(text), value.filename, self.includes)
+        super().__setattr__(name, value)
 
     def _eat_line(self) -> None:
         name = self.last_name
@@ -121,12 +215,14 @@ def _line_now(tok: dns.tokenizer.Tokenizer) -> int:
     return max(1, line)
 
 
-def _read_records(path: Path, origin: dns.name.Name) -> list[_Record]:
+def _read_records(path: Path, origin: dns.name.Name, includes: bool) -> list[_Record]:
     manager = _LineTrackingManager(origin, False, dns.rdataclass.IN)
+    gate = _Includes(os.path.realpath(path.parent) if includes else None)
     with path.open(encoding="utf-8") as fh:
         with manager.writer(True) as txn:
-            tok = dns.tokenizer.Tokenizer(fh, str(path))
-            reader = _StrictReader(tok, dns.rdataclass.IN, txn, allow_include=True)
+            tok = _GatedTokenizer(fh, str(path), gate)
+            reader = _StrictReader(tok, dns.rdataclass.IN, txn, allow_include=includes)
+            reader.includes = gate
             # The rdata parser has consumed the end of line when a record is added.
             txn.line_of = lambda: max(1, tok.line_number - 1)
             try:
@@ -134,8 +230,9 @@ def _read_records(path: Path, origin: dns.name.Name) -> list[_Record]:
             except dns.exception.SyntaxError as exc:
                 match = _SYNTAX_RE.match(str(exc))
                 reason = match.group("reason") if match else str(exc)
+                where = reader.tok  # an included file's own tokenizer while inside it
                 raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
-                    f"{path}:{_line_now(tok)}: {reason}"
+                    f"{where.filename}:{_line_now(where)}: {reason}"
                 ) from None
             except (dns.zonefile.CNAMEAndOtherData, ValueError) as exc:
                 # Semantic refusals raised while adding a record (CNAME beside data, SOA
@@ -191,12 +288,18 @@ def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Pr
     return problems
 
 
-def load_zone_file(path: Path, origin: dns.name.Name | None = None) -> Zone:
-    """Load and validate one master file; raise ZoneError listing every problem."""
+def load_zone_file(path: Path, origin: dns.name.Name | None = None, *,
+                   includes: bool = True) -> Zone:
+    """Load and validate one master file; raise ZoneError listing every problem.
+
+    With `includes` False (zone text from the API), `$INCLUDE` is refused at its line.
+    """
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise ZoneError([Problem(str(path), None, "not a regular file")])
     if origin is None:
         origin = origin_for(path)
     try:
-        records = _read_records(path, origin)
+        records = _read_records(path, origin, includes)
     except dns.exception.DNSException as exc:
         raise ZoneError([_syntax_problem(path, exc)]) from None
     except (OSError, UnicodeDecodeError) as exc:

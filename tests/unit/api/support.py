@@ -78,11 +78,13 @@ class Api:
 
 
 @contextmanager
-def running_api(tmp_path: Path, zones_source: Path | None = None) -> Iterator[Api]:
+def running_api(tmp_path: Path, zones_source: Path | None = None,
+                **settings: Any) -> Iterator[Api]:
+    """The API on a copy of `zones_source`; `settings` are further `ServeConfig` fields."""
     zones = tmp_path / "zones"
     shutil.copytree(zones_source or demo_zones_dir(), zones)
     config = ServeConfig(zones_dir=zones, listen=(ListenAddress("127.0.0.1", 0),),
-                         state=str(tmp_path / "state.db"), api="127.0.0.1:0")
+                         state=str(tmp_path / "state.db"), api="127.0.0.1:0", **settings)
     service = Service(config)
     tokens = {}
     for role in ROLES:

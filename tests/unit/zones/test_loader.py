@@ -79,3 +79,118 @@ def test_origin_comes_from_dollar_origin_else_the_file_name(tmp_path: Path) -> N
     path = write(tmp_path, "whatever.zone", "; comment\n$ORIGIN real.test.\n" + HEAD)
     assert origin_for(path) == dns.name.from_text("real.test.")
     assert load_zone_file(path).origin == dns.name.from_text("real.test.")
+
+
+# --- $INCLUDE: only regular files inside the zones directory, bounded ---------------------
+
+
+def zones_with_include(tmp_path: Path, target: str) -> Path:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    return write(zones, "example.com.zone", HEAD + f"$INCLUDE {target}\n")
+
+
+def test_include_of_a_file_in_the_zones_directory_is_read(tmp_path: Path) -> None:
+    """A relative $INCLUDE names a file of the zones directory (not of the current
+    directory), and its records join the zone, also through a nested $INCLUDE."""
+    path = zones_with_include(tmp_path, "part.inc")
+    write(path.parent, "part.inc", "www A 192.0.2.8\n$INCLUDE sub/more.inc\n")
+    (path.parent / "sub").mkdir()
+    write(path.parent / "sub", "more.inc", "mail A 192.0.2.9\n")
+    names = {n.to_text() for n in load_zone_file(path).nodes}
+    assert {"www.example.com.", "mail.example.com."} <= names
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("target", ["/etc/passwd", "/etc/no-such-file-here", "/dev/zero",
+                                    "../outside.inc", "/proc/self/environ"])
+def test_include_outside_the_zones_directory_is_refused_alike(tmp_path: Path,
+                                                              target: str) -> None:
+    """Outside the zones directory, existing or not, device or file: one refusal at the
+    $INCLUDE line, whose text does not tell whether the target exists."""
+    write(tmp_path, "outside.inc", "www A 192.0.2.8\n")
+    path = zones_with_include(tmp_path, target)
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    [problem] = info.value.problems
+    assert (problem.file, problem.line) == (str(path), 5)
+    assert problem.reason == (f"$INCLUDE {target}: refused: only files inside the zones "
+                              "directory may be included")
+
+
+@pytest.mark.timeout(30)
+def test_include_through_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    """A link inside the zones directory pointing out of it (here to /dev/zero) is outside."""
+    path = zones_with_include(tmp_path, "zero.inc")
+    (path.parent / "zero.inc").symlink_to("/dev/zero")
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    assert "only files inside the zones directory" in info.value.problems[0].reason
+
+
+@pytest.mark.timeout(30)
+def test_include_of_a_fifo_or_a_directory_is_refused_before_opening(tmp_path: Path) -> None:
+    """A FIFO inside the zones directory would block on open: refused as not regular."""
+    import os
+
+    path = zones_with_include(tmp_path, "pipe.inc")
+    os.mkfifo(path.parent / "pipe.inc")
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    assert info.value.problems[0].reason == "$INCLUDE pipe.inc: refused: not a regular file"
+    dir_path = write(path.parent, "example.com.zone", HEAD + "$INCLUDE .\n")
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(dir_path)
+    assert "refused" in info.value.problems[0].reason
+
+
+def test_include_larger_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    """An included file over MAX_INCLUDE_BYTES is refused by its size (a sparse file here)."""
+    from shadowdns.zones.loader import MAX_INCLUDE_BYTES
+
+    path = zones_with_include(tmp_path, "big.inc")
+    with open(path.parent / "big.inc", "wb") as fh:
+        fh.truncate(MAX_INCLUDE_BYTES + 1)
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    assert info.value.problems[0].reason == \
+        f"$INCLUDE big.inc: refused: larger than {MAX_INCLUDE_BYTES} bytes"
+
+
+def test_include_of_itself_stops_at_the_depth_limit(tmp_path: Path) -> None:
+    """A file including itself is refused at MAX_INCLUDE_DEPTH, not looped forever."""
+    path = zones_with_include(tmp_path, "example.com.zone")
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    assert "nested more than" in info.value.problems[0].reason
+
+
+def test_problems_inside_an_included_file_name_that_file(tmp_path: Path) -> None:
+    """A bad record or a refused $INCLUDE inside an included file gives its own file:line."""
+    path = zones_with_include(tmp_path, "part.inc")
+    part = write(path.parent, "part.inc", "www A 192.0.2.8\n$INCLUDE /etc/hostname\n")
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    [problem] = info.value.problems
+    assert (Path(problem.file).name, problem.line) == (part.name, 2)
+    assert "only files inside the zones directory" in problem.reason
+
+
+def test_include_in_text_from_the_api_is_refused_at_its_line(tmp_path: Path) -> None:
+    """With includes=False (zone text sent through the API) any $INCLUDE is refused at its
+    line, even of a file in the zones directory, and nothing is read."""
+    path = zones_with_include(tmp_path, "part.inc")
+    write(path.parent, "part.inc", "www A 192.0.2.8\n")
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path, includes=False)
+    [problem] = info.value.problems
+    assert problem.line == 5
+    assert problem.reason.startswith("$INCLUDE is not accepted in zone text sent through the API")
+
+
+@pytest.mark.timeout(30)
+def test_a_zone_path_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    """Loading a FIFO or device as a zone file is refused, not blocked on."""
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(Path("/dev/zero"), dns.name.from_text("example.com."))
+    assert info.value.problems[0].reason == "not a regular file"
