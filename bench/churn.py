@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -56,6 +57,7 @@ from bench.peers.shadowdns import policy_lines, resource_id, write_policy
 from bench.report import machine_facts
 from bench.servers import ServerProcess, cpu_count, free_port
 from bench.workload import LOCATIONS, MIXES, RESOURCES, Workload, wire_query
+from shadowdns.app import FLUSH_DELAY, ServeConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -245,6 +247,16 @@ def log_events(log: Path, since: float) -> list[tuple[float, str]]:
     return out
 
 
+def demand_flushes(window: Window) -> int:
+    """How many of the server's demand flushes (just after each minute) fall in `window`:
+    each writes a row per (DI, region) with queries, the costliest regular task beside the
+    query path, so steady and churn windows must hold as many of them."""
+    interval = ServeConfig.__dataclass_fields__["flush_interval"].default
+    assert isinstance(interval, float)
+    first = math.ceil((window.start - FLUSH_DELAY) / interval) * interval + FLUSH_DELAY
+    return max(0, math.ceil((window.end - first) / interval))
+
+
 # --- one run ------------------------------------------------------------------------------
 
 
@@ -415,6 +427,9 @@ def run(args: argparse.Namespace) -> int:
         for when, kind in events:
             if r.window.start <= when < r.window.end:
                 r.events[kind] = r.events.get(kind, 0) + 1
+        flushes = demand_flushes(r.window)
+        if flushes:
+            r.events["demand flushes"] = flushes
     failures = [f"{time.strftime('%H:%M:%S', time.localtime(w))} {what}: {outcome}"
                 for w, _, what, outcome in driver.done if outcome != "ok"]
     releases = [done - planned for planned, done, what, _ in driver.done if what == "release"]
@@ -494,7 +509,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--mix", choices=MIXES, default="full")
     p.add_argument("--queries", type=int, default=None)
     p.add_argument("--geoip", default="generated")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds per window")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="seconds per window; whole minutes give every window the same "
+                        "number of the server's once-a-minute demand flushes (default 60)")
     p.add_argument("--rounds", type=int, default=3, help="steady + churn window pairs")
     p.add_argument("--generation-every", type=float, default=10.0)
     p.add_argument("--ttl-every", type=float, default=5.0)

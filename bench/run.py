@@ -418,7 +418,11 @@ def targets(kind: str, reports: dict[str, ServerReport], workload: Workload) -> 
     """The issue's targets, each with the figure measured and PASS/FAIL."""
     me = reports.get("shadowdns")
     if me is None or not me.timed:
-        return ["Targets: shadowdns was not timed."]
+        why = f" ({me.status})" if me is not None and me.status != "timed" else ""
+        lines = [f"Targets: shadowdns was not timed{why}."]
+        if workload.dis >= 1_000_000:
+            lines.append(f"- {workload.dis:,} DIs: load < 60 s, RSS < 2 GiB → FAIL")
+        return lines
     lines = ["Targets (shadowdns):"]
     m = me.median_round()
     assert m is not None

@@ -147,8 +147,9 @@ class ServerProcess:
         while proc.poll() is None:
             rss = self.rss_bytes()
             if rss > limit:
-                self.killed = (f"stopped by the benchmark: RSS {rss / 2**30:.1f} GiB over "
-                               f"the {limit / 2**30:.1f} GiB limit (--memory-limit)")
+                self.killed = (f"stopped by the benchmark {time.monotonic() - self.started_at:.0f}"
+                               f" s after start: RSS {rss / 2**30:.1f} GiB over the "
+                               f"{limit / 2**30:.1f} GiB limit (--memory-limit)")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 return
