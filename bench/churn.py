@@ -20,8 +20,10 @@ seconds: *steady* (nothing is changed) and *churn*, during which
 
 The allocator reads its settings once, at start, and `pins:` hold absolute times; so the
 server is started once untimed to learn its load time, then afresh with a schedule that
-begins after it has loaded (`allocator.yaml` gets `window: 1s` so pins are taken up
-within a second, and `ttl_floor: 2`). Nothing in the server is changed for the benchmark.
+begins after it has loaded. `allocator.yaml` keeps the default window (5 min): a pin is
+taken up at the allocator's next run, and every health change wakes it, so within one
+flap interval (`--allocator-window` sets a shorter window, which makes it run that often
+in steady windows too). Nothing in the server is changed for the benchmark.
 
 A separate process (bench/gap_probe.py) asks one query every `--probe-interval` (1 ms)
 from the client core throughout; the figure is the longest time without a reply inside
@@ -100,9 +102,11 @@ class Schedule:
     pins: tuple[PinPlan, ...]
     flaps: tuple[tuple[float, bool], ...]  # (when, port open)
 
-    def allocator_yaml(self) -> str:
-        lines = ["allocator:", "  mode: active", "  window: 1s", f"  ttl_floor: {TTL_FLOOR}",
-                 "  pins:"]
+    def allocator_yaml(self, window: float | None = None) -> str:
+        lines = ["allocator:", "  mode: active", f"  ttl_floor: {TTL_FLOOR}"]
+        if window is not None:
+            lines.append(f"  window: {window:g}")
+        lines.append("  pins:")
         for p in self.pins:  # times in epoch seconds
             lines.append(f"    - {{di: di{p.di}.bench.test., resource: {p.resource}, "
                          f"region: {p.region}, start: {p.start:.0f}, until: {p.until:.0f}}}")
@@ -112,15 +116,17 @@ class Schedule:
 def plan_schedule(start: float, args: argparse.Namespace, dis: int) -> Schedule:
     """Steady and churn windows in turn from `start`; the churn inside each churn window.
 
-    A generation at T adds a shadow ready at T + PINNED_TTL (its TTL cut starts at T) and
-    one ready at T + PINNED_TTL + ttl_every (cut at T + ttl_every); both pins end once
-    they are ready and the API releases them 3 s later. Generations start only while
-    that all fits in the window, so a steady window sees none of it (a health flap may
-    settle up to one check interval into it)."""
+    A generation at T (taken up by the allocator within `lag`: the next flap wakes it) adds
+    a shadow ready PINNED_TTL later (its TTL cut starts at once) and one ready PINNED_TTL +
+    ttl_every later (cut ttl_every later); both pins end once they are ready and the API
+    releases them 2 s after that. Generations start only while that all fits in the window,
+    so a steady window sees none of it (a health flap may settle up to one check interval
+    into it)."""
     d = args.duration
     gen, ttl_every, flap = args.generation_every, args.ttl_every, args.flap_every
     warmups = {"sb-a": float(PINNED_TTL), "sb-b": float(PINNED_TTL + ttl_every)}
-    settle = max(warmups.values()) + 3.0
+    lag = args.allocator_window or flap
+    settle = max(warmups.values()) + lag + 3.0
     windows: list[Window] = []
     pins: list[PinPlan] = []
     flaps: list[tuple[float, bool]] = []
@@ -136,8 +142,8 @@ def plan_schedule(start: float, args: argparse.Namespace, dis: int) -> Schedule:
             for resource, warmup in warmups.items():
                 region = REGIONS[k % len(REGIONS)]
                 di = first_pinned + (k * stride) % max(1, dis - first_pinned)
-                pins.append(PinPlan(di, resource, region, t, t + warmup + 1.0,
-                                    t + warmup + 3.0))
+                pins.append(PinPlan(di, resource, region, t, t + warmup + lag + 1.0,
+                                    t + warmup + lag + 3.0))
                 k += 1
             t += gen
         t, up = c0 + flap, False
@@ -302,9 +308,10 @@ def run(args: argparse.Namespace) -> int:
     for tool in ("dnsperf", "dig", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found; install dnsperf and bind9-dnsutils")
-    if args.duration < args.generation_every + PINNED_TTL + args.ttl_every + 3:
-        raise SystemExit(f"--duration must be at least "
-                         f"{args.generation_every + PINNED_TTL + args.ttl_every + 3:g} s")
+    shortest = (args.generation_every + PINNED_TTL + args.ttl_every + 3
+                + (args.allocator_window or args.flap_every))
+    if args.duration < shortest:
+        raise SystemExit(f"--duration must be at least {shortest:g} s")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="shadowdns-bench-churn-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"work directory: {workdir}", flush=True)
@@ -360,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     token = token_for(peer, pdir / "state.sqlite")
     start = float(int(time.time() + 1.5 * load + args.lead) + 1)
     schedule = plan_schedule(start, args, workload.dis)
-    (zones / "allocator.yaml").write_text(schedule.allocator_yaml())
+    (zones / "allocator.yaml").write_text(schedule.allocator_yaml(args.allocator_window))
     end = schedule.windows[-1].end
 
     results: list[WindowResult] = []
@@ -433,7 +440,10 @@ def run(args: argparse.Namespace) -> int:
     failures = [f"{time.strftime('%H:%M:%S', time.localtime(w))} {what}: {outcome}"
                 for w, _, what, outcome in driver.done if outcome != "ok"]
     releases = [done - planned for planned, done, what, _ in driver.done if what == "release"]
-    text = report(args, workload, results, rss, peak, failures, load, releases)
+    generations = sorted(when for when, kind in events if kind == "generations")
+    lags = [next((g - t for g in generations if g >= t), math.inf)
+            for t in sorted({p.start for p in schedule.pins})]
+    text = report(args, workload, results, rss, peak, failures, load, releases, lags)
     print()
     print(text)
     (workdir / "report.md").write_text(text)
@@ -450,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace, workload: Workload, results: list[WindowResult],
            rss: int, peak: int, failures: list[str], load: float,
-           releases: list[float]) -> str:
+           releases: list[float], lags: list[float]) -> str:
     facts = machine_facts()
     steady = [r for r in results if r.window.kind == "steady"]
     churn = [r for r in results if r.window.kind == "churn"]
@@ -477,6 +487,11 @@ def report(args: argparse.Namespace, workload: Workload, results: list[WindowRes
                    f"{r.client_cpu:.0%} | {ev} |")
     out.append("")
     out.append(f"RSS {rss / 2**20:,.0f} MiB (peak {peak / 2**20:,.0f}).")
+    if lags:
+        taken = [x for x in lags if math.isfinite(x)]
+        out.append(f"Generations: {len(taken)} of {len(lags)} scheduled were written, each "
+                   f"{statistics.median(taken) if taken else math.nan:.1f} s (median), at most "
+                   f"{max(taken, default=math.nan):.1f} s after its pins began.")
     if releases:
         out.append(f"API releases (GET the DI's allocations, DELETE each, from the client "
                    f"core): {len(releases)}, median {statistics.median(releases):.2f} s, "
@@ -519,6 +534,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--flap-resources", type=int, default=1,
                    help="resources (the eu primaries of di0, di1, ...) whose TCP check flaps")
     p.add_argument("--probe-interval", type=float, default=0.001)
+    p.add_argument("--allocator-window", type=float, default=None, metavar="SECONDS",
+                   help="write this allocation window into allocator.yaml (default: the "
+                        "server's own, 5 min; pins are taken up when a flap wakes it)")
     p.add_argument("--lead", type=float, default=10.0,
                    help="seconds between the server's expected first answer and the first "
                         "window")
