@@ -146,6 +146,10 @@ class Service:
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers))
         self.prewarm = Prewarm(self.engine)
+        self._reload_lock = asyncio.Lock()
+        self._reload_wanted = False
+        self._reload_ok = True
+        self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = None
         self.server = DNSServer(
             self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
@@ -198,12 +202,43 @@ class Service:
                                      self.engine.snapshot), touched)
 
     def reload(self) -> bool:
-        """Re-read zones and policies; keep serving the old data if anything is wrong."""
+        """Re-read zones and policies now, on the calling thread; keep serving the old data
+        if anything is wrong."""
+        return self._apply_loaded(self._load())
+
+    async def reload_async(self) -> bool:
+        """`reload`, with the files read and parsed on a worker thread, one at a time:
+        while one runs, the event loop keeps answering, and requests made meanwhile (a
+        burst of SIGHUPs) are served by one more reload after it."""
+        self._reload_wanted = True
+        async with self._reload_lock:
+            if not self._reload_wanted:
+                return self._reload_ok  # a reload that started after this request did it
+            self._reload_wanted = False
+            loaded = await asyncio.to_thread(self._load)
+            self._reload_ok = self._apply_loaded(loaded)
+            return self._reload_ok
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (coalesced with any reload under way)."""
+        task = asyncio.get_running_loop().create_task(self.reload_async())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _load(self) -> Config | ShadowDNSError:
         try:
-            loaded = load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
-            snapshot = build_snapshot(loaded, self.live, self.generation + 1)
+            return load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
         except ShadowDNSError as exc:
-            log.error("reload failed, still serving the previous configuration:\n%s", exc)
+            return exc
+
+    def _apply_loaded(self, loaded: Config | ShadowDNSError) -> bool:
+        if not isinstance(loaded, ShadowDNSError):
+            try:
+                snapshot = build_snapshot(loaded, self.live, self.generation + 1)
+            except ShadowDNSError as exc:
+                loaded = exc
+        if isinstance(loaded, ShadowDNSError):
+            log.error("reload failed, still serving the previous configuration:\n%s", loaded)
             return False
         changed = [origin for origin, zone in loaded.zones.items()
                    if origin not in self.loaded.zones
@@ -341,7 +376,7 @@ class Service:
             return False
         if changed:
             log.info("configuration changed in the fleet: reloading")
-            return self.reload()
+            return await self.reload_async()
         return False
 
     async def _listen_changes(self) -> None:
@@ -421,7 +456,7 @@ class Service:
         gc.freeze()
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
             loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread

@@ -120,9 +120,10 @@ class AnswerTable:
         self.base: dict[bytes, Template | Regional] = {}
         self.shared: dict[Template, Template] = {}
         self.shared_variants: dict[tuple[Template, ...], tuple[Template, ...]] = {}
-        # (qtype, addresses, TTL, rcode, AA) -> base template of a plain address answer,
-        # whose bytes after the question do not depend on the name (owner = pointer to it)
-        self.address_answers: dict[tuple[int, tuple[str, ...], int, int, bool], Template] = {}
+        # (qtype, addresses, TTL, query counter) -> base template of a plain address
+        # answer, whose bytes after the question do not depend on the name (owner =
+        # pointer to it): DIs routed to the same addresses share it
+        self.address_answers: dict[tuple[int, tuple[str, ...], int, int], Template] = {}
         # DI name -> base keys whose answer is that DI's routing decision: what a change of
         # its shadows, health or TTL must recompile (and nothing else).
         self.deps: dict[str, list[bytes]] = {}
