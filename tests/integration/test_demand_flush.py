@@ -24,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shadowdns.resolver.commands import demo_zones_dir
 from shadowdns.store import DemandRow
@@ -196,6 +197,33 @@ def test_rollups_and_retention_run_in_serve(tmp_path: Path) -> None:
             actual = {p["ts"]: p["queries"] for s in response.json()
                       if s["region"] == "eu-west" for p in s["actual"]}
             assert actual.get(bucket) == 6, response.json()
+        assert_clean_stop(served.server)
+
+
+def test_metrics_show_demand_and_control_families(tmp_path: Path) -> None:
+    """/metrics of a live server carries the demand flush and upkeep counters and the
+    allocator's forecast-error (per model), top-up and refit families."""
+    with served_api(tmp_path, "--flush-interval", "1s", "--rollup-interval", "1s") as served:
+        served.server.wait_log(r"allocator: active")
+        with httpx.Client(base_url=served.url) as http:
+            def scrape() -> dict[str, list[float]]:
+                text = http.get("/metrics").text
+                return {f.name: [s.value for s in f.samples]
+                        for f in text_string_to_metric_families(text)}
+
+            wait_until(lambda: scrape().get("shadowdns_store_rollups", [0])[0] >= 1
+                       and scrape().get("shadowdns_allocator_runs", [0])[0] >= 1, 30,
+                       "no rollup or allocation run counted", served.server.log)
+            families = scrape()
+        for name in ("shadowdns_allocator_forecast_relative_error",
+                     "shadowdns_allocator_forecast_band_coverage",
+                     "shadowdns_allocator_topups", "shadowdns_allocator_refits",
+                     "shadowdns_allocator_forecast_misses", "shadowdns_allocator_runs",
+                     "shadowdns_store_demand_buffered_rows",
+                     "shadowdns_store_demand_flush_failures",
+                     "shadowdns_store_rollup_failures"):
+            assert name in families, sorted(families)
+        assert families["shadowdns_store_demand_flush_failures"] == [0.0]
         assert_clean_stop(served.server)
 
 
