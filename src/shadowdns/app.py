@@ -42,7 +42,15 @@ from shadowdns.resolver.snapshot import (
     shadows_by_di,
 )
 from shadowdns.resolver.transfer import TransferConfig, Transfers
-from shadowdns.store import DemandRow, Store, ZoneRecord, default_state_path, open_store
+from shadowdns.store import (
+    DemandRow,
+    Retention,
+    Store,
+    ZoneRecord,
+    default_state_path,
+    open_store,
+)
+from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,11 @@ class ServeConfig:
     tcp_idle_timeout: float = 10.0
     poll_interval: float = 3.0  # how often the store's change generation is compared
     flush_interval: float = 60.0  # counts are flushed just after each interval ends
+    rollup_interval: float = 60.0  # how often demand is rolled up and retention applied
+    retention: Retention = field(default_factory=Retention)
+    # Seconds added to the clock demand is stamped and rolled up by: lets a test reach the
+    # end of a 5-minute bucket without waiting for it (hidden --clock-offset).
+    clock_offset: float = 0.0
     # Answer queries and nothing else: no demand flush, probes, allocator or API (to measure
     # what they cost, or for a node that only serves).
     answer_only: bool = False
@@ -123,7 +136,8 @@ class Service:
         state = config.state or default_state_path()
         if state != ":memory:" and "://" not in state:
             Path(state).parent.mkdir(parents=True, exist_ok=True)
-        self.store: Store = self.io.submit(open_store, state).result()
+        self.store: Store = self.io.submit(
+            lambda: open_store(state, retention=config.retention)).result()
         self.state_path = state
         # A fleet shares one PostgreSQL store; zone and policy files travel through it.
         self.fleet = state.startswith(("postgres://", "postgresql://"))
@@ -132,6 +146,8 @@ class Service:
                            config.allow_commands).result()
         self.loaded = load_config(config.zones_dir, config.geoip, config.identity)
         self.outbox = fleet.DemandOutbox()
+        self.upkeep = DemandUpkeep(self.store, self.run_in_io, config.rollup_interval,
+                                   self.demand_now, lambda: self.leader)
         self.leader = not self.fleet  # a single node always runs its control plane
         self.store_ok = True
         self.seen_change_generation = -1
@@ -339,14 +355,29 @@ class Service:
 
         self.tasks.extend((await start_api(self)).tasks)
 
-    def _queue_counts(self, taken: tuple[array[int], int], at: float | None) -> None:
-        """Turn taken counts into store rows of the minute holding `at` (default now) and
-        queue them as one batch (on the store thread: a million DIs make millions of rows,
-        which must not stall the query path)."""
+    def demand_now(self) -> float:
+        """The time demand is stamped and rolled up by (the wall clock, unless offset)."""
+        return time.time() + self.config.clock_offset
+
+    def _queue_counts(self, taken: tuple[array[int], int], at: float) -> None:
+        """Turn taken counts into store rows of the minute holding `at` and queue them as
+        one batch (on the store thread: a million DIs make millions of rows, which must not
+        stall the query path); then write what is queued, oldest first. A batch the store
+        refuses stays queued for the next flush (`DemandOutbox`)."""
         bucket = minute(at)
-        self.outbox.add([DemandRow(di, region, bucket, kind, queries)  # type: ignore[arg-type]
-                         for di, region, kind, queries in self.counters.rows(taken)],
-                        self.config.node_id)
+        rows: list[DemandRow] = []
+        lost = 0
+        reason: ValueError | None = None
+        for di, region, kind, queries in self.counters.rows(taken):
+            try:
+                rows.append(DemandRow(di, region, bucket, kind, queries))  # type: ignore[arg-type]
+            except ValueError as exc:  # never storable: keeping it would block every batch
+                lost += queries
+                reason = exc
+        if lost:
+            log.error("demand flush: dropped %d quer(ies) the store cannot keep: %s",
+                      lost, reason)
+        self.outbox.add(rows, self.config.node_id)
         self.outbox.flush(self.store)
 
     async def _flush_loop(self) -> None:
@@ -357,11 +388,17 @@ class Service:
         while True:
             end = (time.time() // interval + 1) * interval
             await asyncio.sleep(max(0.0, end + FLUSH_DELAY - time.time()))
-            await self._flush_once(end - 1.0)
+            await self._flush_once(end - 1.0 + self.config.clock_offset)
 
     async def _flush_once(self, at: float | None = None) -> None:
-        """Queue the counts as one batch with an id; write what is queued, oldest first."""
-        await self.run_in_io(self._queue_counts, self.counters.take(), at)
+        """Queue the counts (of the minute holding `at`, default now) as one batch with an
+        id and write what is queued. Never raises: a flush that fails is logged, its rows
+        stay queued, and the next one tries again."""
+        at = self.demand_now() if at is None else at
+        try:
+            await self.run_in_io(self._queue_counts, self.counters.take(), at)
+        except Exception:
+            log.exception("demand flush failed; trying again at the next one")
 
     # -- fleet: changes from other nodes, consistency check, leader lock ---------------
 
@@ -476,6 +513,8 @@ class Service:
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         if not self.config.answer_only:
             self.tasks.append(loop.create_task(self._flush_loop()))
+            if self.config.role == "main":
+                self.tasks.append(loop.create_task(self.upkeep.run(), name="demand-upkeep"))
         self.tasks.append(loop.create_task(self._check_consistency(self.config.poll_interval)))
         if self.fleet and self.config.role == "main":
             self.tasks.append(loop.create_task(self._hold_leadership()))

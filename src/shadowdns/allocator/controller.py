@@ -152,6 +152,7 @@ class Controller:
         all_views_up_to: int = ALL_VIEWS_UP_TO,
         max_series: int = MAX_SERIES,
         book_in_thread: bool | None = None,
+        minute_retention: float | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -170,6 +171,11 @@ class Controller:
         self.oracle = oracle
         self.leader = leader or (lambda: True)
         self.on_record = on_record
+        # How far back the minute table is read on the first read (older history comes
+        # from the 5-minute rollups): never further than the store keeps minutes, less the
+        # time between two retention runs and the read's own lag.
+        self.minute_span = MINUTE_RETENTION_USED if minute_retention is None else min(
+            MINUTE_RETENTION_USED, minute_retention - 2 * settings.bucket - settle)
         self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
                                settings.topup_after, settings.error_window,
                                settings.degrade_factor, forecasts=source == "model")
@@ -180,6 +186,7 @@ class Controller:
         self.preview_generation = 0
         self.runs = 0
         self.topups = 0
+        self.model_errors: dict[str, ModelErrors] = {}  # as of the last window, for metrics
         self.allocations_total = 0
         self.releases_total = 0
         self._wake = asyncio.Event()
@@ -300,9 +307,8 @@ class Controller:
             dis = None
         if self.read_until is None:
             since = cut - self.settings.history
-            if bucket % 300 == 0 and cut - since > MINUTE_RETENTION_USED:
-                split = cut - MINUTE_RETENTION_USED
-                split = math.floor(split / bucket) * bucket
+            if bucket % 300 == 0 and cut - since > self.minute_span:
+                split = math.ceil((cut - self.minute_span) / bucket) * bucket
                 older = await self.io(self.store.demand_series, "5m", since, split, dis)
                 newer = await self.io(self.store.demand_series, "minute", split, cut, dis)
                 rows = {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
@@ -574,12 +580,15 @@ class Controller:
                 for i, (p, u) in enumerate(zip(point, upper, strict=True)))))
         # The model in use per series and its rolling error (MAE over seasonal naive's),
         # for the API and the per-model error metric.
+        errors = self.book.errors()
         choices = [
             ModelChoice(key[0], key[1], self.book.series[key].model,
                         figures["relative"], now)
-            for key, figures in self.book.errors().items()
+            for key, figures in errors.items()
             if key in self.book.series and math.isfinite(figures["relative"])
         ]
+        self.model_errors = errors_by_model(errors, {k: state.model for k, state in
+                                                     list(self.book.series.items())})
         return out, choices
 
     def report(self) -> dict[str, Any]:
@@ -593,6 +602,32 @@ class Controller:
             "last": self.generations[-1] if self.generations else None,
             "errors": {f"{k[0]}|{k[1]}": v for k, v in self.book.errors().items()},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelErrors:
+    """Rolling forecast figures of the series one model forecasts, averaged over them."""
+
+    series: int
+    relative: float  # MAE over seasonal-naive MAE (below 1: better than last season)
+    coverage: float  # share of buckets at or below the upper band
+
+
+def errors_by_model(errors: Mapping[tuple[str, str], Mapping[str, float]],
+                    models: Mapping[tuple[str, str], str]) -> dict[str, ModelErrors]:
+    """`DemandBook.errors()` per series, summed up per model in use."""
+    grouped: dict[str, list[Mapping[str, float]]] = {}
+    for key, figures in errors.items():
+        model = models.get(key)
+        if model is not None:
+            grouped.setdefault(model, []).append(figures)
+    out = {}
+    for model, rows in sorted(grouped.items()):
+        relative = [f["relative"] for f in rows if math.isfinite(f["relative"])]
+        out[model] = ModelErrors(len(rows),
+                                 sum(relative) / len(relative) if relative else math.nan,
+                                 sum(f["coverage"] for f in rows) / len(rows))
+    return out
 
 
 def _shadows(allocations: Iterable[tuple[str, str, str]]) -> dict[str, list[Shadow]]:

@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from shadowdns import __version__
+from shadowdns.allocator.settings import parse_duration
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
 from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
+from shadowdns.store import Retention
+
+# Minute buckets kept at least this long: the allocator reads the new ones every window.
+MIN_MINUTE_RETENTION = 3600.0
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
 
@@ -82,6 +87,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="accept command health checks through the API and the fleet store "
                             "(ROOT-EQUIVALENT: any operator token can then run programs as "
                             "this server's user); without it they come only from host files")
+    serve.add_argument("--flush-interval", type=_duration, default=60.0, metavar="DURATION",
+                       help="write demand counts to the store this often; divides a minute "
+                            "(default 60s)")
+    serve.add_argument("--rollup-interval", type=_duration, default=60.0, metavar="DURATION",
+                       help="roll demand up into 5-minute and hourly buckets and apply "
+                            "retention this often (default 60s)")
+    kept = Retention()
+    for flag, field_name, what in (("--retention-minute", "minute", "minute"),
+                                   ("--retention-5m", "five_minute", "5-minute"),
+                                   ("--retention-hour", "hour", "hourly")):
+        serve.add_argument(flag, dest=f"retention_{field_name}", type=_duration,
+                           default=getattr(kept, field_name), metavar="DURATION",
+                           help=f"keep {what} demand buckets this long (default "
+                                f"{_days(getattr(kept, field_name))})")
+    # For tests: stamp and roll up demand this many seconds from the wall clock.
+    serve.add_argument("--clock-offset", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--tcp-max-connections", type=int, default=256)
     serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
     serve.set_defaults(handler=cmd_serve)
@@ -104,6 +125,40 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                          help="state store to read shadow allocations and health from")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=cmd_explain)
+
+
+def _duration(text: str) -> float:
+    """A CLI duration (`90s`, `15m`, `2d`, plain seconds), as in allocator.yaml."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g}d"
+
+
+def demand_settings(args: argparse.Namespace) -> tuple[float, float, Retention]:
+    """(flush interval, rollup interval, retention) of `serve`, checked."""
+    problems = []
+    flush = args.flush_interval
+    if not 0 < flush <= 60 or not (60 / flush).is_integer():
+        problems.append(Problem("--flush-interval", None,
+                                f"{flush:g}s must be positive and divide a minute"))
+    if not args.rollup_interval > 0:
+        problems.append(Problem("--rollup-interval", None, "must be positive"))
+    if args.retention_minute < MIN_MINUTE_RETENTION:
+        problems.append(Problem("--retention-minute", None,
+                                f"must be at least {MIN_MINUTE_RETENTION / 3600:g}h"))
+    for flag, value in (("--retention-5m", args.retention_five_minute),
+                        ("--retention-hour", args.retention_hour)):
+        if not value > 0:
+            problems.append(Problem(flag, None, "must be positive"))
+    if problems:
+        raise ConfigError(problems)
+    return flush, args.rollup_interval, Retention(
+        args.retention_minute, args.retention_five_minute, args.retention_hour)
 
 
 def transfer_config(args: argparse.Namespace) -> TransferConfig:
@@ -149,6 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError([Problem("--listen", None, str(exc))]) from None
     if args.answer_only and args.api:
         raise ConfigError([Problem("--answer-only", None, "cannot be combined with --api")])
+    flush_interval, rollup_interval, retention = demand_settings(args)
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -166,6 +222,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         transfers=transfer_config(args),
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
+        flush_interval=flush_interval,
+        rollup_interval=rollup_interval,
+        retention=retention,
+        clock_offset=args.clock_offset,
     )
     return run_service(config)
 
