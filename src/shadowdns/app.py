@@ -123,10 +123,6 @@ def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],
     return [e for e in current if float(e["until"]) > now] + [dict(e) for e in plan]
 
 
-def live_fingerprint(live: LiveState) -> tuple[object, ...]:
-    return (tuple(sorted(live.shadows.items())), live.down, tuple(sorted(live.ttls.items())))
-
-
 class Service:
     """One running shadowdns process."""
 
@@ -296,7 +292,8 @@ class Service:
             log.warning("cannot read live state: %s", exc)
             return False
         live = replace(live, ttls=self.ttls_now)
-        if live_fingerprint(live) == live_fingerprint(self.live):
+        if (live.shadows == self.live.shadows and live.down == self.live.down
+                and live.ttls == self.live.ttls):
             return False
         self._publish_live(live)
         log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "

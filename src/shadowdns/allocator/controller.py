@@ -71,6 +71,7 @@ ALL_VIEWS_UP_TO = 50_000
 MAX_SERIES = 100_000
 
 IO = Callable[..., Awaitable[Any]]
+LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
 
@@ -422,7 +423,10 @@ class Controller:
         self.runs += 1
         self.last_plan = result
         if result.changed or self.runs == 1:
-            record = self._record(result, views, allocations, down)
+            # the answer diff decides every touched (DI, region) twice: off the event loop
+            record = (await asyncio.get_running_loop().run_in_executor(
+                None, self._record, result, views, allocations, down)
+                if self.solve_in_thread else self._record(result, views, allocations, down))
             if self.on_record is not None and record["mode"] != "preview":
                 self.on_record(record)
             if self.settings.mode == "active" and result.changed:
@@ -494,10 +498,10 @@ class Controller:
         generation, added = await self.io(write, self.store)
         self.allocations_total += len(added)
         self.releases_total += len(result.release)
+        warmups = {(s.di, s.resource, s.region): s.warmup for s in result.add}
         for a in added:
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "warming", now))
-            warmup = next((s.warmup for s in result.add if (s.di, s.resource, s.region) == a.key),
-                          0.0)
+            warmup = warmups.get(a.key, 0.0)
             self.hooks.fire(self.settings.warmup_hook, "warmup", {
                 "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
                 "ready_by": now + warmup, "generation": generation})
@@ -545,7 +549,13 @@ class Controller:
                 self.hooks.fire(self.settings.drain_hook, "drain", {
                     "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
                     "ready_by": None, "generation": a.generation})
-            log.info("allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
+            log.log(logging.INFO if len(changes) <= LOG_EACH_UP_TO else logging.DEBUG,
+                    "allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
+        if len(changes) > LOG_EACH_UP_TO:
+            moved: dict[str, int] = {}
+            for _, state, _, _ in changes:
+                moved[state] = moved.get(state, 0) + 1
+            log.info("allocator: %s", ", ".join(f"{n} -> {state}" for state, n in moved.items()))
         if self.refresh is not None:
             await self.refresh()
         return len(changes)

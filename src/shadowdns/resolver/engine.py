@@ -560,8 +560,8 @@ class QueryEngine:
     def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
                     qtype: int) -> Regional | None:
         """A DI's own A/AAAA question, rendered by hand from each region's routing choice;
-        None (the full path) when the DI has shadows, some region answers NODATA (its SOA
-        needs the full path) or a DNAME could redirect the name.
+        None (the full path) when some region answers NODATA (its SOA needs the full path)
+        or a DNAME could redirect the name.
 
         Hand-written on purpose: it is what a cold table and every change of health or TTL
         compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
@@ -572,11 +572,24 @@ class QueryEngine:
         if zone is None or zone.dnames:
             return None
         di_text = di.name.to_text()
-        chosen = ctx.choices(di, di_text)
-        if chosen is None:
-            return None
-        primaries, picks = chosen
         v4 = qtype == _A
+        rows: list[tuple[tuple[str, ...], str]] = []
+        chosen = ctx.choices(di, di_text)
+        if chosen is None:  # the DI has shadows: decided region by region
+            for ridx in range(len(ctx.regions)):
+                decision = ctx.decision(di, ridx)
+                rows.append((tuple(decision.addresses(4 if v4 else 6)), decision.kind))
+        else:
+            primaries, picks = chosen
+            for positions, picked in picks:
+                if len(positions) == 1:
+                    res = primaries[positions[0]]
+                    one = res.address if v4 else res.address6  # type: ignore[union-attr]
+                    rows.append(((one,) if one else (), picked))
+                else:
+                    rows.append((tuple(dict.fromkeys(
+                        a for a in ((primaries[i].address if v4 else primaries[i].address6)  # type: ignore[union-attr]
+                                    for i in positions) if a)), picked))
         size = 4 if v4 else 16
         af = socket.AF_INET if v4 else socket.AF_INET6
         table = self.table
@@ -588,15 +601,7 @@ class QueryEngine:
         kinds: list[str] = []
         first_body = None
         uniform = True
-        for ridx, (positions, kind) in enumerate(picks):
-            if len(positions) == 1:
-                res = primaries[positions[0]]
-                one = res.address if v4 else res.address6  # type: ignore[union-attr]
-                addresses: tuple[str, ...] = (one,) if one else ()
-            else:
-                addresses = tuple(dict.fromkeys(
-                    a for a in ((primaries[i].address if v4 else primaries[i].address6)  # type: ignore[union-attr]
-                                for i in positions) if a))
+        for ridx, (addresses, kind) in enumerate(rows):
             if not addresses:
                 return None
             ttl = ttls.get((di_text, regions[ridx]), di.ttl) if ttls else di.ttl
