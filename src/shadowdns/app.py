@@ -86,6 +86,7 @@ class ServeConfig:
     api_cert: Path | None = None
     api_key: Path | None = None
     transfers: TransferConfig = field(default_factory=TransferConfig)
+    ecs_trust: tuple[str, ...] | None = None  # sources whose ECS is believed (None: all)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
@@ -156,7 +157,7 @@ class Service:
         self.generation = 0
         self.counters = DemandCounters()
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
-                                  Transfers(config.transfers))
+                                  Transfers(config.transfers), ecs_trust=config.ecs_trust)
         self.prewarm = Prewarm(self.engine)
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False

@@ -67,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(e.g. 127.0.0.1:8053)")
     serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--ecs-trust", action="append", default=None, metavar="CIDR",
+                       help="believe the EDNS Client Subnet option only from these sources "
+                            "(repeatable; default: from every source). From others the "
+                            "source address locates the client and answers carry scope 0")
     serve.add_argument("--transfer-acl", action="append", default=[], metavar="CIDR",
                        help="allow AXFR/IXFR from these networks, repeatable (default: none)")
     serve.add_argument("--tsig-key", action="append", default=[],
@@ -194,6 +198,7 @@ def identity_from_args(args: argparse.Namespace) -> Identity:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import ipaddress
     import socket
 
     from shadowdns.app import ServeConfig, run_service
@@ -205,6 +210,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.answer_only and args.api:
         raise ConfigError([Problem("--answer-only", None, "cannot be combined with --api")])
     flush_interval, rollup_interval, retention = demand_settings(args)
+    for cidr in args.ecs_trust or ():
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigError([Problem("--ecs-trust", None, str(exc))]) from None
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -220,6 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
+        ecs_trust=None if args.ecs_trust is None else tuple(args.ecs_trust),
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
         flush_interval=flush_interval,

@@ -12,11 +12,12 @@ fallback is the reference the fast path is tested against.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import itertools
 import logging
 import socket
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import dns.edns
 import dns.exception
@@ -160,9 +161,15 @@ class QueryEngine:
     """Answers DNS messages from the current snapshot."""
 
     def __init__(self, snapshot: Snapshot, counters: DemandCounters | None = None,
-                 transfers: Transfers | None = None, max_cached: int = MAX_CACHED) -> None:
+                 transfers: Transfers | None = None, max_cached: int = MAX_CACHED,
+                 ecs_trust: Sequence[str] | None = None) -> None:
         self.snapshot = snapshot
         self.max_cached = max_cached
+        # Sources whose ECS option is believed (None: every source, RFC 7871's default for
+        # an authoritative server); from others the source address locates the client.
+        self._ecs_trust = (None if ecs_trust is None else
+                           [ipaddress.ip_network(c, strict=False) for c in ecs_trust])
+        self._trusted: dict[str, bool] = {}
         self.transfers = transfers or Transfers(TransferConfig())
         self.table = AnswerTable()
         # Shapes queries have come in: the table is filled ahead for these (see prewarm).
@@ -334,7 +341,8 @@ class QueryEngine:
         if tpl.__class__ is Regional:
             regional: Regional = tpl
             ctx = regional.ctx
-            if ecs and ecs[2]:  # a client subnet with a non-zero source prefix
+            if ecs and ecs[2] and (self._ecs_trust is None or self._trusts(addr)):
+                # a client subnet with a non-zero source prefix, from a trusted source
                 hit = ctx.ecs_cache.get(ecs)  # holds valid options only
                 if hit is None:
                     if not _ecs_valid(ecs):
@@ -371,6 +379,20 @@ class QueryEngine:
         if len(resp) > limit:
             return self._slow(data, tcp, addr)
         return resp
+
+    def _trusts(self, addr: tuple[str, int] | None) -> bool:
+        """Whether the ECS option of a query from `addr` is believed (cached per source)."""
+        ip = addr[0] if addr is not None else "127.0.0.1"
+        known = self._trusted.get(ip)
+        if known is None:
+            try:
+                parsed = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            known = any(parsed in net for net in self._ecs_trust or ())
+            if len(self._trusted) < 200_000:
+                self._trusted[ip] = known
+        return known
 
     def _ecs_opt(self, ecs: bytes, shape: int, scope: int = 0) -> bytes | None:
         """OPT echoing the client's ECS option with our scope, or None if it is invalid."""
@@ -741,7 +763,8 @@ class QueryEngine:
         scope = 0
         dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
         if dynamic is not None and q.rdtype in _ADDRESS and not result.referral:
-            located = self._locate(dynamic[1], ecs, addr)
+            trusted = ecs if self._ecs_trust is None or self._trusts(addr) else None
+            located = self._locate(dynamic[1], trusted, addr)
             if located is None:
                 return render.build_message(Result(rcode=dns.rcode.FORMERR, aa=False), q.name,
                                             q.rdtype, q.rdclass, shape, snap.identity)
