@@ -31,6 +31,7 @@ from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import Identity
+from shadowdns.resolver.rrl import RateLimiter, RRLConfig
 from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
 from shadowdns.resolver.snapshot import (
     Config,
@@ -87,6 +88,7 @@ class ServeConfig:
     api_key: Path | None = None
     transfers: TransferConfig = field(default_factory=TransferConfig)
     ecs_trust: tuple[str, ...] | None = None  # sources whose ECS is believed (None: all)
+    rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
@@ -164,9 +166,10 @@ class Service:
         self._reload_ok = True
         self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = None
+        self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
         self.server = DNSServer(
             self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
-            reuse_port=config.workers > 1,
+            reuse_port=config.workers > 1, rrl=self.rrl,
         )
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()

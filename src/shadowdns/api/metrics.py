@@ -113,6 +113,18 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("shadowdns_resolver_snapshot_generation",
                                 "generation of the answer snapshot being served",
                                 value=self.service.generation)
+        yield GaugeMetricFamily("shadowdns_resolver_answer_table_questions",
+                                "questions compiled in the answer table (all shapes)",
+                                value=len(engine.table.base))
+        rrl = getattr(self.service, "rrl", None)
+        if rrl is not None:
+            limited = CounterMetricFamily(
+                "shadowdns_rrl_limited", "UDP replies held back by response rate limiting",
+                labels=["action"])
+            limited.add_metric(["dropped"], rrl.dropped)
+            limited.add_metric(["slipped"], rrl.slipped)
+            limited.add_metric(["dry_run"], rrl.would_limit)
+            yield limited
         latency = getattr(engine, "latency_histogram", None)
         if latency is not None:  # (bucket upper bounds, cumulative counts, sum) if provided
             bounds, counts, total = latency()

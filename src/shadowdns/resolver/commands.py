@@ -71,6 +71,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="believe the EDNS Client Subnet option only from these sources "
                             "(repeatable; default: from every source). From others the "
                             "source address locates the client and answers carry scope 0")
+    serve.add_argument("--rrl-rate", type=int, default=0, metavar="N",
+                       help="response rate limiting: at most N UDP replies a second per "
+                            "client prefix (/24, /56) and answer class (default 0: off)")
+    serve.add_argument("--rrl-slip", type=int, default=2, metavar="K",
+                       help="send every K-th limited reply truncated (TC=1) so real clients "
+                            "retry over TCP; 0 drops them all (default 2)")
+    serve.add_argument("--rrl-exempt", action="append", default=[], metavar="CIDR",
+                       help="never rate-limit replies to these networks (repeatable)")
+    serve.add_argument("--rrl-dry-run", action="store_true",
+                       help="count and log what rate limiting would drop, send everything")
     serve.add_argument("--transfer-acl", action="append", default=[], metavar="CIDR",
                        help="allow AXFR/IXFR from these networks, repeatable (default: none)")
     serve.add_argument("--tsig-key", action="append", default=[],
@@ -202,6 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import socket
 
     from shadowdns.app import ServeConfig, run_service
+    from shadowdns.resolver.rrl import RRLConfig, parse_exempt
 
     try:
         listen = tuple(ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN]))
@@ -215,6 +226,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError([Problem("--ecs-trust", None, str(exc))]) from None
+    if args.rrl_rate < 0 or args.rrl_slip < 0:
+        raise ConfigError([Problem("--rrl-rate" if args.rrl_rate < 0 else "--rrl-slip", None,
+                                   "must be 0 or more")])
+    try:
+        rrl = RRLConfig(args.rrl_rate, args.rrl_slip, parse_exempt(args.rrl_exempt),
+                        args.rrl_dry_run)
+    except ValueError as exc:
+        raise ConfigError([Problem("--rrl-exempt", None, str(exc))]) from None
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -231,6 +250,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
         ecs_trust=None if args.ecs_trust is None else tuple(args.ecs_trust),
+        rrl=rrl,
         tcp_max_connections=args.tcp_max_connections,
         tcp_idle_timeout=args.tcp_idle_timeout,
         flush_interval=flush_interval,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.rrl import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,11 @@ class UDPListener:
     BATCH = 256
     SAMPLE_EVERY = 64
 
-    def __init__(self, engine: QueryEngine, sock: socket.socket) -> None:
+    def __init__(self, engine: QueryEngine, sock: socket.socket,
+                 rrl: RateLimiter | None = None) -> None:
         self.engine = engine
         self.sock = sock
+        self.rrl = rrl
         self.seen = 0
         sock.setblocking(False)
 
@@ -83,6 +86,8 @@ class UDPListener:
         send = self.sock.sendto
         engine = self.engine
         respond = engine.respond
+        rrl = self.rrl
+        now = time.monotonic() if rrl is not None else 0.0
         for _ in range(self.BATCH):
             try:
                 data, addr = recv(65535)
@@ -98,6 +103,8 @@ class UDPListener:
                 start = time.perf_counter()
                 resp = respond(data, addr)
                 engine.latency.observe(time.perf_counter() - start)
+            if rrl is not None and resp is not None:
+                resp = rrl.check(data, resp, addr[0], now)
             if resp is not None:
                 try:
                     send(resp, addr)
@@ -182,8 +189,9 @@ class DNSServer:
     """Owns the listening sockets of one process."""
 
     def __init__(self, engine: QueryEngine, limits: TCPLimits | None = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, rrl: RateLimiter | None = None) -> None:
         self.engine = engine
+        self.rrl = rrl
         self.limits = limits or TCPLimits()
         self.reuse_port = reuse_port
         self.udp: list[UDPListener] = []
@@ -222,7 +230,7 @@ class DNSServer:
             raise OSError(f"no free port pair on {address.host}")
         tcp_sock.listen(1024)
         tcp_sock.setblocking(False)
-        udp = UDPListener(self.engine, udp_sock)
+        udp = UDPListener(self.engine, udp_sock, self.rrl)
         udp.start(loop)
         server = await loop.create_server(
             lambda: TCPProtocol(self.engine, self.limits), sock=tcp_sock
