@@ -30,7 +30,7 @@ from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.render import Identity
-from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
+from shadowdns.resolver.server import DNSServer, ListenAddress
 from shadowdns.resolver.snapshot import (
     Config,
     LiveState,
@@ -39,6 +39,7 @@ from shadowdns.resolver.snapshot import (
     load_config,
     shadows_by_di,
 )
+from shadowdns.resolver.tcp import TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, Transfers
 from shadowdns.store import DemandRow, Store, ZoneRecord, default_state_path, open_store
 from shadowdns.zones.policy import Policy
@@ -51,6 +52,8 @@ FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are w
 # Allocation states whose shadows answer queries.
 ANSWERING_STATES = ("ready", "draining")
 
+TCP_DEFAULTS = TCPLimits()
+
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
@@ -59,8 +62,11 @@ class ServeConfig:
     identity: Identity = field(default_factory=Identity)
     state: str | None = None
     geoip: Path | None = None
-    tcp_max_connections: int = 256
-    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = TCP_DEFAULTS.max_connections
+    tcp_idle_timeout: float = TCP_DEFAULTS.idle_timeout
+    tcp_message_timeout: float = TCP_DEFAULTS.message_timeout
+    tcp_lifetime: float = TCP_DEFAULTS.lifetime
+    tcp_per_prefix: int = TCP_DEFAULTS.per_prefix
     poll_interval: float = 3.0  # how often the store's change generation is compared
     flush_interval: float = 60.0  # counts are flushed just after each interval ends
     # Answer queries and nothing else: no demand flush, probes, allocator or API (to measure
@@ -129,10 +135,9 @@ class Service:
         self.counters = DemandCounters()
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers))
-        self.server = DNSServer(
-            self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
-            reuse_port=config.workers > 1,
-        )
+        tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
+                        config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
+        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1)
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []

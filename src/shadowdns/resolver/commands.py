@@ -11,6 +11,7 @@ from shadowdns import __version__
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
+from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
@@ -78,8 +79,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--answer-only", action="store_true",
                        help="only answer queries: no demand counting to the store, health "
                             "probes, forecasts, allocator or API (e.g. to measure their cost)")
-    serve.add_argument("--tcp-max-connections", type=int, default=256)
-    serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
+    tcp = TCPLimits()
+    serve.add_argument("--tcp-max-connections", type=int, default=tcp.max_connections,
+                       metavar="N",
+                       help="TCP connections served at once; when full, a new one takes "
+                            "the slot of the connection longest mid-message, else of the one "
+                            f"longest without progress if over {EVICT_AFTER:g} s, else it is "
+                            f"refused (default {tcp.max_connections})")
+    serve.add_argument("--tcp-idle-timeout", type=float, default=tcp.idle_timeout,
+                       metavar="SECONDS",
+                       help="close a TCP connection idle this long between messages "
+                            f"(default {tcp.idle_timeout:g})")
+    serve.add_argument("--tcp-message-timeout", type=float, default=tcp.message_timeout,
+                       metavar="SECONDS",
+                       help="a TCP message must arrive whole this long after its first "
+                            "byte, and a client must take some of its pending answers within "
+                            f"this; else the connection is closed (default "
+                            f"{tcp.message_timeout:g})")
+    serve.add_argument("--tcp-lifetime", type=float, default=tcp.lifetime, metavar="SECONDS",
+                       help="close a TCP connection this long after it opened, between "
+                            f"messages and never mid-transfer; 0: no limit "
+                            f"(default {tcp.lifetime:g})")
+    serve.add_argument("--tcp-per-prefix", type=int, default=tcp.per_prefix, metavar="N",
+                       help="TCP connections per client /24 (IPv4) or /56 (IPv6); one more "
+                            f"is refused; 0: no limit (default {tcp.per_prefix})")
     serve.set_defaults(handler=cmd_serve)
 
     check = subparsers.add_parser(
@@ -145,6 +168,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError([Problem("--listen", None, str(exc))]) from None
     if args.answer_only and args.api:
         raise ConfigError([Problem("--answer-only", None, "cannot be combined with --api")])
+    tcp = TCPLimits(args.tcp_max_connections, args.tcp_idle_timeout,  # checks every flag
+                    args.tcp_message_timeout, args.tcp_lifetime, args.tcp_per_prefix)
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -159,8 +184,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
-        tcp_max_connections=args.tcp_max_connections,
-        tcp_idle_timeout=args.tcp_idle_timeout,
+        tcp_max_connections=tcp.max_connections,
+        tcp_idle_timeout=tcp.idle_timeout,
+        tcp_message_timeout=tcp.message_timeout,
+        tcp_lifetime=tcp.lifetime,
+        tcp_per_prefix=tcp.per_prefix,
     )
     return run_service(config)
 
