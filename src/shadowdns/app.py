@@ -32,7 +32,7 @@ from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.rrl import RateLimiter, RRLConfig
-from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
+from shadowdns.resolver.server import DNSServer, ListenAddress
 from shadowdns.resolver.snapshot import (
     Config,
     LiveState,
@@ -42,6 +42,7 @@ from shadowdns.resolver.snapshot import (
     load_config,
     shadows_by_di,
 )
+from shadowdns.resolver.tcp import TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, Transfers
 from shadowdns.store import (
     DemandRow,
@@ -63,6 +64,8 @@ PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before list
 # Allocation states whose shadows answer queries.
 ANSWERING_STATES = ("ready", "draining")
 
+TCP_DEFAULTS = TCPLimits()
+
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
@@ -71,8 +74,11 @@ class ServeConfig:
     identity: Identity = field(default_factory=Identity)
     state: str | None = None
     geoip: Path | None = None
-    tcp_max_connections: int = 256
-    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = TCP_DEFAULTS.max_connections
+    tcp_idle_timeout: float = TCP_DEFAULTS.idle_timeout
+    tcp_message_timeout: float = TCP_DEFAULTS.message_timeout
+    tcp_lifetime: float = TCP_DEFAULTS.lifetime
+    tcp_per_prefix: int = TCP_DEFAULTS.per_prefix
     poll_interval: float = 3.0  # how often the store's change generation is compared
     flush_interval: float = 60.0  # counts are flushed just after each interval ends
     rollup_interval: float = 60.0  # how often demand is rolled up and retention applied
@@ -167,10 +173,9 @@ class Service:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = None
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
-        self.server = DNSServer(
-            self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
-            reuse_port=config.workers > 1, rrl=self.rrl,
-        )
+        tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
+                        config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
+        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1, rrl=self.rrl)
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []

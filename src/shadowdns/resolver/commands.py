@@ -12,6 +12,7 @@ from shadowdns.allocator.settings import parse_duration
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
+from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
 from shadowdns.store import Retention
 
@@ -117,8 +118,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                                 f"{_days(getattr(kept, field_name))})")
     # For tests: stamp and roll up demand this many seconds from the wall clock.
     serve.add_argument("--clock-offset", type=float, default=0.0, help=argparse.SUPPRESS)
-    serve.add_argument("--tcp-max-connections", type=int, default=256)
-    serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
+    tcp = TCPLimits()
+    serve.add_argument("--tcp-max-connections", type=int, default=tcp.max_connections,
+                       metavar="N",
+                       help="TCP connections served at once; when full, a new one takes "
+                            "the slot of the connection longest mid-message, else of the one "
+                            f"longest without progress if over {EVICT_AFTER:g} s, else it is "
+                            f"refused (default {tcp.max_connections})")
+    serve.add_argument("--tcp-idle-timeout", type=float, default=tcp.idle_timeout,
+                       metavar="SECONDS",
+                       help="close a TCP connection idle this long between messages "
+                            f"(default {tcp.idle_timeout:g})")
+    serve.add_argument("--tcp-message-timeout", type=float, default=tcp.message_timeout,
+                       metavar="SECONDS",
+                       help="a TCP message must arrive whole this long after its first "
+                            "byte, and a client must take some of its pending answers within "
+                            f"this; else the connection is closed (default "
+                            f"{tcp.message_timeout:g})")
+    serve.add_argument("--tcp-lifetime", type=float, default=tcp.lifetime, metavar="SECONDS",
+                       help="close a TCP connection this long after it opened, between "
+                            f"messages and never mid-transfer; 0: no limit "
+                            f"(default {tcp.lifetime:g})")
+    serve.add_argument("--tcp-per-prefix", type=int, default=tcp.per_prefix, metavar="N",
+                       help="TCP connections per client /24 (IPv4) or /56 (IPv6); one more "
+                            f"is refused; 0: no limit (default {tcp.per_prefix})")
     serve.set_defaults(handler=cmd_serve)
 
     check = subparsers.add_parser(
@@ -234,6 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         args.rrl_dry_run)
     except ValueError as exc:
         raise ConfigError([Problem("--rrl-exempt", None, str(exc))]) from None
+    tcp = TCPLimits(args.tcp_max_connections, args.tcp_idle_timeout,  # checks every flag
+                    args.tcp_message_timeout, args.tcp_lifetime, args.tcp_per_prefix)
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -251,12 +276,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         transfers=transfer_config(args),
         ecs_trust=None if args.ecs_trust is None else tuple(args.ecs_trust),
         rrl=rrl,
-        tcp_max_connections=args.tcp_max_connections,
-        tcp_idle_timeout=args.tcp_idle_timeout,
         flush_interval=flush_interval,
         rollup_interval=rollup_interval,
         retention=retention,
         clock_offset=args.clock_offset,
+        tcp_max_connections=tcp.max_connections,
+        tcp_idle_timeout=tcp.idle_timeout,
+        tcp_message_timeout=tcp.message_timeout,
+        tcp_lifetime=tcp.lifetime,
+        tcp_per_prefix=tcp.per_prefix,
     )
     return run_service(config)
 

@@ -1,8 +1,8 @@
 """UDP and TCP listeners (RFC 1035 §4.2, RFC 7766) around one `QueryEngine`.
 
 The listeners only move bytes: UDP datagrams straight to `QueryEngine.respond`; TCP
-streams are split into length-prefixed messages, answered in order, with an idle timeout
-and a cap on concurrent connections so a slow or hostile client cannot pin the server.
+streams are split into length-prefixed messages and answered in order under the limits of
+`shadowdns.resolver.tcp`, so a slow or hostile client cannot pin the server.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.rrl import RateLimiter
+from shadowdns.resolver.tcp import TCPConnections, TCPLimits, TCPProtocol
 
 log = logging.getLogger(__name__)
 
@@ -112,79 +112,6 @@ class UDPListener:
                     pass
 
 
-class TCPLimits:
-    """Connection limits shared by all TCP listeners of a server."""
-
-    def __init__(self, max_connections: int = 256, idle_timeout: float = 10.0) -> None:
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.active = 0
-
-
-class TCPProtocol(asyncio.Protocol):
-    """Length-prefixed messages; several per connection, answered in order (RFC 7766)."""
-
-    def __init__(self, engine: QueryEngine, limits: TCPLimits) -> None:
-        self.engine = engine
-        self.limits = limits
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.counted = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses but behave as such.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer: tuple[str, int] | None = (peer[0], peer[1]) if peer else None
-        if self.limits.active >= self.limits.max_connections:
-            transport.abort()
-            return
-        self.limits.active += 1
-        self.counted = True
-        self._arm()
-
-    def _arm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.limits.idle_timeout, self._idle)
-
-    def _idle(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        transport = self.transport
-        if transport is None:
-            return
-        self._arm()
-        buf = self.buffer
-        while len(buf) >= 2:
-            size = buf[0] << 8 | buf[1]
-            if len(buf) < 2 + size:
-                break
-            msg = bytes(buf[2 : 2 + size])
-            del buf[: 2 + size]
-            replies = self.engine.respond_stream(msg, self.peer)
-            if not replies:
-                # Not answerable (a response, or under 12 bytes): end the stream.
-                transport.close()
-                return
-            for resp in replies:
-                transport.write(len(resp).to_bytes(2, "big") + resp)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.counted:
-            self.limits.active -= 1
-            self.counted = False
-        self.transport = None
-
-
 class DNSServer:
     """Owns the listening sockets of one process."""
 
@@ -193,6 +120,7 @@ class DNSServer:
         self.engine = engine
         self.rrl = rrl
         self.limits = limits or TCPLimits()
+        self.connections = TCPConnections(self.limits)  # shared by every TCP listener
         self.reuse_port = reuse_port
         self.udp: list[UDPListener] = []
         self.servers: list[asyncio.base_events.Server] = []
@@ -233,7 +161,7 @@ class DNSServer:
         udp = UDPListener(self.engine, udp_sock, self.rrl)
         udp.start(loop)
         server = await loop.create_server(
-            lambda: TCPProtocol(self.engine, self.limits), sock=tcp_sock
+            lambda: TCPProtocol(self.engine, self.connections), sock=tcp_sock
         )
         self.udp.append(udp)
         self.servers.append(server)
