@@ -98,3 +98,26 @@ def test_a_grid_that_does_not_fit_the_bucket_is_refused(tmp_path: Path) -> None:
                           str(trace), "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "seven.csv" in out.stderr and "bucket" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_app_trace_without_regions(tmp_path: Path) -> None:
+    """A timestamp,app,invocations file (the Azure Functions shape, per-minute rows, quiet
+    minutes left out) replays with one DI per app, all apps over the file's whole span."""
+    trace = tmp_path / "apps.csv"
+    with trace.open("w") as handle:
+        handle.write("timestamp,app,invocations\n")
+        for minute in range(6 * 60):
+            stamp = datetime.fromtimestamp(1_700_006_400 + 60 * minute, UTC)
+            handle.write(f"{stamp:%Y-%m-%d %H:%M:%S},steady,{20 + minute % 7}\n")
+            if minute % 60 == 30:
+                handle.write(f"{stamp:%Y-%m-%d %H:%M:%S},hourly,50\n")
+    out = tmp_path / "multi.csv"
+    figures = run("--trace", str(trace), "--policy", "always", "--json",
+                  "--write-trace", str(out))
+    assert figures["buckets"] == 6 * 12 and figures["local_share"] == 1.0
+    assert figures["queries_total"] == 6 * 50 + sum(20 + m % 7 for m in range(360))
+    assert set(figures["thresholds"]) == {"steady.sim.", "hourly.sim."}  # type: ignore[arg-type]
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len({r["region"] for r in rows if r["di"] == "hourly.sim."}) == 1
+    assert sum(1 for r in rows if r["di"] == "hourly.sim.") == 6 * 12
