@@ -228,9 +228,14 @@ async def _run(
 
     if policy_name in ("none", "always"):
         everywhere = policy_name == "always"
-        return _figures(total, float(truth.sum()) if everywhere else 0.0,
-                        (len(series) * n * bucket / 60.0) if everywhere else 0.0,
-                        len(series) if everywhere else 0, 0, n, bucket)
+        figures = _figures(total, float(truth.sum()) if everywhere else 0.0,
+                           (len(series) * n * bucket / 60.0) if everywhere else 0.0,
+                           len(series) if everywhere else 0, 0, n, bucket)
+        by_di: dict[str, float] = {}
+        for di, _ in keys:
+            by_di[di] = by_di.get(di, 0.0) + (n * bucket / 60.0 if everywhere else 0.0)
+        figures["di_shadow_minutes"] = {di: round(m, 1) for di, m in by_di.items()}
+        return figures
 
     def oracle(key: tuple[str, str], since: float, until: float) -> float:
         row = index.get(key)
@@ -273,12 +278,15 @@ async def _run(
         where[entry.allocation] = (entry.di, entry.region)
     served = np.zeros_like(truth, dtype=bool)
     shadow_seconds = 0.0
+    di_seconds = dict.fromkeys((di for di, _ in keys), 0.0)
     for alloc, life in lives.items():
         born = life.get("warming")
         if born is None:
             continue
         gone = min(life.get("released", end_time), end_time)
         shadow_seconds += max(0.0, gone - born)
+        di = where[alloc][0]
+        di_seconds[di] = di_seconds.get(di, 0.0) + max(0.0, gone - born)
         ready = life.get("ready")
         if ready is None:
             continue
@@ -297,6 +305,8 @@ async def _run(
     for state in controller.book.series.values():
         models[state.model] = models.get(state.model, 0) + 1
     figures["models"] = models
+    # per DI: what `bench.simulate_bounds` gives its ideal allocator, DI by DI
+    figures["di_shadow_minutes"] = {di: round(sec / 60.0, 1) for di, sec in di_seconds.items()}
     return figures
 
 
