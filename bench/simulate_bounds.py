@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.simulate_table import name
 from shadowdns.allocator.simulate import rebucket, split_key
-from shadowdns.allocator.simulate_cmd import load_trace
+from shadowdns.allocator.simulate_cmd import load_trace, trace_files
 
 HOLDS = ("10m", "20m", "30m", "45m", "60m", "90m", "120m")
 BUCKET = 300
@@ -47,8 +48,8 @@ BUCKET = 300
 
 def run(trace: Path, policy: str, out: Path, extra: list[str]) -> dict[str, Any]:
     tag = "".join(extra).replace("-", "").replace(" ", "")
-    cache = out / (f"{trace.stem}.{policy}.json" if not tag
-                   else f"{trace.stem}.{policy}.{tag}.json")
+    cache = out / (f"{name(trace)}.{policy}.json" if not tag
+                   else f"{name(trace)}.{policy}.{tag}.json")
     if not cache.exists():
         cmd = [sys.executable, "-m", "shadowdns", "simulate", "--trace", str(trace),
                "--policy", policy, "--lead-time", "15m", "--bucket", "5m", "--threshold",
@@ -92,15 +93,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(tempfile.gettempdir()) / "shadowdns-simulate")
     parser.add_argument("--policies", nargs="+", default=["reactive", "predictive", "oracle"])
-    parser.add_argument("--traces", nargs="+", default=None, metavar="STEM",
-                        help="only the trace files with these stems")
+    parser.add_argument("--traces", nargs="+", default=None, metavar="NAME",
+                        help="only the trace files with these names (without .csv[.gz])")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print("| trace | policy | local_share | shadow_minutes | reactive frontier at these "
           "minutes | ideal at these minutes | headroom | ideal, any DI |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for trace in sorted(args.data.rglob("*.csv")):
-        if args.traces is not None and trace.stem not in args.traces:
+    for trace in trace_files(args.data):
+        if args.traces is not None and name(trace) not in args.traces:
             continue
         sweep = [run(trace, "reactive", args.out, ["--min-hold", h]) for h in HOLDS]
         points = [(float(r["shadow_minutes"]), float(r["local_share"])) for r in sweep]
@@ -112,7 +113,7 @@ def main() -> None:
             ideal = ideal_share(trace, minutes, di_minutes if isinstance(di_minutes, dict)
                                 else None)
             headroom = (share - frontier) / (ideal - frontier) if ideal > frontier else 0.0
-            print(f"| {trace.stem} | {policy} | {share:.3f} | {minutes:,.0f} "
+            print(f"| {name(trace)} | {policy} | {share:.3f} | {minutes:,.0f} "
                   f"| {frontier:.3f} | {ideal:.3f} | {headroom:+.0%} "
                   f"| {ideal_share(trace, minutes):.3f} |", flush=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import subprocess
@@ -121,3 +122,20 @@ def test_an_app_trace_without_regions(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert len({r["region"] for r in rows if r["di"] == "hourly.sim."}) == 1
     assert sum(1 for r in rows if r["di"] == "hourly.sim.") == 6 * 12
+
+
+def test_a_gzipped_app_trace_and_a_gzipped_trace_of_another_shape(tmp_path: Path) -> None:
+    """An app trace may be .csv.gz (the Azure one in tests/data is); any other gzipped
+    shape is refused with the file named, not a traceback."""
+    rows = "timestamp,app,invocations\n" + "".join(
+        f"{1_700_006_400 + 60 * m},svc,3\n" for m in range(120))
+    good = tmp_path / "apps.csv.gz"
+    good.write_bytes(gzip.compress(rows.encode()))
+    figures = run("--trace", str(good), "--policy", "always", "--json")
+    assert figures["queries_total"] == 360 and figures["buckets"] == 24
+    bad = tmp_path / "series.csv.gz"
+    bad.write_bytes(gzip.compress(b"timestamp,value\n1700006400,5\n"))
+    out = subprocess.run([sys.executable, "-m", "shadowdns", "simulate", "--trace", str(bad),
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "series.csv.gz" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import logging
 import multiprocessing
@@ -22,7 +23,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import dns.name
 import numpy as np
@@ -93,18 +94,29 @@ def _bucket(text: str) -> int:
 
 
 APP_COLUMNS = ["timestamp", "app", "invocations"]
+GZ = ".gz"
+
+
+def trace_files(path: Path) -> list[Path]:
+    """`path`, or every `*.csv` and `*.csv.gz` under the folder `path`, in name order."""
+    if not path.is_dir():
+        return [path]
+    return sorted([*path.rglob("*.csv"), *path.rglob(f"*.csv{GZ}")])
 
 
 def load_trace(path: Path, bucket: int = 300) -> list[Series]:
     """Series keyed `di|region`; single-value series are spread over regions, apps each
     get a region. Count rows finer than `bucket` are summed into it; a grid that cannot be
-    cut into buckets, or a series too short to spread, is a `ConfigError` naming the file."""
-    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    cut into buckets, or a series too short to spread, is a `ConfigError` naming the file.
+    An app trace may be gzipped (`.csv.gz`)."""
     out: list[Series] = []
-    for file in files:
+    for file in trace_files(path):
         if _header(file) == APP_COLUMNS:
             out.extend(apps_to_regions(read_apps(file, bucket)))
             continue
+        if file.name.endswith(GZ):
+            raise ConfigError([Problem(str(file), 1, "a gzipped trace must have the columns "
+                                       + ",".join(APP_COLUMNS))])
         for series in read_input(file, bucket=bucket):
             out.extend(_regions_of(file, series, bucket))
     if not out:
@@ -112,11 +124,20 @@ def load_trace(path: Path, bucket: int = 300) -> list[Series]:
     return out
 
 
+def _open(path: Path) -> IO[str]:
+    if path.name.endswith(GZ):
+        return gzip.open(path, "rt", newline="")
+    return path.open(newline="")
+
+
 def _header(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        first = next(csv.reader(handle), [])
+    try:
+        with _open(path) as handle:
+            first = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # read_input (or the gzip check) says what is wrong with it
     return [cell.strip().lower() for cell in first]
 
 
@@ -140,22 +161,24 @@ def read_apps(path: Path, bucket: int) -> list[Series]:
     all on the span of the whole file (an app's quiet buckets, rows left out, are 0)."""
     stamps: dict[str, list[float]] = {}
     counts: dict[str, list[float]] = {}
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for line, row in enumerate(reader, start=2):
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) < len(APP_COLUMNS):
-                raise ConfigError([Problem(str(path), line, "too few columns")])
-            try:
-                stamp = parse_timestamp(row[0])
-            except ValueError:
-                raise ConfigError([Problem(str(path), line,
-                                           f"bad timestamp {row[0]!r}")]) from None
-            app = row[1].strip()
-            stamps.setdefault(app, []).append(stamp)
-            counts.setdefault(app, []).append(parse_value(row[2]))
+    try:
+        with _open(path) as handle:
+            rows = list(csv.reader(handle))[1:]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError([Problem(str(path), None, f"unreadable: {exc}")]) from None
+    for line, row in enumerate(rows, start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(APP_COLUMNS):
+            raise ConfigError([Problem(str(path), line, "too few columns")])
+        try:
+            stamp = parse_timestamp(row[0])
+        except ValueError:
+            raise ConfigError([Problem(str(path), line,
+                                       f"bad timestamp {row[0]!r}")]) from None
+        app = row[1].strip()
+        stamps.setdefault(app, []).append(stamp)
+        counts.setdefault(app, []).append(parse_value(row[2]))
     if not stamps:
         return []
     first = min(min(ts) for ts in stamps.values())
