@@ -71,7 +71,7 @@ def test_planning_window_over_distinct_resources_while_answering(tmp_path: Path)
     _write(zones)
     state = tmp_path / "state.db"
     store = open_store(str(state))
-    end = int((time.time() - 120) // 60 * 60)
+    end = int(time.time() // 60 * 60) + 60  # through the current minute
     try:
         store.add_demand([DemandRow(f"d{i}.pl.test.", "jp", end - 60 * m, "primary", 200)
                           for i in range(DIS) for m in range(1, 6)])
