@@ -3,6 +3,8 @@
 dnsperf 2.10 prints average/min/max/stddev latency only; with `-v` it prints one line per
 response with its latency, from which the percentiles are computed. `-v` costs the client
 some CPU, so it is used only for the rate-limited (half peak) latency runs, never for peaks.
+With `-S 1` it prints the rate of every second, which shows how a server started cold does
+in its first second and in its worst one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Result:
     stddev_latency: float = 0.0
     rcodes: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    per_second: list[float] = field(default_factory=list)  # q/s of each second (-S 1)
     error: str | None = None
 
 
@@ -59,6 +62,8 @@ class Combined:
     rcodes: dict[str, int]
     latencies: list[float]
     errors: list[str]
+    completed: int = 0
+    per_second: list[float] = field(default_factory=list)  # summed over the streams
 
     @property
     def loss(self) -> float:
@@ -83,6 +88,7 @@ _PATTERNS = {
     "rcodes": re.compile(r"Response codes:\s+(.*)"),
 }
 _VERBOSE = re.compile(r"^> \S+ \S+ \S+ ([0-9.]+)$")
+_INTERVAL = re.compile(r"^([0-9]+\.[0-9]+): ([0-9.]+)$")
 
 
 def parse(label: str, text: str) -> Result:
@@ -110,11 +116,20 @@ def parse(label: str, text: str) -> Result:
                 result.rcodes[bits[0]] = int(bits[1])
     result.latencies = [float(m.group(1)) for line in text.splitlines()
                         if (m := _VERBOSE.match(line)) is not None]
+    intervals = [(float(m.group(1)), float(m.group(2))) for line in text.splitlines()
+                 if (m := _INTERVAL.match(line)) is not None]
+    result.per_second = [rate for _, rate in intervals]
+    if intervals and intervals[0][1] < 1.0 and result.completed:
+        # dnsperf 2.10 now and then divides the first interval's count by the time since
+        # the epoch instead of since its start (it prints e.g. 0.000053 where the next
+        # second says 92474): the count is that rate times the timestamp, over ~1 s.
+        result.per_second[0] = intervals[0][1] * intervals[0][0]
     return result
 
 
 def command(stream: Stream, port: int, duration: float, clients: int, outstanding: int,
-            qps: float | None, verbose: bool, cpus: str, host: str = "127.0.0.1") -> list[str]:
+            qps: float | None, verbose: bool, cpus: str, host: str = "127.0.0.1",
+            per_second: bool = False) -> list[str]:
     argv = ["taskset", "-c", cpus, "dnsperf", "-s", host, "-p", str(port),
             "-d", str(stream.query_file), "-l", f"{duration:g}",
             "-c", str(clients * stream.streams), "-T", "1",
@@ -129,12 +144,15 @@ def command(stream: Stream, port: int, duration: float, clients: int, outstandin
         argv += ["-Q", str(max(1, int(qps)))]
     if verbose:
         argv += ["-v"]
+    if per_second:
+        argv += ["-S", "1"]
     return argv
 
 
 def run_streams(streams: list[Stream], port: int, duration: float, clients: int,
                 outstanding: int, total_qps: float | None = None, verbose: bool = False,
-                cpus: str = "1", outdir: Path | None = None) -> list[Result]:
+                cpus: str = "1", outdir: Path | None = None,
+                per_second: bool = False) -> list[Result]:
     """Run every stream at once against 127.0.0.1:`port`; `total_qps` is split evenly.
 
     Output goes to files (in tmpfs by default), not pipes: with -v a pipe left unread while
@@ -150,7 +168,7 @@ def run_streams(streams: list[Stream], port: int, duration: float, clients: int,
             with out_path.open("w") as out:
                 procs.append(subprocess.Popen(
                     command(stream, port, duration, clients, outstanding, per_stream, verbose,
-                            cpus),
+                            cpus, per_second=per_second),
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         for proc in procs:
             try:
@@ -158,8 +176,11 @@ def run_streams(streams: list[Stream], port: int, duration: float, clients: int,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        return [parse(s.label, p.read_text(errors="replace"))
-                for s, p in zip(streams, outputs, strict=True)]
+        results = [parse(s.label, p.read_text(errors="replace"))
+                   for s, p in zip(streams, outputs, strict=True)]
+    for r in results:  # an interval printed while waiting for the last replies is not one
+        del r.per_second[max(1, int(duration)):]
+    return results
 
 
 def combine(results: list[Result]) -> Combined:
@@ -178,4 +199,8 @@ def combine(results: list[Result]) -> Combined:
         rcodes=rcodes,
         latencies=[x for r in results for x in r.latencies],
         errors=[f"{r.label}: {r.error}" for r in results if r.error],
+        completed=completed,
+        # second k of every stream together (the streams start within milliseconds)
+        per_second=[sum(r.per_second[k] for r in results if k < len(r.per_second))
+                    for k in range(max((len(r.per_second) for r in results), default=0))],
     )

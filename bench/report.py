@@ -33,12 +33,27 @@ class ServerReport:
     warmup: list[float] = field(default_factory=list)  # q/s of each untimed warm-up run
     half: Combined | None = None
     half_rate: float | None = None
+    load_rounds: list[float] = field(default_factory=list)  # cold: every start's first answer
+    same_rate: Combined | None = None  # the run at the rate offered to every server
+    same_rate_qps: float | None = None
+    same_rate_cpu: float | None = None  # server CPU seconds during that run
+
+    def cpu_per_answer(self) -> float | None:
+        """Seconds of server CPU per answer at the common offered rate."""
+        if self.same_rate is None or self.same_rate_cpu is None or not self.same_rate.completed:
+            return None
+        return self.same_rate_cpu / self.same_rate.completed
+
+    @property
+    def first_second(self) -> list[float]:
+        """The rate of each round's first second (cold runs record every second)."""
+        return [r.per_second[0] for r in self.rounds if r.per_second]
 
     def to_json(self) -> dict[str, object]:
         """Plain data for results.json: per-response latencies become percentiles."""
         data = asdict(self)
-        runs = [*data["rounds"], data["half"]]
-        for run, combined in zip(runs, [*self.rounds, self.half], strict=True):
+        runs = [*data["rounds"], data["half"], data["same_rate"]]
+        for run, combined in zip(runs, [*self.rounds, self.half, self.same_rate], strict=True):
             if run is not None and combined is not None:
                 latencies = run.pop("latencies")
                 if latencies:
@@ -106,17 +121,22 @@ def _rss(s: ServerReport) -> str:
 
 
 def markdown(title: str, facts: dict[str, str], setup_lines: list[str],
-             servers: list[ServerReport], geo: bool) -> str:
+             servers: list[ServerReport], geo: bool, cold: bool = False) -> str:
     out = [f"## {title} — {facts['date']}", ""]
     out.append(f"Machine: {facts['cpu']}, nproc {facts['nproc']}, Linux {facts['kernel']}, "
                f"Python {facts['python']}, dnsperf {facts['dnsperf']}.")
     out += setup_lines
     out.append("")
     head = ["server", "version", "answers", "load s", "RSS MiB (peak)", "q/s (median)"]
+    if cold:
+        head.append("first s q/s")
     if geo:
         head.append("× PowerDNS")
     head += ["avg ms", "loss", "server CPU", "client CPU",
              "q/s @half", "avg ms @half", "p99 ms @half", "loss @half"]
+    rate = next((s.same_rate_qps for s in servers if s.same_rate_qps), None)
+    if rate:
+        head.append(f"µs CPU/answer @{rate:,.0f}")
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for s in servers:
@@ -128,6 +148,9 @@ def markdown(title: str, facts: dict[str, str], setup_lines: list[str],
                "–" if s.load_seconds is None else f"{s.load_seconds:.2f}",
                _rss(s),
                f"{s.median_qps():,.0f}" if s.timed else "–"]
+        if cold:
+            row.append(f"{statistics.median(s.first_second):,.0f}"
+                       if s.timed and s.first_second else "–")
         if geo:
             row.append(f"{statistics.median(s.ratios):.2f}" if s.ratios else "–")
         row += [
@@ -140,6 +163,9 @@ def markdown(title: str, facts: dict[str, str], setup_lines: list[str],
             _ms(s.half.percentile(99)) if s.half else "–",
             _pct(s.half.loss) if s.half else "–",
         ]
+        if rate:
+            per = s.cpu_per_answer()
+            row.append("–" if per is None else f"{per * 1e6:.2f}")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
     rounds = [s for s in servers if s.rounds]
@@ -147,6 +173,15 @@ def markdown(title: str, facts: dict[str, str], setup_lines: list[str],
         out.append("Per round q/s (loss): " + "; ".join(
             f"{s.name} " + ", ".join(f"{r.qps:,.0f} ({r.loss * 100:.2f}%)" for r in s.rounds)
             for s in rounds) + ".")
+    seconds = [s for s in servers if any(r.per_second for r in s.rounds)]
+    if seconds:
+        out.append("Per second q/s of the first round (from the first answer on): " + "; ".join(
+            f"{s.name} " + " ".join(f"{q / 1000:,.0f}k" for q in s.rounds[0].per_second)
+            for s in seconds) + ".")
+    loads = [s for s in servers if len(s.load_rounds) > 1]
+    if loads:
+        out.append("First answer after (s), per round: " + "; ".join(
+            f"{s.name} " + ", ".join(f"{x:.2f}" for x in s.load_rounds) for s in loads) + ".")
     warm = [s for s in servers if len(s.warmup) > 1]
     if warm:
         out.append("Warm-up q/s (cold start first): " + "; ".join(

@@ -1,12 +1,21 @@
-"""The benchmark entry point: `python -m bench.run static|geo [options]` (see bench/README.md).
+"""The benchmark entry point: `python -m bench.run static|geo|churn [options]` (see
+bench/README.md).
 
-Both subcommands follow the same steps: optionally install what is missing (apt-get),
+`static` and `geo` follow the same steps: optionally install what is missing (apt-get),
 generate the workload and every server's configuration in a work directory outside the
-repository, start each server pinned to the server core(s) and time its load to the first
-answer, check every server's answers with `dig +subnet` (a server that answers wrongly is
-reported and not timed), then time the servers in alternating rounds with dnsperf pinned to
-the client core(s), run each again at half its peak rate for latency, and print one markdown
-table. A missing or broken peer is reported, never fatal.
+repository, then time the servers in alternating rounds with dnsperf pinned to the client
+core(s), and print one markdown table. A missing or broken peer is reported, never fatal.
+
+- `--start cold` (geo's default): every round starts every server afresh (a new state, no
+  warm-up) and times it from its first answer, so the first seconds count; its answers are
+  checked with `dig +subnet` right after the timed run (a server that answers wrongly is
+  reported and its figures dropped).
+- `--start warm`: each server starts once, is checked, warmed up until its rate stops
+  rising, then timed — a steady-state figure, to be quoted only beside the cold one.
+
+Then each server runs at half its own peak (latency) and all at one common offered rate
+(server CPU per answer). `churn` (bench/churn.py) times shadowdns while its control plane
+works.
 """
 
 from __future__ import annotations
@@ -17,22 +26,23 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench import geodb
+from bench import churn, geodb
 from bench.check import check_server
 from bench.dnsperf import Combined, Stream, combine, run_streams
 from bench.geodb import CLIENTS, Client
 from bench.peers import PEERS, Peer, Setup, ShadowDNS
 from bench.report import ServerReport, machine_facts, markdown, package_version
-from bench.servers import ServerProcess
-from bench.workload import Workload
+from bench.servers import ServerProcess, cores_busy, cpu_count, free_port
+from bench.workload import MIXES, RESOURCES, Workload
 
 TOOLS_PACKAGES = ("dnsperf", "bind9-dnsutils")
 REPO = Path(__file__).resolve().parent.parent
@@ -40,47 +50,6 @@ NO_ECS = Client("none", None, None, "def")
 
 
 # --- small helpers ----------------------------------------------------------------------------
-
-
-def cpu_count(spec: str) -> int:
-    """Number of CPUs in a taskset list such as `0`, `0-1` or `0,2`."""
-    total = 0
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        total += int(hi or lo) - int(lo) + 1
-    return total
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
-def cores_busy(cpus: str) -> tuple[int, int]:
-    """(busy, total) jiffies of the listed cores, from /proc/stat."""
-    wanted: set[int] = set()
-    for part in cpus.split(","):
-        lo, _, hi = part.partition("-")
-        wanted.update(range(int(lo), int(hi or lo) + 1))
-    busy = total = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *values = line.split()
-            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in wanted:
-                v = [int(x) for x in values]
-                idle = v[3] + v[4]
-                total += sum(v[:8])
-                busy += sum(v[:8]) - idle
-    return busy, total
 
 
 def install(peers: list[Peer]) -> None:
@@ -116,6 +85,26 @@ def clean(workdir: Path) -> None:
 # --- the steps --------------------------------------------------------------------------------
 
 
+def query_streams(workload: Workload, clients: tuple[Client, ...], mode: str,
+                  workdir: Path) -> list[Stream]:
+    """Write the query file; one dnsperf stream per client, or one for all (`mixed`)."""
+    t0 = time.monotonic()
+    if mode == "mixed":
+        query_file = workload.write_binary_queries(
+            workdir / "queries.bin", [c.ecs_payload() for c in clients])
+        streams = [Stream("mixed", query_file, binary=True, streams=len(clients))]
+    else:
+        query_file = workload.write_queries(workdir / "queries.txt")
+        streams = [Stream(c.label, query_file, c.ecs_option_hex(), edns=workload.is_geo)
+                   for c in clients]
+    names = (f"{workload.dis:,} DIs ({workload.resources} resources), "
+             f"{workload.statics:,} static names" if workload.is_geo
+             else f"{workload.statics:,} names")
+    print(f"workload: {names}, {workload.queries:,} queries ({workload.mix} mix) in "
+          f"{query_file} ({time.monotonic() - t0:.1f} s to generate)", flush=True)
+    return streams
+
+
 def select_peers(args: argparse.Namespace) -> list[Peer]:
     peers: list[Peer] = []
     for name in [n.strip() for n in args.servers.split(",") if n.strip()]:
@@ -133,37 +122,100 @@ def select_peers(args: argparse.Namespace) -> list[Peer]:
     return peers
 
 
+def memory_limit(args: argparse.Namespace) -> int | None:
+    """`--memory-limit` in bytes: GiB given, or half of this machine's memory (auto)."""
+    if args.memory_limit == "auto":
+        with open("/proc/meminfo") as f:
+            total_kib = int(f.readline().split()[1])  # MemTotal
+        return total_kib * 1024 // 2
+    gib = float(args.memory_limit)
+    return int(gib * 2**30) if gib > 0 else None
+
+
+def server_dir(workdir: Path, peer: Peer) -> Path:
+    return workdir / peer.name.replace("[", "-").replace("]", "")
+
+
+def configure(peer: Peer, workload: Workload, geoip: Path | None, args: argparse.Namespace,
+              workdir: Path) -> ServerProcess:
+    """Write the peer's configuration (on a new port) and return its server, not started."""
+    pdir = server_dir(workdir, peer)
+    pdir.mkdir(parents=True, exist_ok=True)
+    setup = Setup(workload, pdir, free_port(), geoip, cpu_count(args.server_cpus))
+    argv = peer.configure(setup)
+    return ServerProcess(peer.name, argv, setup.port, args.server_cpus, pdir,
+                         memory_limit=memory_limit(args))
+
+
+def launch(peer: Peer, server: ServerProcess, workload: Workload, args: argparse.Namespace,
+           report: ServerReport, quiet: bool = False, record_load: bool = True) -> bool:
+    """Start `server` from its configuration alone (fresh state) and wait for its first
+    answer; on failure the report says why and the server is stopped."""
+    probe = f"di0.{workload.origin}" if workload.is_geo else f"s0.{workload.origin}"
+    peer.fresh_state(server.workdir)
+    if not quiet:
+        print(f"- {peer.name}: starting on 127.0.0.1:{server.port}: {shlex.join(server.argv)}",
+              flush=True)
+    server.start()
+    if not server.wait_ready(probe, args.load_timeout):
+        why = (server.killed or "exited") if not server.alive() \
+            else f"no answer within {args.load_timeout:g} s"
+        report.status = f"did not start ({why})"
+        print(f"- {peer.name}: {report.status}; log {server.log_path}:\n{server.log_tail()}",
+              flush=True)
+        server.stop()
+        return False
+    assert server.load_seconds is not None
+    if record_load:
+        report.load_rounds.append(server.load_seconds)
+    return True
+
+
+def available(peers: list[Peer], reports: dict[str, ServerReport]) -> list[Peer]:
+    out = []
+    for peer in peers:
+        reason = peer.missing()
+        if reason is None:
+            out.append(peer)
+        else:
+            reports[peer.name].status = f"not run: {reason}"
+            print(f"- {peer.name}: {reports[peer.name].status}", flush=True)
+    return out
+
+
 def start_servers(peers: list[Peer], workload: Workload, geoip: Path | None,
                   args: argparse.Namespace, workdir: Path,
                   reports: dict[str, ServerReport]) -> dict[str, ServerProcess]:
     """Start each available peer in turn (alone, so load times do not interfere)."""
     running: dict[str, ServerProcess] = {}
-    probe = f"di0.{workload.origin}" if workload.is_geo else f"s0.{workload.origin}"
-    for peer in peers:
-        report = reports[peer.name]
-        reason = peer.missing()
-        if reason is not None:
-            report.status = f"not run: {reason}"
-            print(f"- {peer.name}: {report.status}", flush=True)
-            continue
-        pdir = workdir / peer.name.replace("[", "-").replace("]", "")
-        pdir.mkdir(parents=True, exist_ok=True)
-        setup = Setup(workload, pdir, free_port(), geoip, cpu_count(args.server_cpus))
-        argv = peer.configure(setup)
-        server = ServerProcess(peer.name, argv, setup.port, args.server_cpus, pdir)
-        print(f"- {peer.name}: starting on 127.0.0.1:{setup.port}: {shlex.join(argv)}",
-              flush=True)
-        server.start()
-        if not server.wait_ready(probe, args.load_timeout):
-            why = "exited" if not server.alive() else f"no answer within {args.load_timeout:g} s"
-            report.status = f"did not start ({why})"
-            print(f"  {report.status}; log {server.log_path}:\n{server.log_tail()}", flush=True)
-            server.stop()
-            continue
-        report.load_seconds = server.load_seconds
-        print(f"  answering after {server.load_seconds:.2f} s", flush=True)
-        running[peer.name] = server
+    for peer in available(peers, reports):
+        server = configure(peer, workload, geoip, args, workdir)
+        if launch(peer, server, workload, args, reports[peer.name]):
+            reports[peer.name].load_seconds = server.load_seconds
+            print(f"  answering after {server.load_seconds:.2f} s", flush=True)
+            running[peer.name] = server
     return running
+
+
+def check_one(server: ServerProcess, peer: Peer, workload: Workload,
+              clients: tuple[Client, ...], report: ServerReport, quiet: bool = False) -> bool:
+    """Ask the server what every client stream asks; False (and why, printed) if wrong."""
+    try:
+        problems, notes = check_server(server.port, workload, clients, peer.geo_aware,
+                                       server.workdir)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        problems, notes = [f"the check itself failed: {exc}"], []
+    report.notes = notes
+    if problems:
+        report.status = f"wrong answers ({len(problems)})"
+        print(f"- {peer.name}: {len(problems)} wrong answers, not timed:", flush=True)
+        for p in problems[:8]:
+            print(f"    {p}")
+        return False
+    extra = f" (tolerated: {'; '.join(notes)})" if notes else ""
+    if not quiet:
+        print(f"- {peer.name}: all answers as expected{extra}", flush=True)
+    return True
 
 
 def check_servers(running: dict[str, ServerProcess], peers: list[Peer], workload: Workload,
@@ -172,36 +224,42 @@ def check_servers(running: dict[str, ServerProcess], peers: list[Peer], workload
         server = running.get(peer.name)
         if server is None:
             continue
-        try:
-            problems, notes = check_server(server.port, workload, clients, peer.geo_aware,
-                                           server.workdir)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            problems, notes = [f"the check itself failed: {exc}"], []
-        reports[peer.name].notes = notes
-        if problems:
-            reports[peer.name].status = f"wrong answers ({len(problems)})"
-            print(f"- {peer.name}: {len(problems)} wrong answers, not timed:", flush=True)
-            for p in problems[:8]:
-                print(f"    {p}")
+        if not check_one(server, peer, workload, clients, reports[peer.name]):
             server.stop()
             del running[peer.name]
-        else:
-            extra = f" (tolerated: {'; '.join(notes)})" if notes else ""
-            print(f"- {peer.name}: all answers as expected{extra}", flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One dnsperf run against one server, with the CPU both sides spent on it."""
+
+    combined: Combined
+    server_cpu: float  # seconds of CPU time of the server's processes during the run
+    wall: float
+    client: float  # how busy the client core(s) were, 1.0 = one core
+
+    @property
+    def cpu_share(self) -> float:
+        return self.server_cpu / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_per_answer(self) -> float | None:
+        done = self.combined.completed
+        return self.server_cpu / done if done else None
 
 
 def timed_run(server: ServerProcess, streams: list[Stream], args: argparse.Namespace,
               duration: float, total_qps: float | None = None,
-              verbose: bool = False) -> tuple[Combined, float, float]:
-    """One dnsperf run; returns the results and the server's and client cores' CPU share."""
+              verbose: bool = False, per_second: bool = False) -> Run:
+    """One dnsperf run; CPU time from /proc/PID/stat before and after (all its processes)."""
     cpu0, busy0 = server.cpu_seconds(), cores_busy(args.client_cpus)
     t0 = time.monotonic()
     results = run_streams(streams, server.port, duration, args.clients, args.outstanding,
-                          total_qps, verbose, args.client_cpus)
+                          total_qps, verbose, args.client_cpus, per_second=per_second)
     wall = time.monotonic() - t0
     busy1 = cores_busy(args.client_cpus)
     client = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * cpu_count(args.client_cpus)
-    return combine(results), (server.cpu_seconds() - cpu0) / wall, client
+    return Run(combine(results), server.cpu_seconds() - cpu0, wall, client)
 
 
 def warm_up(name: str, server: ServerProcess, streams: list[Stream], args: argparse.Namespace,
@@ -214,7 +272,7 @@ def warm_up(name: str, server: ServerProcess, streams: list[Stream], args: argpa
     """
     spent, best, flat = 0.0, 0.0, 0
     while spent < args.warmup_max and flat < 2:
-        combined, _, _ = timed_run(server, streams, args, args.warmup)
+        combined = timed_run(server, streams, args, args.warmup).combined
         report.warmup.append(combined.qps)
         spent += args.warmup
         flat = flat + 1 if combined.qps < best * 1.05 else 0
@@ -223,8 +281,28 @@ def warm_up(name: str, server: ServerProcess, streams: list[Stream], args: argpa
           + " q/s", flush=True)
 
 
+def record_round(name: str, rnd: int, run: Run, report: ServerReport) -> None:
+    combined = run.combined
+    report.rounds.append(combined)
+    report.cpu_share.append(run.cpu_share)
+    report.client_share.append(run.client)
+    first = (f"  first s {combined.per_second[0]:,.0f}, worst s {min(combined.per_second):,.0f}"
+             if combined.per_second else "")
+    print(f"  round {rnd + 1}: {name:22s} {combined.qps:10,.0f} q/s  "
+          f"avg {combined.avg_latency * 1000:.3f} ms  loss {combined.loss:.2%}  "
+          f"server CPU {run.cpu_share:.0%}  client CPU {run.client:.0%}{first}", flush=True)
+
+
+def add_ratios(qps: dict[str, float], reports: dict[str, ServerReport]) -> None:
+    base = qps.get("powerdns")
+    if base:
+        for name, value in qps.items():
+            reports[name].ratios.append(value / base)
+
+
 def time_servers(running: dict[str, ServerProcess], streams: list[Stream],
                  args: argparse.Namespace, reports: dict[str, ServerReport]) -> None:
+    """Warm mode: servers already running and checked; warm up, then alternate rounds."""
     names = list(running)
     if not names:
         return
@@ -235,37 +313,116 @@ def time_servers(running: dict[str, ServerProcess], streams: list[Stream],
         order = names[rnd % len(names):] + names[: rnd % len(names)]
         qps: dict[str, float] = {}
         for name in order:
-            combined, cpu, client = timed_run(running[name], streams, args, args.duration)
-            report = reports[name]
-            report.rounds.append(combined)
-            report.cpu_share.append(cpu)
-            report.client_share.append(client)
-            qps[name] = combined.qps
-            print(f"  round {rnd + 1}: {name:22s} {combined.qps:10,.0f} q/s  "
-                  f"avg {combined.avg_latency * 1000:.3f} ms  loss {combined.loss:.2%}  "
-                  f"server CPU {cpu:.0%}  client CPU {client:.0%}", flush=True)
-        base = qps.get("powerdns")
-        if base:
-            for name, value in qps.items():
-                reports[name].ratios.append(value / base)
-    if args.half_rate:
-        for name in names:
-            report = reports[name]
-            rate = report.median_qps() / 2
-            combined, _, _ = timed_run(running[name], streams, args, args.duration,
-                                       total_qps=rate, verbose=True)
-            report.half, report.half_rate = combined, rate
-            p99 = combined.percentile(99)
-            print(f"  half rate: {name:22s} {combined.qps:10,.0f} q/s  "
-                  f"avg {combined.avg_latency * 1000:.3f} ms  "
-                  f"p99 {(p99 or 0) * 1000:.3f} ms  loss {combined.loss:.2%}", flush=True)
+            run = timed_run(running[name], streams, args, args.duration)
+            record_round(name, rnd, run, reports[name])
+            qps[name] = run.combined.qps
+        add_ratios(qps, reports)
+
+
+def time_cold(peers: list[Peer], workload: Workload, geoip: Path | None,
+              clients: tuple[Client, ...], streams: list[Stream], args: argparse.Namespace,
+              workdir: Path, reports: dict[str, ServerReport]) -> dict[str, ServerProcess]:
+    """Cold mode: every round starts every server from its configuration and a fresh state,
+    times it from its first answer (no warm-up), checks its answers, stops it.
+
+    Configurations are written once per server; what a start leaves behind (shadowdns's
+    --state database, Knot's database) is removed before the next. Returns the servers,
+    stopped, for the extra runs."""
+    servers = {p.name: configure(p, workload, geoip, args, workdir)
+               for p in available(peers, reports)}
+    by_name = {p.name: p for p in peers}
+    for rnd in range(args.rounds):
+        names = list(servers)
+        order = names[rnd % len(names):] + names[: rnd % len(names)] if names else []
+        qps: dict[str, float] = {}
+        for name in order:
+            peer, server, report = by_name[name], servers[name], reports[name]
+            if not launch(peer, server, workload, args, report, quiet=rnd > 0):
+                del servers[name]
+                continue
+            try:
+                run = timed_run(server, streams, args, args.duration, per_second=True)
+                rss, peak = server.rss_bytes(), server.peak_rss_bytes()
+                # checked after the run, so the timed run starts at the first answer
+                good = check_one(server, peer, workload, clients, report, quiet=rnd > 0)
+            finally:
+                server.stop()
+            if not good:
+                report.rounds.clear()
+                del servers[name]
+                continue
+            report.rss_bytes = max(report.rss_bytes or 0, rss)
+            report.peak_rss_bytes = max(report.peak_rss_bytes or 0, peak)
+            print(f"  round {rnd + 1}: {name:22s} first answer after "
+                  f"{report.load_rounds[-1]:.2f} s", flush=True)
+            record_round(name, rnd, run, report)
+            qps[name] = run.combined.qps
+        add_ratios(qps, reports)
+    for report in reports.values():
+        if report.load_rounds:
+            report.load_seconds = statistics.median(report.load_rounds)
+    return servers
+
+
+def common_rate(args: argparse.Namespace, reports: dict[str, ServerReport]) -> float | None:
+    """The offered rate every server is run at for CPU per answer: `--cpu-rate`, or 80 % of
+    the slowest timed server's median (so every one of them keeps up with it)."""
+    if args.cpu_rate == "auto":
+        timed = [r.median_qps() for r in reports.values() if r.timed]
+        return 0.8 * min(timed) if timed else None
+    rate = float(args.cpu_rate)
+    return rate if rate > 0 else None
+
+
+def extra_runs(running: dict[str, ServerProcess], streams: list[Stream],
+               args: argparse.Namespace, reports: dict[str, ServerReport],
+               start: Callable[[str], bool] | None = None) -> None:
+    """Half of each server's own peak (latency, `-v`), then one offered rate for all
+    (server CPU per answer). Cold mode passes `start`, which starts the server afresh."""
+    rate = common_rate(args, reports)
+    if not args.half_rate and rate is None:
+        return
+    for name, server in running.items():
+        report = reports[name]
+        if not report.timed or (start is not None and not start(name)):
+            continue
+        try:
+            if args.half_rate:
+                half = report.median_qps() / 2
+                run = timed_run(server, streams, args, args.duration, total_qps=half,
+                                verbose=True)
+                report.half, report.half_rate = run.combined, half
+                p99 = run.combined.percentile(99)
+                print(f"  half rate: {name:22s} {run.combined.qps:10,.0f} q/s  "
+                      f"avg {run.combined.avg_latency * 1000:.3f} ms  "
+                      f"p99 {(p99 or 0) * 1000:.3f} ms  loss {run.combined.loss:.2%}",
+                      flush=True)
+            if rate is not None:
+                run = timed_run(server, streams, args, args.duration, total_qps=rate)
+                report.same_rate, report.same_rate_qps = run.combined, rate
+                report.same_rate_cpu = run.server_cpu
+                per = run.cpu_per_answer
+                print(f"  at {rate:,.0f} q/s: {name:20s} {run.combined.qps:10,.0f} q/s  "
+                      f"server CPU {run.cpu_share:.0%}, "
+                      f"{(per or 0) * 1e6:.2f} µs per answer  loss {run.combined.loss:.2%}",
+                      flush=True)
+        finally:
+            if start is not None:
+                report.rss_bytes = max(report.rss_bytes or 0, server.rss_bytes())
+                report.peak_rss_bytes = max(report.peak_rss_bytes or 0,
+                                            server.peak_rss_bytes())
+                server.stop()
 
 
 def targets(kind: str, reports: dict[str, ServerReport], workload: Workload) -> list[str]:
     """The issue's targets, each with the figure measured and PASS/FAIL."""
     me = reports.get("shadowdns")
     if me is None or not me.timed:
-        return ["Targets: shadowdns was not timed."]
+        why = f" ({me.status})" if me is not None and me.status != "timed" else ""
+        lines = [f"Targets: shadowdns was not timed{why}."]
+        if workload.dis >= 1_000_000:
+            lines.append(f"- {workload.dis:,} DIs: load < 60 s, RSS < 2 GiB → FAIL")
+        return lines
     lines = ["Targets (shadowdns):"]
     m = me.median_round()
     assert m is not None
@@ -283,6 +440,10 @@ def targets(kind: str, reports: dict[str, ServerReport], workload: Workload) -> 
                          f"loss {m.loss:.2%} → {verdict(ratio >= 2 and m.loss == 0)}")
         else:
             lines.append("- ≥ 2× PowerDNS: PowerDNS was not timed, no ratio")
+        if me.first_second:
+            first = statistics.median(me.first_second)
+            lines.append(f"- the first second counts: median first-second rate {first:,.0f} "
+                         f"q/s = {first / me.median_qps():.2f}× the run's rate")
         if workload.dis >= 1_000_000:
             load = me.load_seconds or 0.0
             rss = max(me.rss_bytes or 0, me.peak_rss_bytes or 0) / 2**30
@@ -299,6 +460,13 @@ def targets(kind: str, reports: dict[str, ServerReport], workload: Workload) -> 
         if r.name.startswith("shadowdns[") and r.timed:
             lines.append(f"- {r.name}: {r.median_qps():,.0f} q/s = "
                          f"{r.median_qps() / me.median_qps():.2f}× shadowdns")
+    if me.same_rate is not None and me.same_rate_cpu is not None:
+        mine = me.cpu_per_answer()
+        peers = [r for r in reports.values() if r is not me and r.cpu_per_answer()]
+        versus = "; ".join(f"{r.name} {r.cpu_per_answer() * 1e6:.2f} µs"  # type: ignore[operator]
+                           for r in peers)
+        lines.append(f"- server CPU per answer at {me.same_rate_qps:,.0f} q/s offered: "
+                     f"{(mine or 0) * 1e6:.2f} µs" + (f" ({versus})" if versus else ""))
     if me.half is not None:
         lines.append(f"- avg latency < 1 ms at half peak ({me.half_rate:,.0f} q/s): "
                      f"{me.half.avg_latency * 1000:.3f} ms (p99 "
@@ -322,7 +490,7 @@ def run(kind: str, args: argparse.Namespace) -> int:
     print(f"work directory: {workdir}", flush=True)
 
     if kind == "geo":
-        workload = Workload.geo(args.dis, args.statics, args.queries)
+        workload = Workload.geo(args.dis, args.statics, args.queries, args.resources, args.mix)
         geoip: Path | None = geodb.resolve_database(args.geoip, workdir)
         assert geoip is not None
         problems = geodb.verify(geoip)
@@ -332,19 +500,7 @@ def run(kind: str, args: argparse.Namespace) -> int:
     else:
         workload = Workload.static(args.names, args.queries)
         geoip, clients = None, (NO_ECS,)
-    t0 = time.monotonic()
-    if args.client_mode == "mixed":
-        query_file = workload.write_binary_queries(
-            workdir / "queries.bin", [c.ecs_payload() for c in clients])
-        streams = [Stream("mixed", query_file, binary=True, streams=len(clients))]
-    else:
-        query_file = workload.write_queries(workdir / "queries.txt")
-        streams = [Stream(c.label, query_file, c.ecs_option_hex(), edns=kind == "geo")
-                   for c in clients]
-    names = (f"{workload.dis:,} DIs, {workload.statics:,} static names" if workload.is_geo
-             else f"{workload.statics:,} names")
-    print(f"workload: {names}, {workload.queries:,} queries in {query_file} "
-          f"({time.monotonic() - t0:.1f} s to generate)", flush=True)
+    streams = query_streams(workload, clients, args.client_mode, workdir)
 
     reports = {p.name: ServerReport(p.name, geo_aware=p.geo_aware) for p in peers}
     for p in peers:
@@ -354,14 +510,28 @@ def run(kind: str, args: argparse.Namespace) -> int:
             reports[p.name].version = package_version(p.packages[0])
     running: dict[str, ServerProcess] = {}
     try:
-        running = start_servers(peers, workload, geoip, args, workdir, reports)
-        check_servers(running, peers, workload, clients, reports)
-        print(f"timing {', '.join(running) or 'nothing'}: {args.rounds} round(s) of "
-              f"{args.duration:g} s", flush=True)
-        time_servers(running, streams, args, reports)
-        for name, server in running.items():
-            reports[name].rss_bytes = server.rss_bytes()
-            reports[name].peak_rss_bytes = server.peak_rss_bytes()
+        if args.start == "cold":
+            print(f"timing cold: {args.rounds} round(s) of {args.duration:g} s, every server "
+                  f"started afresh each round and timed from its first answer", flush=True)
+            running = time_cold(peers, workload, geoip, clients, streams, args, workdir,
+                                reports)
+            by_name = {p.name: p for p in peers}
+
+            def restart(name: str) -> bool:
+                return launch(by_name[name], running[name], workload, args, reports[name],
+                              quiet=True, record_load=False)
+
+            extra_runs(running, streams, args, reports, start=restart)
+        else:
+            running = start_servers(peers, workload, geoip, args, workdir, reports)
+            check_servers(running, peers, workload, clients, reports)
+            print(f"timing {', '.join(running) or 'nothing'}: {args.rounds} round(s) of "
+                  f"{args.duration:g} s", flush=True)
+            time_servers(running, streams, args, reports)
+            extra_runs(running, streams, args, reports)
+            for name, server in running.items():
+                reports[name].rss_bytes = server.rss_bytes()
+                reports[name].peak_rss_bytes = server.peak_rss_bytes()
     finally:
         for server in running.values():
             server.stop()
@@ -372,8 +542,13 @@ def run(kind: str, args: argparse.Namespace) -> int:
     if kind == "static":
         what = (f"zone of {workload.statics:,} A names + a CNAME; queries ~78% A, ~10% AAAA "
                 f"NODATA, ~2% CNAME, ~10% NXDOMAIN, no EDNS")
+    elif workload.mix == "full":
+        what = (f"{workload.dis:,} DIs with {workload.resources} primaries, "
+                f"{workload.statics:,} static names; queries ~68% DI A, ~8% DI AAAA NODATA, "
+                f"~8% static A, ~2% AAAA, 1% each apex MX/NS/SOA/TXT, ~10% NXDOMAIN")
     else:
-        what = (f"{workload.dis:,} DIs, {workload.statics:,} static names, a CNAME; queries "
+        what = (f"{workload.dis:,} DIs with {workload.resources} primaries, "
+                f"{workload.statics:,} static names, a CNAME; queries "
                 f"~70% DI A, ~10% DI AAAA NODATA, ~8% static A, ~2% CNAME, ~10% NXDOMAIN")
     if args.client_mode == "mixed":
         how = (f"one dnsperf process sending all {n} clients' queries ({labels}) in turn, "
@@ -383,19 +558,32 @@ def run(kind: str, args: argparse.Namespace) -> int:
     else:
         how = (f"{n} dnsperf processes, one per client ({labels}), each "
                f"`-c {args.clients} -q {args.outstanding}`")
+    if args.start == "cold":
+        start = ("**cold**: each round starts every server afresh (new state, no warm-up) "
+                 "and times it from its first answer; load s is the median time to that "
+                 "answer; first s is the rate of the first second (dnsperf -S 1)")
+    else:
+        start = (f"**warm**: each server started once and warmed up (`--warmup "
+                 f"{args.warmup:g}`) until its rate stopped rising — a steady-state figure")
+    rate = common_rate(args, reports)
     setup_lines = [
         f"Workload: {what}; {how}; {args.rounds} round(s) × {args.duration:g} s, servers "
         f"alternating; medians shown.",
+        f"Start: {start}.",
         f"Server cores {args.server_cpus}, client cores {args.client_cpus} (taskset)"
         + (f"; GeoIP {args.geoip}" if kind == "geo" else "") + ".",
         "Server CPU: the server's CPU time over the run's wall time (100% = one core busy); "
         "client CPU: how busy the dnsperf core(s) were — near 100% means dnsperf is the "
-        "ceiling.",
+        "ceiling."
+        + (f" µs CPU/answer: the server's CPU time per answer with every server offered "
+           f"{rate:,.0f} q/s (dnsperf -Q), the fair comparison when dnsperf saturates its "
+           f"core at peak." if rate else ""),
     ]
     title = ("shadowdns geo benchmark (ECS)" if kind == "geo"
              else "shadowdns static benchmark")
     ordered = [reports[p.name] for p in peers]
-    text = markdown(title, facts, setup_lines, ordered, geo=kind == "geo")
+    text = markdown(title, facts, setup_lines, ordered, geo=kind == "geo",
+                    cold=args.start == "cold")
     text += "\n".join(targets(kind, reports, workload)) + "\n"
     print()
     print(text)
@@ -415,10 +603,18 @@ def run(kind: str, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="kind", required=True, metavar="{static,geo}")
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{static,geo,churn}")
 
     def common(p: argparse.ArgumentParser, servers: str, clients: int, outstanding: int,
-               rounds: int) -> None:
+               rounds: int, start: str) -> None:
+        p.add_argument("--start", choices=("cold", "warm"), default=start,
+                       help="cold: every round starts each server afresh (new state, no "
+                            "warm-up) and times it from its first answer; warm: start once, "
+                            f"warm up, then time (default {start})")
+        p.add_argument("--cpu-rate", default="auto", metavar="QPS|auto|0",
+                       help="offer every server this rate (dnsperf -Q) and report its CPU "
+                            "time per answer; auto: 80%% of the slowest server's median "
+                            "(default); 0: skip")
         p.add_argument("--servers", default=servers,
                        help=f"comma-separated: shadowdns, {', '.join(PEERS)} (default {servers})")
         p.add_argument("--install", action="store_true",
@@ -445,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--client-cpus", default="1", help="taskset list for dnsperf")
         p.add_argument("--load-timeout", type=float, default=180.0,
                        help="seconds a server may take to load and answer")
+        p.add_argument("--memory-limit", default="auto", metavar="GiB|auto|0",
+                       help="stop a server whose processes hold more memory than this "
+                            "(auto: half of the machine's; 0: no limit)")
         p.add_argument("--shadowdns", default=None, metavar="CMD",
                        help="command that runs shadowdns (default: this Python -m shadowdns)")
         p.add_argument("--shadowdns-variant", action="append", default=[],
@@ -463,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     static = sub.add_parser("static", help="static zone, shadowdns alone by default (issue: "
                                            "Authoritative DNS core)")
     static.add_argument("--names", type=int, default=10_000, help="A names in the zone")
-    common(static, "shadowdns", clients=10, outstanding=100, rounds=1)
+    common(static, "shadowdns", clients=10, outstanding=100, rounds=1, start="warm")
 
     geo = sub.add_parser("geo", help="geo + ECS workload, shadowdns against its peers "
                                      "(issue: Speed and scale)")
@@ -471,7 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
     geo.add_argument("--statics", type=int, default=1000, help="static A names")
     geo.add_argument("--geoip", default="generated",
                      help="generated (default), geolite2 (bundled GeoLite2-City) or a path")
-    common(geo, "shadowdns,powerdns,knot,gdnsd,nsd", clients=2, outstanding=20, rounds=3)
+    geo.add_argument("--resources", choices=RESOURCES, default="distinct",
+                     help="distinct: each DI its own five primaries and addresses (default); "
+                          "shared: every DI the same five")
+    geo.add_argument("--mix", choices=MIXES, default="full",
+                     help="full: A, AAAA, MX, NS, SOA, TXT, 10%% NXDOMAIN (default); classic: "
+                          "A, AAAA, CNAME, 10%% NXDOMAIN")
+    common(geo, "shadowdns,powerdns,knot,gdnsd,nsd", clients=2, outstanding=20, rounds=3,
+           start="cold")
+
+    churn.add_parser(sub)
     return parser
 
 
@@ -479,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Stopped by `timeout` or a supervisor: unwind, so the servers started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.kind == "churn":
+        return churn.run(args)
     return run(args.kind, args)
 
 

@@ -8,16 +8,18 @@ over the process and its descendants, read from /proc.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServerProcess", "dns_query"]
+__all__ = ["ServerProcess", "cores_busy", "cpu_count", "dns_query", "free_port"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -51,6 +53,47 @@ def dns_query(port: int, qname: str, qtype: int = 1, timeout: float = 0.5,
     return None
 
 
+def cpu_count(spec: str) -> int:
+    """Number of CPUs in a taskset list such as `0`, `0-1` or `0,2`."""
+    total = 0
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        total += int(hi or lo) - int(lo) + 1
+    return total
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def cores_busy(cpus: str) -> tuple[int, int]:
+    """(busy, total) jiffies of the listed cores, from /proc/stat."""
+    wanted: set[int] = set()
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        wanted.update(range(int(lo), int(hi or lo) + 1))
+    busy = total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in wanted:
+                v = [int(x) for x in values]
+                idle = v[3] + v[4]
+                total += sum(v[:8])
+                busy += sum(v[:8]) - idle
+    return busy, total
+
+
 def _children(pid: int) -> list[int]:
     found = []
     try:
@@ -72,9 +115,13 @@ class ServerProcess:
     cpus: str
     workdir: Path
     env: dict[str, str] | None = None
+    # Stop it (SIGKILL) once its processes hold more than this many bytes: a server that
+    # cannot fit a million DIs must fail alone, not take a shared machine down with it.
+    memory_limit: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     load_seconds: float | None = None
+    killed: str | None = None  # why the memory watch stopped it
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +129,7 @@ class ServerProcess:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")  # every start of this server, one after another
         env = {**os.environ, **(self.env or {})}
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -91,6 +138,22 @@ class ServerProcess:
             cwd=self.workdir, env=env, start_new_session=True,
         )
         log.close()
+        self.killed = None
+        if self.memory_limit:
+            threading.Thread(target=self._watch_memory, args=(self.proc, self.memory_limit),
+                             daemon=True, name=f"{self.name}-memory").start()
+
+    def _watch_memory(self, proc: subprocess.Popen[bytes], limit: int) -> None:
+        while proc.poll() is None:
+            rss = self.rss_bytes()
+            if rss > limit:
+                self.killed = (f"stopped by the benchmark {time.monotonic() - self.started_at:.0f}"
+                               f" s after start: RSS {rss / 2**30:.1f} GiB over the "
+                               f"{limit / 2**30:.1f} GiB limit (--memory-limit)")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return
+            time.sleep(0.25)
 
     def wait_ready(self, qname: str, timeout: float) -> bool:
         """Poll until `qname` A gets an answer with records; record the load time."""

@@ -1,9 +1,16 @@
 """What the benchmarks serve and ask: one zone's names, the query file, the expected answers.
 
 A workload is a zone (`bench.test.` for the geo benchmark, `static.test.` for the static
-one) with `statics` plain A names, a CNAME, and `dis` destination identifiers whose A
-answer depends on the client's continent (EU, NA, AS, SA, anything else -> `def`). DIs have
-no AAAA, so AAAA queries for them get NODATA. Names starting with `nx` do not exist.
+one) with `statics` plain A names, a CNAME, apex MX/TXT, one AAAA name (`v6`), and `dis`
+destination identifiers whose A answer depends on the client's continent (EU, NA, AS, SA,
+anything else -> `def`). DIs have no AAAA, so AAAA queries for them get NODATA. Names
+starting with `nx` do not exist.
+
+Resources: `shared` gives every DI the same five primaries (one address per location);
+`distinct` gives each DI its own five, with addresses of its own (50,000 resources for
+10,000 DIs) — what a real fleet looks like, and what a server that shares answers between
+DIs alike cannot shortcut. Query mix: `classic` (A/AAAA/CNAME) or `full` (every type a
+resolver asks an authoritative server: A, AAAA, MX, NS, SOA, TXT, 10 % NXDOMAIN).
 
 This module only describes the data (names, addresses, query mix); each server's module
 renders it in that server's own configuration language, so all of them serve the same thing.
@@ -17,7 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LOCATIONS", "POOL", "Expected", "Workload"]
+__all__ = ["LOCATIONS", "MIXES", "POOL", "QTYPES", "RESOURCES", "Expected", "Workload",
+           "wire_query"]
 
 # Policy locations: (latitude, longitude, continent it serves). `def` serves the rest. It
 # sits in Sydney so that the Oceania stream gets `def` both from servers that send unmapped
@@ -39,8 +47,20 @@ POOL: dict[str, str] = {
 }
 TTL = 30
 NS_ADDRESS = "192.0.2.53"
+MAIL_ADDRESS = "192.0.2.25"
+V6_NAME, V6_ADDRESS = "v6", "2001:db8::53"
+TXT = '"bench"'
 ALIAS = "alias"  # CNAME -> s0
+RESOURCES = ("distinct", "shared")
+MIXES = ("full", "classic")
+QTYPES = {"A": 1, "NS": 2, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
+APEX_TYPES = ("MX", "NS", "SOA", "TXT")
+# Distinct DI addresses: 10.<32 + 32 * location index + i // 65536>.<i // 256>.<i % 256>, so
+# no two (DI, location) pairs share one and none meets the statics' 10.0.x.y.
+_DISTINCT_LIMIT = 32 * 65536
 
+
+_LOCATION_INDEX = {name: j for j, name in enumerate(LOCATIONS)}
 
 RR = tuple[str, str, str]  # (owner, type, rdata), owner absolute
 
@@ -63,6 +83,15 @@ def _wire_name(name: str) -> bytes:
     return b"".join(bytes([len(label)]) + label.encode() for label in labels) + b"\0"
 
 
+def wire_query(name: str, qtype: str, ecs: bytes | None) -> bytes:
+    """One query (ID 0) with EDNS (payload 1232) and, unless `ecs` is None, an ECS option
+    with that payload."""
+    opt = b"" if ecs is None else struct.pack("!HH", 8, len(ecs)) + ecs
+    wire = struct.pack("!6H", 0, 0, 1, 0, 0, 1) + _wire_name(name)
+    wire += struct.pack("!HH", QTYPES[qtype], 1)
+    return wire + b"\0" + struct.pack("!HHIH", 41, 1232, 0, len(opt)) + opt
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     """A benchmark zone and its query stream; `dis == 0` is the static benchmark."""
@@ -72,10 +101,22 @@ class Workload:
     dis: int
     queries: int = 200_000
     seed: int = 1
+    resources: str = "shared"  # one of RESOURCES
+    mix: str = "classic"  # one of MIXES
+
+    def __post_init__(self) -> None:
+        if self.resources not in RESOURCES:
+            raise ValueError(f"resources must be one of {', '.join(RESOURCES)}")
+        if self.mix not in MIXES:
+            raise ValueError(f"mix must be one of {', '.join(MIXES)}")
+        if self.resources == "distinct" and self.dis > _DISTINCT_LIMIT:
+            raise ValueError(f"at most {_DISTINCT_LIMIT:,} DIs with distinct resources")
 
     @classmethod
-    def geo(cls, dis: int, statics: int = 1000, queries: int | None = None) -> Workload:
-        return cls("bench.test.", statics, dis, queries or max(200_000, min(dis, 1_000_000)))
+    def geo(cls, dis: int, statics: int = 1000, queries: int | None = None,
+            resources: str = "shared", mix: str = "classic") -> Workload:
+        return cls("bench.test.", statics, dis, queries or max(200_000, min(dis, 1_000_000)),
+                   resources=resources, mix=mix)
 
     @classmethod
     def static(cls, names: int, queries: int | None = None) -> Workload:
@@ -101,7 +142,11 @@ class Workload:
         return [
             ("@", "SOA", self.soa_rdata()),
             ("@", "NS", f"ns1.{self.origin}"),
+            ("@", "MX", f"10 mail.{self.origin}"),
+            ("@", "TXT", TXT),
             ("ns1", "A", NS_ADDRESS),
+            ("mail", "A", MAIL_ADDRESS),
+            (V6_NAME, "AAAA", V6_ADDRESS),
         ]
 
     def static_records(self) -> Iterator[tuple[str, str, str]]:
@@ -115,24 +160,52 @@ class Workload:
         for i in range(self.dis):
             yield f"di{i}"
 
+    def di_address(self, i: int, location: str) -> str:
+        """The A answer of DI `i` for clients of `location` (its own primary there)."""
+        if self.resources == "shared":
+            return POOL[location]
+        j = _LOCATION_INDEX[location]
+        return f"10.{32 + 32 * j + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+
+    def di_pool(self, i: int) -> dict[str, str]:
+        """Location -> address of DI `i`'s primaries."""
+        return {location: self.di_address(i, location) for location in LOCATIONS}
+
+    def zone_lines(self, di_default: bool) -> Iterator[str]:
+        """The master file line by line (a million DIs need not sit in memory twice)."""
+        yield f"$ORIGIN {self.origin}"
+        yield f"$TTL {TTL}"
+        for owner, rtype, rdata in self.static_records():
+            yield f"{owner} {rtype} {rdata}"
+        if di_default:
+            for i in range(self.dis):
+                yield f"di{i} A {self.di_address(i, 'def')}"
+
     def zone_text(self, di_default: bool) -> str:
         """A master file of the static records; with `di_default`, DIs get the `def` A."""
-        lines = [f"$ORIGIN {self.origin}", f"$TTL {TTL}"]
-        lines += [f"{owner} {rtype} {rdata}" for owner, rtype, rdata in self.static_records()]
-        if di_default:
-            lines += [f"{name} A {POOL['def']}" for name in self.di_names()]
-        return "\n".join(lines) + "\n"
+        return "\n".join(self.zone_lines(di_default)) + "\n"
+
+    def write_zone(self, path: Path, di_default: bool) -> Path:
+        with path.open("w") as out:
+            for line in self.zone_lines(di_default):
+                out.write(line + "\n")
+        return path
 
     # --- queries ----------------------------------------------------------------------------
 
     def query_lines(self) -> Iterator[str]:
         """The dnsperf input: `name type` lines in a fixed pseudo-random order.
 
-        Geo: 70% DI A, 10% DI AAAA (NODATA), 8% static A, 2% CNAME, 10% NXDOMAIN.
+        Geo, classic: 70% DI A, 10% DI AAAA (NODATA), 8% static A, 2% CNAME, 10% NXDOMAIN.
+        Geo, full: 68% DI A, 8% DI AAAA (NODATA), 8% static A, 2% AAAA with an answer,
+        1% each apex MX, NS, SOA, TXT, 10% NXDOMAIN.
         Static: 78% static A, 10% static AAAA (NODATA), 2% CNAME, 10% NXDOMAIN.
         """
         rng = random.Random(self.seed)
         o = self.origin
+        if self.is_geo and self.mix == "full":
+            yield from self._full_mix(rng)
+            return
         for _ in range(self.queries):
             r = rng.random()
             if r < 0.10:
@@ -148,6 +221,23 @@ class Workload:
             else:
                 yield f"s{rng.randrange(self.statics)}.{o} AAAA"
 
+    def _full_mix(self, rng: random.Random) -> Iterator[str]:
+        o = self.origin
+        for _ in range(self.queries):
+            r = rng.random()
+            if r < 0.10:
+                yield f"nx{rng.randrange(1 << 30)}.{o} A"
+            elif r < 0.78:
+                yield f"di{rng.randrange(self.dis)}.{o} A"
+            elif r < 0.86:
+                yield f"di{rng.randrange(self.dis)}.{o} AAAA"
+            elif r < 0.94:
+                yield f"s{rng.randrange(self.statics)}.{o} A"
+            elif r < 0.96:
+                yield f"{V6_NAME}.{o} AAAA"
+            else:
+                yield f"{o} {APEX_TYPES[min(3, int((r - 0.96) * 100))]}"
+
     def write_queries(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as out:
@@ -161,16 +251,11 @@ class Workload:
         Each message carries EDNS (payload 1232) and, unless its entry is None, an ECS option
         with that payload; one dnsperf process can then play every client subnet at once.
         """
-        types = {"A": 1, "AAAA": 28}
-        options = [b"" if e is None else struct.pack("!HH", 8, len(e)) + e for e in ecs]
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as out:
             for i, line in enumerate(self.query_lines()):
                 name, qtype = line.split()
-                opt = options[i % len(options)]
-                wire = struct.pack("!6H", 0, 0, 1, 0, 0, 1) + _wire_name(name)
-                wire += struct.pack("!HH", types[qtype], 1)
-                wire += b"\0" + struct.pack("!HHIH", 41, 1232, 0, len(opt)) + opt
+                wire = wire_query(name, qtype, ecs[i % len(ecs)])
                 out.write(struct.pack("!H", len(wire)) + wire)
         return path
 
@@ -180,7 +265,8 @@ class Workload:
         """A sample covering every kind of answer: first, middle, last DI; statics; etc."""
         o = self.origin
         names = [(f"s0.{o}", "A"), (f"s{self.statics - 1}.{o}", "A"), (f"s0.{o}", "AAAA"),
-                 (f"{ALIAS}.{o}", "A"), (f"nx1.{o}", "A"), (f"nx2.{o}", "AAAA")]
+                 (f"{ALIAS}.{o}", "A"), (f"nx1.{o}", "A"), (f"nx2.{o}", "AAAA"),
+                 (f"{V6_NAME}.{o}", "AAAA"), *((o, t) for t in APEX_TYPES)]
         if self.is_geo:
             for i in sorted({0, self.dis // 2, self.dis - 1}):
                 names.append((f"di{i}.{o}", "A"))
@@ -190,8 +276,16 @@ class Workload:
     def expected(self, qname: str, qtype: str, location: str) -> Expected:
         """The answer for a client whose region maps to `location` (`def`: no geo)."""
         o = self.origin
+        if qname == o:
+            rdata = {rtype: rd for owner, rtype, rd in self.apex_records() if owner == "@"}
+            if qtype not in rdata:
+                return Expected("NOERROR", frozenset())
+            return Expected("NOERROR", frozenset({(o, qtype, rdata[qtype])}))
         label = qname[: -len(o) - 1]
         s0 = (f"s0.{o}", "A", self.static_address(0))
+        if label == V6_NAME:
+            answer = {(qname, "AAAA", V6_ADDRESS)} if qtype == "AAAA" else set()
+            return Expected("NOERROR", frozenset(answer))
         if label.startswith("nx"):
             return Expected("NXDOMAIN", frozenset())
         if label == ALIAS:
@@ -203,5 +297,6 @@ class Workload:
         if qtype != "A":
             return Expected("NOERROR", frozenset())
         if label.startswith("di"):
-            return Expected("NOERROR", frozenset({(qname, "A", POOL[location])}))
+            address = self.di_address(int(label[2:]), location)
+            return Expected("NOERROR", frozenset({(qname, "A", address)}))
         return Expected("NOERROR", frozenset({(qname, "A", self.static_address(int(label[1:])))}))

@@ -49,3 +49,7 @@ class Peer:
     def configure(self, setup: Setup) -> list[str]:
         """Write the configuration for `setup`; return the foreground command line."""
         raise NotImplementedError
+
+    def fresh_state(self, workdir: Path) -> None:
+        """Remove what an earlier start left in `workdir` (the cold benchmark starts every
+        round from the configuration alone); nothing, for servers that keep no state."""

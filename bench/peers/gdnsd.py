@@ -1,14 +1,15 @@
-"""gdnsd: plugin_geoip with one map (continent -> datacenter) and one shared resource.
+"""gdnsd: plugin_geoip with one map (continent -> datacenter) and one resource per pool.
 
-Every DI is `DYNA geoip!pool`; the map sends EU/NA/AS/SA to their datacenters and everything
-else (including clients the database does not know) to `def`. The resource has only IPv4
+Every DI is `DYNA geoip!pool` (distinct resources: `DYNA geoip!d<i>`, a resource of its own
+with its own addresses); the map sends EU/NA/AS/SA to their datacenters and everything else
+(including clients the database does not know) to `def`. Resources have only IPv4
 addresses, so AAAA queries get NODATA. ECS is on by default in gdnsd.
 """
 
 from __future__ import annotations
 
 from bench.peers.base import Peer, Setup
-from bench.workload import LOCATIONS, POOL, TTL
+from bench.workload import LOCATIONS, TTL
 
 __all__ = ["Gdnsd"]
 
@@ -22,8 +23,10 @@ class Gdnsd(Peer):
         d = setup.workdir
         (d / "zones").mkdir(parents=True, exist_ok=True)
         w = setup.workload
+        distinct = w.resources == "distinct"
         zone = w.zone_text(di_default=False)
-        zone += "".join(f"{name} DYNA geoip!pool\n" for name in w.di_names())
+        zone += "".join(f"di{i} DYNA geoip!{f'd{i}' if distinct else 'pool'}\n"
+                        for i in range(w.dis))
         (d / "zones" / setup.zone).write_text(zone)
         conf = [
             "options => {",
@@ -38,7 +41,14 @@ class Gdnsd(Peer):
         if w.is_geo:
             assert setup.geoip is not None
             mapping = " ".join(f"{c} => [ {n} ]" for n, (_, _, c) in LOCATIONS.items() if c)
-            dcmap = " ".join(f"{n} => {a}" for n, a in POOL.items())
+
+            def dcmap(i: int) -> str:
+                return " ".join(f"{n} => {a}" for n, a in w.di_pool(i).items())
+
+            pools = ([(f"d{i}", dcmap(i)) for i in range(w.dis)] if distinct
+                     else [("pool", dcmap(0))])
+            resources = "\n    ".join(f"{name} => {{ map => bench, dcmap => {{ {m} }} }}"
+                                       for name, m in pools)
             conf += [
                 "plugins => { geoip => {",
                 "  maps => { bench => {",
@@ -46,7 +56,7 @@ class Gdnsd(Peer):
                 f"    datacenters => [ {' '.join(LOCATIONS)} ]",
                 f"    map => {{ {mapping} default => [ def ] }}",
                 "  } }",
-                f"  resources => {{ pool => {{ map => bench, dcmap => {{ {dcmap} }} }} }}",
+                f"  resources => {{\n    {resources}\n  }}",
                 "} }",
             ]
         (d / "config").write_text("\n".join(conf) + "\n")

@@ -1,32 +1,32 @@
 """Knot DNS: the zone with every DI at its default answer, plus mod-geoip in geodb mode.
 
 mod-geoip (Debian package knot-module-geoip) keys on `continent/code` and holds one view per
-continent and DI; a client that matches no view gets the zone's own record, the default.
-`edns-client-subnet: on` makes Knot parse ECS, which the module then prefers.
+continent and DI, with that DI's own address there (distinct resources) or the shared one; a
+client that matches no view gets the zone's own record, the default. `edns-client-subnet: on`
+makes Knot parse ECS, which the module then prefers.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from bench.peers.base import Peer, Setup
-from bench.workload import LOCATIONS, POOL, TTL
+from bench.workload import LOCATIONS, TTL
 
 __all__ = ["Knot"]
 
 MODULE_GLOB = "/usr/lib/*/knot/modules-*/geoip.so"
 
 
-def _geo_conf(setup: Setup) -> str:
-    views = [(continent, POOL[name]) for name, (_, _, continent) in LOCATIONS.items()
-             if continent]
-    out = []
-    for name in setup.workload.di_names():
-        out.append(f"{name}.{setup.zone}:")
-        for continent, address in views:
-            out.append(f'  - geo: "{continent}"')
-            out.append(f"    A: {address}")
-    return "\n".join(out) + "\n"
+def _write_geo_conf(setup: Setup, path: Path) -> None:
+    w = setup.workload
+    views = [(name, continent) for name, (_, _, continent) in LOCATIONS.items() if continent]
+    with path.open("w") as out:
+        for i in range(w.dis):
+            out.write(f"di{i}.{setup.zone}:\n")
+            for location, continent in views:
+                out.write(f'  - geo: "{continent}"\n    A: {w.di_address(i, location)}\n')
 
 
 class Knot(Peer):
@@ -43,7 +43,7 @@ class Knot(Peer):
     def configure(self, setup: Setup) -> list[str]:
         d = setup.workdir
         zone_file = d / f"{setup.zone}.zone"
-        zone_file.write_text(setup.workload.zone_text(di_default=True))
+        setup.workload.write_zone(zone_file, di_default=True)
         conf = [
             "server:",
             f"  listen: 127.0.0.1@{setup.port}",
@@ -61,7 +61,7 @@ class Knot(Peer):
         module = ""
         if setup.workload.is_geo:
             assert setup.geoip is not None
-            (d / "geo.conf").write_text(_geo_conf(setup))
+            _write_geo_conf(setup, d / "geo.conf")
             conf += [
                 "mod-geoip:",
                 "  - id: bench",
@@ -84,3 +84,6 @@ class Knot(Peer):
             conf.append(module)
         (d / "knot.conf").write_text("\n".join(conf) + "\n")
         return ["knotd", "-c", str(d / "knot.conf")]
+
+    def fresh_state(self, workdir: Path) -> None:
+        shutil.rmtree(workdir / "db", ignore_errors=True)

@@ -1,7 +1,8 @@
 """NSD: static answers only (every DI gets the default location's address).
 
-NSD has no geo routing; it is the static reference. Debian's NSD turns response-rate
-limiting on by default, which stalls dnsperf, so this configuration switches it off.
+NSD has no geo routing; it is the static reference (each DI answers with its `def`
+address). Debian's NSD turns response-rate limiting on by default, which stalls dnsperf, so
+this configuration switches it off.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class NSD(Peer):
     def configure(self, setup: Setup) -> list[str]:
         d = setup.workdir
         zone_file = d / f"{setup.zone}.zone"
-        zone_file.write_text(setup.workload.zone_text(di_default=True))
+        setup.workload.write_zone(zone_file, di_default=True)
         conf = [
             "server:",
             "  ip-address: 127.0.0.1",

@@ -1,36 +1,52 @@
 """PowerDNS Authoritative: the geoip backend (MaxMind DB, ECS) or, static, the bind backend.
 
-Each DI is a geoip *service* whose template `%cn.pool.<zone>` names the continent's pool
-record; continents without one (and clients the database does not know, which expand to
-`unknown`) fall through to the second template, `def.pool.<zone>`. A service whose target
+Each DI is a geoip *service* whose template `%cn.pool.<zone>` (distinct resources: the DI's
+own `%cn.p<i>.<zone>`) names the continent's pool record; continents without one (and
+clients the database does not know, which expand to `unknown`) fall through to the second
+template, `def.pool.<zone>` (`def.p<i>.<zone>`). A service whose target
 exists in the zone's records is answered directly with those records, not as a CNAME.
 Everything else is PowerDNS's defaults (packet cache included), as an operator would run it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.peers.base import Peer, Setup
-from bench.workload import POOL, TTL
+from bench.workload import LOCATIONS, TTL
 
 __all__ = ["PowerDNS"]
 
 
-def _zones_yaml(setup: Setup) -> str:
+def _quoted(text: str) -> str:
+    """A YAML single-quoted scalar (TXT data keeps its double quotes)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _write_zones_yaml(setup: Setup, path: Path) -> None:
     w, zone = setup.workload, setup.zone
     records: dict[str, list[str]] = {}
     for owner, rtype, rdata in w.static_records():
         name = w.fqdn(owner).rstrip(".")
-        records.setdefault(name, []).append(f"      - {rtype.lower()}: {rdata}")
-    for location, address in POOL.items():
-        records[f"{location}.pool.{zone}"] = [f"      - a: {address}"]
-    out = ["domains:", f"- domain: {zone}", f"  ttl: {TTL}", "  records:"]
-    for name, lines in records.items():
-        out.append(f"    {name}:")
-        out += lines
-    out.append("  services:")
-    targets = f"['%cn.pool.{zone}', 'def.pool.{zone}']"
-    out += [f"    {name}.{zone}: {targets}" for name in w.di_names()]
-    return "\n".join(out) + "\n"
+        records.setdefault(name, []).append(f"      - {rtype.lower()}: {_quoted(rdata)}")
+    with path.open("w") as out:
+        out.write(f"domains:\n- domain: {zone}\n  ttl: {TTL}\n  records:\n")
+        for name, lines in records.items():
+            out.write(f"    {name}:\n" + "".join(line + "\n" for line in lines))
+        # One pool per DI when each has its own primaries, else one shared by all.
+        pools = range(w.dis) if w.resources == "distinct" else range(1)
+        for i in pools:
+            for location in LOCATIONS:
+                pool = _pool(w.resources, i, zone)
+                out.write(f"    {location}.{pool}:\n      - a: {w.di_address(i, location)}\n")
+        out.write("  services:\n")
+        for i in range(w.dis):
+            pool = _pool(w.resources, i, zone)
+            out.write(f"    di{i}.{zone}: ['%cn.{pool}', 'def.{pool}']\n")
+
+
+def _pool(resources: str, i: int, zone: str) -> str:
+    return f"pool.{zone}" if resources == "shared" else f"p{i}.{zone}"
 
 
 class PowerDNS(Peer):
@@ -55,12 +71,12 @@ class PowerDNS(Peer):
         ]
         if setup.workload.is_geo:
             assert setup.geoip is not None
-            (d / "zones.yaml").write_text(_zones_yaml(setup))
+            _write_zones_yaml(setup, d / "zones.yaml")
             conf += ["launch=geoip", f"geoip-database-files=mmdb:{setup.geoip}",
                      f"geoip-zones-file={d / 'zones.yaml'}", "edns-subnet-processing=yes"]
         else:
             zone_file = d / f"{setup.zone}.zone"
-            zone_file.write_text(setup.workload.zone_text(di_default=True))
+            setup.workload.write_zone(zone_file, di_default=True)
             (d / "named.conf").write_text(
                 f'zone "{setup.zone}" {{ type master; file "{zone_file}"; }};\n')
             conf += ["launch=bind", f"bind-config={d / 'named.conf'}"]

@@ -5,31 +5,59 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from bench.peers.base import Peer, Setup
-from bench.workload import LOCATIONS, POOL, TTL
+from bench.workload import LOCATIONS, TTL, Workload
 
-__all__ = ["ShadowDNS", "policy_yaml"]
+__all__ = ["ShadowDNS", "policy_lines", "resource_id", "write_policy"]
 
 
-def policy_yaml(setup: Setup) -> str:
-    """The policy file: one location and one primary per continent, every DI lists them all.
+def resource_id(workload: Workload, i: int, location: str) -> str:
+    """The id of DI `i`'s primary at `location` (shared: one per location for all DIs)."""
+    return f"r-{location}" if workload.resources == "shared" else f"d{i}-{location}"
+
+
+def policy_lines(workload: Workload, resource_extra: Mapping[str, str] | None = None,
+                 extra_resources: Sequence[str] = (),
+                 di_ttl: Mapping[int, int] | None = None) -> Iterator[str]:
+    """The policy file: one location per continent (+ `def`) and one primary per location
+    for every DI — the same five for all (`shared`) or five of its own (`distinct`).
 
     Each region's own primary sits at its location, so "nearest primary" is that primary.
+    Every entry is one line, the shape the loader reads without YAML for DIs. The churn
+    benchmark adds flow-mapping text to some resources (`resource_extra`, e.g. a health
+    check), whole resource lines (`extra_resources`) and other TTLs for some DIs.
     """
-    lines = ["locations:"]
+    extra = resource_extra or {}
+    ttls = di_ttl or {}
+    yield "locations:"
     for name, (lat, lon, continent) in LOCATIONS.items():
-        extra = f", continent: {continent}" if continent else ""
-        lines.append(f"  {name}: {{lat: {lat}, lon: {lon}{extra}}}")
+        where = f", continent: {continent}" if continent else ""
+        yield f"  {name}: {{lat: {lat}, lon: {lon}{where}}}"
     mapping = ", ".join(f"{c}: {n}" for n, (_, _, c) in LOCATIONS.items() if c)
-    lines += ["regions:", f"  map: {{{mapping}}}", "  default: def", "resources:"]
-    for name, address in POOL.items():
-        lines.append(f"  r-{name}: {{address: {address}, location: {name}, role: primary}}")
-    primaries = ", ".join(f"r-{name}" for name in POOL)
-    lines.append("dis:")
-    body = f"{{primaries: [{primaries}], ttl: {TTL}}}"
-    lines += [f"  {name}: {body}" for name in setup.workload.di_names()]
-    return "\n".join(lines) + "\n"
+    yield from ("regions:", f"  map: {{{mapping}}}", "  default: def", "resources:")
+    per_di = range(workload.dis) if workload.resources == "distinct" else range(1)
+    for i in per_di:
+        for location in LOCATIONS:
+            rid = resource_id(workload, i, location)
+            yield (f"  {rid}: {{address: {workload.di_address(i, location)}, "
+                   f"location: {location}, role: primary{extra.get(rid, '')}}}")
+    yield from extra_resources
+    yield "dis:"
+    shared = ", ".join(resource_id(workload, 0, location) for location in LOCATIONS)
+    for i in range(workload.dis):
+        primaries = (shared if workload.resources == "shared" else
+                     ", ".join(resource_id(workload, i, location) for location in LOCATIONS))
+        yield f"  di{i}: {{primaries: [{primaries}], ttl: {ttls.get(i, TTL)}}}"
+
+
+def write_policy(path: Path, lines: Iterator[str]) -> Path:
+    with path.open("w") as out:
+        for line in lines:
+            out.write(line + "\n")
+    return path
 
 
 class ShadowDNS(Peer):
@@ -63,12 +91,13 @@ class ShadowDNS(Peer):
     def configure(self, setup: Setup) -> list[str]:
         zones = setup.workdir / "zones"
         zones.mkdir(parents=True, exist_ok=True)
-        (zones / f"{setup.workload.origin}zone").write_text(setup.workload.zone_text(False))
+        w = setup.workload
+        w.write_zone(zones / f"{w.origin}zone", di_default=False)
         argv = [*self.command, "--log-level", "WARNING", "serve", "--zones", str(zones),
                 "--listen", f"127.0.0.1:{setup.port}",
                 "--state", str(setup.workdir / "state.sqlite")]
-        if setup.workload.is_geo:
-            (zones / f"{setup.workload.origin}policy.yaml").write_text(policy_yaml(setup))
+        if w.is_geo:
+            write_policy(zones / f"{w.origin}policy.yaml", policy_lines(w))
             if setup.geoip is not None:
                 if "--geoip" in self._serve_help():
                     argv += ["--geoip", str(setup.geoip)]
@@ -78,4 +107,6 @@ class ShadowDNS(Peer):
             argv += ["--workers", str(self.workers)]
         return argv + self.extra
 
-
+    def fresh_state(self, workdir: Path) -> None:
+        for path in workdir.glob("state.sqlite*"):  # the database and its -wal/-shm
+            path.unlink()
