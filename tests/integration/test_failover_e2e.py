@@ -173,7 +173,7 @@ def wait_answer(server: ServerProcess, ecs: str, expect: list[str], deadline: fl
             return took
         if took > deadline:
             raise AssertionError(f"still {got}, wanted {expect} after {took:.2f}s:\n"
-                                 + "".join(l for l in server.log if "httpx" not in l)[-3000:])
+                                 + "".join(x for x in server.log if "httpx" not in x)[-3000:])
         time.sleep(0.02)
 
 
