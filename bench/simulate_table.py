@@ -7,8 +7,9 @@ Runs `shadowdns simulate --trace T --policy P --lead-time 15m --bucket 5m --thre
 `--out`, default $TMPDIR/shadowdns-simulate, so an interrupted run resumes) and prints a
 Markdown table. Each single-series
 trace is spread over four regions by `shadowdns.allocator.simulate.multi_region` (local
-time of day per region, different days of the source per region, user shares 35/30/20/15%).
-The predictive runs fit real models (auto: seasonal naive, weekly naive, ETS, SARIMAX) and
+time of day per region, different days of the source per region, user shares 35/30/20/15%);
+an app trace (Azure Functions) gets one DI per app by `apps_to_regions`. The predictive
+runs fit real models (auto: seasonal naive, weekly naive, ETS, SARIMAX, last value) and
 take minutes per trace on two cores.
 """
 
@@ -21,11 +22,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from shadowdns.allocator.simulate_cmd import trace_files
+
 POLICIES = ("none", "reactive", "predictive", "oracle", "always")
 
 
+def name(trace: Path) -> str:
+    """A trace file's name without `.csv` / `.csv.gz`: its row label and cache prefix."""
+    return trace.name.removesuffix(".gz").removesuffix(".csv")
+
+
 def run(trace: Path, policy: str, out: Path, extra: list[str]) -> dict[str, object]:
-    cache = out / f"{trace.stem}.{policy}.json"
+    cache = out / f"{name(trace)}.{policy}.json"
     if cache.exists():
         result: dict[str, object] = json.loads(cache.read_text())
         return result
@@ -47,13 +55,13 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more simulate flags after --")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    traces = sorted(args.data.rglob("*.csv"))
+    traces = trace_files(args.data)
     print("| trace | policy | local_share | shadow_minutes | allocations | releases |")
     print("|---|---|---:|---:|---:|---:|")
     for trace in traces:
         for policy in args.policies:
             r = run(trace, policy, args.out, args.extra)
-            print(f"| {trace.stem} | {policy} | {r['local_share']} | {r['shadow_minutes']} "
+            print(f"| {name(trace)} | {policy} | {r['local_share']} | {r['shadow_minutes']} "
                   f"| {r['allocations']} | {r['releases']} |", flush=True)
 
 

@@ -31,7 +31,8 @@ from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import Identity
-from shadowdns.resolver.server import DNSServer, ListenAddress, TCPLimits
+from shadowdns.resolver.rrl import RateLimiter, RRLConfig
+from shadowdns.resolver.server import DNSServer, ListenAddress
 from shadowdns.resolver.snapshot import (
     Config,
     LiveState,
@@ -41,8 +42,17 @@ from shadowdns.resolver.snapshot import (
     load_config,
     shadows_by_di,
 )
+from shadowdns.resolver.tcp import TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, Transfers
-from shadowdns.store import DemandRow, Store, ZoneRecord, default_state_path, open_store
+from shadowdns.store import (
+    DemandRow,
+    Retention,
+    Store,
+    ZoneRecord,
+    default_state_path,
+    open_store,
+)
+from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,8 @@ PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before list
 # Allocation states whose shadows answer queries.
 ANSWERING_STATES = ("ready", "draining")
 
+TCP_DEFAULTS = TCPLimits()
+
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
@@ -62,10 +74,18 @@ class ServeConfig:
     identity: Identity = field(default_factory=Identity)
     state: str | None = None
     geoip: Path | None = None
-    tcp_max_connections: int = 256
-    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = TCP_DEFAULTS.max_connections
+    tcp_idle_timeout: float = TCP_DEFAULTS.idle_timeout
+    tcp_message_timeout: float = TCP_DEFAULTS.message_timeout
+    tcp_lifetime: float = TCP_DEFAULTS.lifetime
+    tcp_per_prefix: int = TCP_DEFAULTS.per_prefix
     poll_interval: float = 3.0  # how often the store's change generation is compared
     flush_interval: float = 60.0  # counts are flushed just after each interval ends
+    rollup_interval: float = 60.0  # how often demand is rolled up and retention applied
+    retention: Retention = field(default_factory=Retention)
+    # Seconds added to the clock demand is stamped and rolled up by: lets a test reach the
+    # end of a 5-minute bucket without waiting for it (hidden --clock-offset).
+    clock_offset: float = 0.0
     # Answer queries and nothing else: no demand flush, probes, allocator or API (to measure
     # what they cost, or for a node that only serves).
     answer_only: bool = False
@@ -73,6 +93,8 @@ class ServeConfig:
     api_cert: Path | None = None
     api_key: Path | None = None
     transfers: TransferConfig = field(default_factory=TransferConfig)
+    ecs_trust: tuple[str, ...] | None = None  # sources whose ECS is believed (None: all)
+    rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
@@ -110,10 +132,6 @@ def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],
     return [e for e in current if float(e["until"]) > now] + [dict(e) for e in plan]
 
 
-def live_fingerprint(live: LiveState) -> tuple[object, ...]:
-    return (tuple(sorted(live.shadows.items())), live.down, tuple(sorted(live.ttls.items())))
-
-
 class Service:
     """One running shadowdns process."""
 
@@ -123,7 +141,8 @@ class Service:
         state = config.state or default_state_path()
         if state != ":memory:" and "://" not in state:
             Path(state).parent.mkdir(parents=True, exist_ok=True)
-        self.store: Store = self.io.submit(open_store, state).result()
+        self.store: Store = self.io.submit(
+            lambda: open_store(state, retention=config.retention)).result()
         self.state_path = state
         # A fleet shares one PostgreSQL store; zone and policy files travel through it.
         self.fleet = state.startswith(("postgres://", "postgresql://"))
@@ -132,6 +151,8 @@ class Service:
                            config.allow_commands).result()
         self.loaded = load_config(config.zones_dir, config.geoip, config.identity)
         self.outbox = fleet.DemandOutbox()
+        self.upkeep = DemandUpkeep(self.store, self.run_in_io, config.rollup_interval,
+                                   self.demand_now, lambda: self.leader)
         self.leader = not self.fleet  # a single node always runs its control plane
         self.store_ok = True
         self.seen_change_generation = -1
@@ -144,13 +165,17 @@ class Service:
         self.generation = 0
         self.counters = DemandCounters()
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
-                                  Transfers(config.transfers))
+                                  Transfers(config.transfers), ecs_trust=config.ecs_trust)
         self.prewarm = Prewarm(self.engine)
+        self._reload_lock = asyncio.Lock()
+        self._reload_wanted = False
+        self._reload_ok = True
+        self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = None
-        self.server = DNSServer(
-            self.engine, TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout),
-            reuse_port=config.workers > 1,
-        )
+        self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
+        tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
+                        config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
+        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1, rrl=self.rrl)
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -198,12 +223,43 @@ class Service:
                                      self.engine.snapshot), touched)
 
     def reload(self) -> bool:
-        """Re-read zones and policies; keep serving the old data if anything is wrong."""
+        """Re-read zones and policies now, on the calling thread; keep serving the old data
+        if anything is wrong."""
+        return self._apply_loaded(self._load())
+
+    async def reload_async(self) -> bool:
+        """`reload`, with the files read and parsed on a worker thread, one at a time:
+        while one runs, the event loop keeps answering, and requests made meanwhile (a
+        burst of SIGHUPs) are served by one more reload after it."""
+        self._reload_wanted = True
+        async with self._reload_lock:
+            if not self._reload_wanted:
+                return self._reload_ok  # a reload that started after this request did it
+            self._reload_wanted = False
+            loaded = await asyncio.to_thread(self._load)
+            self._reload_ok = self._apply_loaded(loaded)
+            return self._reload_ok
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (coalesced with any reload under way)."""
+        task = asyncio.get_running_loop().create_task(self.reload_async())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _load(self) -> Config | ShadowDNSError:
         try:
-            loaded = load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
-            snapshot = build_snapshot(loaded, self.live, self.generation + 1)
+            return load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
         except ShadowDNSError as exc:
-            log.error("reload failed, still serving the previous configuration:\n%s", exc)
+            return exc
+
+    def _apply_loaded(self, loaded: Config | ShadowDNSError) -> bool:
+        if not isinstance(loaded, ShadowDNSError):
+            try:
+                snapshot = build_snapshot(loaded, self.live, self.generation + 1)
+            except ShadowDNSError as exc:
+                loaded = exc
+        if isinstance(loaded, ShadowDNSError):
+            log.error("reload failed, still serving the previous configuration:\n%s", loaded)
             return False
         changed = [origin for origin, zone in loaded.zones.items()
                    if origin not in self.loaded.zones
@@ -245,7 +301,8 @@ class Service:
             log.warning("cannot read live state: %s", exc)
             return False
         live = replace(live, ttls=self.ttls_now)
-        if live_fingerprint(live) == live_fingerprint(self.live):
+        if (live.shadows == self.live.shadows and live.down == self.live.down
+                and live.ttls == self.live.ttls):
             return False
         self._publish_live(live)
         log.info("live state changed: %d DI(s) with shadows, %d resource(s) down, "
@@ -304,14 +361,29 @@ class Service:
 
         self.tasks.extend((await start_api(self)).tasks)
 
-    def _queue_counts(self, taken: tuple[array[int], int], at: float | None) -> None:
-        """Turn taken counts into store rows of the minute holding `at` (default now) and
-        queue them as one batch (on the store thread: a million DIs make millions of rows,
-        which must not stall the query path)."""
+    def demand_now(self) -> float:
+        """The time demand is stamped and rolled up by (the wall clock, unless offset)."""
+        return time.time() + self.config.clock_offset
+
+    def _queue_counts(self, taken: tuple[array[int], int], at: float) -> None:
+        """Turn taken counts into store rows of the minute holding `at` and queue them as
+        one batch (on the store thread: a million DIs make millions of rows, which must not
+        stall the query path); then write what is queued, oldest first. A batch the store
+        refuses stays queued for the next flush (`DemandOutbox`)."""
         bucket = minute(at)
-        self.outbox.add([DemandRow(di, region, bucket, kind, queries)  # type: ignore[arg-type]
-                         for di, region, kind, queries in self.counters.rows(taken)],
-                        self.config.node_id)
+        rows: list[DemandRow] = []
+        lost = 0
+        reason: ValueError | None = None
+        for di, region, kind, queries in self.counters.rows(taken):
+            try:
+                rows.append(DemandRow(di, region, bucket, kind, queries))  # type: ignore[arg-type]
+            except ValueError as exc:  # never storable: keeping it would block every batch
+                lost += queries
+                reason = exc
+        if lost:
+            log.error("demand flush: dropped %d quer(ies) the store cannot keep: %s",
+                      lost, reason)
+        self.outbox.add(rows, self.config.node_id)
         self.outbox.flush(self.store)
 
     async def _flush_loop(self) -> None:
@@ -322,11 +394,17 @@ class Service:
         while True:
             end = (time.time() // interval + 1) * interval
             await asyncio.sleep(max(0.0, end + FLUSH_DELAY - time.time()))
-            await self._flush_once(end - 1.0)
+            await self._flush_once(end - 1.0 + self.config.clock_offset)
 
     async def _flush_once(self, at: float | None = None) -> None:
-        """Queue the counts as one batch with an id; write what is queued, oldest first."""
-        await self.run_in_io(self._queue_counts, self.counters.take(), at)
+        """Queue the counts (of the minute holding `at`, default now) as one batch with an
+        id and write what is queued. Never raises: a flush that fails is logged, its rows
+        stay queued, and the next one tries again."""
+        at = self.demand_now() if at is None else at
+        try:
+            await self.run_in_io(self._queue_counts, self.counters.take(), at)
+        except Exception:
+            log.exception("demand flush failed; trying again at the next one")
 
     # -- fleet: changes from other nodes, consistency check, leader lock ---------------
 
@@ -341,7 +419,7 @@ class Service:
             return False
         if changed:
             log.info("configuration changed in the fleet: reloading")
-            return self.reload()
+            return await self.reload_async()
         return False
 
     async def _listen_changes(self) -> None:
@@ -421,7 +499,7 @@ class Service:
         gc.freeze()
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
             loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
@@ -441,6 +519,8 @@ class Service:
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         if not self.config.answer_only:
             self.tasks.append(loop.create_task(self._flush_loop()))
+            if self.config.role == "main":
+                self.tasks.append(loop.create_task(self.upkeep.run(), name="demand-upkeep"))
         self.tasks.append(loop.create_task(self._check_consistency(self.config.poll_interval)))
         if self.fleet and self.config.role == "main":
             self.tasks.append(loop.create_task(self._hold_leadership()))

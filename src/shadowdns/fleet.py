@@ -166,6 +166,7 @@ class DemandOutbox:
         self.batches: deque[tuple[str, list[DemandRow]]] = deque()
         self.rows = 0
         self.dropped = 0
+        self.failures = 0  # flushes that stopped at a batch the store refused
 
     def add(self, rows: list[DemandRow], node: str) -> None:
         if not rows:
@@ -186,6 +187,7 @@ class DemandOutbox:
             try:
                 store.add_demand(rows, batch_id=batch_id)
             except Exception as exc:  # the store is away: keep the batch, retry later
+                self.failures += 1
                 log.warning("demand flush deferred (%d batch(es) buffered): %s",
                             len(self.batches), exc)
                 break

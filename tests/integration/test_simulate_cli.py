@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import subprocess
@@ -97,4 +98,44 @@ def test_a_grid_that_does_not_fit_the_bucket_is_refused(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "shadowdns", "simulate", "--trace",
                           str(trace), "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "seven.csv" in out.stderr and "bucket" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_an_app_trace_without_regions(tmp_path: Path) -> None:
+    """A timestamp,app,invocations file (the Azure Functions shape, per-minute rows, quiet
+    minutes left out) replays with one DI per app, all apps over the file's whole span."""
+    trace = tmp_path / "apps.csv"
+    with trace.open("w") as handle:
+        handle.write("timestamp,app,invocations\n")
+        for minute in range(6 * 60):
+            stamp = datetime.fromtimestamp(1_700_006_400 + 60 * minute, UTC)
+            handle.write(f"{stamp:%Y-%m-%d %H:%M:%S},steady,{20 + minute % 7}\n")
+            if minute % 60 == 30:
+                handle.write(f"{stamp:%Y-%m-%d %H:%M:%S},hourly,50\n")
+    out = tmp_path / "multi.csv"
+    figures = run("--trace", str(trace), "--policy", "always", "--json",
+                  "--write-trace", str(out))
+    assert figures["buckets"] == 6 * 12 and figures["local_share"] == 1.0
+    assert figures["queries_total"] == 6 * 50 + sum(20 + m % 7 for m in range(360))
+    assert set(figures["thresholds"]) == {"steady.sim.", "hourly.sim."}  # type: ignore[arg-type]
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len({r["region"] for r in rows if r["di"] == "hourly.sim."}) == 1
+    assert sum(1 for r in rows if r["di"] == "hourly.sim.") == 6 * 12
+
+
+def test_a_gzipped_app_trace_and_a_gzipped_trace_of_another_shape(tmp_path: Path) -> None:
+    """An app trace may be .csv.gz (the Azure one in tests/data is); any other gzipped
+    shape is refused with the file named, not a traceback."""
+    rows = "timestamp,app,invocations\n" + "".join(
+        f"{1_700_006_400 + 60 * m},svc,3\n" for m in range(120))
+    good = tmp_path / "apps.csv.gz"
+    good.write_bytes(gzip.compress(rows.encode()))
+    figures = run("--trace", str(good), "--policy", "always", "--json")
+    assert figures["queries_total"] == 360 and figures["buckets"] == 24
+    bad = tmp_path / "series.csv.gz"
+    bad.write_bytes(gzip.compress(b"timestamp,value\n1700006400,5\n"))
+    out = subprocess.run([sys.executable, "-m", "shadowdns", "simulate", "--trace", str(bad),
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "series.csv.gz" in out.stderr
     assert "Traceback" not in out.stderr

@@ -71,6 +71,7 @@ ALL_VIEWS_UP_TO = 50_000
 MAX_SERIES = 100_000
 
 IO = Callable[..., Awaitable[Any]]
+LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
 
@@ -152,6 +153,7 @@ class Controller:
         all_views_up_to: int = ALL_VIEWS_UP_TO,
         max_series: int = MAX_SERIES,
         book_in_thread: bool | None = None,
+        minute_retention: float | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -170,6 +172,11 @@ class Controller:
         self.oracle = oracle
         self.leader = leader or (lambda: True)
         self.on_record = on_record
+        # How far back the minute table is read on the first read (older history comes
+        # from the 5-minute rollups): never further than the store keeps minutes, less the
+        # time between two retention runs and the read's own lag.
+        self.minute_span = MINUTE_RETENTION_USED if minute_retention is None else min(
+            MINUTE_RETENTION_USED, minute_retention - 2 * settings.bucket - settle)
         self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
                                settings.topup_after, settings.error_window,
                                settings.degrade_factor, forecasts=source == "model")
@@ -180,6 +187,7 @@ class Controller:
         self.preview_generation = 0
         self.runs = 0
         self.topups = 0
+        self.model_errors: dict[str, ModelErrors] = {}  # as of the last window, for metrics
         self.allocations_total = 0
         self.releases_total = 0
         self._wake = asyncio.Event()
@@ -300,9 +308,8 @@ class Controller:
             dis = None
         if self.read_until is None:
             since = cut - self.settings.history
-            if bucket % 300 == 0 and cut - since > MINUTE_RETENTION_USED:
-                split = cut - MINUTE_RETENTION_USED
-                split = math.floor(split / bucket) * bucket
+            if bucket % 300 == 0 and cut - since > self.minute_span:
+                split = math.ceil((cut - self.minute_span) / bucket) * bucket
                 older = await self.io(self.store.demand_series, "5m", since, split, dis)
                 newer = await self.io(self.store.demand_series, "minute", split, cut, dis)
                 rows = {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
@@ -416,7 +423,10 @@ class Controller:
         self.runs += 1
         self.last_plan = result
         if result.changed or self.runs == 1:
-            record = self._record(result, views, allocations, down)
+            # the answer diff decides every touched (DI, region) twice: off the event loop
+            record = (await asyncio.get_running_loop().run_in_executor(
+                None, self._record, result, views, allocations, down)
+                if self.solve_in_thread else self._record(result, views, allocations, down))
             if self.on_record is not None and record["mode"] != "preview":
                 self.on_record(record)
             if self.settings.mode == "active" and result.changed:
@@ -488,10 +498,10 @@ class Controller:
         generation, added = await self.io(write, self.store)
         self.allocations_total += len(added)
         self.releases_total += len(result.release)
+        warmups = {(s.di, s.resource, s.region): s.warmup for s in result.add}
         for a in added:
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "warming", now))
-            warmup = next((s.warmup for s in result.add if (s.di, s.resource, s.region) == a.key),
-                          0.0)
+            warmup = warmups.get(a.key, 0.0)
             self.hooks.fire(self.settings.warmup_hook, "warmup", {
                 "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
                 "ready_by": now + warmup, "generation": generation})
@@ -539,7 +549,13 @@ class Controller:
                 self.hooks.fire(self.settings.drain_hook, "drain", {
                     "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
                     "ready_by": None, "generation": a.generation})
-            log.info("allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
+            log.log(logging.INFO if len(changes) <= LOG_EACH_UP_TO else logging.DEBUG,
+                    "allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
+        if len(changes) > LOG_EACH_UP_TO:
+            moved: dict[str, int] = {}
+            for _, state, _, _ in changes:
+                moved[state] = moved.get(state, 0) + 1
+            log.info("allocator: %s", ", ".join(f"{n} -> {state}" for state, n in moved.items()))
         if self.refresh is not None:
             await self.refresh()
         return len(changes)
@@ -574,12 +590,15 @@ class Controller:
                 for i, (p, u) in enumerate(zip(point, upper, strict=True)))))
         # The model in use per series and its rolling error (MAE over seasonal naive's),
         # for the API and the per-model error metric.
+        errors = self.book.errors()
         choices = [
             ModelChoice(key[0], key[1], self.book.series[key].model,
                         figures["relative"], now)
-            for key, figures in self.book.errors().items()
+            for key, figures in errors.items()
             if key in self.book.series and math.isfinite(figures["relative"])
         ]
+        self.model_errors = errors_by_model(errors, {k: state.model for k, state in
+                                                     list(self.book.series.items())})
         return out, choices
 
     def report(self) -> dict[str, Any]:
@@ -593,6 +612,32 @@ class Controller:
             "last": self.generations[-1] if self.generations else None,
             "errors": {f"{k[0]}|{k[1]}": v for k, v in self.book.errors().items()},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelErrors:
+    """Rolling forecast figures of the series one model forecasts, averaged over them."""
+
+    series: int
+    relative: float  # MAE over seasonal-naive MAE (below 1: better than last season)
+    coverage: float  # share of buckets at or below the upper band
+
+
+def errors_by_model(errors: Mapping[tuple[str, str], Mapping[str, float]],
+                    models: Mapping[tuple[str, str], str]) -> dict[str, ModelErrors]:
+    """`DemandBook.errors()` per series, summed up per model in use."""
+    grouped: dict[str, list[Mapping[str, float]]] = {}
+    for key, figures in errors.items():
+        model = models.get(key)
+        if model is not None:
+            grouped.setdefault(model, []).append(figures)
+    out = {}
+    for model, rows in sorted(grouped.items()):
+        relative = [f["relative"] for f in rows if math.isfinite(f["relative"])]
+        out[model] = ModelErrors(len(rows),
+                                 sum(relative) / len(relative) if relative else math.nan,
+                                 sum(f["coverage"] for f in rows) / len(rows))
+    return out
 
 
 def _shadows(allocations: Iterable[tuple[str, str, str]]) -> dict[str, list[Shadow]]:

@@ -9,9 +9,21 @@ the allocator's question: the upper quantile over [now + lead, now + lead + wind
 
 Fits are CPU-heavy: `due_fits` hands out jobs that the caller runs in a process pool
 (`fit_job` is a plain top-level function), and `apply_fit` swaps the result in, catching
-the new state up on buckets observed meanwhile. Until a series has a real fit it uses the
-seasonal-naive baseline (its recent level when it has less than a day), fitted inline:
-that is instant.
+the new state up on buckets observed meanwhile. Until a series has a real fit it is
+forecast inline (instant) by its last bucket, or by the seasonal naive at its period once
+one is found: nothing else is known yet, so it plans as the reactive rule does. `auto`
+also weighs the last bucket (`LastValue`) against the models, and a daily fit too short
+for `auto` to choose (at two days) falls back to it rather than to an untested season:
+where nothing is predictable the forecast is what the reactive rule plans on.
+
+The season is a day, except for a young series: a timer-driven service that bursts every
+15 minutes, hour or four hours shows that period after three cycles, long before the two
+days a daily fit needs. While a series is younger than that, `due_fits` looks for its
+period (`predictor.periods.detect`, wall-clock periods only: divisors of a day) each time
+its history has grown by a quarter; once found, the baseline and the fits use it as their
+season (refitted as the history doubles), and the daily fits take over at two days (a day
+holds every such period). The planner reads the forecast for [now + lead, now + lead +
+window], so a burst every P buckets is pre-warmed a lead time before it.
 
 The allocator's trigger is the *probability* that demand crosses the DI's threshold in the
 window (`DemandView.p_cross`), not the upper quantile crossing it: the book keeps, per
@@ -20,6 +32,17 @@ last `2 × season` buckets (`hstep_errors`), so P(actual >= threshold) = the sha
 errors that would have put the point forecast at or above it — calibrated online at the
 very horizon the decision looks at, whatever the model. The upper quantile stays what a
 shadow is sized for (capacity) and recorded with it.
+
+Those errors are pooled over all origins, so the probability is right on average but not
+where it matters: a flat forecast of a spiky series says "50 %" whenever half of the
+recent buckets crossed, and such calls came true a quarter of the time on the AWS ELB
+trace (the base rate). So the book also scores the calls it answered: each `view` is
+remembered with its window, and when the window's buckets arrive the call's bin of
+probability (tenths) counts whether demand crossed. The probability given to the planner
+is that bin's observed frequency over the last two days of calls, shrunk towards the raw
+one while the bin has few of them (`CALIBRATION_PRIOR`): a series whose forecast calls
+crossings no better than chance stops triggering allocations, one whose calls come true
+keeps them.
 
 Dynamic adjustment lives here too: a bucket whose actual demand exceeds the upper band
 forecast for it one bucket earlier is a *miss*; `topup_after` misses in a row (with demand
@@ -39,6 +62,8 @@ import numpy as np
 from shadowdns.allocator.planner import DemandView
 from shadowdns.predictor.base import FitSpec, Fitted, quiet
 from shadowdns.predictor.baseline import baseline
+from shadowdns.predictor.last import LastValue
+from shadowdns.predictor.periods import MIN_CYCLES, calendar_periods, detect
 from shadowdns.predictor.series import FloatArray
 
 log = logging.getLogger(__name__)
@@ -49,19 +74,38 @@ MIN_HSTEP_ERRORS = 24
 """Errors a step needs before `p_cross` uses them; until then the point forecast decides
 (P = 1 at or above the threshold, else 0: the median-ish guess)."""
 
+CALIBRATION_BINS = 10
+CALIBRATION_PRIOR = 2.0
+"""Pseudo-calls at the raw probability in each bin: the observed frequency of a bin
+outweighs the raw probability once it holds more calls than this."""
+
+FIRST_PERIOD_CHECK = 12
+"""Buckets a series needs before its period is first looked for (3 cycles of 4)."""
+
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
             quantile: float) -> Fitted:
     """Fit one series (runs in a worker process). `auto` chooses among the statistical
-    models; a model that cannot fit falls back to the baseline inside the predictor."""
+    models and the last value; a model that cannot fit falls back to the baseline inside
+    the predictor. When the history is too short for `auto` to choose (it validates on
+    two seasons) and too short to trust the season (fewer than `MIN_CYCLES` cycles: the
+    daily fit at two days), the fallback is the last value, not an untested season."""
     from shadowdns.predictor.selection import STATISTICAL_MODELS, Auto, make_forecaster
 
     spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
     with quiet():
         if model == "auto":
-            forecaster = Auto([make_forecaster(n) for n in STATISTICAL_MODELS])
-            return forecaster.fit(values, spec)
+            forecaster = Auto([*(make_forecaster(n) for n in STATISTICAL_MODELS),
+                               LastValue()])
+            fitted = forecaster.fit(values, spec)
+            if not fitted.scores and len(values) < MIN_CYCLES * season:
+                return LastValue().fit(values, spec)
+            return fitted
         return make_forecaster(model).fit(values, spec)
+
+
+def _bin(p: float) -> int:
+    return min(CALIBRATION_BINS - 1, max(0, int(p * CALIBRATION_BINS)))
 
 
 class Ring:
@@ -150,6 +194,7 @@ class SeriesState:
     fitted_len: int = 0
     fit_pending: bool = False
     real_fit: bool = False
+    selected: bool = False  # the real fit chose its model by validation (not a fallback)
     next_upper: float | None = None
     next_point: float | None = None
     misses: int = 0
@@ -164,6 +209,14 @@ class SeriesState:
     pending: deque[tuple[int, FloatArray]] = field(default_factory=deque)
     # signed errors (actual - point) of those forecasts, one ring per step ahead
     hstep_errors: list[Ring] = field(default_factory=list)
+    # the season of a young series found in its history (0: none, the daily one), and the
+    # history length when it was last looked for
+    period: int = 0
+    checked_len: int = 0
+    # crossing calls answered and not yet judged: [first bucket, end bucket, raw p, crossed]
+    calls: deque[list[float]] = field(default_factory=lambda: deque(maxlen=64))
+    # per probability bin: calls judged (decayed) and how many of them crossed
+    calibration: FloatArray = field(default_factory=lambda: np.zeros((2, CALIBRATION_BINS)))
 
     @property
     def end(self) -> int:
@@ -199,6 +252,7 @@ class DemandBook:
         self.topup_after = topup_after
         self.error_window = error_window
         self.degrade_factor = degrade_factor
+        self.calendar = calendar_periods(bucket, self.season)
         self.series: dict[SeriesKey, SeriesState] = {}
         self.params: dict[SeriesKey, SeriesParams] = {}
         self.misses: deque[Miss] = deque(maxlen=1000)
@@ -255,6 +309,7 @@ class DemandBook:
             step = idx - first
             if 0 <= step < len(points):
                 self._hstep(state, step).append(float(value) - float(points[step]))
+        self._judge(state, idx, value >= p.threshold)
         if value >= p.threshold:
             state.last_above = ts + self.bucket
         if state.values.append(float(value)):
@@ -278,6 +333,24 @@ class DemandBook:
             state.pending.pop()  # a refit re-forecast the same origin: keep the newer
         state.pending.append((kernel.t, point[0].copy()))
 
+    def _judge(self, state: SeriesState, idx: int, crossed: bool) -> None:
+        """Bucket `idx` arrived: mark the calls it belongs to, score those it completes."""
+        for call in state.calls:
+            if call[0] > idx:
+                break
+            if crossed and idx < call[1]:
+                call[3] = 1.0
+        while state.calls and state.calls[0][1] <= idx + 1:
+            _, _, raw, hit = state.calls.popleft()
+            state.calibration *= 1.0 - 1.0 / self.hstep_window
+            state.calibration[:, _bin(raw)] += (1.0, hit)
+
+    def calibrated(self, state: SeriesState, raw: float) -> float:
+        """`raw` as the observed frequency of crossing of the calls in its bin (see the
+        module docstring)."""
+        calls, hits = state.calibration[:, _bin(raw)]
+        return float((hits + CALIBRATION_PRIOR * raw) / (calls + CALIBRATION_PRIOR))
+
     def _hstep(self, state: SeriesState, step: int) -> Ring:
         while len(state.hstep_errors) <= step:
             state.hstep_errors.append(Ring(self.hstep_window))
@@ -299,23 +372,32 @@ class DemandBook:
             best = max(best, prob)
         return best
 
+    def season_of(self, state: SeriesState) -> int:
+        """The season `state`'s baseline and fits use: its period, else a day."""
+        return state.period or self.season
+
     def _baseline(self, state: SeriesState, p: SeriesParams) -> None:
-        spec = FitSpec(season=self.season, horizon=max(1, p.horizon), start=state.start,
-                       quantile=p.quantile)
+        """The inline model of a series without a real fit: the seasonal naive at its
+        period when one was found, else its last bucket (nothing is known yet, so plan
+        as the reactive rule does; a daily fit can choose better after two days)."""
+        spec = FitSpec(season=self.season_of(state), horizon=max(1, p.horizon),
+                       start=state.start, quantile=p.quantile)
+        values = state.values.view().copy()
         with quiet():
-            state.fitted = baseline(state.values.view().copy(), spec)
+            state.fitted = (baseline(values, spec) if state.period
+                            else LastValue().fit(values, spec))
         state.model = state.fitted.model
         state.fitted_len = len(state.values)
 
     def refresh_baselines(self) -> None:
-        """Refit the baseline of series younger than a season without a real fit yet
-        (once per window), so a young series forecasts its recent level rather than its
-        first value; after a season the baseline's own updates hold real values."""
+        """Refit the inline model of series without a real fit each time their history
+        has grown by a quarter (once per window at most), so its band is measured on the
+        history there is, at O(log n) refits per series."""
         if not self.forecasts:
             return
         for key, state in self.series.items():
-            if (not state.real_fit and len(state.values) and len(state.values) < self.season
-                    and len(state.values) != state.fitted_len):
+            n = len(state.values)
+            if not state.real_fit and n and 4 * n >= 5 * state.fitted_len + 4:
                 p = self.params.get(key, SeriesParams())
                 self._baseline(state, p)
                 self._remember(state, p)
@@ -323,32 +405,77 @@ class DemandBook:
     # --- fitting -------------------------------------------------------------------------
 
     def due_fits(self, now: float, keys: Iterable[SeriesKey] | None = None) -> list[FitRequest]:
-        """Fit jobs due now: series with enough history and no real fit yet, fits older
-        than `refit_every`, and series whose rolling error degraded."""
+        """Fit jobs due now: series with two days of history and no daily fit yet, fits
+        older than `refit_every`, series whose rolling error degraded; and young series
+        whose period was found (see the module docstring)."""
         out: list[FitRequest] = []
         if not self.forecasts:
             return out
+        young: list[tuple[SeriesState, SeriesParams]] = []
         for key in (self.series if keys is None else keys):
             state = self.series.get(key)
             if state is None or state.fit_pending:
                 continue
             p = self.params.get(key, SeriesParams())
-            enough = len(state.values) >= 2 * self.season + p.horizon
-            if not enough:
+            n = len(state.values)
+            if n < 2 * self.season + max(1, p.horizon):
+                if n >= FIRST_PERIOD_CHECK and 4 * n >= 5 * state.checked_len:
+                    young.append((state, p))
                 continue
             reason = None
-            if not state.real_fit:
+            if not state.real_fit or state.period:
                 reason = "first fit"
+                if state.period:
+                    state.period = 0  # a day holds every period the book looks for
+                    state.hstep_errors.clear()
+                    state.pending.clear()
+            elif not state.selected and 4 * n >= 5 * state.fitted_len:
+                reason = "history grew: selecting the model again"
             elif state.fitted_at is not None and now - state.fitted_at >= self.refit_every:
                 reason = "scheduled refit"
             elif self._degraded(state):
                 reason = "forecast error degraded: re-selecting the model"
-            if reason is None:
-                continue
-            state.fit_pending = True
-            out.append(FitRequest(key, p.model, state.values.view().copy(),
-                                  self.season, max(1, p.horizon), state.start, p.quantile,
-                                  state.end, reason))
+            if reason is not None:
+                out.append(self._request(state, p, reason))
+        out.extend(self._young_fits(young))
+        return out
+
+    def _request(self, state: SeriesState, p: SeriesParams, reason: str) -> FitRequest:
+        state.fit_pending = True
+        return FitRequest(state.key, p.model, state.values.view().copy(),
+                          self.season_of(state), max(1, p.horizon), state.start, p.quantile,
+                          state.end, reason)
+
+    def _young_fits(self, young: list[tuple[SeriesState, SeriesParams]]) -> list[FitRequest]:
+        """Look for the period of young series (those of one length in one batch); switch
+        the baseline of those with a new one to it, and fit those with enough cycles."""
+        by_len: dict[int, list[tuple[SeriesState, SeriesParams]]] = {}
+        for state, p in young:
+            by_len.setdefault(len(state.values), []).append((state, p))
+        out: list[FitRequest] = []
+        allowed = set(self.calendar)
+        for n, group in by_len.items():
+            found = detect(np.stack([state.values.view() for state, _ in group]),
+                           prefer=self.calendar)
+            for (state, p), period in zip(group, found.tolist(), strict=True):
+                state.checked_len = n
+                # none, or not a wall-clock period: keep what was found before
+                changed = period in allowed and period != state.period
+                if changed:
+                    state.period = period
+                    state.hstep_errors.clear()
+                    state.pending.clear()
+                    if not state.real_fit:
+                        self._baseline(state, p)
+                        self._remember(state, p)
+                if not state.period or n < MIN_CYCLES * state.period + max(1, p.horizon):
+                    continue
+                if not state.real_fit:
+                    out.append(self._request(state, p, "period found"))
+                elif changed:
+                    out.append(self._request(state, p, "period changed"))
+                elif n >= 2 * state.fitted_len:
+                    out.append(self._request(state, p, "history doubled"))
         return out
 
     def apply_fit(self, request: FitRequest, fitted: Fitted | None, now: float) -> None:
@@ -368,6 +495,7 @@ class DemandBook:
         state.model = fitted.model
         state.fitted_at = now
         state.real_fit = True
+        state.selected = bool(fitted.scores) or request.model != "auto"
         state.fitted_len = len(state.values)
         for ring in (state.model_errors, state.naive_errors, state.covered):
             ring.clear()
@@ -388,8 +516,10 @@ class DemandBook:
     # --- asking --------------------------------------------------------------------------
 
     def view(self, key: SeriesKey, since: float, until: float) -> DemandView:
-        """Forecast upper quantile (max over buckets overlapping [since, until)), the last
-        observed bucket, and the hysteresis and top-up facts of `key`."""
+        """Forecast upper quantile (max over buckets overlapping [since, until)), the
+        calibrated probability of crossing the threshold there, the last observed bucket,
+        and the hysteresis and top-up facts of `key`. The call is remembered (once per
+        window) and judged when its buckets arrive (see the module docstring)."""
         state = self.series.get(key)
         if state is not None and len(state.values) and not self.forecasts:
             return DemandView(key[0], key[1], observed=state.values.last(),
@@ -405,8 +535,14 @@ class DemandBook:
         overlap = (starts < until) & (starts + self.bucket > since)
         predicted = float(upper[0, overlap].max()) if overlap.any() else 0.0
         p = self.params.get(key, SeriesParams())
-        p_cross = (self.p_cross(state, point[0, overlap], np.flatnonzero(overlap).tolist(),
-                                p.threshold) if overlap.any() else 0.0)
+        p_cross = 0.0
+        if overlap.any():
+            steps = np.flatnonzero(overlap)
+            raw = self.p_cross(state, point[0, overlap], steps.tolist(), p.threshold)
+            window = (first + int(steps[0]), first + int(steps[-1]) + 1)
+            if not state.calls or state.calls[-1][0] < window[0]:  # one call per window
+                state.calls.append([window[0], window[1], raw, 0.0])
+            p_cross = self.calibrated(state, raw)
         return DemandView(key[0], key[1], predicted=predicted, observed=state.values.last(),
                           model=state.model, last_above=state.last_above, topup=state.topup,
                           p_cross=p_cross)

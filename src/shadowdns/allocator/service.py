@@ -43,6 +43,7 @@ async def start_control(service: Service) -> Controller | None:
         # counts reach the store half a second after their flush interval ends
         # (app._flush_loop); the rest is room for a slow write
         settle=12.0,
+        minute_retention=service.config.retention.minute,
         leader=lambda: bool(getattr(service, "leader", True)),
         on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
     )

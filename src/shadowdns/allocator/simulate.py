@@ -21,14 +21,17 @@ Without a policy file every DI's primary sits at a *home* location outside the t
 regions, each region has one standby (capacity unbounded, warm-up = lead time - TTL), and
 the threshold is the same for every region of a DI.
 
-`multi_region` turns one real single-series trace into a multi-region one (see its
-docstring for how).
+`multi_region` turns one real single-series trace into a multi-region one, and
+`apps_to_regions` a trace of many apps without regions (the Azure Functions one) into one
+DI per app in a region of its own (see their docstrings for how).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -113,6 +116,31 @@ def multi_region(series: Series, di: str,
             for spec, lag in zip(regions, lags, strict=True)]
 
 
+def apps_to_regions(apps: Sequence[Series], origin: str = SIM_ORIGIN,
+                    regions: Sequence[RegionSpec] = REGIONS) -> list[Series]:
+    """Many apps without regions → one DI per app, each in one region.
+
+    App `a` becomes the DI `a.<origin>`; its users are all in region
+    `regions[crc32(a) % len(regions)]` (deterministic, about a quarter of the apps each);
+    its series is the app's own, unscaled, so short bursts of a few invocations keep
+    their counts. Unlike `multi_region` nothing is shifted: a one-day trace has no other
+    days to take, and a timer fires at the same instant for every user.
+    """
+    out = []
+    for app in apps:
+        name = label(app.key)
+        spec = regions[zlib.crc32(name.encode()) % len(regions)]
+        di = dns.name.from_text(name, dns.name.from_text(origin)).to_text()
+        out.append(Series(f"{di}|{spec.name}", app.values, app.step, app.start))
+    return out
+
+
+def label(text: str) -> str:
+    """A DNS label from a series or app name."""
+    text = re.sub(r"[^a-z0-9-]+", "-", text.rsplit("/", 1)[-1].lower()).strip("-")[:60]
+    return text or "trace"
+
+
 def rebucket(series: Series, bucket: int) -> Series:
     """The series on a grid of `bucket` seconds: coarser steps split evenly, finer summed."""
     if series.step == bucket:
@@ -137,11 +165,13 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def threshold_for(spec: str, values: Sequence[FloatArray]) -> float:
-    """A number, or `pNN`: the NN-th percentile of the DI's bucket values (all regions)."""
+    """A number, or `pNN`: the NN-th percentile of the DI's bucket values (all regions),
+    at least one query — a DI idle most of the time (most Azure apps) has a percentile of
+    zero, and a threshold of zero would want a shadow for no demand and never let it go."""
     text = spec.strip().lower()
     if text.startswith("p"):
         pooled = np.concatenate([np.asarray(v) for v in values])
-        return float(np.percentile(pooled, float(text[1:])))
+        return max(1.0, float(np.percentile(pooled, float(text[1:]))))
     return float(text)
 
 
@@ -198,9 +228,14 @@ async def _run(
 
     if policy_name in ("none", "always"):
         everywhere = policy_name == "always"
-        return _figures(total, float(truth.sum()) if everywhere else 0.0,
-                        (len(series) * n * bucket / 60.0) if everywhere else 0.0,
-                        len(series) if everywhere else 0, 0, n, bucket)
+        figures = _figures(total, float(truth.sum()) if everywhere else 0.0,
+                           (len(series) * n * bucket / 60.0) if everywhere else 0.0,
+                           len(series) if everywhere else 0, 0, n, bucket)
+        by_di: dict[str, float] = {}
+        for di, _ in keys:
+            by_di[di] = by_di.get(di, 0.0) + (n * bucket / 60.0 if everywhere else 0.0)
+        figures["di_shadow_minutes"] = {di: round(m, 1) for di, m in by_di.items()}
+        return figures
 
     def oracle(key: tuple[str, str], since: float, until: float) -> float:
         row = index.get(key)
@@ -243,12 +278,15 @@ async def _run(
         where[entry.allocation] = (entry.di, entry.region)
     served = np.zeros_like(truth, dtype=bool)
     shadow_seconds = 0.0
+    di_seconds = dict.fromkeys((di for di, _ in keys), 0.0)
     for alloc, life in lives.items():
         born = life.get("warming")
         if born is None:
             continue
         gone = min(life.get("released", end_time), end_time)
         shadow_seconds += max(0.0, gone - born)
+        di = where[alloc][0]
+        di_seconds[di] = di_seconds.get(di, 0.0) + max(0.0, gone - born)
         ready = life.get("ready")
         if ready is None:
             continue
@@ -267,6 +305,8 @@ async def _run(
     for state in controller.book.series.values():
         models[state.model] = models.get(state.model, 0) + 1
     figures["models"] = models
+    # per DI: what `bench.simulate_bounds` gives its ideal allocator, DI by DI
+    figures["di_shadow_minutes"] = {di: round(sec / 60.0, 1) for di, sec in di_seconds.items()}
     return figures
 
 

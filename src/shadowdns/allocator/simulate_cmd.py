@@ -3,9 +3,11 @@
     shadowdns simulate --trace FILE.csv --policy predictive --lead-time 15m --bucket 5m \\
         --threshold p75 [--policy-file ORIGIN.policy.yaml] [--json]
 
-The trace is `timestamp,di,region,queries`, or a single `timestamp,value` series (or a
-folder of them), which is first spread over four regions by `simulate.multi_region`
-(`--write-trace OUT.csv` saves that multi-region trace). `--threshold` is a number of
+The trace is `timestamp,di,region,queries`; a single `timestamp,value` series, first
+spread over four regions by `simulate.multi_region`; or `timestamp,app,invocations` (the
+Azure Functions trace: counts of many apps, no regions), each app made a DI in one region
+by `simulate.apps_to_regions`; or a folder of such files (`--write-trace OUT.csv` saves
+the multi-region trace that is replayed). `--threshold` is a number of
 queries per bucket, or `pNN`: the NN-th percentile of each DI's bucket values.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import logging
 import multiprocessing
@@ -20,14 +23,22 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import dns.name
+import numpy as np
 
 from shadowdns.allocator.settings import parse_duration
-from shadowdns.allocator.simulate import POLICIES, multi_region, simulate
+from shadowdns.allocator.simulate import (
+    POLICIES,
+    SIM_ORIGIN,
+    apps_to_regions,
+    label,
+    multi_region,
+    simulate,
+)
 from shadowdns.errors import ConfigError, Problem
-from shadowdns.predictor.series import Series, read_input
+from shadowdns.predictor.series import Series, parse_timestamp, parse_value, read_input, sum_counts
 
 POLICY_SUFFIX = ".policy.yaml"
 
@@ -82,28 +93,102 @@ def _bucket(text: str) -> int:
     return seconds
 
 
+APP_COLUMNS = ["timestamp", "app", "invocations"]
+GZ = ".gz"
+
+
+def trace_files(path: Path) -> list[Path]:
+    """`path`, or every `*.csv` and `*.csv.gz` under the folder `path`, in name order."""
+    if not path.is_dir():
+        return [path]
+    return sorted([*path.rglob("*.csv"), *path.rglob(f"*.csv{GZ}")])
+
+
 def load_trace(path: Path, bucket: int = 300) -> list[Series]:
-    """Series keyed `di|region`; single-value series are spread over regions. Count rows
-    finer than `bucket` are summed into it; a grid that cannot be cut into buckets, or a
-    series too short to spread, is a `ConfigError` naming the file."""
+    """Series keyed `di|region`; single-value series are spread over regions, apps each
+    get a region. Count rows finer than `bucket` are summed into it; a grid that cannot be
+    cut into buckets, or a series too short to spread, is a `ConfigError` naming the file.
+    An app trace may be gzipped (`.csv.gz`)."""
     out: list[Series] = []
-    for series in read_input(path, bucket=bucket):
-        if series.step % bucket and bucket % series.step:
-            raise ConfigError([Problem(
-                str(path), None, f"{series.key}: its step of {series.step} s and the bucket "
-                f"of {bucket} s do not divide each other; choose --bucket accordingly")])
-        if "|" in series.key:
-            key = series.key.rsplit(":", 1)[-1]
-            out.append(Series(key, series.values, series.step, series.start))
+    for file in trace_files(path):
+        if _header(file) == APP_COLUMNS:
+            out.extend(apps_to_regions(read_apps(file, bucket)))
             continue
-        label = series.key.rsplit("/", 1)[-1].replace("_", "-").lower().strip("-")[:60]
-        di = dns.name.from_text(label or "trace", dns.name.from_text("sim."))
-        try:
-            out.extend(multi_region(series, di.to_text()))
-        except ValueError as exc:
-            raise ConfigError([Problem(str(path), None, str(exc))]) from None
+        if file.name.endswith(GZ):
+            raise ConfigError([Problem(str(file), 1, "a gzipped trace must have the columns "
+                                       + ",".join(APP_COLUMNS))])
+        for series in read_input(file, bucket=bucket):
+            out.extend(_regions_of(file, series, bucket))
     if not out:
         raise ConfigError([Problem(str(path), None, "no demand rows")])
+    return out
+
+
+def _open(path: Path) -> IO[str]:
+    if path.name.endswith(GZ):
+        return gzip.open(path, "rt", newline="")
+    return path.open(newline="")
+
+
+def _header(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    try:
+        with _open(path) as handle:
+            first = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # read_input (or the gzip check) says what is wrong with it
+    return [cell.strip().lower() for cell in first]
+
+
+def _regions_of(path: Path, series: Series, bucket: int) -> list[Series]:
+    if series.step % bucket and bucket % series.step:
+        raise ConfigError([Problem(
+            str(path), None, f"{series.key}: its step of {series.step} s and the bucket "
+            f"of {bucket} s do not divide each other; choose --bucket accordingly")])
+    if "|" in series.key:
+        return [Series(series.key.rsplit(":", 1)[-1], series.values, series.step,
+                       series.start)]
+    di = dns.name.from_text(label(series.key), dns.name.from_text(SIM_ORIGIN))
+    try:
+        return multi_region(series, di.to_text())
+    except ValueError as exc:
+        raise ConfigError([Problem(str(path), None, str(exc))]) from None
+
+
+def read_apps(path: Path, bucket: int) -> list[Series]:
+    """A `timestamp,app,invocations` file: one series of counts per app in `bucket`s,
+    all on the span of the whole file (an app's quiet buckets, rows left out, are 0)."""
+    stamps: dict[str, list[float]] = {}
+    counts: dict[str, list[float]] = {}
+    try:
+        with _open(path) as handle:
+            rows = list(csv.reader(handle))[1:]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError([Problem(str(path), None, f"unreadable: {exc}")]) from None
+    for line, row in enumerate(rows, start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(APP_COLUMNS):
+            raise ConfigError([Problem(str(path), line, "too few columns")])
+        try:
+            stamp = parse_timestamp(row[0])
+        except ValueError:
+            raise ConfigError([Problem(str(path), line,
+                                       f"bad timestamp {row[0]!r}")]) from None
+        app = row[1].strip()
+        stamps.setdefault(app, []).append(stamp)
+        counts.setdefault(app, []).append(parse_value(row[2]))
+    if not stamps:
+        return []
+    first = min(min(ts) for ts in stamps.values())
+    last = max(max(ts) for ts in stamps.values())
+    out = []
+    for app in sorted(stamps):
+        # the file's first and last instants as zero rows: every app spans the same grid
+        ts = np.array([first, *stamps[app], last], dtype=np.float64)
+        vs = np.array([0.0, *counts[app], 0.0], dtype=np.float64)
+        out.append(sum_counts(app, ts, vs, bucket))
     return out
 
 

@@ -310,7 +310,7 @@ class ConfigFiles:
                 if tmp is not None:
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
-        if self.service.reload():
+        if await self.service.reload_async():
             return
         problems = await asyncio.to_thread(self._load_problems)
         _restore(backups)

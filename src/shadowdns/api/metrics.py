@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from shadowdns.store import HealthState, Store
 
 if TYPE_CHECKING:
+    from shadowdns.allocator.controller import Controller
     from shadowdns.app import Service
 
 
@@ -83,6 +84,8 @@ class ServiceCollector(Collector):
         yield from self._resolver()
         yield from self._zones()
         yield from self._store()
+        yield from self._demand()
+        yield from self._control()
         yield from self._health()
 
     def _resolver(self) -> Iterator[Metric]:
@@ -110,6 +113,18 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("shadowdns_resolver_snapshot_generation",
                                 "generation of the answer snapshot being served",
                                 value=self.service.generation)
+        yield GaugeMetricFamily("shadowdns_resolver_answer_table_questions",
+                                "questions compiled in the answer table (all shapes)",
+                                value=len(engine.table.base))
+        rrl = getattr(self.service, "rrl", None)
+        if rrl is not None:
+            limited = CounterMetricFamily(
+                "shadowdns_rrl_limited", "UDP replies held back by response rate limiting",
+                labels=["action"])
+            limited.add_metric(["dropped"], rrl.dropped)
+            limited.add_metric(["slipped"], rrl.slipped)
+            limited.add_metric(["dry_run"], rrl.would_limit)
+            yield limited
         latency = getattr(engine, "latency_histogram", None)
         if latency is not None:  # (bucket upper bounds, cumulative counts, sum) if provided
             bounds, counts, total = latency()
@@ -145,7 +160,8 @@ class ServiceCollector(Collector):
             states.add_metric([state], view.allocations.get(state, 0))
         yield states
         error = GaugeMetricFamily("shadowdns_predictor_forecast_error",
-                                  "mean backtest error of the series each model forecasts",
+                                  "mean error recorded with the model choice of the series "
+                                  "each model forecasts (store: every node of a fleet)",
                                   labels=["model"])
         series = GaugeMetricFamily("shadowdns_predictor_series",
                                    "demand series forecast by each model", labels=["model"])
@@ -154,6 +170,60 @@ class ServiceCollector(Collector):
             series.add_metric([model], count)
         yield error
         yield series
+
+    def _demand(self) -> Iterator[Metric]:
+        """The demand flush and its upkeep: a store refusing counts shows here first."""
+        outbox: Any = getattr(self.service, "outbox", None)
+        upkeep: Any = getattr(self.service, "upkeep", None)
+        yield GaugeMetricFamily("shadowdns_store_demand_buffered_rows",
+                                "demand rows waiting for the store (kept across failed flushes)",
+                                value=getattr(outbox, "rows", 0))
+        yield CounterMetricFamily("shadowdns_store_demand_dropped_rows",
+                                  "demand rows dropped because the buffer was full",
+                                  value=getattr(outbox, "dropped", 0))
+        yield CounterMetricFamily("shadowdns_store_demand_flush_failures",
+                                  "demand flushes the store refused (the rows stay buffered)",
+                                  value=getattr(outbox, "failures", 0))
+        yield CounterMetricFamily("shadowdns_store_rollups",
+                                  "demand rollups and retention runs that worked",
+                                  value=getattr(upkeep, "runs", 0))
+        yield CounterMetricFamily("shadowdns_store_rollup_failures",
+                                  "demand rollups or retention runs that failed",
+                                  value=getattr(upkeep, "failures", 0))
+
+    def _control(self) -> Iterator[Metric]:
+        """The allocation loop of this process (zeros where it does not run it)."""
+        c: Controller | None = getattr(self.service, "control", None)
+        for name, value, text in (
+            ("shadowdns_allocator_runs", c.runs if c else 0, "allocation runs"),
+            ("shadowdns_allocator_shadows_allocated", c.allocations_total if c else 0,
+             "shadows allocated"),
+            ("shadowdns_allocator_shadows_released", c.releases_total if c else 0,
+             "shadows released"),
+            ("shadowdns_allocator_forecast_misses", c.book.miss_total if c else 0,
+             "buckets whose demand exceeded the forecast's upper band"),
+            ("shadowdns_allocator_topups", c.topups if c else 0,
+             "reactive top-ups after a streak of forecast misses"),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        refits = CounterMetricFamily("shadowdns_allocator_refits",
+                                     "model fits applied, by why they ran", labels=["reason"])
+        for reason, count in sorted((c.book.refits if c else {}).items()):
+            refits.add_metric([reason], count)
+        yield refits
+        relative = GaugeMetricFamily(
+            "shadowdns_allocator_forecast_relative_error",
+            "rolling MAE over seasonal-naive MAE, mean over the series each model forecasts "
+            "(below 1 beats last season)", labels=["model"])
+        coverage = GaugeMetricFamily(
+            "shadowdns_allocator_forecast_band_coverage",
+            "share of buckets at or below the forecast's upper band, per model",
+            labels=["model"])
+        for model, figures in (c.model_errors if c else {}).items():
+            relative.add_metric([model], figures.relative)
+            coverage.add_metric([model], figures.coverage)
+        yield relative
+        yield coverage
 
     def _health(self) -> Iterator[Metric]:
         probed = {h.resource: h for h in self.view.health}

@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from shadowdns import __version__
+from shadowdns.allocator.settings import parse_duration
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
+from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
+from shadowdns.store import Retention
+
+# Minute buckets kept at least this long: the allocator reads the new ones every window.
+MIN_MINUTE_RETENTION = 3600.0
 
 DEFAULT_LISTEN = "127.0.0.1:5353"
 
@@ -62,6 +68,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(e.g. 127.0.0.1:8053)")
     serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--ecs-trust", action="append", default=None, metavar="CIDR",
+                       help="believe the EDNS Client Subnet option only from these sources "
+                            "(repeatable; default: from every source). From others the "
+                            "source address locates the client and answers carry scope 0")
+    serve.add_argument("--rrl-rate", type=int, default=0, metavar="N",
+                       help="response rate limiting: at most N UDP replies a second per "
+                            "client prefix (/24, /56) and answer class (default 0: off)")
+    serve.add_argument("--rrl-slip", type=int, default=2, metavar="K",
+                       help="send every K-th limited reply truncated (TC=1) so real clients "
+                            "retry over TCP; 0 drops them all (default 2)")
+    serve.add_argument("--rrl-exempt", action="append", default=[], metavar="CIDR",
+                       help="never rate-limit replies to these networks (repeatable)")
+    serve.add_argument("--rrl-dry-run", action="store_true",
+                       help="count and log what rate limiting would drop, send everything")
     serve.add_argument("--transfer-acl", action="append", default=[], metavar="CIDR",
                        help="allow AXFR/IXFR from these networks, repeatable (default: none)")
     serve.add_argument("--tsig-key", action="append", default=[],
@@ -82,8 +102,46 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="accept command health checks through the API and the fleet store "
                             "(ROOT-EQUIVALENT: any operator token can then run programs as "
                             "this server's user); without it they come only from host files")
-    serve.add_argument("--tcp-max-connections", type=int, default=256)
-    serve.add_argument("--tcp-idle-timeout", type=float, default=10.0)
+    serve.add_argument("--flush-interval", type=_duration, default=60.0, metavar="DURATION",
+                       help="write demand counts to the store this often; divides a minute "
+                            "(default 60s)")
+    serve.add_argument("--rollup-interval", type=_duration, default=60.0, metavar="DURATION",
+                       help="roll demand up into 5-minute and hourly buckets and apply "
+                            "retention this often (default 60s)")
+    kept = Retention()
+    for flag, field_name, what in (("--retention-minute", "minute", "minute"),
+                                   ("--retention-5m", "five_minute", "5-minute"),
+                                   ("--retention-hour", "hour", "hourly")):
+        serve.add_argument(flag, dest=f"retention_{field_name}", type=_duration,
+                           default=getattr(kept, field_name), metavar="DURATION",
+                           help=f"keep {what} demand buckets this long (default "
+                                f"{_days(getattr(kept, field_name))})")
+    # For tests: stamp and roll up demand this many seconds from the wall clock.
+    serve.add_argument("--clock-offset", type=float, default=0.0, help=argparse.SUPPRESS)
+    tcp = TCPLimits()
+    serve.add_argument("--tcp-max-connections", type=int, default=tcp.max_connections,
+                       metavar="N",
+                       help="TCP connections served at once; when full, a new one takes "
+                            "the slot of the connection longest mid-message, else of the one "
+                            f"longest without progress if over {EVICT_AFTER:g} s, else it is "
+                            f"refused (default {tcp.max_connections})")
+    serve.add_argument("--tcp-idle-timeout", type=float, default=tcp.idle_timeout,
+                       metavar="SECONDS",
+                       help="close a TCP connection idle this long between messages "
+                            f"(default {tcp.idle_timeout:g})")
+    serve.add_argument("--tcp-message-timeout", type=float, default=tcp.message_timeout,
+                       metavar="SECONDS",
+                       help="a TCP message must arrive whole this long after its first "
+                            "byte, and a client must take some of its pending answers within "
+                            f"this; else the connection is closed (default "
+                            f"{tcp.message_timeout:g})")
+    serve.add_argument("--tcp-lifetime", type=float, default=tcp.lifetime, metavar="SECONDS",
+                       help="close a TCP connection this long after it opened, between "
+                            f"messages and never mid-transfer; 0: no limit "
+                            f"(default {tcp.lifetime:g})")
+    serve.add_argument("--tcp-per-prefix", type=int, default=tcp.per_prefix, metavar="N",
+                       help="TCP connections per client /24 (IPv4) or /56 (IPv6); one more "
+                            f"is refused; 0: no limit (default {tcp.per_prefix})")
     serve.set_defaults(handler=cmd_serve)
 
     check = subparsers.add_parser(
@@ -104,6 +162,40 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                          help="state store to read shadow allocations and health from")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=cmd_explain)
+
+
+def _duration(text: str) -> float:
+    """A CLI duration (`90s`, `15m`, `2d`, plain seconds), as in allocator.yaml."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g}d"
+
+
+def demand_settings(args: argparse.Namespace) -> tuple[float, float, Retention]:
+    """(flush interval, rollup interval, retention) of `serve`, checked."""
+    problems = []
+    flush = args.flush_interval
+    if not 0 < flush <= 60 or not (60 / flush).is_integer():
+        problems.append(Problem("--flush-interval", None,
+                                f"{flush:g}s must be positive and divide a minute"))
+    if not args.rollup_interval > 0:
+        problems.append(Problem("--rollup-interval", None, "must be positive"))
+    if args.retention_minute < MIN_MINUTE_RETENTION:
+        problems.append(Problem("--retention-minute", None,
+                                f"must be at least {MIN_MINUTE_RETENTION / 3600:g}h"))
+    for flag, value in (("--retention-5m", args.retention_five_minute),
+                        ("--retention-hour", args.retention_hour)):
+        if not value > 0:
+            problems.append(Problem(flag, None, "must be positive"))
+    if problems:
+        raise ConfigError(problems)
+    return flush, args.rollup_interval, Retention(
+        args.retention_minute, args.retention_five_minute, args.retention_hour)
 
 
 def transfer_config(args: argparse.Namespace) -> TransferConfig:
@@ -139,9 +231,11 @@ def identity_from_args(args: argparse.Namespace) -> Identity:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import ipaddress
     import socket
 
     from shadowdns.app import ServeConfig, run_service
+    from shadowdns.resolver.rrl import RRLConfig, parse_exempt
 
     try:
         listen = tuple(ListenAddress.parse(a) for a in (args.listen or [DEFAULT_LISTEN]))
@@ -149,6 +243,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError([Problem("--listen", None, str(exc))]) from None
     if args.answer_only and args.api:
         raise ConfigError([Problem("--answer-only", None, "cannot be combined with --api")])
+    flush_interval, rollup_interval, retention = demand_settings(args)
+    for cidr in args.ecs_trust or ():
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigError([Problem("--ecs-trust", None, str(exc))]) from None
+    if args.rrl_rate < 0 or args.rrl_slip < 0:
+        raise ConfigError([Problem("--rrl-rate" if args.rrl_rate < 0 else "--rrl-slip", None,
+                                   "must be 0 or more")])
+    try:
+        rrl = RRLConfig(args.rrl_rate, args.rrl_slip, parse_exempt(args.rrl_exempt),
+                        args.rrl_dry_run)
+    except ValueError as exc:
+        raise ConfigError([Problem("--rrl-exempt", None, str(exc))]) from None
+    tcp = TCPLimits(args.tcp_max_connections, args.tcp_idle_timeout,  # checks every flag
+                    args.tcp_message_timeout, args.tcp_lifetime, args.tcp_per_prefix)
     config = ServeConfig(
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
@@ -164,8 +274,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
-        tcp_max_connections=args.tcp_max_connections,
-        tcp_idle_timeout=args.tcp_idle_timeout,
+        ecs_trust=None if args.ecs_trust is None else tuple(args.ecs_trust),
+        rrl=rrl,
+        flush_interval=flush_interval,
+        rollup_interval=rollup_interval,
+        retention=retention,
+        clock_offset=args.clock_offset,
+        tcp_max_connections=tcp.max_connections,
+        tcp_idle_timeout=tcp.idle_timeout,
+        tcp_message_timeout=tcp.message_timeout,
+        tcp_lifetime=tcp.lifetime,
+        tcp_per_prefix=tcp.per_prefix,
     )
     return run_service(config)
 

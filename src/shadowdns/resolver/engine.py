@@ -12,11 +12,12 @@ fallback is the reference the fast path is tested against.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import itertools
 import logging
 import socket
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import dns.edns
 import dns.exception
@@ -120,9 +121,10 @@ class AnswerTable:
         self.base: dict[bytes, Template | Regional] = {}
         self.shared: dict[Template, Template] = {}
         self.shared_variants: dict[tuple[Template, ...], tuple[Template, ...]] = {}
-        # (qtype, addresses, TTL, rcode, AA) -> base template of a plain address answer,
-        # whose bytes after the question do not depend on the name (owner = pointer to it)
-        self.address_answers: dict[tuple[int, tuple[str, ...], int, int, bool], Template] = {}
+        # (qtype, addresses, TTL, query counter) -> base template of a plain address
+        # answer, whose bytes after the question do not depend on the name (owner =
+        # pointer to it): DIs routed to the same addresses share it
+        self.address_answers: dict[tuple[int, tuple[str, ...], int, int], Template] = {}
         # DI name -> base keys whose answer is that DI's routing decision: what a change of
         # its shadows, health or TTL must recompile (and nothing else).
         self.deps: dict[str, list[bytes]] = {}
@@ -159,9 +161,15 @@ class QueryEngine:
     """Answers DNS messages from the current snapshot."""
 
     def __init__(self, snapshot: Snapshot, counters: DemandCounters | None = None,
-                 transfers: Transfers | None = None, max_cached: int = MAX_CACHED) -> None:
+                 transfers: Transfers | None = None, max_cached: int = MAX_CACHED,
+                 ecs_trust: Sequence[str] | None = None) -> None:
         self.snapshot = snapshot
         self.max_cached = max_cached
+        # Sources whose ECS option is believed (None: every source, RFC 7871's default for
+        # an authoritative server); from others the source address locates the client.
+        self._ecs_trust = (None if ecs_trust is None else
+                           [ipaddress.ip_network(c, strict=False) for c in ecs_trust])
+        self._trusted: dict[str, bool] = {}
         self.transfers = transfers or Transfers(TransferConfig())
         self.table = AnswerTable()
         # Shapes queries have come in: the table is filled ahead for these (see prewarm).
@@ -333,7 +341,8 @@ class QueryEngine:
         if tpl.__class__ is Regional:
             regional: Regional = tpl
             ctx = regional.ctx
-            if ecs and ecs[2]:  # a client subnet with a non-zero source prefix
+            if ecs and ecs[2] and (self._ecs_trust is None or self._trusts(addr)):
+                # a client subnet with a non-zero source prefix, from a trusted source
                 hit = ctx.ecs_cache.get(ecs)  # holds valid options only
                 if hit is None:
                     if not _ecs_valid(ecs):
@@ -370,6 +379,20 @@ class QueryEngine:
         if len(resp) > limit:
             return self._slow(data, tcp, addr)
         return resp
+
+    def _trusts(self, addr: tuple[str, int] | None) -> bool:
+        """Whether the ECS option of a query from `addr` is believed (cached per source)."""
+        ip = addr[0] if addr is not None else "127.0.0.1"
+        known = self._trusted.get(ip)
+        if known is None:
+            try:
+                parsed = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            known = any(parsed in net for net in self._ecs_trust or ())
+            if len(self._trusted) < 200_000:
+                self._trusted[ip] = known
+        return known
 
     def _ecs_opt(self, ecs: bytes, shape: int, scope: int = 0) -> bytes | None:
         """OPT echoing the client's ECS option with our scope, or None if it is invalid."""
@@ -559,8 +582,8 @@ class QueryEngine:
     def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
                     qtype: int) -> Regional | None:
         """A DI's own A/AAAA question, rendered by hand from each region's routing choice;
-        None (the full path) when the DI has shadows, some region answers NODATA (its SOA
-        needs the full path) or a DNAME could redirect the name.
+        None (the full path) when some region answers NODATA (its SOA needs the full path)
+        or a DNAME could redirect the name.
 
         Hand-written on purpose: it is what a cold table and every change of health or TTL
         compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
@@ -571,11 +594,24 @@ class QueryEngine:
         if zone is None or zone.dnames:
             return None
         di_text = di.name.to_text()
-        chosen = ctx.choices(di, di_text)
-        if chosen is None:
-            return None
-        primaries, picks = chosen
         v4 = qtype == _A
+        rows: list[tuple[tuple[str, ...], str]] = []
+        chosen = ctx.choices(di, di_text)
+        if chosen is None:  # the DI has shadows: decided region by region
+            for ridx in range(len(ctx.regions)):
+                decision = ctx.decision(di, ridx)
+                rows.append((tuple(decision.addresses(4 if v4 else 6)), decision.kind))
+        else:
+            primaries, picks = chosen
+            for positions, picked in picks:
+                if len(positions) == 1:
+                    res = primaries[positions[0]]
+                    one = res.address if v4 else res.address6  # type: ignore[union-attr]
+                    rows.append(((one,) if one else (), picked))
+                else:
+                    rows.append((tuple(dict.fromkeys(
+                        a for a in ((primaries[i].address if v4 else primaries[i].address6)  # type: ignore[union-attr]
+                                    for i in positions) if a)), picked))
         size = 4 if v4 else 16
         af = socket.AF_INET if v4 else socket.AF_INET6
         table = self.table
@@ -587,15 +623,7 @@ class QueryEngine:
         kinds: list[str] = []
         first_body = None
         uniform = True
-        for ridx, (positions, kind) in enumerate(picks):
-            if len(positions) == 1:
-                res = primaries[positions[0]]
-                one = res.address if v4 else res.address6  # type: ignore[union-attr]
-                addresses: tuple[str, ...] = (one,) if one else ()
-            else:
-                addresses = tuple(dict.fromkeys(
-                    a for a in ((primaries[i].address if v4 else primaries[i].address6)  # type: ignore[union-attr]
-                                for i in positions) if a))
+        for ridx, (addresses, kind) in enumerate(rows):
             if not addresses:
                 return None
             ttl = ttls.get((di_text, regions[ridx]), di.ttl) if ttls else di.ttl
@@ -735,7 +763,8 @@ class QueryEngine:
         scope = 0
         dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
         if dynamic is not None and q.rdtype in _ADDRESS and not result.referral:
-            located = self._locate(dynamic[1], ecs, addr)
+            trusted = ecs if self._ecs_trust is None or self._trusts(addr) else None
+            located = self._locate(dynamic[1], trusted, addr)
             if located is None:
                 return render.build_message(Result(rcode=dns.rcode.FORMERR, aa=False), q.name,
                                             q.rdtype, q.rdclass, shape, snap.identity)

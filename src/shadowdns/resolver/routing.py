@@ -12,12 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from shadowdns.geoip.distance import haversine_km
+from shadowdns.kinds import RoutingKind
 from shadowdns.zones.policy import DI, Location, Policy, Resource
-
-Kind = Literal["shadow", "primary", "fallback", "nodata"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +32,7 @@ class Decision:
     """Resources chosen for one (DI, region) and why."""
 
     resources: tuple[Resource, ...]
-    kind: Kind
+    kind: RoutingKind
     reason: str
 
     def addresses(self, family: int) -> list[str]:

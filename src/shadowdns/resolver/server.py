@@ -1,8 +1,8 @@
 """UDP and TCP listeners (RFC 1035 §4.2, RFC 7766) around one `QueryEngine`.
 
 The listeners only move bytes: UDP datagrams straight to `QueryEngine.respond`; TCP
-streams are split into length-prefixed messages, answered in order, with an idle timeout
-and a cap on concurrent connections so a slow or hostile client cannot pin the server.
+streams are split into length-prefixed messages and answered in order under the limits of
+`shadowdns.resolver.tcp`, so a slow or hostile client cannot pin the server.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.rrl import RateLimiter
+from shadowdns.resolver.tcp import TCPConnections, TCPLimits, TCPProtocol
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,11 @@ class UDPListener:
     BATCH = 256
     SAMPLE_EVERY = 64
 
-    def __init__(self, engine: QueryEngine, sock: socket.socket) -> None:
+    def __init__(self, engine: QueryEngine, sock: socket.socket,
+                 rrl: RateLimiter | None = None) -> None:
         self.engine = engine
         self.sock = sock
+        self.rrl = rrl
         self.seen = 0
         sock.setblocking(False)
 
@@ -83,6 +86,8 @@ class UDPListener:
         send = self.sock.sendto
         engine = self.engine
         respond = engine.respond
+        rrl = self.rrl
+        now = time.monotonic() if rrl is not None else 0.0
         for _ in range(self.BATCH):
             try:
                 data, addr = recv(65535)
@@ -98,6 +103,8 @@ class UDPListener:
                 start = time.perf_counter()
                 resp = respond(data, addr)
                 engine.latency.observe(time.perf_counter() - start)
+            if rrl is not None and resp is not None:
+                resp = rrl.check(data, resp, addr[0], now)
             if resp is not None:
                 try:
                     send(resp, addr)
@@ -105,86 +112,15 @@ class UDPListener:
                     pass
 
 
-class TCPLimits:
-    """Connection limits shared by all TCP listeners of a server."""
-
-    def __init__(self, max_connections: int = 256, idle_timeout: float = 10.0) -> None:
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.active = 0
-
-
-class TCPProtocol(asyncio.Protocol):
-    """Length-prefixed messages; several per connection, answered in order (RFC 7766)."""
-
-    def __init__(self, engine: QueryEngine, limits: TCPLimits) -> None:
-        self.engine = engine
-        self.limits = limits
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.counted = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses but behave as such.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer: tuple[str, int] | None = (peer[0], peer[1]) if peer else None
-        if self.limits.active >= self.limits.max_connections:
-            transport.abort()
-            return
-        self.limits.active += 1
-        self.counted = True
-        self._arm()
-
-    def _arm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.limits.idle_timeout, self._idle)
-
-    def _idle(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        transport = self.transport
-        if transport is None:
-            return
-        self._arm()
-        buf = self.buffer
-        while len(buf) >= 2:
-            size = buf[0] << 8 | buf[1]
-            if len(buf) < 2 + size:
-                break
-            msg = bytes(buf[2 : 2 + size])
-            del buf[: 2 + size]
-            replies = self.engine.respond_stream(msg, self.peer)
-            if not replies:
-                # Not answerable (a response, or under 12 bytes): end the stream.
-                transport.close()
-                return
-            for resp in replies:
-                transport.write(len(resp).to_bytes(2, "big") + resp)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.counted:
-            self.limits.active -= 1
-            self.counted = False
-        self.transport = None
-
-
 class DNSServer:
     """Owns the listening sockets of one process."""
 
     def __init__(self, engine: QueryEngine, limits: TCPLimits | None = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, rrl: RateLimiter | None = None) -> None:
         self.engine = engine
+        self.rrl = rrl
         self.limits = limits or TCPLimits()
+        self.connections = TCPConnections(self.limits)  # shared by every TCP listener
         self.reuse_port = reuse_port
         self.udp: list[UDPListener] = []
         self.servers: list[asyncio.base_events.Server] = []
@@ -222,10 +158,10 @@ class DNSServer:
             raise OSError(f"no free port pair on {address.host}")
         tcp_sock.listen(1024)
         tcp_sock.setblocking(False)
-        udp = UDPListener(self.engine, udp_sock)
+        udp = UDPListener(self.engine, udp_sock, self.rrl)
         udp.start(loop)
         server = await loop.create_server(
-            lambda: TCPProtocol(self.engine, self.limits), sock=tcp_sock
+            lambda: TCPProtocol(self.engine, self.connections), sock=tcp_sock
         )
         self.udp.append(udp)
         self.servers.append(server)

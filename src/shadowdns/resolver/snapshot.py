@@ -24,9 +24,10 @@ from shadowdns.errors import ConfigError, Problem, ShadowDNSError
 from shadowdns.geoip.database import GeoDatabase
 from shadowdns.geoip.distance import haversine_km
 from shadowdns.geoip.regions import RegionAnswer, RegionMapper
+from shadowdns.kinds import RoutingKind
 from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
-from shadowdns.resolver.routing import Decision, Kind, Shadow, decide, is_up
+from shadowdns.resolver.routing import Decision, Shadow, decide, is_up
 from shadowdns.zones.di_view import static_view
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
 from shadowdns.zones.policy import DI, Policy, Resource
@@ -36,7 +37,7 @@ from shadowdns.zones.zone import Zone
 POLICY_SUFFIX = ".policy.yaml"
 
 # Per region index: positions among a DI's primaries that answer, and the kind of answer.
-Picks = tuple[tuple[tuple[int, ...], Kind], ...]
+Picks = tuple[tuple[tuple[int, ...], RoutingKind], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,17 +19,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from shadowdns.kinds import ANSWER_KINDS, AnswerKind
 from shadowdns.store.fleet import CHANNELS, ChangeListener, check_payload
 from shadowdns.zones.policy import Policy
 
 Resolution = Literal["minute", "5m", "hour"]
-DemandKind = Literal["shadow", "primary", "fallback", "static"]
+DemandKind = AnswerKind  # demand is kept per kind of answer (`shadowdns.kinds`)
 AllocationState = Literal["warming", "ready", "draining", "released"]
 HealthStatus = Literal["up", "down"]
 ConfigKind = Literal["zone", "policy"]
 
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
-DEMAND_KINDS: tuple[DemandKind, ...] = get_args(DemandKind)
+DEMAND_KINDS: tuple[DemandKind, ...] = ANSWER_KINDS
 ALLOCATION_STATES: tuple[AllocationState, ...] = get_args(AllocationState)
 HEALTH_STATUSES: tuple[HealthStatus, ...] = get_args(HealthStatus)
 CONFIG_KINDS: tuple[ConfigKind, ...] = get_args(ConfigKind)

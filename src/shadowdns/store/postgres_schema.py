@@ -40,7 +40,10 @@ from shadowdns.store.fleet import (
 
 Migration = str | Callable[[psycopg.Connection[Any]], None]
 
-_KINDS = "'shadow', 'primary', 'fallback', 'static'"
+_KINDS_V1 = "'shadow', 'primary', 'fallback', 'static'"
+_KINDS_V5 = "'shadow', 'primary', 'fallback', 'nodata', 'static'"
+_DEMAND_TABLES = ("demand_minute", "demand_5m", "demand_hour", "demand_pending_5m",
+                  "demand_pending_hour")
 _T = 'text COLLATE "C"'
 
 
@@ -49,7 +52,7 @@ def _demand_table(name: str) -> str:
 CREATE TABLE {name} (
     bucket_start bigint NOT NULL,
     series bigint NOT NULL REFERENCES series (id),
-    kind {_T} NOT NULL CHECK (kind IN ({_KINDS})),
+    kind {_T} NOT NULL CHECK (kind IN ({_KINDS_V1})),
     queries bigint NOT NULL CHECK (queries >= 0),
     PRIMARY KEY (bucket_start, series, kind)
 );
@@ -334,7 +337,13 @@ CREATE TRIGGER zones_changed
 """The digest of the policy file whose graph the store holds (see the SQLite schema);
 recording it is part of a policy write, so it does not announce a zone change."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+_V5 = "".join(f"""
+ALTER TABLE {table} DROP CONSTRAINT {table}_kind_check;
+ALTER TABLE {table} ADD CONSTRAINT {table}_kind_check CHECK (kind IN ({_KINDS_V5}));
+""" for table in _DEMAND_TABLES)
+"""Demand of NODATA answers (`all_down: nodata`): the kind joins every demand table's CHECK."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -25,15 +25,19 @@ from shadowdns.errors import StoreError
 
 Migration = str | Callable[[sqlite_utils.Database], None]
 
-_KINDS = "'shadow', 'primary', 'fallback', 'static'"
+_KINDS_V1 = "'shadow', 'primary', 'fallback', 'static'"
+_KINDS_V6 = "'shadow', 'primary', 'fallback', 'nodata', 'static'"
+_DEMAND_TABLES = ("demand_minute", "demand_5m", "demand_hour", "demand_pending_5m",
+                  "demand_pending_hour")
+_INDEXED_DEMAND_TABLES = ("demand_minute", "demand_5m", "demand_hour")
 
 
-def _demand_table(name: str) -> str:
+def _demand_table(name: str, kinds: str = _KINDS_V1) -> str:
     return f"""
 CREATE TABLE {name} (
     bucket_start INTEGER NOT NULL,
     series INTEGER NOT NULL REFERENCES series (id),
-    kind TEXT NOT NULL CHECK (kind IN ({_KINDS})),
+    kind TEXT NOT NULL CHECK (kind IN ({kinds})),
     queries INTEGER NOT NULL CHECK (queries >= 0),
     PRIMARY KEY (bucket_start, series, kind)
 ) WITHOUT ROWID;
@@ -273,7 +277,24 @@ ALTER TABLE zones ADD COLUMN policy_digest TEXT;
 """The digest of the policy file whose graph the store holds: a restart with the same file
 does not rewrite millions of rows."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+
+
+def _v6(db: sqlite_utils.Database) -> None:
+    """Demand of NODATA answers (`all_down: nodata`): the kind is added to the CHECK of
+    every demand table. SQLite cannot alter a CHECK, so each table is rebuilt, statement by
+    statement inside `migrate`'s transaction (`executescript` would commit halfway)."""
+    conn = db.conn
+    for table in _DEMAND_TABLES:
+        conn.execute(_demand_table(f"{table}_v6", _KINDS_V6))
+        conn.execute(f"INSERT INTO {table}_v6 (bucket_start, series, kind, queries)"
+                     f" SELECT bucket_start, series, kind, queries FROM {table}")
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_v6 RENAME TO {table}")
+    for table in _INDEXED_DEMAND_TABLES:
+        conn.execute(f"CREATE INDEX {table}_series ON {table} (series, bucket_start)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -14,7 +14,7 @@ from shadowdns.allocator.controller import ALL_VIEWS_UP_TO, Controller
 from shadowdns.allocator.hooks import HookRunner
 from shadowdns.allocator.settings import AllocatorSettings, Hook
 from shadowdns.clock import SimulatedClock
-from shadowdns.store.base import DemandRow
+from shadowdns.store.base import DemandRow, Retention
 from shadowdns.store.sqlite import SQLiteStore
 from shadowdns.zones.policy import Policy
 
@@ -159,9 +159,10 @@ def test_preview_mode_records_generations_but_changes_nothing() -> None:
 
 
 def test_forecast_misses_trigger_a_top_up_and_forecasts_are_stored() -> None:
-    """Demand that jumps above the forecast band for K buckets in a row is a top-up:
+    """Demand that climbs above the forecast band for K buckets in a row is a top-up:
     read_demand says so (the loop then allocates at once) and the misses are counted;
-    the controller stores its forecasts for the API."""
+    the controller stores its forecasts for the API. (A young series forecasts its last
+    bucket, so a jump that stays is one miss; a climb beats it every bucket.)"""
     store = SQLiteStore(":memory:")
     clock = SimulatedClock(T0)
     seed(store, "br", 1, 30, T0)
@@ -172,7 +173,7 @@ def test_forecast_misses_trigger_a_top_up_and_forecasts_are_stored() -> None:
         flags = []
         for i in range(3):
             t = T0 + 60 * (i + 1)
-            store.add_demand([DemandRow(APP, "br", int(t - 60), "primary", 500)])
+            store.add_demand([DemandRow(APP, "br", int(t - 60), "primary", 500 * (i + 1))])
             clock.set(t)
             flags.append(await ctl.read_demand(t))
         return flags
@@ -182,7 +183,7 @@ def test_forecast_misses_trigger_a_top_up_and_forecasts_are_stored() -> None:
     assert ctl.topups == 1 and ctl.book.miss_total >= 2
     assert ctl.book.view((APP, "br"), T0, T0 + 60).topup
     [forecast] = store.read_forecasts("minute", APP, "br")
-    assert forecast.points and forecast.model == "snaive"
+    assert forecast.points and forecast.model == "last"
 
 
 def test_the_loop_allocates_each_window_moves_states_and_waits_for_leadership() -> None:
@@ -269,3 +270,24 @@ def test_book_work_runs_off_the_event_loop() -> None:
     loop_thread, result = asyncio.run(scenario())
     assert threads and loop_thread not in threads
     assert [(s.di, s.region) for s in result.add] == [(APP, "jp")]
+
+
+@pytest.mark.parametrize(("minute_retention", "expected"), [(3 * 3600.0, 6000.0),
+                                                             (None, 1800.0)],
+                         ids=["told-the-retention", "assumes-36h-of-minutes"])
+def test_first_read_takes_what_minutes_no_longer_hold_from_the_rollups(
+        minute_retention: float | None, expected: float) -> None:
+    """After a restart the first read takes minutes only as far back as the store keeps
+    them (`minute_retention`, from serve's --retention-minute) and older history from the
+    5-minute rollups; assuming 36 h of minutes, hours the store forgot read as zeros."""
+    end = int(T0 // 3600 * 3600)
+    store = SQLiteStore(":memory:", retention=Retention(minute=3 * 3600))
+    seed(store, "jp", 10, 10 * 60, end)  # ten hours, 6000 queries
+    store.rollup(end)
+    store.apply_retention(end)
+    assert sum(q for _, q in store.demand_series("minute", 0, end)[(APP, "jp")]) == 1800
+    settings = AllocatorSettings(mode="preview", window=300, bucket=300, history=86400)
+    ctl = Controller(store, lambda: [make_policy()], settings, SimulatedClock(end),
+                     solve_in_thread=False, settle=0.0, minute_retention=minute_retention)
+    asyncio.run(ctl.read_demand(end))
+    assert float(ctl.book.series[(APP, "jp")].values.view().sum()) == expected

@@ -38,18 +38,39 @@ def test_book_history_is_bounded_and_start_follows() -> None:
 
 
 def test_view_takes_the_upper_band_over_the_planned_window() -> None:
-    """A seasonal-naive book repeats yesterday; the view is the max upper value of the
+    """A seasonal-naive fit repeats yesterday; the view is the max upper value of the
     buckets overlapping [since, until); gaps count as zero queries."""
     book = DemandBook(HOUR)
     params = SeriesParams(model="snaive", threshold=150, horizon=3)
-    for i, v in enumerate(pattern(48)):
+    for i, v in enumerate(pattern(72)):
         book.observe(KEY, 1000 + i, v, params)
-    t = (1000 + 48) * HOUR  # the next bucket starts here
+    [request] = book.due_fits(0.0)
+    book.apply_fit(request, fit_job(request.model, request.values, request.season,
+                                    request.horizon, request.start, request.quantile), 0.0)
+    t = (1000 + 72) * HOUR  # the next bucket starts here
     view = book.view(KEY, t + 5 * HOUR, t + 7 * HOUR)  # buckets 5 and 6 ahead
-    assert view.predicted >= max(pattern(48)[5:7])
-    assert view.observed == pattern(48)[-1]
-    book.observe(KEY, 1000 + 50, 7.0)  # 1048 and 1049 missing: zeros
+    assert view.predicted >= max(pattern(72)[5:7]) and view.model == "snaive"
+    assert view.observed == pattern(72)[-1]
+    book.observe(KEY, 1000 + 74, 7.0)  # 1072 and 1073 missing: zeros
     assert book.series[KEY].values.view()[-3:].tolist() == [0.0, 0.0, 7.0]
+
+
+def test_a_young_series_forecasts_its_last_bucket_until_it_has_a_fit() -> None:
+    """Before two days of history and without a period the book plans on the last
+    bucket (what the reactive rule does), its band measured as the history grows."""
+    book = DemandBook(HOUR)
+    params = SeriesParams(threshold=150, horizon=3)
+    rng = np.random.default_rng(2)
+    values = rng.uniform(50, 150, 30)
+    for i, v in enumerate(values):
+        book.observe(KEY, 1000 + i, float(v), params)
+        book.refresh_baselines()
+    assert book.due_fits(0.0) == []
+    state = book.series[KEY]
+    assert state.model == "last" and state.period == 0
+    _, point, upper = book.forecast(KEY, 3)
+    assert point.tolist() == [values[-1]] * 3
+    assert (upper > point).all()  # the band of last-value errors, not zero width
 
 
 def test_fits_are_due_after_two_seasons_and_catch_up_on_newer_buckets() -> None:
@@ -112,6 +133,10 @@ def test_crossing_probability_is_calibrated_on_average() -> None:
     probs, actual = [], []
     for i in range(n):
         book.observe(KEY, 1000 + i, float(values[i]), params)
+        for request in book.due_fits(0.0):  # the first fit, at two days
+            book.apply_fit(request, fit_job(request.model, request.values, request.season,
+                                            request.horizon, request.start,
+                                            request.quantile), 0.0)
         if i >= 3 * season and i + 3 < n:
             start = (1000 + i + 3) * HOUR  # the bucket 3 steps after the next one
             view = book.view(KEY, start, start + HOUR)
@@ -119,6 +144,7 @@ def test_crossing_probability_is_calibrated_on_average() -> None:
             probs.append(view.p_cross)
             actual.append(values[i + 3] >= threshold)
     p, crossed = np.array(probs), np.array(actual)
+    assert book.series[KEY].model == "snaive"
     assert abs(p.mean() - crossed.mean()) < 0.05  # calibrated on average
     assert abs((p >= 0.5).mean() - crossed.mean()) < 0.1
 
@@ -138,3 +164,45 @@ def test_a_book_without_forecasts_keeps_what_the_reactive_rule_reads() -> None:
     assert bare.predicted == 0.0 and bare.p_cross is None
     assert books[0].due_fits(0.0) and books[1].due_fits(0.0) == []
     assert books[1].series[KEY].fitted is None
+
+
+def test_a_timer_driven_series_gets_its_period_and_is_forecast_a_lead_ahead() -> None:
+    """One busy 5-minute bucket every hour: after a few cycles the book has found the
+    period (12 buckets), fits with it as the season, and the window 15 minutes ahead of
+    the next burst is called certain while the quiet windows are not."""
+    bucket = 300
+    book = DemandBook(bucket)
+    params = SeriesParams(threshold=10, horizon=5)
+    start = 100_000
+    requests = []
+    for i in range(5 * 12):
+        book.observe(KEY, start + i, 40.0 if i % 12 == 7 else 0.0, params)
+        book.refresh_baselines()
+        requests += book.due_fits(0.0)
+    state = book.series[KEY]
+    assert state.period == 12
+    assert requests and requests[0].season == 12 and requests[0].reason == "period found"
+    for request in requests:
+        book.apply_fit(request, fit_job(request.model, request.values, request.season,
+                                        request.horizon, request.start, request.quantile), 0.0)
+    now = (start + 5 * 12) * bucket  # the next bucket is cycle phase 0
+    burst = (start + 5 * 12 + 7) * bucket
+    view = book.view(KEY, burst, burst + bucket)  # what the planner asks 35 min ahead
+    quiet = book.view(KEY, now + 3 * bucket, now + 4 * bucket)
+    assert view.predicted >= 40.0 and view.p_cross is not None and view.p_cross >= 0.9
+    assert quiet.p_cross is not None and quiet.p_cross < 0.5
+
+
+def test_calls_that_do_not_come_true_stop_triggering() -> None:
+    """A raw probability of 0.6 whose calls cross a fifth of the time becomes about a
+    fifth once its bin holds enough judged calls; a bin without calls keeps the raw."""
+    book = DemandBook(HOUR)
+    params = SeriesParams(threshold=100, horizon=2)
+    book.observe(KEY, 0, 1.0, params)
+    state = book.series[KEY]
+    for i in range(1, 200):
+        state.calls.append([i, i + 1, 0.6, 0.0])
+        book.observe(KEY, i, 150.0 if i % 5 == 0 else 1.0, params)
+    assert not state.calls
+    assert abs(book.calibrated(state, 0.6) - 0.2) < 0.05
+    assert book.calibrated(state, 0.95) == 0.95

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
-from shadowdns.allocator.simulate import REGIONS, multi_region, rebucket, simulate
+from shadowdns.allocator.simulate import (
+    REGIONS,
+    apps_to_regions,
+    multi_region,
+    rebucket,
+    simulate,
+    threshold_for,
+)
 from shadowdns.predictor.series import Series
 
 STEP = 300
@@ -74,3 +83,28 @@ def test_policies_rank_as_expected_on_a_daily_pattern() -> None:
     assert results["predictive"]["local_share"] >= results["oracle"]["local_share"] - 0.05
     assert results["predictive"]["allocations"] > 0
     assert results["predictive"]["refits"]["first fit"] == 2
+
+
+def test_apps_become_one_di_each_in_a_region_chosen_by_hash() -> None:
+    """Apps without regions: each is a DI of its own, unscaled, in one region that depends
+    only on its name; about a quarter of many apps land in each region."""
+    apps = [Series(f"app{i:03d}", np.arange(6, dtype=np.float64) + i, STEP, 100)
+            for i in range(400)]
+    out = apps_to_regions(apps)
+    assert [s.key.split("|")[0] for s in out] == [f"app{i:03d}.sim." for i in range(400)]
+    assert all(np.array_equal(s.values, a.values) and s.start == 100
+               for s, a in zip(out, apps, strict=True))
+    assert [s.key for s in apps_to_regions(apps[:5])] == [s.key for s in out[:5]]
+    shares = Counter(s.key.split("|")[1] for s in out)
+    assert set(shares) == {r.name for r in REGIONS}
+    assert all(70 <= n <= 130 for n in shares.values())
+
+
+def test_a_percentile_threshold_is_at_least_one_query() -> None:
+    """A DI idle in most buckets has a 75th percentile of zero; its threshold is one query
+    (zero would want a shadow with no demand and never release it)."""
+    sparse = np.zeros(100)
+    sparse[::12] = 7.0
+    assert threshold_for("p75", [sparse]) == 1.0
+    assert threshold_for("p50", [np.arange(101.0)]) == 50.0
+    assert threshold_for("0", [sparse]) == 0.0

@@ -9,8 +9,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from shadowdns.allocator.controller import Controller, ModelErrors
+from shadowdns.allocator.settings import AllocatorSettings
+from shadowdns.api.metrics import ServiceCollector
 from shadowdns.api.server import is_loopback, plaintext_warning
+from shadowdns.clock import SimulatedClock
 from shadowdns.store import HealthState, ModelChoice
+from shadowdns.store.sqlite import SQLiteStore
 from tests.unit.api.support import ZONE, Api
 
 
@@ -46,6 +51,32 @@ def test_metrics_cover_queries_allocations_models_health_and_api(api: Api) -> No
     assert any(labels == {"method": "GET", "route": "/api/v1/zones", "status": "200"}
                for labels, _ in requests)
     assert all(name.startswith("shadowdns_") for name in families)
+
+
+def test_control_plane_figures_are_read_at_scrape_time(api: Api) -> None:
+    """Forecast error and band coverage per model, top-ups, misses and refits by reason come
+    from the running controller when scraped; without one the counters read 0. Every
+    family name is served once."""
+    before = scrape(api)
+    assert before["shadowdns_allocator_topups"] == [({}, 0.0)]
+    assert before["shadowdns_allocator_forecast_relative_error"] == []
+    controller = Controller(SQLiteStore(":memory:"), list, AllocatorSettings(), SimulatedClock())
+    controller.topups = 2
+    controller.book.miss_total = 7
+    controller.book.refits = {"first": 3, "degraded": 1}
+    controller.model_errors = {"ets": ModelErrors(4, 0.8, 0.9),
+                               "seasonal_naive": ModelErrors(1, 1.0, 0.5)}
+    api.service.control = controller  # type: ignore[attr-defined]
+    families = scrape(api)
+    assert families["shadowdns_allocator_topups"] == [({}, 2.0)]
+    assert families["shadowdns_allocator_forecast_misses"] == [({}, 7.0)]
+    assert sorted(families["shadowdns_allocator_refits"], key=str) == [
+        ({"reason": "degraded"}, 1.0), ({"reason": "first"}, 3.0)]
+    assert ({"model": "ets"}, 0.8) in families["shadowdns_allocator_forecast_relative_error"]
+    assert ({"model": "seasonal_naive"}, 0.5) in \
+        families["shadowdns_allocator_forecast_band_coverage"]
+    names = [m.name for m in ServiceCollector(api.service).collect()]
+    assert len(names) == len(set(names))
 
 
 def test_plain_http_beyond_loopback_is_warned_about() -> None:

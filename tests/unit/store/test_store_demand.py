@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from shadowdns.errors import StoreError
-from shadowdns.store.base import RESOLUTIONS, DemandKind, DemandRow, Retention, Store
+from shadowdns.kinds import ANSWER_KINDS
+from shadowdns.store.base import (
+    DEMAND_KINDS,
+    RESOLUTIONS,
+    DemandKind,
+    DemandRow,
+    Retention,
+    Store,
+)
 from shadowdns.store.sqlite import SQLiteStore
 
 from .conftest import Backend
@@ -128,6 +136,35 @@ def test_rollup_moves_only_complete_buckets(
     store.rollup(now)
     assert store.demand_series("5m", 0, T0 + 86400).get((DI, "EU"), []) == five_minute
     assert store.demand_series("hour", 0, T0 + 86400).get((DI, "EU"), []) == hour
+
+
+def test_every_answer_kind_is_stored_and_rolled_up(store: Store) -> None:
+    """Demand of each kind the resolver labels answers with (NODATA included) is written,
+    rolled up and read back; the store's kinds are the resolver's."""
+    assert DEMAND_KINDS == ANSWER_KINDS
+    store.add_demand([row(T0, i + 1, kind) for i, kind in enumerate(DEMAND_KINDS)])
+    store.rollup(T0 + 3600)
+    total = sum(range(1, len(DEMAND_KINDS) + 1))
+    for resolution in RESOLUTIONS:
+        assert store.demand_series(resolution, 0, T0 + 3600) == {(DI, "EU"): [(T0, total)]}
+
+
+DEMAND_TABLE_NAMES = ("demand_minute", "demand_5m", "demand_hour", "demand_pending_5m",
+                      "demand_pending_hour")
+
+
+def test_the_schema_accepts_exactly_the_answer_kinds(backend: Backend) -> None:
+    """Every demand table's CHECK admits each kind of `shadowdns.kinds` and nothing else
+    (a kind added there needs a migration, or the minute flush fails)."""
+    backend.open().close()
+    backend.execute("INSERT INTO series (id, di, region) VALUES (99, 'x.', 'EU');")
+    for table in DEMAND_TABLE_NAMES:
+        for i, kind in enumerate(DEMAND_KINDS):
+            backend.execute(f"INSERT INTO {table} (bucket_start, series, kind, queries)"
+                            f" VALUES ({T0 + 60 * i}, 99, '{kind}', 1);")
+        with pytest.raises(Exception, match=r"(?i)check"):
+            backend.execute(f"INSERT INTO {table} (bucket_start, series, kind, queries)"
+                            f" VALUES ({T0}, 99, 'bogus', 1);")
 
 
 def test_rollup_is_additive_and_counts_late_queries_once(store: Store) -> None:

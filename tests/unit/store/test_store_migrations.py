@@ -9,6 +9,7 @@ import pytest
 import sqlite_utils
 
 from shadowdns.errors import StoreError
+from shadowdns.store.base import DemandRow
 from shadowdns.store.sqlite import SQLiteStore
 from shadowdns.store.sqlite_schema import MIGRATIONS, Migration
 
@@ -151,3 +152,27 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path: Path) -> No
         assert store.change_generation() == 0
     assert {"demand_batches", "change_generation", "changes"} <= _tables(path)
     assert [v for v, _ in _versions(path)] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_a_version_5_database_gets_nodata_demand_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Migration 6 rebuilds the demand tables so they accept NODATA demand: the rows already
+    stored (every resolution) stay, and so do the indexes reads rely on."""
+    path = tmp_path / "state.db"
+    t0 = 1_714_564_800
+    with SQLiteStore(path, migrations=MIGRATIONS[:5]) as old:
+        old.add_demand([DemandRow("app.", "EU", t0, "primary", 7)])
+        old.rollup(t0 + 3600)
+        with pytest.raises(StoreError, match="CHECK"):
+            old.add_demand([DemandRow("app.", "EU", t0, "nodata", 1)])
+    with SQLiteStore(path) as store:
+        store.add_demand([DemandRow("app.", "EU", t0, "nodata", 2)])
+        assert store.demand_series("minute", 0, t0 + 60) == {("app.", "EU"): [(t0, 9)]}
+        for resolution in ("5m", "hour"):
+            assert store.demand_series(resolution, 0, t0 + 3600) == {("app.", "EU"): [(t0, 7)]}
+    conn = sqlite3.connect(path)
+    try:
+        indexes = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'demand_%'")}
+    finally:
+        conn.close()
+    assert {"demand_minute_series", "demand_5m_series", "demand_hour_series"} <= indexes

@@ -108,6 +108,19 @@ def test_pending_migrations_run_once_in_order(pg_url: str, opened: Callable[...,
     assert _versions(pg_url) == [1, 2]
 
 
+def test_migration_5_admits_nodata_demand_and_keeps_rows(
+        pg_url: str, opened: Callable[..., Any]) -> None:
+    """A database from before NODATA demand keeps its rows and accepts the new kind."""
+    old = opened(migrations=MIGRATIONS[:4])
+    old.add_demand([DemandRow("app.", "EU", T0, "primary", 7)])
+    with pytest.raises(StoreError, match="check"):
+        old.add_demand([DemandRow("app.", "EU", T0, "nodata", 1)])
+    old.close()
+    store = opened()
+    store.add_demand([DemandRow("app.", "EU", T0, "nodata", 2)])
+    assert store.demand_series("minute", 0, T0 + 60) == {("app.", "EU"): [(T0, 9)]}
+
+
 def test_a_newer_schema_is_refused(pg_url: str, opened: Callable[..., Any]) -> None:
     """A database migrated by newer code is not touched by older code."""
     opened(migrations=[*MIGRATIONS, "CREATE TABLE extra (x int);"]).close()
