@@ -21,6 +21,7 @@ from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.routing import Shadow
 from shadowdns.resolver.snapshot import (
+    Config,
     LiveState,
     ResourceUsers,
     build_snapshot,
@@ -127,13 +128,8 @@ def zones(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(change, st.booleans()), min_size=1, max_size=8))
-def test_table_answers_match_the_slow_path_after_any_changes(
-        zones: Path, ops: list[tuple[tuple[object, ...], bool]]) -> None:
-    """Whatever changed, and whether the prewarm caught up or answers compiled on a miss,
-    the table answers exactly as the slow path and as a fresh engine do."""
+def _warm_engine(zones: Path) -> tuple[Config, LiveState, QueryEngine, Prewarm]:
+    """The test zone as first written, in an engine whose table the prewarm filled."""
     (zones / "ch.test.zone").write_text(ZONE.format(www="192.0.2.80"))
     config = load_config(zones)
     live = LiveState()
@@ -141,6 +137,17 @@ def test_table_answers_match_the_slow_path_after_any_changes(
     prewarm = Prewarm(engine)
     prewarm.restart()
     prewarm.fill(60.0)
+    return config, live, engine, prewarm
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(change, st.booleans()), min_size=1, max_size=8))
+def test_table_answers_match_the_slow_path_after_any_changes(
+        zones: Path, ops: list[tuple[tuple[object, ...], bool]]) -> None:
+    """Whatever changed, and whether the prewarm caught up or answers compiled on a miss,
+    the table answers exactly as the slow path and as a fresh engine do."""
+    config, live, engine, prewarm = _warm_engine(zones)
     users = ResourceUsers(config)
     addr = ("10.9.0.1", 5353)
     for wire in QUERIES:  # fill the table with every shape
@@ -171,13 +178,7 @@ def test_table_answers_match_the_slow_path_after_any_changes(
 def test_a_live_change_drops_only_the_dis_it_touches(zones: Path) -> None:
     """A shadow for d0 and a resource of d2 going down drop d0's and d2's answers (and
     the CNAME that ends at d0) and keep every other entry of the table as it was."""
-    (zones / "ch.test.zone").write_text(ZONE.format(www="192.0.2.80"))
-    config = load_config(zones)
-    live = LiveState()
-    engine = QueryEngine(build_snapshot(config, live))
-    prewarm = Prewarm(engine)
-    prewarm.restart()
-    prewarm.fill(60.0)
+    config, live, engine, prewarm = _warm_engine(zones)
     for wire in QUERIES:
         engine.respond(wire, ("10.9.0.1", 5353))
     before = dict(engine.table.base)
