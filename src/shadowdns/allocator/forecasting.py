@@ -52,16 +52,16 @@ MIN_HSTEP_ERRORS = 24
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
             quantile: float) -> Fitted:
-    """Fit one series (runs in a worker process). `auto` chooses among the statistical
-    models; a model that cannot fit falls back to the baseline inside the predictor."""
-    from shadowdns.predictor.selection import STATISTICAL_MODELS, Auto, make_forecaster
+    """Fit one series (runs in a worker process) as every command does
+    (`selection.fit_all`): `auto` chooses among all models, the LSTM included when torch
+    is installed (trained on this one series); a model that cannot fit falls back to the
+    baseline inside the predictor."""
+    from shadowdns.predictor.selection import fit_all, make_forecaster
 
     spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
     with quiet():
-        if model == "auto":
-            forecaster = Auto([make_forecaster(n) for n in STATISTICAL_MODELS])
-            return forecaster.fit(values, spec)
-        return make_forecaster(model).fit(values, spec)
+        [fitted] = fit_all(make_forecaster(model), [(values, spec)])
+    return fitted
 
 
 class Ring:
