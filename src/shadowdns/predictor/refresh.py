@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from shadowdns.predictor.base import DEFAULT_QUANTILE, FitSpec, Fitted, Forecaster
+from shadowdns.predictor.base import (
+    DEFAULT_QUANTILE,
+    FitSpec,
+    Fitted,
+    Forecaster,
+    skip_final_collection,
+)
 from shadowdns.predictor.baseline import baseline
 from shadowdns.predictor.fleet import Fleet
 from shadowdns.predictor.selection import (
@@ -397,10 +403,15 @@ async def forecast_loop(
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for fitting (spawned: safe beside threads and event loops)."""
+    """Worker processes for fitting (spawned: safe beside threads and event loops), which
+    end without a last garbage collection (`skip_final_collection`)."""
     import multiprocessing
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=skip_final_collection,
+    )
 
 
 def register_run(subparsers: argparse._SubParsersAction[Any]) -> None:
