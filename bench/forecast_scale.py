@@ -33,8 +33,7 @@ import numpy as np
 
 from shadowdns.predictor.base import FitSpec, Fitted, Forecaster
 from shadowdns.predictor.fleet import Fleet, signature, stack
-from shadowdns.predictor.refresh import candidates
-from shadowdns.predictor.selection import Auto, lstm_available, make_forecaster
+from shadowdns.predictor.selection import Auto, candidates, lstm_available, make_forecaster
 from shadowdns.predictor.series import Series, read_input
 from shadowdns.predictor.state import Kernel
 
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         forecaster = make_forecaster(name)
         if name == "auto":  # as the refresher runs it: statistical + the trained shared LSTM
-            forecaster = Auto([*candidates(None), *trained])
+            forecaster = Auto(candidates(trained[0] if trained else None))
         train_seconds = 0.0
         if name == "lstm":
             histories = [(v, spec) for v in samples]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from bench.forecast_predict import long_nasa
 
+from shadowdns.allocator.forecasting import fit_job
+from shadowdns.predictor.selection import lstm_available
 from shadowdns.predictor.series import read_csv
 from shadowdns.store import DemandRow, open_store
 
@@ -65,6 +69,49 @@ def test_predict_horizon_as_a_duration(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     pairs = [tuple(map(float, line.split(","))) for line in done.stdout.splitlines()]
     assert len(pairs) == 12 and all(u >= p for p, u in pairs)
+
+
+@pytest.fixture(scope="module")
+def forty_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 days of 5-minute NASA requests (11,520 rows), generated from the two months."""
+    return long_nasa(tmp_path_factory.mktemp("history") / "nasa40.csv", 40)
+
+
+def test_predict_json_on_forty_days(forty_days: Path) -> None:
+    """predict --json on 40 days gives the model auto chose (the lowest score; the LSTM
+    among the candidates when installed), and per step its timestamp as ISO 8601 and epoch
+    (the steps after the last row), point and upper; the plain output prints the same."""
+    args = ("forecast", "predict", "--history", str(forty_days), "--horizon", "1h")
+    done = shadowdns(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    scores = answer["scores"]
+    assert answer["model"] == min(scores, key=scores.__getitem__)
+    assert {"snaive", "ets", "sarimax"} <= set(scores)
+    assert ("lstm" in scores) == lstm_available()
+    assert answer["step"] == 300 and answer["horizon"] == 12
+    steps = answer["forecast"]
+    assert steps[0]["timestamp"] == "1995-08-10T00:00:00Z"  # 40 days after 1995-07-01
+    for i, step in enumerate(steps):
+        assert step["epoch"] == 808_012_800 + 300 * i
+        stamp = datetime.fromisoformat(step["timestamp"].replace("Z", "+00:00"))
+        assert stamp.timestamp() == step["epoch"]
+        assert step["upper"] >= step["point"] >= 0
+    plain = shadowdns(*args)
+    assert plain.stdout.splitlines() == [f"{s['point']:.6f}" for s in steps]
+
+
+def test_serve_fit_job_chooses_what_predict_reports(forty_days: Path) -> None:
+    """The allocator's fit job in serve and forecast predict choose alike on one history:
+    the same model with the same scores."""
+    done = shadowdns("forecast", "predict", "--history", str(forty_days), "--horizon", "12",
+                     "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    [series] = read_csv(forty_days)
+    fitted = fit_job("auto", series.values, 288, 12, series.start, 0.9)
+    assert fitted.model == answer["model"]
+    assert fitted.scores == pytest.approx(answer["scores"], abs=1e-6)
 
 
 def test_backtest_json(tmp_path: Path) -> None:

@@ -85,23 +85,24 @@ FIRST_PERIOD_CHECK = 12
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
             quantile: float) -> Fitted:
-    """Fit one series (runs in a worker process). `auto` chooses among the statistical
-    models and the last value; a model that cannot fit falls back to the baseline inside
-    the predictor. When the history is too short for `auto` to choose (it validates on
-    two seasons) and too short to trust the season (fewer than `MIN_CYCLES` cycles: the
-    daily fit at two days), the fallback is the last value, not an untested season."""
-    from shadowdns.predictor.selection import STATISTICAL_MODELS, Auto, make_forecaster
+    """Fit one series (runs in a worker process) as every command does
+    (`selection.fit_all`): `auto` chooses among all models, the LSTM included when torch
+    is installed (trained on this one series); a model that cannot fit
+    falls back to the baseline inside the predictor. When the history is too short for
+    `auto` to choose (it validates on two seasons) and too short to trust the season
+    (fewer than `MIN_CYCLES` cycles: the daily fit at two days), the fallback is the last
+    value, not an untested season."""
+    from shadowdns.predictor.selection import fit_all, make_forecaster
 
     spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
     with quiet():
         if model == "auto":
-            forecaster = Auto([*(make_forecaster(n) for n in STATISTICAL_MODELS),
-                               LastValue()])
-            fitted = forecaster.fit(values, spec)
+            [fitted] = fit_all(make_forecaster("auto"), [(values, spec)])
             if not fitted.scores and len(values) < MIN_CYCLES * season:
                 return LastValue().fit(values, spec)
             return fitted
-        return make_forecaster(model).fit(values, spec)
+        [fitted] = fit_all(make_forecaster(model), [(values, spec)])
+    return fitted
 
 
 def _bin(p: float) -> int:

@@ -1,7 +1,8 @@
 """Rolling-origin backtest: how well each model would have forecast what happened.
 
 Each series is split at ``train_share`` (70 %). Every model is fitted on the training part
-(shared models are trained on the training parts of all series first), then forecasts the
+by `selection.fit_all`, as everywhere (shared models are trained on the training parts of
+all series first), then forecasts the
 horizon at every origin through the rest while updating on the data seen so far. Errors are
 averaged per series, then over series: MASE (scaled by the training part's in-sample
 seasonal-naive error), sMAPE, and the coverage of the upper quantile.
@@ -17,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from shadowdns.predictor.base import FitSpec, Forecaster, GlobalForecaster, Horizon
+from shadowdns.predictor.base import FitSpec, Forecaster, Horizon
 from shadowdns.predictor.metrics import coverage, mase, naive_scale, smape, windows
-from shadowdns.predictor.selection import is_global, make_forecaster
+from shadowdns.predictor.selection import fit_all, make_forecaster
 from shadowdns.predictor.series import Series
 from shadowdns.predictor.state import rolling_forecasts
 
@@ -54,22 +55,16 @@ def evaluate(
         for s in series
     ]
     began = time.perf_counter()
-    if is_global(forecaster):
-        trainable: GlobalForecaster = forecaster  # type: ignore[assignment]
-        trainable.train(
-            [
-                (s.values[: split_point(len(s.values), train_share)], spec)
-                for s, spec in zip(series, specs, strict=True)
-            ]
-        )
-    scores: list[SeriesScore] = []
+    tests = []
     for s, spec in zip(series, specs, strict=True):
         cut = split_point(len(s.values), train_share)
+        if cut >= 1 and len(s.values) - cut - spec.horizon + 1 >= 1:
+            tests.append((s, spec, cut))
+    fits = fit_all(forecaster, [(s.values[:cut], spec) for s, spec, cut in tests])
+    scores: list[SeriesScore] = []
+    for (s, spec, cut), fitted in zip(tests, fits, strict=True):
         origins = len(s.values) - cut - spec.horizon + 1
-        if origins < 1 or cut < 1:
-            continue
         train = s.values[:cut]
-        fitted = forecaster.fit(train, spec)
         points, uppers = rolling_forecasts(fitted.kernel, s.values[None, cut:], spec.horizon)
         actual = windows(s.values[cut:], spec.horizon, origins)
         scale = naive_scale(train, spec.season)

@@ -1,6 +1,7 @@
 """Subcommands of the predictor part (registered by shadowdns.cli): ``shadowdns forecast …``.
 
-* ``forecast predict`` — forecast one ``timestamp,value`` series, H lines on stdout;
+* ``forecast predict`` — forecast one ``timestamp,value`` series: H lines on stdout, or
+  one JSON object with ``--json``;
 * ``forecast backtest`` — rolling-origin evaluation of the models on CSV traces;
 * ``forecast run`` — refresh the forecasts of every active series in the store.
 """
@@ -10,14 +11,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.predictor.backtest import backtest
-from shadowdns.predictor.base import DEFAULT_QUANTILE, FitSpec, Horizon
+from shadowdns.predictor.base import (
+    DEFAULT_QUANTILE,
+    FitSpec,
+    Forecast,
+    Forecaster,
+    Horizon,
+    skip_final_collection,
+)
 from shadowdns.predictor.baseline import baseline
-from shadowdns.predictor.selection import make_forecaster, model_names
-from shadowdns.predictor.series import read_csv
+from shadowdns.predictor.selection import Auto, fit_all, is_global, make_forecaster, model_names
+from shadowdns.predictor.series import FloatArray, Series, read_csv
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -38,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     predict.add_argument("--model", default="auto", help="auto (default) or one model name")
     predict.add_argument(
         "--upper", action="store_true", help="print 'point,upper' (the P90 bound) per line"
+    )
+    predict.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: the model chosen, auto's scores, and per step its "
+        "timestamp (ISO 8601 and epoch), point and upper",
     )
     predict.set_defaults(handler=predict_command)
 
@@ -89,6 +104,7 @@ def _positive(text: str) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     """``forecast predict``: exactly ``--horizon`` lines, whatever the history looks like."""
+    skip_final_collection()
     [series] = read_csv(args.history)[:1]
     horizon = args.horizon.steps_for(series.step)
     spec = FitSpec(
@@ -97,18 +113,65 @@ def predict_command(args: argparse.Namespace) -> int:
         start=series.start,
         quantile=DEFAULT_QUANTILE,
     )
-    forecaster = make_forecaster(args.model)
-    try:
-        fitted = forecaster.fit(series.values, spec)
-    except Exception:  # the harness gets H numbers even if a model breaks
-        fitted = baseline(series.values, spec)
-    forecast = fitted.predict(horizon)
-    lines = [
-        f"{p:.6f},{u:.6f}" if args.upper else f"{p:.6f}"
-        for p, u in zip(forecast.point, forecast.upper, strict=True)
-    ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    forecast, scores = predict(make_forecaster(args.model), series.values, spec)
+    if args.json:
+        print(json.dumps(_forecast_json(series, forecast, scores)))
+    else:
+        lines = [
+            f"{p:.6f},{u:.6f}" if args.upper else f"{p:.6f}"
+            for p, u in zip(forecast.point, forecast.upper, strict=True)
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def predict(
+    forecaster: Forecaster, values: FloatArray, spec: FitSpec
+) -> tuple[Forecast, dict[str, float]]:
+    """The forecast of ``spec.horizon`` steps after ``values``, and auto's scores.
+
+    With the LSTM among its candidates, ``auto`` runs the statistical trials in a worker
+    process beside it (see `Auto.forecast`). Any failure gives the baseline: the caller
+    gets H numbers.
+    """
+    try:
+        if isinstance(forecaster, Auto):
+            if not any(is_global(c) for c in forecaster.candidates):
+                return forecaster.forecast(values, spec)
+            from shadowdns.predictor.refresh import process_pool
+
+            with process_pool(1) as pool:
+                return forecaster.forecast(values, spec, pool)
+        [fitted] = fit_all(forecaster, [(values, spec)])
+        return fitted.predict(spec.horizon, spec.quantile), {}
+    except Exception:  # the harness gets H numbers even if a model breaks
+        return baseline(values, spec).predict(spec.horizon, spec.quantile), {}
+
+
+def _forecast_json(series: Series, forecast: Forecast, scores: dict[str, float]) -> dict[str, Any]:
+    """``predict --json``: the model, auto's scores and one object per step ahead.
+
+    Timestamps are the starts of the steps after the last row, on the series' grid;
+    null when the history has no rows.
+    """
+    first = series.start + len(series.values)
+    steps = []
+    for i, (point, upper) in enumerate(zip(forecast.point, forecast.upper, strict=True)):
+        epoch = (first + i) * series.step if len(series.values) else None
+        stamp = None
+        if epoch is not None:
+            stamp = datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+        steps.append(
+            {"timestamp": stamp, "epoch": epoch, "point": float(point), "upper": float(upper)}
+        )
+    return {
+        "model": forecast.model,
+        "scores": {name: round(score, 6) for name, score in scores.items()},
+        "step": series.step,
+        "horizon": len(steps),
+        "quantile": forecast.quantile,
+        "forecast": steps,
+    }
 
 
 def backtest_command(args: argparse.Namespace) -> int:

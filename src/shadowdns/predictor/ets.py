@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shadowdns.predictor.base import FitSpec, Fitted, quiet
+from shadowdns.predictor.base import FitSpec, Fitted, quiet, single_threaded_blas
 from shadowdns.predictor.baseline import fit_on_window
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import EtsKernel
@@ -35,6 +35,8 @@ class Ets:
 
     def _estimate(self, window: FloatArray, m: int, start: int) -> EtsKernel:
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+        single_threaded_blas()
 
         seasonal = m > 1
         with quiet():

@@ -12,7 +12,9 @@ Each refresh (one allocation window):
 
 So a window costs one update + forecast per series plus a bounded number of fits: cost is
 proportional to the number of active series. The global LSTM, when installed and given a
-file to live in, is retrained every ``retrain_every`` in a worker and loaded from disk.
+file to live in (``forecast run`` uses a temporary one without ``--lstm``), is trained in a
+worker across the series due (a sample of ``lstm_sample``) before they are fitted, again
+every ``retrain_every``, and loaded from disk; `auto` then has it among its candidates.
 
 A series that cannot be read or fitted gets the baseline; one bad series never stops the
 refresh of the others.
@@ -35,12 +37,22 @@ from typing import Any
 
 import numpy as np
 
-from shadowdns.predictor.base import DEFAULT_QUANTILE, FitSpec, Fitted, Forecaster
-from shadowdns.predictor.baseline import SeasonalNaive, baseline
-from shadowdns.predictor.ets import Ets
+from shadowdns.predictor.base import (
+    DEFAULT_QUANTILE,
+    FitSpec,
+    Fitted,
+    Forecaster,
+    skip_final_collection,
+)
+from shadowdns.predictor.baseline import baseline
 from shadowdns.predictor.fleet import Fleet
-from shadowdns.predictor.sarimax import Sarimax
-from shadowdns.predictor.selection import Auto, lstm_available, make_forecaster
+from shadowdns.predictor.selection import (
+    Auto,
+    candidates,
+    fit_all,
+    lstm_available,
+    make_forecaster,
+)
 from shadowdns.predictor.series import SECONDS_PER_DAY, FloatArray
 from shadowdns.store.base import (
     RESOLUTION_SECONDS,
@@ -100,33 +112,31 @@ def _load_lstm(path: str, mtime: float) -> Forecaster:
     return Lstm.load(path)
 
 
-def candidates(lstm_path: str | None) -> list[Forecaster]:
-    """What ``auto`` chooses from in the refresher: the statistical models, and the shared
-    LSTM when it has been trained and saved (it is never trained per series here)."""
-    out: list[Forecaster] = [SeasonalNaive(), SeasonalNaive(weekly=True), Ets(), Sarimax()]
+def shared_lstm(lstm_path: str | None) -> Forecaster | None:
+    """The shared LSTM saved at ``lstm_path``, when it has been trained and saved."""
     if lstm_path and lstm_available() and os.path.exists(lstm_path):
-        out.append(_load_lstm(lstm_path, os.path.getmtime(lstm_path)))
-    return out
+        return _load_lstm(lstm_path, os.path.getmtime(lstm_path))
+    return None
 
 
 def fit_chunk(
     model: str, lstm_path: str | None, items: Sequence[tuple[SeriesKey, FloatArray, FitSpec]]
 ) -> list[tuple[SeriesKey, Fitted]]:
     """Fit a chunk of series (runs in a worker process). Network references are dropped
-    from the result; the parent re-attaches its own copy of the shared network."""
+    from the result; the parent re-attaches its own copy of the shared network.
+
+    ``auto`` chooses from `candidates` with the shared LSTM (it is never trained per chunk
+    here: the refresher trains it across the fleet, see `Refresher._maybe_train`)."""
+    shared = shared_lstm(lstm_path)
     if model == "auto":
-        forecaster: Forecaster = Auto(candidates(lstm_path))
-    elif model == "lstm" and lstm_path and os.path.exists(lstm_path):
-        forecaster = _load_lstm(lstm_path, os.path.getmtime(lstm_path))
+        forecaster: Forecaster = Auto(candidates(shared))
+    elif model == "lstm" and shared is not None:
+        forecaster = shared
     else:
         forecaster = make_forecaster(model)
+    fits = fit_all(forecaster, [(values, spec) for _, values, spec in items])
     out = []
-    for key, values, spec in items:
-        try:
-            fitted = forecaster.fit(values, spec)
-        except Exception:  # one series must not stop the others
-            log.exception("fitting %s failed, using the baseline", key)
-            fitted = baseline(values, spec)
+    for (key, _, _), fitted in zip(items, fits, strict=True):
         if hasattr(fitted.kernel, "net"):
             setattr(fitted.kernel, "net", None)  # noqa: B010 - only the LSTM kernel has it
         out.append((key, fitted))
@@ -216,9 +226,10 @@ class Refresher:
         stale.sort(key=lambda k: self.fitted_at.get(k, -math.inf))
         return new + stale[:share]
 
-    def _fit(
+    def _histories(
         self, keys: Sequence[SeriesKey], end_t: int
-    ) -> tuple[dict[SeriesKey, Fitted], list[tuple[FloatArray, FitSpec]]]:
+    ) -> list[tuple[SeriesKey, FloatArray, FitSpec]]:
+        """The last ``history`` of each series in ``keys``, with its fit spec."""
         cfg = self.config
         step = cfg.step
         since = end_t * step - cfg.history
@@ -227,6 +238,10 @@ class Refresher:
         for key in keys:
             values, first = self._dense(rows, key, end_t)
             items.append((key, values, FitSpec(cfg.season, cfg.horizon, first, cfg.quantile)))
+        return items
+
+    def _fit(self, items: list[tuple[SeriesKey, FloatArray, FitSpec]]) -> dict[SeriesKey, Fitted]:
+        cfg = self.config
         chunks = [items[i : i + cfg.chunk] for i in range(0, len(items), cfg.chunk)]
         lstm_path = cfg.lstm_path if cfg.model in ("auto", "lstm") else None
         results: list[tuple[SeriesKey, Fitted]] = []
@@ -243,7 +258,7 @@ class Refresher:
                     results.extend((k, baseline(v, s)) for k, v, s in chunk)
         fitted = dict(results)
         self._attach_network(fitted)
-        return fitted, [(values, spec) for _, values, spec in items]
+        return fitted
 
     def _attach_network(self, fitted: dict[SeriesKey, Fitted]) -> None:
         """Give LSTM states back the shared network (one object, so they stack together)."""
@@ -276,6 +291,9 @@ class Refresher:
         rng = np.random.default_rng(0)
         if len(usable) > cfg.lstm_sample:
             usable = [usable[i] for i in rng.choice(len(usable), cfg.lstm_sample, replace=False)]
+        if cfg.model == "auto":  # learn from the fitting parts only: auto validates on the rest
+            split = Auto([]).split
+            usable = [(values[: split(len(values), spec)], spec) for values, spec in usable]
         self.trained_at = now
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if self.executor is None:
@@ -300,9 +318,10 @@ class Refresher:
                 self.fitted_at.clear()
             else:
                 updated = self._advance(self.fleet, end_t)
-        due = self._due(active, now)
-        refits, histories = self._fit(due, end_t) if due else ({}, [])
-        self._maybe_train(histories, now)
+        keys = self._due(active, now)
+        due = self._histories(keys, end_t) if keys else []
+        self._maybe_train([(values, spec) for _, values, spec in due], now)
+        refits = self._fit(due) if due else {}
         if self.fleet is None:
             self.fleet = Fleet(refits)
         elif refits:
@@ -384,10 +403,15 @@ async def forecast_loop(
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for fitting (spawned: safe beside threads and event loops)."""
+    """Worker processes for fitting (spawned: safe beside threads and event loops), which
+    end without a last garbage collection (`skip_final_collection`)."""
     import multiprocessing
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=skip_final_collection,
+    )
 
 
 def register_run(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -408,36 +432,45 @@ def register_run(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     run.add_argument("--every", type=float, metavar="SECONDS", help="repeat at this interval")
     run.add_argument("--refit-every", type=float, default=SECONDS_PER_DAY, metavar="SECONDS")
-    run.add_argument("--lstm", metavar="PATH", help="where the shared LSTM is saved/loaded")
+    run.add_argument(
+        "--lstm",
+        metavar="PATH",
+        help="where the shared LSTM is saved and loaded (default: a temporary file, so it is "
+        "trained afresh every run)",
+    )
     run.add_argument("--now", type=float, help=argparse.SUPPRESS)
     run.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``forecast run``: one refresh, or one every ``--every`` seconds."""
+    import tempfile
+
     from shadowdns.store.commands import open_state
 
-    config = RefreshConfig(
-        horizon=args.horizon,
-        model=args.model,
-        refit_every=args.refit_every,
-        lstm_path=args.lstm,
-    )
     make_forecaster(args.model)  # an unknown model is an error before any work
     store = open_state(args, must_exist=True)
-    try:
-        with process_pool(args.workers) as pool:
-            refresher = Refresher(store, config, executor=pool)
-            while True:
-                report = refresher.refresh(args.now)
-                models = ", ".join(f"{m} {n}" for m, n in sorted(report.models.items()))
-                print(
-                    f"{report.series} series, {report.refitted} refitted, "
-                    f"{report.written} points written in {report.seconds:.2f} s"
-                    + (f" ({models})" if models else "")
-                )
-                if not args.every:
-                    return 0
-                time.sleep(args.every)
-    finally:
-        store.close()
+    # Without --lstm the shared LSTM still takes part, trained for this run only.
+    with tempfile.TemporaryDirectory(prefix="shadowdns-lstm-") as scratch:
+        config = RefreshConfig(
+            horizon=args.horizon,
+            model=args.model,
+            refit_every=args.refit_every,
+            lstm_path=args.lstm or os.path.join(scratch, "lstm.pt"),
+        )
+        try:
+            with process_pool(args.workers) as pool:
+                refresher = Refresher(store, config, executor=pool)
+                while True:
+                    report = refresher.refresh(args.now)
+                    models = ", ".join(f"{m} {n}" for m, n in sorted(report.models.items()))
+                    print(
+                        f"{report.series} series, {report.refitted} refitted, "
+                        f"{report.written} points written in {report.seconds:.2f} s"
+                        + (f" ({models})" if models else "")
+                    )
+                    if not args.every:
+                        return 0
+                    time.sleep(args.every)
+        finally:
+            store.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shadowdns.predictor.base import FitSpec, Fitted, quiet
+from shadowdns.predictor.base import FitSpec, Fitted, quiet, single_threaded_blas
 from shadowdns.predictor.baseline import fit_on_window
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import ArmaFourierKernel
@@ -39,6 +39,8 @@ class Sarimax:
     def _estimate(self, window: FloatArray, m: int, start: int) -> ArmaFourierKernel:
         from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
         from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        single_threaded_blas()
 
         day = min(self.day_harmonics, (m - 1) // 2)
         week = self.week_harmonics if len(window) >= 21 * m else 0

@@ -114,3 +114,17 @@ def test_forecasting_in_several_network_batches(
     point, _ = fleet.forecast(H)
     for i, key in enumerate(fleet.keys):
         np.testing.assert_allclose(point[i], alone[key], rtol=1e-4)
+
+
+def test_a_fit_job_returns_an_lstm_state_from_its_worker(nasa: Series) -> None:
+    """The allocator's fit job runs in a worker process and sends the fitted state back:
+    an LSTM state (its network included) comes back whole and forecasts as it did there."""
+    from shadowdns.allocator.forecasting import fit_job
+    from shadowdns.predictor.refresh import process_pool
+
+    values = nasa.values[: 4 * 288]
+    with process_pool(1) as pool:
+        fitted = pool.submit(fit_job, "lstm", values, 288, H, nasa.start, 0.9).result()
+    assert fitted.model == "lstm"
+    here = fit_job("lstm", values, 288, H, nasa.start, 0.9)
+    np.testing.assert_allclose(fitted.predict(H).point, here.predict(H).point, rtol=1e-5)

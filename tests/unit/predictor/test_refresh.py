@@ -94,3 +94,24 @@ def test_inactive_series_leave_the_fleet(store: Store, nasa: Series) -> None:
     load(store, ("app.example.", "EU"), nasa.values[: DAYS * 288], T0)
     report = Refresher(store, config(model="snaive")).refresh(T0 + DAYS * 86_400 + 30)
     assert report.series == 1
+
+
+def test_auto_trains_the_shared_lstm_before_its_first_fits(
+    store: Store, nasa: Series, tmp_path: Path
+) -> None:
+    """Given a file for the shared LSTM, the first refresh trains it across the due series
+    (before fitting them), and a chunk fitted with it has the LSTM among auto's scores,
+    its network left out of what goes back to the parent."""
+    pytest.importorskip("torch")
+    from shadowdns.predictor.base import FitSpec
+    from shadowdns.predictor.refresh import fit_chunk
+
+    path = tmp_path / "lstm.pt"
+    load(store, ("app.example.", "EU"), nasa.values[: DAYS * 288], T0)
+    Refresher(store, config(lstm_path=str(path))).refresh(T0 + DAYS * 86_400 + 30)
+    assert path.exists()
+    spec = FitSpec(288, 12, 0)
+    [(key, fitted)] = fit_chunk("auto", str(path), [("k", nasa.values[: DAYS * 288], spec)])
+    assert key == "k" and "lstm" in fitted.scores
+    if fitted.model == "lstm":
+        assert getattr(fitted.kernel, "net") is None  # noqa: B009
