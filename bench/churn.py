@@ -330,7 +330,8 @@ def run(args: argparse.Namespace) -> int:
     streams = query_streams(workload, CLIENTS, args.client_mode, workdir)
 
     api_port, flap = free_port(), FlapPort()
-    peer = ShadowDNS(args.shadowdns, extra_args=f"--api 127.0.0.1:{api_port}")
+    peer = ShadowDNS(args.shadowdns,
+                     extra_args=f"--api 127.0.0.1:{api_port} {args.server_args}".strip())
     if (reason := peer.missing()) is not None:
         raise SystemExit(f"shadowdns cannot run: {reason}")
     pdir = workdir / "shadowdns"
@@ -549,3 +550,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--shadowdns", default=None, metavar="CMD")
     p.add_argument("--workdir", default=None)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--server-args", default="", metavar="ARGS",
+                   help="more `shadowdns serve` options, e.g. '--stall-trace 20' to log what "
+                   "held the event loop in each gap")

@@ -9,7 +9,6 @@ event loop must never wait on disk.
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import logging
 import signal
@@ -26,6 +25,7 @@ import dns.name
 
 from shadowdns import fleet
 from shadowdns.errors import ShadowDNSError
+from shadowdns.gcwatch import WATCH
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
@@ -44,6 +44,7 @@ from shadowdns.resolver.snapshot import (
 )
 from shadowdns.resolver.tcp import TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, Transfers
+from shadowdns.stalls import StallTrace
 from shadowdns.store import (
     DemandRow,
     Retention,
@@ -101,6 +102,8 @@ class ServeConfig:
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
     # Accept command health checks from the API and the fleet store (root-equivalent tokens).
     allow_commands: bool = False
+    # Log every event-loop stall at least this long with what each thread ran (0: off).
+    stall_trace: float = 0.0
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None,
@@ -370,6 +373,10 @@ class Service:
         one batch (on the store thread: a million DIs make millions of rows, which must not
         stall the query path); then write what is queued, oldest first. A batch the store
         refuses stays queued for the next flush (`DemandOutbox`)."""
+        with WATCH.paused():  # one row per series: hundreds of thousands of objects
+            self._write_counts(taken, at)
+
+    def _write_counts(self, taken: tuple[array[int], int], at: float) -> None:
         bucket = minute(at)
         rows: list[DemandRow] = []
         lost = 0
@@ -495,9 +502,12 @@ class Service:
 
     async def start(self) -> list[ListenAddress]:
         # What is loaded now lives as long as the process: keep the cyclic collector from
-        # rescanning it while the query path runs.
-        gc.freeze()
+        # rescanning it while the query path runs (see `gcwatch`).
+        WATCH.install()
+        WATCH.settle()
         loop = asyncio.get_running_loop()
+        if self.config.stall_trace > 0:
+            StallTrace(self.config.stall_trace).start(loop)
         try:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
             loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
@@ -516,6 +526,12 @@ class Service:
         self.prewarm.restart()
         self.prewarm.fill(PREWARM_BEFORE_LISTEN)
         self.tasks.append(loop.create_task(self.prewarm.run(), name="prewarm"))
+        if self.config.role == "main" and not self.config.answer_only:
+            # Before the listeners: importing and starting these holds the loop for ~1 s,
+            # which would be the first second of answers.
+            await self._start_health()
+            await self._start_control()
+            await self._start_api()
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         if not self.config.answer_only:
             self.tasks.append(loop.create_task(self._flush_loop()))
@@ -525,10 +541,6 @@ class Service:
         if self.fleet and self.config.role == "main":
             self.tasks.append(loop.create_task(self._hold_leadership()))
         self._notify(list(self.loaded.zones))
-        if self.config.role == "main" and not self.config.answer_only:
-            await self._start_health()
-            await self._start_control()
-            await self._start_api()
         zones = self.engine.snapshot.zones.zones
         dis = len(self.engine.snapshot.dis)
         log.info("serving %d zone(s) with %d DI(s): %s; state %s", len(zones), dis,

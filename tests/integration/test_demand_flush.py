@@ -215,6 +215,12 @@ def test_metrics_show_demand_and_control_families(tmp_path: Path) -> None:
                        and scrape().get("shadowdns_allocator_runs", [0])[0] >= 1, 30,
                        "no rollup or allocation run counted", served.server.log)
             families = scrape()
+            gc_counts = {s.labels["generation"]: s.value
+                         for f in text_string_to_metric_families(http.get("/metrics").text)
+                         if f.name == "shadowdns_process_gc_pause_seconds"
+                         for s in f.samples if s.name.endswith("_count")}
+        assert set(gc_counts) == {"0", "1", "2"}, gc_counts
+        assert gc_counts["0"] > 0  # young collections run (and are timed) while serving
         for name in ("shadowdns_allocator_forecast_relative_error",
                      "shadowdns_allocator_forecast_band_coverage",
                      "shadowdns_allocator_topups", "shadowdns_allocator_refits",

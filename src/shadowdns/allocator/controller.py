@@ -46,6 +46,7 @@ from shadowdns.allocator.planner import (
 )
 from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.clock import Clock
+from shadowdns.gcwatch import WATCH
 from shadowdns.health.monitor import sleep_or_wake
 from shadowdns.predictor.base import Fitted
 from shadowdns.resolver.routing import Shadow, decide
@@ -257,7 +258,8 @@ class Controller:
             return fn(*args)
         if self._book_pool is None:
             self._book_pool = ThreadPoolExecutor(1, thread_name_prefix="shadowdns-book")
-        return await asyncio.get_running_loop().run_in_executor(self._book_pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._book_pool, _uncollected, fn, *args)
 
     # --- demand and forecasts ------------------------------------------------------------
 
@@ -295,11 +297,10 @@ class Controller:
         """Feed completed buckets to the book; True when a new top-up is flagged."""
         bucket = self.settings.bucket
         cut = math.floor((now - self.settle) / bucket) * bucket
-        index = self._index()
+        index = await self._on_book(self._index)  # 10k DIs: ~100 ms, off the loop
         params: Mapping[str, SeriesParams]
         if self._all_views is not None:
-            views = self._all_views
-            params = self._params(views)
+            params = await self._on_book(self._params, self._all_views)
             dis: list[str] | None = list(params)
             if not dis:
                 return False
@@ -322,7 +323,9 @@ class Controller:
         self.read_until = cut
         if len(rows) + len(self.book.series) > self.max_series:
             rows = self._busiest(rows)
-        return await self._on_book(self.feed, rows, cut, params)
+        fresh = await self._on_book(self.feed, rows, cut, params)
+        WATCH.settle()  # the book's series live on: keep full collections from walking them
+        return fresh
 
     def _busiest(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]]
                  ) -> dict[tuple[str, str], list[tuple[int, int]]]:
@@ -411,13 +414,14 @@ class Controller:
         if self.source == "model":
             await self.run_fits(now)
         allocations = await self.io(self.store.list_allocations, True)
-        views = self._views(allocations)
+        views = await self._on_book(self._views, allocations)
         demand = await self._on_book(self.demand_views, views, now)
         states = await self.io(self.store.health_states)
         down = frozenset(h.resource for h in states if h.state == "down")
         args = (now, views, demand, allocations, down, self.settings)
         if self.solve_in_thread:
-            result = await asyncio.get_running_loop().run_in_executor(None, plan, *args)
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, _uncollected, plan, *args)
         else:
             result = plan(*args)
         self.runs += 1
@@ -425,7 +429,7 @@ class Controller:
         if result.changed or self.runs == 1:
             # the answer diff decides every touched (DI, region) twice: off the event loop
             record = (await asyncio.get_running_loop().run_in_executor(
-                None, self._record, result, views, allocations, down)
+                None, _uncollected, self._record, result, views, allocations, down)
                 if self.solve_in_thread else self._record(result, views, allocations, down))
             if self.on_record is not None and record["mode"] != "preview":
                 self.on_record(record)
@@ -693,3 +697,11 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
         out.append({"di": r.allocation.di, "region": r.allocation.region,
                     "from": at - ttl, "until": at, "ttl": min(ttl, settings.ttl_floor)})
     return out
+
+
+def _uncollected(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` with no cyclic collection meanwhile (on a worker thread): its many
+    short-lived objects would make the collector walk them, holding the GIL from the
+    query path (see `gcwatch`)."""
+    with WATCH.paused():
+        return fn(*args)

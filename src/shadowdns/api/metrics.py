@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from shadowdns.gcwatch import WATCH
 from shadowdns.store import HealthState, Store
 
 if TYPE_CHECKING:
@@ -87,6 +88,17 @@ class ServiceCollector(Collector):
         yield from self._demand()
         yield from self._control()
         yield from self._health()
+        yield from self._gc()
+
+    def _gc(self) -> Iterator[Metric]:
+        pauses = HistogramMetricFamily(
+            "shadowdns_process_gc_pause_seconds",
+            "cyclic garbage collections and how long each paused the process (answers too)",
+            labels=["generation"])
+        for generation in (0, 1, 2):
+            buckets, total = WATCH.histogram(generation)
+            pauses.add_metric([str(generation)], buckets, total)
+        yield pauses
 
     def _resolver(self) -> Iterator[Metric]:
         engine = self.service.engine

@@ -14,11 +14,12 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from shadowdns.api.app import create_app
 from shadowdns.api.context import ApiContext
@@ -96,6 +97,25 @@ class RunningApi:
     tasks: list[asyncio.Task[None]]
 
 
+async def _warm(app: FastAPI) -> None:
+    """Route one request (past the middleware: it is not counted or logged) that matches
+    nothing, so every route is tried now: FastAPI builds an included router's routes on
+    first use, ~80 ms holding the GIL, which would otherwise fall on an operator's first
+    request while DNS answers wait."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/.shadowdns-warm-up",
+             "raw_path": b"/.shadowdns-warm-up", "root_path": "", "query_string": b"",
+             "headers": [], "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0)}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    await app.router(scope, receive, send)
+
+
 async def start_api(service: Service) -> RunningApi:
     """Start the API on service.config.api (port 0 picks one; see `RunningApi.url`)."""
     config = service.config
@@ -112,6 +132,7 @@ async def start_api(service: Service) -> RunningApi:
     port = sock.getsockname()[1]
     ctx = ApiContext(service)
     app = create_app(service, context=ctx)
+    await _warm(app)
     uv_config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", server_header=False,
         proxy_headers=False, ssl_certfile=config.api_cert, ssl_keyfile=config.api_key,

@@ -118,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                                 f"{_days(getattr(kept, field_name))})")
     # For tests: stamp and roll up demand this many seconds from the wall clock.
     serve.add_argument("--clock-offset", type=float, default=0.0, help=argparse.SUPPRESS)
+    serve.add_argument("--stall-trace", type=float, default=0.0, metavar="MS",
+                       help="log each event-loop stall of at least MS milliseconds with the "
+                       "stacks of every thread during it (diagnostics; off by default)")
     tcp = TCPLimits()
     serve.add_argument("--tcp-max-connections", type=int, default=tcp.max_connections,
                        metavar="N",
@@ -280,6 +283,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rollup_interval=rollup_interval,
         retention=retention,
         clock_offset=args.clock_offset,
+        stall_trace=args.stall_trace / 1000.0,
         tcp_max_connections=tcp.max_connections,
         tcp_idle_timeout=tcp.idle_timeout,
         tcp_message_timeout=tcp.message_timeout,

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import dns.name
 import dns.rdatatype
 
+from shadowdns.gcwatch import WATCH
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.snapshot import Snapshot
 from shadowdns.zones.di_view import own_nodes
@@ -142,6 +143,10 @@ class Prewarm:
 
     def fill(self, seconds: float) -> bool:
         """Compile for up to `seconds`; True when nothing is left to do."""
+        with WATCH.paused():  # the answers compiled are long-lived: `settle` freezes them
+            return self._fill(seconds)
+
+    def _fill(self, seconds: float) -> bool:
         engine = self.engine
         deadline = time.perf_counter() + seconds
         shapes = tuple(sorted(engine.shapes_seen))
@@ -166,6 +171,7 @@ class Prewarm:
                     self.last_pass_seconds = time.monotonic() - self.started
                     log.info("answer table filled: %d question(s) in %.2fs",
                              len(engine.table.base), self.last_pass_seconds)
+                    WATCH.settle()  # the table lives until the next change: freeze it
                     continue
             else:
                 self._rest = None

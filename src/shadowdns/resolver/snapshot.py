@@ -9,7 +9,6 @@ authoritative algorithm, NXDOMAIN/NODATA logic and zone transfers see them as re
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import dns.rdatatype
 import dns.rrset
 
 from shadowdns.errors import ConfigError, Problem, ShadowDNSError
+from shadowdns.gcwatch import WATCH
 from shadowdns.geoip.database import GeoDatabase
 from shadowdns.geoip.distance import haversine_km
 from shadowdns.geoip.regions import RegionAnswer, RegionMapper
@@ -72,13 +72,8 @@ def load_config(zones_dir: Path, geoip: Path | None = None,
     """Load zones and policies; every problem of every file is reported together."""
     # Loading allocates millions of small acyclic objects for big zones; the cyclic
     # collector would rescan all of them again and again (quadratic time), so pause it.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with WATCH.paused():
         return _load_config(zones_dir, geoip, identity)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _load_config(zones_dir: Path, geoip: Path | None,
