@@ -44,6 +44,7 @@ async def start_control(service: Service) -> Controller | None:
         # (app._flush_loop); the rest is room for a slow write
         settle=12.0,
         minute_retention=service.config.retention.minute,
+        source="model" if settings.plan_on == "forecast" else "observed",
         leader=lambda: bool(getattr(service, "leader", True)),
         on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
     )

@@ -10,6 +10,7 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
       window: 5m               # allocation period
       bucket: 5m               # demand bucket the forecasts work on (60 s multiples)
       cross_probability: 0.5   # allocate on the forecast when P(demand >= threshold) >= this
+      plan_on: forecast        # forecast | observed (the reactive rule: the last bucket only)
       topup_after: 3           # K: buckets above the forecast band before a reactive top-up
       drain_grace: 30          # draining lasts TTL + this
       ttl_floor: 5             # TTL of answers about to change
@@ -158,6 +159,9 @@ class AllocatorSettings:
     error_window: int = 288
     degrade_factor: float = 1.5
     fit_workers: int = 1
+    # "forecast": plan on the forecast band and the last bucket; "observed": on the last
+    # bucket alone (the reactive rule: no forecast is made or trusted)
+    plan_on: Literal["forecast", "observed"] = "forecast"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -207,7 +211,7 @@ class AllocatorSettings:
             "nearest_resources": ("int", None), "error_window": ("int", None),
             "fit_workers": ("int", None),
         }
-        known = {*scalars, "mode", "solver", "cost_caps", "hooks", "pins", "events"}
+        known = {*scalars, "mode", "solver", "plan_on", "cost_caps", "hooks", "pins", "events"}
         for key in data:
             if key not in known:
                 bad(str(key), f"unknown key (known: {', '.join(sorted(known))})")
@@ -244,6 +248,11 @@ class AllocatorSettings:
                 values["solver"] = data["solver"]
             else:
                 bad("solver", "must be auto, milp or greedy")
+        if "plan_on" in data:
+            if data["plan_on"] in ("forecast", "observed"):
+                values["plan_on"] = data["plan_on"]
+            else:
+                bad("plan_on", "must be forecast or observed")
         caps = data.get("cost_caps")
         if caps is not None:
             if not isinstance(caps, Mapping):
