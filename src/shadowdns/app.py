@@ -532,6 +532,7 @@ class Service:
             await self._start_health()
             await self._start_control()
             await self._start_api()
+        WATCH.settle(check=True)  # table and control plane are loaded: collect before serving
         bound = [await self.server.listen(addr) for addr in self.config.listen]
         if not self.config.answer_only:
             self.tasks.append(loop.create_task(self._flush_loop()))

@@ -44,6 +44,9 @@ LONG_PAUSE = 0.05
 GROWTH = 1.5
 """The frozen set may grow to this multiple of its size after the last full collection."""
 
+CHECK_EVERY = 20.0
+"""Seconds between two looks at the frozen set's size."""
+
 BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -56,6 +59,7 @@ class Watch:
         self.longest = 0.0
         self._started = 0.0
         self._floor = 0  # frozen objects after the last full collection
+        self._checked = -CHECK_EVERY
         self.full_compactions = 0
         self._lock = threading.Lock()
         self._pauses = 0
@@ -114,9 +118,16 @@ class Watch:
                     if self._was_enabled:
                         gc.enable()
 
-    def settle(self) -> None:
-        """Freeze what is alive now (see the module docstring)."""
-        gc.freeze()
+    def settle(self, check: bool = False) -> None:
+        """Freeze what is alive now (see the module docstring); `check`: look at the
+        frozen set's growth now (before the listeners open, where a full collection
+        costs no answer)."""
+        gc.freeze()  # constant time: the generations' lists are spliced
+        now = time.monotonic()
+        if not check and now - self._checked < CHECK_EVERY:
+            return
+        self._checked = now
+        # counting walks the frozen list (milliseconds for millions): not on every call
         if not self._floor:
             self._floor = gc.get_freeze_count()
         elif gc.get_freeze_count() > GROWTH * self._floor:

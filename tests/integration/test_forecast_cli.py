@@ -102,14 +102,14 @@ def test_predict_json_on_forty_days(forty_days: Path) -> None:
 
 
 def test_serve_fit_job_chooses_what_predict_reports(forty_days: Path) -> None:
-    """The allocator's fit job in serve and forecast predict choose alike on one history:
-    the same model with the same scores."""
+    """The allocator's fit job in serve (with allocator.yaml `lstm: true`) and forecast
+    predict choose alike on one history: the same model with the same scores."""
     done = shadowdns("forecast", "predict", "--history", str(forty_days), "--horizon", "12",
                      "--json")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     [series] = read_csv(forty_days)
-    fitted = fit_job("auto", series.values, 288, 12, series.start, 0.9)
+    fitted = fit_job("auto", series.values, 288, 12, series.start, 0.9, lstm=True)
     assert fitted.model == answer["model"]
     assert fitted.scores == pytest.approx(answer["scores"], abs=1e-6)
 

@@ -61,7 +61,7 @@ from shadowdns.store.base import (
     Resolution,
     Store,
 )
-from shadowdns.zones.policy import Policy
+from shadowdns.zones.policy import Policy, Resource
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ class Controller:
         self.all_views_up_to = all_views_up_to
         self.max_series = max_series
         self._view_index: ViewIndex | None = None
+        self._resource_cache: tuple[tuple[Policy, ...], dict[str, Resource]] | None = None
         self._all_views: list[DIView] | None = None
         # The book's per-bucket work is Python per series: digesting two weeks of history
         # for thousands of series takes tens of seconds, which on the event loop would
@@ -262,6 +263,16 @@ class Controller:
             self._book_pool, _uncollected, fn, *args)
 
     # --- demand and forecasts ------------------------------------------------------------
+
+    def _resources(self) -> Mapping[str, Resource]:
+        """Every resource by id, rebuilt only when the policies change (each tick reads it:
+        50,000 resources cost ~10 ms on the event loop)."""
+        policies = tuple(self.policies())
+        cached = self._resource_cache
+        if cached is None or len(cached[0]) != len(policies) or any(
+                a is not b for a, b in zip(cached[0], policies, strict=True)):
+            cached = self._resource_cache = (policies, resource_map(policies))
+        return cached[1]
 
     def _index(self) -> ViewIndex:
         policies = list(self.policies())
@@ -384,11 +395,13 @@ class Controller:
             try:
                 if self.fit_executor is None:
                     fitted = fit_job(request.model, request.values, request.season,
-                                     request.horizon, request.start, request.quantile)
+                                     request.horizon, request.start, request.quantile,
+                                     self.settings.lstm)
                 else:
                     fitted = await loop.run_in_executor(
                         self.fit_executor, fit_job, request.model, request.values,
-                        request.season, request.horizon, request.start, request.quantile)
+                        request.season, request.horizon, request.start, request.quantile,
+                        self.settings.lstm)
             except Exception as exc:
                 log.warning("fit of %s/%s failed: %s", *request.key, exc)
                 fitted = None
@@ -489,7 +502,8 @@ class Controller:
             added = store.add_allocations([
                 NewAllocation(di=s.di, resource=s.resource, region=s.region, valid_from=now,
                               generation=generation, created_at=now, state="warming",
-                              reason=s.reason, demand=s.demand, pinned=s.pinned)
+                              reason=s.reason, demand=s.demand, pinned=s.pinned,
+                              valid_until=s.until)
                 for s in result.add])
             for r in result.release:
                 until = now + ttl_of.get(r.allocation.di, 30) + grace
@@ -525,7 +539,7 @@ class Controller:
     async def tick(self, now: float) -> int:
         """Move warming → ready and draining → released when due; returns changes."""
         allocations = await self.io(self.store.list_allocations, True)
-        resources = resource_map(self.policies())
+        resources = self._resources()
         changes: list[tuple[Allocation, AllocationState, float, float | None]] = []
         for a in allocations:
             res = resources.get(a.resource)

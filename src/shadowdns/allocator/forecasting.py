@@ -84,20 +84,29 @@ FIRST_PERIOD_CHECK = 12
 
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
-            quantile: float) -> Fitted:
+            quantile: float, lstm: bool = False) -> Fitted:
     """Fit one series (runs in a worker process) as every command does
-    (`selection.fit_all`): `auto` chooses among all models, the LSTM included when torch
-    is installed (trained on this one series); a model that cannot fit
-    falls back to the baseline inside the predictor. When the history is too short for
-    `auto` to choose (it validates on two seasons) and too short to trust the season
-    (fewer than `MIN_CYCLES` cycles: the daily fit at two days), the fallback is the last
-    value, not an untested season."""
-    from shadowdns.predictor.selection import fit_all, make_forecaster
+    (`selection.fit_all`); a model that cannot fit falls back to the baseline inside the
+    predictor. `auto` chooses among the statistical models and the last value, and with
+    `lstm` (allocator.yaml `lstm: true`, torch installed) the LSTM too, trained on this one
+    series as `forecast predict` trains it: about a CPU-second per series and refit, so it
+    is the operator's choice. When the history is too short for `auto` to choose (it
+    validates on two seasons) and too short to trust the season (fewer than `MIN_CYCLES`
+    cycles: the daily fit at two days), the fallback is the last value, not an untested
+    season."""
+    from shadowdns.predictor.selection import (
+        Auto,
+        candidates,
+        fit_all,
+        lstm_available,
+        make_forecaster,
+    )
 
     spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
     with quiet():
         if model == "auto":
-            [fitted] = fit_all(make_forecaster("auto"), [(values, spec)])
+            network = make_forecaster("lstm") if lstm and lstm_available() else None
+            [fitted] = fit_all(Auto(candidates(network)), [(values, spec)])
             if not fitted.scores and len(values) < MIN_CYCLES * season:
                 return LastValue().fit(values, spec)
             return fitted

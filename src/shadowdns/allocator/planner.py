@@ -156,6 +156,7 @@ class Shadow:
     reason: str
     pinned: bool = False
     warmup: float = 0.0
+    until: float | None = None  # a pin's end: the allocation is released then
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +335,7 @@ def plan(
                 and (p.di, p.resource, p.region) not in draining:
             res = resources.get(p.resource)
             add.append(Shadow(p.di, p.resource, p.region, 0.0, reason_text(why="pin"), True,
-                              0.0 if res is None else res.warmup))
+                              0.0 if res is None else res.warmup, p.until))
 
     covered = {(a.di, a.region) for a in fixed} | {(s.di, s.region) for s in add}
     load: dict[str, float] = {}

@@ -11,6 +11,7 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
       bucket: 5m               # demand bucket the forecasts work on (60 s multiples)
       cross_probability: 0.5   # allocate on the forecast when P(demand >= threshold) >= this
       plan_on: forecast        # forecast | observed (the reactive rule: the last bucket only)
+      lstm: false              # auto's fits train the LSTM per series too (torch; ~1 CPU-s each)
       topup_after: 3           # K: buckets above the forecast band before a reactive top-up
       drain_grace: 30          # draining lasts TTL + this
       ttl_floor: 5             # TTL of answers about to change
@@ -162,6 +163,7 @@ class AllocatorSettings:
     # "forecast": plan on the forecast band and the last bucket; "observed": on the last
     # bucket alone (the reactive rule: no forecast is made or trusted)
     plan_on: Literal["forecast", "observed"] = "forecast"
+    lstm: bool = False  # `auto` fits include the LSTM (see `forecasting.fit_job`)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -211,7 +213,8 @@ class AllocatorSettings:
             "nearest_resources": ("int", None), "error_window": ("int", None),
             "fit_workers": ("int", None),
         }
-        known = {*scalars, "mode", "solver", "plan_on", "cost_caps", "hooks", "pins", "events"}
+        known = {*scalars, "mode", "solver", "plan_on", "lstm", "cost_caps", "hooks", "pins",
+                 "events"}
         for key in data:
             if key not in known:
                 bad(str(key), f"unknown key (known: {', '.join(sorted(known))})")
@@ -253,6 +256,11 @@ class AllocatorSettings:
                 values["plan_on"] = data["plan_on"]
             else:
                 bad("plan_on", "must be forecast or observed")
+        if "lstm" in data:
+            if isinstance(data["lstm"], bool):
+                values["lstm"] = data["lstm"]
+            else:
+                bad("lstm", "must be true or false")
         caps = data.get("cost_caps")
         if caps is not None:
             if not isinstance(caps, Mapping):

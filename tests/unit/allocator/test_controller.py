@@ -291,3 +291,29 @@ def test_first_read_takes_what_minutes_no_longer_hold_from_the_rollups(
                      solve_in_thread=False, settle=0.0, minute_retention=minute_retention)
     asyncio.run(ctl.read_demand(end))
     assert float(ctl.book.series[(APP, "jp")].values.view().sum()) == expected
+
+
+def test_a_pin_from_allocator_yaml_ends_at_its_until() -> None:
+    """A pin (allocator.yaml) makes its shadow whatever the demand; once the pin's `until`
+    passes, the shadow is released and not made again."""
+    from shadowdns.allocator.settings import Pin
+
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    until = T0 + 600
+    ctl, _ = controller(store, make_policy(), clock, pins=(Pin(APP, "s-jp", "jp", until=until),))
+
+    async def scenario() -> None:
+        await ctl.run_window(T0)
+        [a] = store.list_allocations()
+        assert (a.resource, a.region, a.pinned, a.valid_until) == ("s-jp", "jp", True, until)
+        await ctl.tick(T0 + 60)
+        assert store.list_allocations()[0].state == "ready"
+        await ctl.run_window(until - 60)
+        assert [a.state for a in store.list_allocations()] == ["ready"]
+        await ctl.tick(until)
+        assert store.list_allocations() == []
+        await ctl.run_window(until + 60)  # the pin is over: nothing is made again
+        assert store.list_allocations() == []
+
+    asyncio.run(scenario())

@@ -131,11 +131,17 @@ def test_fit_all_trains_one_network_across_the_batch(
 
 
 def test_a_fit_job_chooses_as_the_commands_do(elb: Series) -> None:
-    """The allocator's fit job for `auto` is `fit_all` on one series: same candidates
-    (the LSTM among them when installed), same scores, same choice."""
+    """The allocator's fit job for `auto` with `lstm` (allocator.yaml) is `fit_all` on one
+    series: same candidates (the LSTM among them when installed), same scores, same
+    choice. Without it the LSTM is not trained: the statistical candidates only."""
     values, spec = elb.values[: 4 * 288], spec_for(elb)
-    job = fit_job("auto", values, spec.season, spec.horizon, spec.start, spec.quantile)
+    job = fit_job("auto", values, spec.season, spec.horizon, spec.start, spec.quantile,
+                  lstm=True)
     [direct] = fit_all(Auto(), [(values, spec)])
     assert job.model == direct.model
     assert job.scores == pytest.approx(direct.scores)
     assert ("lstm" in job.scores) == lstm_available()
+    plain = fit_job("auto", values, spec.season, spec.horizon, spec.start, spec.quantile)
+    assert set(plain.scores) <= set(STATISTICAL_MODELS)
+    assert plain.scores == pytest.approx({k: v for k, v in direct.scores.items()
+                                          if k != "lstm"})

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shadowdns.gcwatch import GROWTH, Watch
+from shadowdns.gcwatch import CHECK_EVERY, GROWTH, Watch
 
 
 @pytest.fixture
@@ -70,11 +70,15 @@ def test_settle_collects_fully_only_after_growth(watch: Watch) -> None:
     watch.settle()
     floor = gc.get_freeze_count()
     small = [[i] for i in range(10)]
+    watch._checked = -CHECK_EVERY
     watch.settle()
     assert watch.full_compactions == 0
     garbage = [Cycle() for _ in range(1000)]
     del garbage  # cyclic: only a collection frees it, and frozen it would stay
     grown = [[i] for i in range(int(GROWTH * floor) + 1)]
+    watch.settle()
+    assert watch.full_compactions == 0  # the size is looked at every CHECK_EVERY seconds
+    watch._checked = -CHECK_EVERY
     watch.settle()
     assert watch.full_compactions == 1
     assert not any(isinstance(o, Cycle) for o in gc.get_objects())
