@@ -174,7 +174,9 @@ class Service:
         self._reload_wanted = False
         self._reload_ok = True
         self._reloads: set[asyncio.Task[bool]] = set()
-        self._users: ResourceUsers | None = None
+        self._users: ResourceUsers | None = ResourceUsers(self.loaded).prepare()
+        # what the reload thread derives from a loaded configuration, off the event loop
+        self._prepared: tuple[Config, ResourceUsers, frozenset[str]] | None = None
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
         tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
                         config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
@@ -251,9 +253,12 @@ class Service:
 
     def _load(self) -> Config | ShadowDNSError:
         try:
-            return load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
+            loaded = load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
         except ShadowDNSError as exc:
             return exc
+        # ~50 + 90 ms for 10,000 DIs: here, on the reload thread, not on the event loop
+        self._prepared = (loaded, ResourceUsers(loaded).prepare(), di_texts(loaded))
+        return loaded
 
     def _apply_loaded(self, loaded: Config | ShadowDNSError) -> bool:
         if not isinstance(loaded, ShadowDNSError):
@@ -268,7 +273,12 @@ class Service:
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]
         self.loaded = loaded
-        self.known = di_texts(loaded)
+        prepared = self._prepared
+        if prepared is not None and prepared[0] is loaded:
+            _, self._users, self.known = prepared
+        else:
+            self._users, self.known = None, di_texts(loaded)
+        self._prepared = None
         self.generation += 1
         self._publish(snapshot)
         self._record_zones()
