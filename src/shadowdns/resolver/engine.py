@@ -55,6 +55,7 @@ MAX_UDP_PLAIN = 512
 MAX_CACHED = 1_500_000  # shape entries (~600 B each with their base): ~0.9 GB at most
 MAX_ECS_OPTS = 100_000  # per shape: client subnets whose echoed OPT is kept
 MAX_NEGATIVE = 10_000  # shared negative templates (zones x apex offsets x rcodes x qtypes)
+MAX_SIGNED_MISSING = 100_000  # signed denials of missing names, per (question, shape)
 IN = int(dns.rdataclass.IN)
 CH = int(dns.rdataclass.CH)
 _TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
@@ -112,7 +113,8 @@ class AnswerTable:
     """
 
     __slots__ = ("address_answers", "apexes", "base", "deps", "existing", "negative",
-                 "nxdomain", "shared", "shared_variants", "signed", "size", "tables")
+                 "nxdomain", "shared", "shared_variants", "signed", "signed_missing", "size",
+                 "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
@@ -122,6 +124,8 @@ class AnswerTable:
         # The same with RRSIGs and denial records, that DO shapes derive from (signed
         # zones only): each variant is signed once, when it is compiled.
         self.signed: dict[bytes, Template | Regional] = {}
+        # question + shape byte -> signed denial of a name that does not exist
+        self.signed_missing: dict[bytes, Template] = {}
         self.shared: dict[Template, Template] = {}
         self.shared_variants: dict[tuple[Template, ...], tuple[Template, ...]] = {}
         # (qtype, addresses, TTL, query counter) -> base template of a plain address
@@ -157,6 +161,7 @@ class AnswerTable:
     def drop_signed(self) -> None:
         """Forget every signed entry (DO shapes), keeping the unsigned ones."""
         self.signed.clear()
+        self.signed_missing.clear()
         for shape, table in enumerate(self.tables):
             if shape & SHAPE_DO:
                 self.size -= len(table)
@@ -436,6 +441,10 @@ class QueryEngine:
         table = self.table
         signed = bool(shape & SHAPE_DO) and self.snapshot.signer is not None
         base = (table.signed if signed else table.base).get(key)
+        if base is None and signed:
+            known = table.signed_missing.get(key + bytes([shape]))
+            if known is not None:
+                return known
         if base is None:
             if table.size >= self.max_cached:
                 # Full (more distinct questions than the table holds): start a fresh one
@@ -449,6 +458,15 @@ class QueryEngine:
             if found is None:
                 return None
             base, remember = found
+            if not remember and signed:
+                # A missing name's signed denial names it: kept in its own bounded dict,
+                # never interned, so a flood of random names costs signing, not memory.
+                missing = table.signed_missing
+                if len(missing) >= MAX_SIGNED_MISSING:
+                    missing.clear()
+                made = missing[key + bytes([shape])] = self._derive(
+                    base, shape, intern=False)  # type: ignore[arg-type]
+                return made
             if not remember:
                 return self._derive(base, shape)  # type: ignore[arg-type]
             (table.signed if signed else table.base)[key] = base
@@ -515,7 +533,7 @@ class QueryEngine:
                 return False
         return True
 
-    def _derive(self, base: Template, shape: int) -> Template:
+    def _derive(self, base: Template, shape: int, intern: bool = True) -> Template:
         flags = base.hdr[0] | (1 if shape & SHAPE_RD else 0)
         if not shape & SHAPE_EDNS:
             derived = Template(bytes([flags]) + base.hdr[1:], base.body, base.body, base.stat)
@@ -523,7 +541,7 @@ class QueryEngine:
             arcount = (base.hdr[8] << 8 | base.hdr[9]) + 1
             hdr = bytes([flags]) + base.hdr[1:8] + arcount.to_bytes(2, "big")
             derived = Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
-        return self.table.intern(derived)
+        return self.table.intern(derived) if intern else derived
 
     def _compile_base(self, key: bytes, signed: bool = False
                       ) -> tuple[Template | Regional, bool] | None:
@@ -557,8 +575,10 @@ class QueryEngine:
             # Black-lie denials name the question, so none is shared; names that do not
             # exist are signed for each query and not remembered (random names would
             # fill the table).
-            tpl = self._template(result, qname, qtype, 0, question_len, signed=True)
-            return None if tpl is None else (tpl, result.rcode != dns.rcode.NXDOMAIN)
+            missing = result.rcode == dns.rcode.NXDOMAIN
+            tpl = self._template(result, qname, qtype, 0, question_len, signed=True,
+                                 intern=not missing)
+            return None if tpl is None else (tpl, not missing)
         negative = self._negative(result, qname, qtype, question_len)
         if negative is not None:
             return negative, result.rcode != dns.rcode.NXDOMAIN
@@ -600,7 +620,7 @@ class QueryEngine:
 
     def _template(self, result: Result, qname: dns.name.Name, qtype: int, shape: int,
                   question_len: int, kind: str = "static", region: str = "-",
-                  signed: bool = False) -> Template | None:
+                  signed: bool = False, intern: bool = True) -> Template | None:
         snap = self.snapshot
         if signed and snap.signer is not None:
             result = snap.signer.sign(result, qname, qtype)
@@ -610,7 +630,8 @@ class QueryEngine:
             return None
         tpl = render.make_template(wire, question_len, render.opt_length(shape, snap.identity))
         stat = self.stat_slot(qtype, result.rcode, kind, region)
-        return self.table.intern(Template(tpl.hdr, tpl.body, tpl.body_noopt, stat))
+        made = Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
+        return self.table.intern(made) if intern else made
 
     def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
                     qtype: int) -> Regional | None:

@@ -37,7 +37,7 @@ from shadowdns.zones.zone import Zone
 VALIDITY = 14 * 86400
 REFRESH_AFTER = VALIDITY // 2
 BACKDATE = 3600
-MAX_MEMO = 200_000
+MAX_MEMO = 20_000  # RRSIG sets kept for reuse (the SOA of every denial, shared RRsets)
 
 NSEC = int(dns.rdatatype.NSEC)
 RRSIG = int(dns.rdatatype.RRSIG)
@@ -47,7 +47,6 @@ SOA = int(dns.rdatatype.SOA)
 NXNAME = 128  # RFC 9824 §2: a name that does not exist
 _NONE = int(dns.rdatatype.NONE)
 
-_MemoKey = tuple[dns.name.Name, int, int, frozenset[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,9 @@ class Signer:
         self.keys = keys
         self._clock = clock
         self.window = Window.starting(clock())
-        self._memo: dict[_MemoKey, dns.rrset.RRset] = {}
+        # id(rrset) -> (rrset, its RRSIGs): zone RRsets are the same objects in every
+        # answer (the SOA of each negative one); keeping the rrset makes the id safe.
+        self._memo: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
 
     def refresh(self) -> bool:
         """Start a new validity window when the current one is half spent; True if so
@@ -90,17 +91,16 @@ class Signer:
 
     def rrsig(self, rrset: dns.rrset.RRset, key: ZoneKey) -> dns.rrset.RRset:
         """The RRSIG RRset over `rrset` (memoised: a zone's SOA signs once a window)."""
-        memo_key = (rrset.name, int(rrset.rdtype), rrset.ttl, frozenset(rrset))
-        known = self._memo.get(memo_key)
-        if known is not None:
-            return known
+        known = self._memo.get(id(rrset))
+        if known is not None and known[0] is rrset:
+            return known[1]
         window = self.window
         sig = dns.dnssec.sign(rrset, key.private, key.origin, key.dnskey,
                               inception=window.inception, expiration=window.expiration)
         out = dns.rrset.from_rdata(rrset.name, rrset.ttl, sig)
         if len(self._memo) >= MAX_MEMO:
             self._memo.clear()
-        self._memo[memo_key] = out
+        self._memo[id(rrset)] = (rrset, out)
         return out
 
     def sign(self, result: Result, qname: dns.name.Name, qtype: int) -> Result:
