@@ -42,6 +42,9 @@ EXTRA = """
 *.wild  TXT "from the wildcard"
 sub     NS  ns.sub
 ns.sub  A   192.0.2.53
+secure  NS  ns.secure
+secure  DS  12345 13 2 5a4ea87a6fd80f256777e58263660005fc7f7a6f46fb8dd630438642a585177a
+ns.secure A 192.0.2.54
 a.b.deep TXT "under an empty non-terminal"
 """
 
@@ -231,6 +234,8 @@ def dnskey(signed: Signed) -> dns.rrset.RRset:
     ("nothing-here.geo.test", "A", None,
      ["geo.test. SOA", "nothing-here.geo.test. NSEC"]),
     ("a.sub.geo.test", "A", None, ["sub.geo.test. NSEC"]),
+    ("a.secure.geo.test", "A", None, ["secure.geo.test. DS"]),
+    ("secure.geo.test", "DS", None, ["secure.geo.test. DS"]),
     ("geo.test", "CDS", None, ["geo.test. CDS"]),
 ])
 def test_rrsigs_straight_from_the_server_validate(
