@@ -30,6 +30,7 @@ class Stream:
     edns: bool = True
     binary: bool = False  # query_file holds length-prefixed wire queries (dnsperf -B)
     streams: int = 1  # how many per-subnet streams it stands for (scales -c and -q)
+    dnssec: bool = False  # set DO on every query (dnsperf -D)
 
 
 @dataclass
@@ -140,6 +141,8 @@ def command(stream: Stream, port: int, duration: float, clients: int, outstandin
         argv += ["-E", f"8:{stream.ecs_hex}"]
     elif stream.edns:
         argv += ["-e"]
+    if stream.dnssec and not stream.binary:
+        argv += ["-D"]
     if qps is not None:
         argv += ["-Q", str(max(1, int(qps)))]
     if verbose:

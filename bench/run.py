@@ -86,17 +86,20 @@ def clean(workdir: Path) -> None:
 
 
 def query_streams(workload: Workload, clients: tuple[Client, ...], mode: str,
-                  workdir: Path) -> list[Stream]:
-    """Write the query file; one dnsperf stream per client, or one for all (`mixed`)."""
+                  workdir: Path, dnssec: bool = False) -> list[Stream]:
+    """Write the query file; one dnsperf stream per client, or one for all (`mixed`).
+    `dnssec`: every query sets DO (dnsperf -D)."""
     t0 = time.monotonic()
+    if mode == "mixed" and dnssec:
+        raise SystemExit("--dnssec needs --client-mode streams (mixed sends prebuilt wire)")
     if mode == "mixed":
         query_file = workload.write_binary_queries(
             workdir / "queries.bin", [c.ecs_payload() for c in clients])
         streams = [Stream("mixed", query_file, binary=True, streams=len(clients))]
     else:
         query_file = workload.write_queries(workdir / "queries.txt")
-        streams = [Stream(c.label, query_file, c.ecs_option_hex(), edns=workload.is_geo)
-                   for c in clients]
+        streams = [Stream(c.label, query_file, c.ecs_option_hex(), edns=workload.is_geo,
+                          dnssec=dnssec) for c in clients]
     names = (f"{workload.dis:,} DIs ({workload.resources} resources), "
              f"{workload.statics:,} static names" if workload.is_geo
              else f"{workload.statics:,} names")
@@ -500,7 +503,7 @@ def run(kind: str, args: argparse.Namespace) -> int:
     else:
         workload = Workload.static(args.names, args.queries)
         geoip, clients = None, (NO_ECS,)
-    streams = query_streams(workload, clients, args.client_mode, workdir)
+    streams = query_streams(workload, clients, args.client_mode, workdir, args.dnssec)
 
     reports = {p.name: ServerReport(p.name, geo_aware=p.geo_aware) for p in peers}
     for p in peers:
@@ -654,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=[], metavar="N[,N...]",
                        help="also time shadowdns --workers N for each N (give "
                             "--server-cpus as many cores)")
+        p.add_argument("--dnssec", action="store_true",
+                       help="set DO on every query; time signing with e.g. "
+                            "--shadowdns-variant 'signed=--dnssec-keys DIR'")
         p.add_argument("--workdir", default=None,
                        help="where configs and results go (default: a new temp directory)")
         p.add_argument("--keep", action="store_true",

@@ -18,6 +18,7 @@ from shadowdns.errors import ShadowDNSError
 # The order in which subcommand groups appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "shadowdns.resolver.commands",
+    "shadowdns.zones.dnssec_commands",
     "shadowdns.store.commands",
     "shadowdns.predictor.commands",
     "shadowdns.allocator.commands",

@@ -69,6 +69,9 @@ EXTRA_NAMES = [
     "foo.empty.diff.test.", "x.deep.wild2.diff.test.", "deep.wild2.diff.test.",
     "wild2.diff.test.", "a.host.wild2.diff.test.", "x.w.sub.diff.test.",
     "a.b.w.sub.diff.test.", "w.sub.diff.test.",
+    # RFC 4592 §4.9: the wildcard *.entwild owns no data, a.*.entwild does
+    "foo.entwild.diff.test.", "x.y.entwild.diff.test.", "*.entwild.diff.test.",
+    "a.*.entwild.diff.test.", "entwild.diff.test.",
     # empty non-terminals and below them
     "ent.diff.test.", "c.ent.diff.test.", "b.c.ent.diff.test.", "x.c.ent.diff.test.",
     "ent.wild.diff.test.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,9 @@ from hypothesis import strategies as st
 from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.render import Identity
+from shadowdns.resolver.signing import Signer
 from shadowdns.resolver.snapshot import Snapshot, build_snapshot, load_config
+from shadowdns.zones.keys import load_keys, publish
 from shadowdns.zones.loader import load_zone_dir
 from tests.serverproc import ServerProcess, serve
 
@@ -204,8 +207,17 @@ def engine(kind: str) -> QueryEngine:
     in a server (hits and misses both get compared)."""
     if kind not in _ENGINES:
         identity = Identity(nsid=b"fuzz", server_id="fuzz", version="fuzz")
+        keys_dir = Path(tempfile.mkdtemp(prefix="fuzz-keys-"))
         if kind == "static":
             snapshot = Snapshot(zones=ZoneSet(load_zone_dir(ZONES_DIR)), identity=identity)
+        elif kind == "static-signed":
+            zones = load_zone_dir(ZONES_DIR)
+            keys = load_keys(keys_dir, zones)
+            snapshot = Snapshot(zones=ZoneSet({o: publish(z, keys[o]) for o, z in zones.items()}),
+                                identity=identity, signer=Signer(keys))
+        elif kind == "geo-signed":
+            snapshot = build_snapshot(load_config(DEMO_DIR, identity=identity,
+                                                  keys_dir=keys_dir))
         else:
             snapshot = build_snapshot(load_config(DEMO_DIR, identity=identity))
         _ENGINES[kind] = QueryEngine(snapshot)
@@ -213,11 +225,13 @@ def engine(kind: str) -> QueryEngine:
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(wire=valid_queries(), kind=st.sampled_from(["static", "geo"]), tcp=st.booleans(),
+@given(wire=valid_queries(),
+       kind=st.sampled_from(["static", "geo", "static-signed", "geo-signed"]), tcp=st.booleans(),
        source=st.sampled_from(["127.0.0.1", "192.0.2.55", "203.0.113.9", "2001:db8::1"]))
 def test_fast_path_matches_slow_path(wire: bytes, kind: str, tcp: bool, source: str) -> None:
     """For any valid query, the fast path (answer table) returns exactly the bytes the
-    dnspython slow path returns, over UDP and TCP, from any source address."""
+    dnspython slow path returns, over UDP and TCP, from any source address; signed zones
+    too (DO queries get the signed entries)."""
     eng = engine(kind)
     addr = (source, 5353)
     fast = eng.respond(wire, addr, tcp=tcp)

@@ -302,7 +302,13 @@ def resolve(zones: ZoneSet, qname: dns.name.Name, qtype: int) -> Result:
                 return result
             else:
                 encloser = _closest_encloser(zone, name)
-                wild = zone.nodes.get(dns.name.Name((b"*", *encloser.labels)))
+                wild_name = dns.name.Name((b"*", *encloser.labels))
+                wild = zone.nodes.get(wild_name)
+                if wild is None and wild_name in zone.names:
+                    # RFC 4592 §4.9: a wildcard that is an empty non-terminal still
+                    # matches, and has no data: NODATA
+                    result.authority.append(negative_soa(zone))
+                    return result
                 if wild is None:
                     result.rcode = dns.rcode.NXDOMAIN
                     result.authority.append(negative_soa(zone))

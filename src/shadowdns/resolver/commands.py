@@ -92,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--health-quorum", type=int, default=0, metavar="N",
                        help="in a fleet, a resource is down when N nodes see it down "
                             "(default 0: a majority of the nodes probing it)")
+    serve.add_argument("--dnssec-keys", type=Path, default=None, metavar="DIR",
+                       help="sign every zone (DNSSEC, ECDSAP256SHA256, one CSK per zone); "
+                            "keys are read from DIR and made there (mode 0600) if missing")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the listening ports with SO_REUSEPORT "
                             "(default 1)")
@@ -289,6 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tcp_message_timeout=tcp.message_timeout,
         tcp_lifetime=tcp.lifetime,
         tcp_per_prefix=tcp.per_prefix,
+        dnssec_keys=args.dnssec_keys,
     )
     return run_service(config)
 

@@ -55,6 +55,7 @@ MAX_UDP_PLAIN = 512
 MAX_CACHED = 1_500_000  # shape entries (~600 B each with their base): ~0.9 GB at most
 MAX_ECS_OPTS = 100_000  # per shape: client subnets whose echoed OPT is kept
 MAX_NEGATIVE = 10_000  # shared negative templates (zones x apex offsets x rcodes x qtypes)
+MAX_SIGNED_MISSING = 100_000  # signed denials of missing names, per (question, shape)
 IN = int(dns.rdataclass.IN)
 CH = int(dns.rdataclass.CH)
 _TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
@@ -112,13 +113,19 @@ class AnswerTable:
     """
 
     __slots__ = ("address_answers", "apexes", "base", "deps", "existing", "negative",
-                 "nxdomain", "shared", "shared_variants", "size", "tables")
+                 "nxdomain", "shared", "shared_variants", "signed", "signed_missing", "size",
+                 "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
         # Per question: the answer rendered once, without EDNS and RD, that every shape's
         # template is derived from.
         self.base: dict[bytes, Template | Regional] = {}
+        # The same with RRSIGs and denial records, that DO shapes derive from (signed
+        # zones only): each variant is signed once, when it is compiled.
+        self.signed: dict[bytes, Template | Regional] = {}
+        # question + shape byte -> signed denial of a name that does not exist
+        self.signed_missing: dict[bytes, Template] = {}
         self.shared: dict[Template, Template] = {}
         self.shared_variants: dict[tuple[Template, ...], tuple[Template, ...]] = {}
         # (qtype, addresses, TTL, query counter) -> base template of a plain address
@@ -148,7 +155,18 @@ class AnswerTable:
         for table in self.tables:
             if table.pop(key, None) is not None:
                 self.size -= 1
+        self.signed.pop(key, None)
         return self.base.pop(key, None) is not None
+
+    def drop_signed(self) -> None:
+        """Forget every signed entry (DO shapes), keeping the unsigned ones."""
+        self.signed.clear()
+        self.signed_missing.clear()
+        for shape, table in enumerate(self.tables):
+            if shape & SHAPE_DO:
+                self.size -= len(table)
+                table.clear()
+        self.nxdomain = {k: v for k, v in self.nxdomain.items() if not k[3] & SHAPE_DO}
 
     def intern(self, template: Template) -> Template:
         return self.shared.setdefault(template, template)
@@ -243,6 +261,15 @@ class QueryEngine:
                 if table.drop(key):
                     dropped.append(key)
         return dropped
+
+    def refresh_signatures(self) -> bool:
+        """Renew signatures when their validity is half spent: only the signed entries are
+        dropped (prewarm and the query path sign them again); True if they were."""
+        signer = self.snapshot.signer
+        if signer is None or not signer.refresh():
+            return False
+        self.table.drop_signed()
+        return True
 
     # -- the query path ------------------------------------------------------------------
 
@@ -412,23 +439,37 @@ class QueryEngine:
         not remembered (random names would fill the table).
         """
         table = self.table
-        base = table.base.get(key)
+        signed = bool(shape & SHAPE_DO) and self.snapshot.signer is not None
+        base = (table.signed if signed else table.base).get(key)
+        if base is None and signed:
+            known = table.signed_missing.get(key + bytes([shape]))
+            if known is not None:
+                return known
         if base is None:
             if table.size >= self.max_cached:
                 # Full (more distinct questions than the table holds): start a fresh one
                 # rather than compile every miss from then on; busy questions come back.
                 self.table = table = AnswerTable()
-            if table.existing is not None:
+            if table.existing is not None and not signed:
                 nx = self._nxdomain(key, shape)
                 if nx is not None:
                     return nx
-            found = self._compile_base(key)
+            found = self._compile_base(key, signed)
             if found is None:
                 return None
             base, remember = found
+            if not remember and signed:
+                # A missing name's signed denial names it: kept in its own bounded dict,
+                # never interned, so a flood of random names costs signing, not memory.
+                missing = table.signed_missing
+                if len(missing) >= MAX_SIGNED_MISSING:
+                    missing.clear()
+                made = missing[key + bytes([shape])] = self._derive(
+                    base, shape, intern=False)  # type: ignore[arg-type]
+                return made
             if not remember:
                 return self._derive(base, shape)  # type: ignore[arg-type]
-            table.base[key] = base
+            (table.signed if signed else table.base)[key] = base
         entry: Template | Regional
         if base.__class__ is Regional:
             regional: Regional = base
@@ -492,7 +533,7 @@ class QueryEngine:
                 return False
         return True
 
-    def _derive(self, base: Template, shape: int) -> Template:
+    def _derive(self, base: Template, shape: int, intern: bool = True) -> Template:
         flags = base.hdr[0] | (1 if shape & SHAPE_RD else 0)
         if not shape & SHAPE_EDNS:
             derived = Template(bytes([flags]) + base.hdr[1:], base.body, base.body, base.stat)
@@ -500,11 +541,13 @@ class QueryEngine:
             arcount = (base.hdr[8] << 8 | base.hdr[9]) + 1
             hdr = bytes([flags]) + base.hdr[1:8] + arcount.to_bytes(2, "big")
             derived = Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
-        return self.table.intern(derived)
+        return self.table.intern(derived) if intern else derived
 
-    def _compile_base(self, key: bytes) -> tuple[Template | Regional, bool] | None:
+    def _compile_base(self, key: bytes, signed: bool = False
+                      ) -> tuple[Template | Regional, bool] | None:
         """The base entry of a question (`key`: lowercase name, type, class as on the wire)
-        and whether to remember it per question; None: answer it on the slow path."""
+        and whether to remember it per question; None: answer it on the slow path.
+        `signed`: the entry DO queries get from a signed zone (RRSIGs and denial)."""
         try:
             qname = dns.name.from_wire(key, 0)[0]
         except dns.exception.DNSException:
@@ -514,7 +557,7 @@ class QueryEngine:
             return None  # rare shapes take the slow path uncached
         snap = self.snapshot
         question_len = len(key)
-        if qtype in _ADDRESS:
+        if qtype in _ADDRESS and not signed:
             dynamic = snap.dis.get(qname)
             if dynamic is not None:
                 direct = self._compile_di(key, dynamic[0], dynamic[1], qname, qtype)
@@ -526,8 +569,16 @@ class QueryEngine:
         dynamic = snap.dis.get(result.final_name) if result.final_name is not None else None
         if dynamic is not None and qtype in _ADDRESS and not result.referral:
             regional = self._compile_regional(key, result, dynamic[0], dynamic[1], qname,
-                                              qtype)
+                                              qtype, signed)
             return None if regional is None else (regional, True)
+        if signed:
+            # Black-lie denials name the question, so none is shared; names that do not
+            # exist are signed for each query and not remembered (random names would
+            # fill the table).
+            missing = result.rcode == dns.rcode.NXDOMAIN
+            tpl = self._template(result, qname, qtype, 0, question_len, signed=True,
+                                 intern=not missing)
+            return None if tpl is None else (tpl, not missing)
         negative = self._negative(result, qname, qtype, question_len)
         if negative is not None:
             return negative, result.rcode != dns.rcode.NXDOMAIN
@@ -568,16 +619,19 @@ class QueryEngine:
         return known
 
     def _template(self, result: Result, qname: dns.name.Name, qtype: int, shape: int,
-                  question_len: int, kind: str = "static", region: str = "-"
-                  ) -> Template | None:
+                  question_len: int, kind: str = "static", region: str = "-",
+                  signed: bool = False, intern: bool = True) -> Template | None:
         snap = self.snapshot
+        if signed and snap.signer is not None:
+            result = snap.signer.sign(result, qname, qtype)
         msg = render.build_message(result, qname, qtype, IN, shape, snap.identity)
         wire = render.render(msg)
         if wire[2] & 0x02:  # truncated even at 64 KiB: never cache
             return None
         tpl = render.make_template(wire, question_len, render.opt_length(shape, snap.identity))
         stat = self.stat_slot(qtype, result.rcode, kind, region)
-        return self.table.intern(Template(tpl.hdr, tpl.body, tpl.body_noopt, stat))
+        made = Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
+        return self.table.intern(made) if intern else made
 
     def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
                     qtype: int) -> Regional | None:
@@ -653,7 +707,8 @@ class QueryEngine:
         return Regional(ctx, table.intern_variants(tuple(variants)), first, uniform)
 
     def _compile_regional(self, key: bytes, static: Result, di: DI, ctx: GeoContext,
-                          qname: dns.name.Name, qtype: int) -> Regional | None:
+                          qname: dns.name.Name, qtype: int, signed: bool = False
+                          ) -> Regional | None:
         family = 4 if qtype == _A else 6
         di_text = di.name.to_text()
         question_len = len(key)
@@ -669,7 +724,7 @@ class QueryEngine:
             same = rendered.get((addresses, ttl))
             if same is None:
                 result = _with_addresses(static, di, qtype, list(addresses), ttl)
-                same = self._template(result, qname, qtype, 0, question_len)
+                same = self._template(result, qname, qtype, 0, question_len, signed=signed)
                 if same is None:
                     return None
                 rendered[(addresses, ttl)] = same
@@ -777,6 +832,8 @@ class QueryEngine:
             if len({(tuple(d.addresses(family)), ctx.ttl(di, r))
                     for r, d in enumerate(decisions)}) == 1:
                 scope = 0  # every region gets this answer, as the fast path says (Regional)
+        if shape & SHAPE_DO and snap.signer is not None:
+            result = snap.signer.sign(result, q.name, q.rdtype)
         extra: list[dns.edns.Option] = []
         if ecs is not None:
             extra.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))

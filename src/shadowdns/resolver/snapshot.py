@@ -28,7 +28,9 @@ from shadowdns.kinds import RoutingKind
 from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.routing import Decision, Shadow, decide, is_up
+from shadowdns.resolver.signing import Signer
 from shadowdns.zones.di_view import static_view
+from shadowdns.zones.keys import ZoneKey, load_keys, publish
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
 from shadowdns.zones.policy import DI, Policy, Resource
 from shadowdns.zones.policy_file import load_policy
@@ -48,6 +50,7 @@ class Config:
     policies: Mapping[dns.name.Name, Policy]
     geodb: GeoDatabase | None
     identity: Identity = field(default_factory=Identity)
+    keys: Mapping[dns.name.Name, ZoneKey] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +71,25 @@ def policy_path(zone: Zone) -> Path:
 
 
 def load_config(zones_dir: Path, geoip: Path | None = None,
-                identity: Identity | None = None) -> Config:
-    """Load zones and policies; every problem of every file is reported together."""
+                identity: Identity | None = None, keys_dir: Path | None = None) -> Config:
+    """Load zones and policies; every problem of every file is reported together.
+
+    With `keys_dir`, every zone is signed: its key is read (or made) there and published
+    at the apex."""
     # Loading allocates millions of small acyclic objects for big zones; the cyclic
     # collector would rescan all of them again and again (quadratic time), so pause it.
     with WATCH.paused():
-        return _load_config(zones_dir, geoip, identity)
+        return _load_config(zones_dir, geoip, identity, keys_dir)
 
 
 def _load_config(zones_dir: Path, geoip: Path | None,
-                 identity: Identity | None) -> Config:
+                 identity: Identity | None, keys_dir: Path | None) -> Config:
     zones = load_zone_dir(zones_dir)
+    keys = None
+    if keys_dir is not None:
+        keys = load_keys(keys_dir, zones)
+        for origin, key in keys.items():
+            zones[origin] = publish(zones[origin], key)
     problems: list[Problem] = []
     policies: dict[dns.name.Name, Policy] = {}
     for origin, zone in zones.items():
@@ -103,7 +114,8 @@ def _load_config(zones_dir: Path, geoip: Path | None,
                 from None
     else:
         geodb = GeoDatabase.default()
-    return Config(zones=zones, policies=policies, geodb=geodb, identity=identity or Identity())
+    return Config(zones=zones, policies=policies, geodb=geodb, identity=identity or Identity(),
+                  keys=keys)
 
 
 def _di_conflicts(zone: Zone, di: DI, source: str) -> list[Problem]:
@@ -263,6 +275,8 @@ class Snapshot:
     identity: Identity = field(default_factory=Identity)
     generation: int = 0
     dis: Mapping[dns.name.Name, tuple[DI, GeoContext]] = field(default_factory=dict)
+    # Signs answers to DO queries (None: the zones are served unsigned).
+    signer: Signer | None = None
 
 
 class DITable(Mapping[dns.name.Name, tuple[DI, GeoContext]]):
@@ -324,8 +338,12 @@ def build_snapshot(config: Config, live: LiveState | None = None,
             except ValueError as exc:
                 raise ShadowDNSError(f"{policy.source}: {exc}") from None
         parts.append((policy.dis, GeoContext(policy, mapper, live, old)))
+    signer = None
+    if config.keys is not None:
+        signer = previous.signer if previous is not None and previous.signer is not None \
+            and previous.signer.keys is config.keys else Signer(config.keys)
     return Snapshot(zones=ZoneSet(config.zones), identity=config.identity, generation=generation,
-                    dis=DITable(parts))
+                    dis=DITable(parts), signer=signer)
 
 
 def shadows_by_di(rows: Sequence[tuple[str, str, str]],
