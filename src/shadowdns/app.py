@@ -65,6 +65,8 @@ PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before list
 ANSWERING_STATES = ("ready", "draining")
 
 TCP_DEFAULTS = TCPLimits()
+API_MAX_BODY = 1 << 20  # bytes: a 10,000-RRset zone import fits with room to spare
+API_LOGIN_FAILURES = 10  # bad tokens per client address a minute before 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class ServeConfig:
     api: str | None = None  # HOST:PORT of the REST API and dashboard
     api_cert: Path | None = None
     api_key: Path | None = None
+    api_max_body: int = API_MAX_BODY  # bytes of a request body (413 beyond)
+    api_login_failures: int = API_LOGIN_FAILURES  # bad tokens a minute per address
     transfers: TransferConfig = field(default_factory=TransferConfig)
     ecs_trust: tuple[str, ...] | None = None  # sources whose ECS is believed (None: all)
     rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)

@@ -19,6 +19,8 @@ from fastapi.security import HTTPBearer
 
 from shadowdns.api.auth import Principal, Role, check_token, hash_token, parse_bearer, require
 from shadowdns.api.config_files import ConfigFiles
+from shadowdns.api.errors import ApiError
+from shadowdns.api.limits import LoginGuard
 from shadowdns.store import AuditEntry
 
 if TYPE_CHECKING:
@@ -77,6 +79,7 @@ class ApiContext:
         self.files = ConfigFiles(service)
         self.started = time.time()
         self.kinds = KindRates(lambda: kind_totals(service.engine), kind_interval)
+        self.logins = LoginGuard(service.config.api_login_failures)
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the store's thread."""
@@ -109,9 +112,23 @@ _bearer = HTTPBearer(auto_error=False, description="a token from `shadowdns toke
 def _needs(role: Role) -> Callable[..., Any]:
     async def dependency(request: Request, ctx: Ctx,
                          _declared: Annotated[Any, Depends(_bearer)]) -> Principal:
-        token = parse_bearer(request.headers.get("authorization"))
-        row = await ctx.io(ctx.service.store.get_token_by_hash, hash_token(token))
-        principal = check_token(token, row)
+        address = request.client.host if request.client else "unknown"
+        failures = request.app.state.api_metrics.login_failures
+        try:
+            ctx.logins.check(address)
+        except ApiError:
+            failures.labels("limited").inc()
+            raise
+        try:
+            token = parse_bearer(request.headers.get("authorization"))
+            row = await ctx.io(ctx.service.store.get_token_by_hash, hash_token(token))
+            principal = check_token(token, row)
+        except ApiError as exc:
+            count = ctx.logins.failed(address)
+            failures.labels("unauthorized").inc()
+            log.warning("failed login from %s (%d in %g s): %s", address, count,
+                        ctx.logins.window, exc.message)
+            raise
         require(principal, role)
         request.state.principal = principal
         return principal

@@ -272,3 +272,7 @@ class ApiMetrics:
                                   "time to answer an API request", ["method", "route"],
                                   registry=registry,
                                   buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self.login_failures = Counter(
+            "shadowdns_api_login_failures", "requests refused for a missing, malformed or "
+            "unknown token (result: unauthorized = 401, limited = 429 after too many)",
+            ["result"], registry=registry)

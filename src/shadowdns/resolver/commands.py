@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(e.g. 127.0.0.1:8053)")
     serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--api-max-body", type=int, default=None, metavar="BYTES",
+                       help="largest API request body; bigger ones get 413 before the token "
+                            "is looked at (default 1 MiB)")
+    serve.add_argument("--api-login-failures", type=int, default=None, metavar="N",
+                       help="bad tokens one client address may send in a minute before it "
+                            "gets 429 (default 10; 0: no limit)")
     serve.add_argument("--ecs-trust", action="append", default=None, metavar="CIDR",
                        help="believe the EDNS Client Subnet option only from these sources "
                             "(repeatable; default: from every source). From others the "
@@ -234,7 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ipaddress
     import socket
 
-    from shadowdns.app import ServeConfig, run_service
+    from shadowdns.app import API_LOGIN_FAILURES, API_MAX_BODY, ServeConfig, run_service
     from shadowdns.resolver.rrl import RRLConfig, parse_exempt
 
     try:
@@ -257,6 +263,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         args.rrl_dry_run)
     except ValueError as exc:
         raise ConfigError([Problem("--rrl-exempt", None, str(exc))]) from None
+    api_max_body = API_MAX_BODY if args.api_max_body is None else args.api_max_body
+    login_failures = (API_LOGIN_FAILURES if args.api_login_failures is None
+                      else args.api_login_failures)
+    if api_max_body < 1 or login_failures < 0:
+        raise ConfigError([Problem("--api-max-body" if api_max_body < 1
+                                   else "--api-login-failures", None, "must be positive")])
     tcp = TCPLimits(args.tcp_max_connections, args.tcp_idle_timeout,  # checks every flag
                     args.tcp_message_timeout, args.tcp_lifetime, args.tcp_per_prefix)
     config = ServeConfig(
@@ -268,6 +280,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api=args.api,
         api_cert=args.api_cert,
         api_key=args.api_key,
+        api_max_body=api_max_body,
+        api_login_failures=login_failures,
         workers=args.workers,
         answer_only=args.answer_only,
         allow_commands=args.allow_commands,
