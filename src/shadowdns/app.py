@@ -54,6 +54,7 @@ from shadowdns.store import (
 )
 from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.policy import Policy
+from shadowdns.zones.staging import remove_stale
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,8 +144,8 @@ class Service:
         self.config = config
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadowdns-store")
         state = config.state or default_state_path()
-        if state != ":memory:" and "://" not in state:
-            Path(state).parent.mkdir(parents=True, exist_ok=True)
+        if config.role == "main":  # workers share the directory: only one process cleans
+            remove_stale(Path(config.zones_dir))
         self.store: Store = self.io.submit(
             lambda: open_store(state, retention=config.retention)).result()
         self.state_path = state
@@ -585,11 +586,15 @@ def run_service(config: ServeConfig) -> int:
     serve the same generation within the poll interval) and counts its own queries; only
     the main process runs the control plane, the probes and the API.
     """
+    import os
+
+    # What the server creates (state database, its WAL, staged zone files, models) is
+    # readable by its own user only: the database holds token hashes and the audit log.
+    os.umask(0o077)
     if config.workers <= 1:
         _run(config)
         return 0
     import multiprocessing
-    import os
 
     if any(addr.port == 0 for addr in config.listen):
         raise ShadowDNSError("--workers needs explicit listen ports (not port 0)")

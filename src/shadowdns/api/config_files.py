@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from shadowdns.resolver.snapshot import POLICY_SUFFIX, load_config
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import load_policy, policy_from_mapping, policy_to_mapping
+from shadowdns.zones.staging import temp_name
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
@@ -213,7 +213,7 @@ class ConfigFiles:
         if declared is not None and declared != origin:
             raise ApiError(422, "invalid", "the text is for another zone", [ProblemItem(
                 path=path, message=f"$ORIGIN {declared} does not match the zone {origin}")])
-        tmp = self.zones_dir / f".api-check-{secrets.token_hex(6)}.tmp"
+        tmp = temp_name(self.zones_dir / "api-check")
         try:
             tmp.write_bytes(data)
             try:
@@ -290,7 +290,7 @@ class ConfigFiles:
             for change in changes:
                 tmp = None
                 if change.text is not None:
-                    tmp = change.path.with_name(f".{change.path.name}.{secrets.token_hex(4)}.tmp")
+                    tmp = temp_name(change.path)
                     _write_synced(tmp, change.text.encode("utf-8"))
                 staged.append((change, tmp))
             for change, _ in staged:
@@ -382,7 +382,7 @@ def _restore(backups: Sequence[tuple[Path, bytes | None]]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         else:
-            tmp = path.with_name(f".{path.name}.restore.tmp")
+            tmp = temp_name(path, "restore")
             _write_synced(tmp, data)
             os.replace(tmp, path)
 
