@@ -160,6 +160,8 @@ class Service:
                                    self.demand_now, lambda: self.leader)
         self.leader = not self.fleet  # a single node always runs its control plane
         self.store_ok = True
+        # Named reasons this node cannot do its whole job; /readyz is not ready while any is set.
+        self.degraded: set[str] = set()
         self.seen_change_generation = -1
         self.ttl_plan: list[dict[str, Any]] = []
         self.ttls_now: dict[tuple[str, str], int] = {}

@@ -5,7 +5,9 @@ change may touch several files (a zone and its policy). `ConfigFiles.apply` stag
 content in a temporary file beside its target, replaces the targets (`os.replace`), then
 asks the service to reload; when the reload refuses the new configuration, every target
 gets its previous bytes back and the caller gets a 409 with the loader's reasons, so the
-directory never holds a half-applied change. Callers hold `lock` from reading the current
+directory never holds a half-applied change. The change is audited once the server has taken
+it and undone the same way if the audit log cannot be written (503), so no change made
+through the API goes unrecorded. Callers hold `lock` from reading the current
 content to applying the change, so concurrent edits of one object are serialised and their
 ETag checks are exact.
 
@@ -28,7 +30,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,8 +282,14 @@ class ConfigFiles:
                               default_flow_style=False, allow_unicode=True)
         return header + body
 
-    async def apply(self, changes: Sequence[Change]) -> None:
-        """Write every change or none; the service serves the result before this returns."""
+    async def apply(self, changes: Sequence[Change],
+                    audit: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Write every change or none; the service serves the result before this returns.
+
+        `audit` records the change once the server has taken it; when it raises (the audit
+        log cannot be written), every file gets its previous bytes back and the previous
+        configuration is served again before the error goes to the client.
+        """
         for change in changes:
             self._check_target(change.path)
         staged: list[tuple[Change, Path | None]] = []
@@ -311,6 +319,14 @@ class ConfigFiles:
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
         if await self.service.reload_async():
+            if audit is None:
+                return
+            try:
+                await audit()
+            except BaseException:
+                _restore(backups)
+                await self.service.reload_async()
+                raise
             return
         problems = await asyncio.to_thread(self._load_problems)
         _restore(backups)

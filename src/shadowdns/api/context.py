@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+AUDIT_UNWRITABLE = "audit_unwritable"  # the degraded reason /readyz names
 KIND_SAMPLE_INTERVAL = 5.0
 KIND_SAMPLES = 360  # half an hour at 5 s
 
@@ -85,18 +86,33 @@ class ApiContext:
         """Run a store call on the store's thread."""
         return await self.service.run_in_io(fn, *args)
 
-    async def audit(self, who: Principal, action: str, obj: str,
+    async def audit(self, who: Principal | None, action: str, obj: str,
                     before: object = None, after: object = None) -> None:
-        """Record a change made through the API; a failure to record is logged, not raised."""
+        """Record a change made through the API, or raise 503 `audit_unavailable`.
+
+        Callers record before the change is final and undo it when this raises (see
+        `ConfigFiles.apply`), so no change goes unaudited. While entries cannot be written,
+        /readyz reports `audit_unwritable`; the next entry written clears it.
+        """
         entry = AuditEntry(
-            ts=time.time(), token_id=who.token_id, action=action, object=obj,
+            ts=time.time(), token_id="server" if who is None else who.token_id,
+            action=action, object=obj,
             before_json=None if before is None else json.dumps(before, default=str),
             after_json=None if after is None else json.dumps(after, default=str),
         )
+        degraded = self.service.degraded
         try:
             await self.io(self.service.store.add_audit, entry)
         except Exception as exc:
-            log.error("cannot write the audit entry %s %s: %s", action, obj, exc)
+            log.error("cannot write the audit entry %s %s, refusing the change: %s",
+                      action, obj, exc)
+            degraded.add(AUDIT_UNWRITABLE)
+            raise ApiError(503, "audit_unavailable",
+                           f"the audit log cannot be written ({exc}); nothing was changed") \
+                from None
+        if AUDIT_UNWRITABLE in degraded:
+            degraded.discard(AUDIT_UNWRITABLE)
+            log.warning("the audit log is writable again")
 
 
 def get_context(request: Request) -> ApiContext:

@@ -8,6 +8,8 @@ replacing a whole zone needs the admin role; record edits need operator.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated
 
 import dns.exception
@@ -111,11 +113,12 @@ def find_rrset(zone: dns.zone.Zone, name: dns.name.Name,
     return zone.get_rdataset(name, rdtype)
 
 
-async def _write_zone(ctx: Ctx, zf: ZoneFile, zone: dns.zone.Zone, bump: bool = True) -> None:
+async def _write_zone(ctx: Ctx, zf: ZoneFile, zone: dns.zone.Zone,
+                      audit: Callable[[], Awaitable[None]], bump: bool = True) -> None:
     files: ConfigFiles = ctx.files
     text = files.zone_text(zone, bump=bump)
     files.validate_zone_text(zf.origin, text, path="body")
-    await files.apply([Change(zf.path, text)])
+    await files.apply([Change(zf.path, text)], audit=audit)
 
 
 # -- zones -------------------------------------------------------------------------------
@@ -155,11 +158,11 @@ async def create_zone(body: ZoneCreate, ctx: Ctx, who: Operator,
         else:
             text = body.text
         files.validate_zone_text(origin, text)
-        await files.apply([Change(path, text)])
+        await files.apply([Change(path, text)], audit=partial(
+            ctx.audit, who, "zone.create", f"zone:{origin}", None, {"file": str(path)}))
         zf = files.zone_file(origin)
         response.headers["ETag"] = files.zone_etag(zf)
         response.headers["Location"] = f"/api/v1/zones/{origin}"
-    await ctx.audit(who, "zone.create", f"zone:{origin}", None, {"file": str(path)})
     return summary(ctx, zf)
 
 
@@ -188,9 +191,9 @@ async def import_zone(zone: str, body: ZoneImport, ctx: Ctx, who: Admin, respons
             set_serial(parsed, next_serial(old_serial))
             text = files.zone_text(parsed, bump=False)
             files.validate_zone_text(origin, text)
-        await files.apply([Change(zf.path, text)])
+        await files.apply([Change(zf.path, text)], audit=partial(
+            ctx.audit, who, "zone.import", f"zone:{origin}", before, text))
         response.headers["ETag"] = files.zone_etag(zf)
-    await ctx.audit(who, "zone.import", f"zone:{origin}", before, text)
     return summary(ctx, zf)
 
 
@@ -203,8 +206,9 @@ async def delete_zone(zone: str, ctx: Ctx, who: Admin, if_match: IfMatch = None)
         zf = files.zone_file(origin)
         check_if_match(if_match, files.zone_etag(zf))
         before = {"zone": files.read_text(zf.path), "policy": files.read_text(zf.policy_path)}
-        await files.apply([Change(zf.path, None), Change(zf.policy_path, None)])
-    await ctx.audit(who, "zone.delete", f"zone:{origin}", before, None)
+        await files.apply([Change(zf.path, None), Change(zf.policy_path, None)],
+                          audit=partial(ctx.audit, who, "zone.delete", f"zone:{origin}",
+                                        before, None))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -260,10 +264,11 @@ async def create_rrset(zone: str, body: RRsetCreate, ctx: Ctx, who: Operator,
         if rdtype == dns.rdatatype.SOA:
             raise ApiError(409, "exists", "a zone has exactly one SOA; use PUT to change it")
         zdata.replace_rdataset(name, rds)
-        await _write_zone(ctx, zf, zdata)
-    result = to_model(name, rds)
+        result = to_model(name, rds)
+        await _write_zone(ctx, zf, zdata, partial(
+            ctx.audit, who, "rrset.create", f"rrset:{name}/{result.type}", None,
+            result.model_dump()))
     response.headers["ETag"] = etag_of(result.model_dump())
-    await ctx.audit(who, "rrset.create", f"rrset:{name}/{result.type}", None, result.model_dump())
     return result
 
 
@@ -310,13 +315,14 @@ async def put_rrset(zone: str, name: str, type: str, body: RRsetBody, ctx: Ctx,
                 rds.add(soa.replace(serial=next_serial(old_serial)), body.ttl)
             bump = False
         zdata.replace_rdataset(owner, rds)
-        await _write_zone(ctx, zf, zdata, bump=bump)
-    result = to_model(owner, rds)
+        result = to_model(owner, rds)
+        action = "rrset.create" if before is None else "rrset.replace"
+        await _write_zone(ctx, zf, zdata, partial(
+            ctx.audit, who, action, f"rrset:{owner}/{result.type}", before,
+            result.model_dump()), bump=bump)
     response.headers["ETag"] = etag_of(result.model_dump())
     if before is None:
         response.status_code = status.HTTP_201_CREATED
-    action = "rrset.create" if before is None else "rrset.replace"
-    await ctx.audit(who, action, f"rrset:{owner}/{result.type}", before, result.model_dump())
     return result
 
 
@@ -340,6 +346,6 @@ async def delete_rrset(zone: str, name: str, type: str, ctx: Ctx, who: Operator,
         before = to_model(owner, old).model_dump()
         check_if_match(if_match, etag_of(before))
         zdata.delete_rdataset(owner, rdtype)
-        await _write_zone(ctx, zf, zdata)
-    await ctx.audit(who, "rrset.delete", f"rrset:{owner}/{before['type']}", before, None)
+        await _write_zone(ctx, zf, zdata, partial(
+            ctx.audit, who, "rrset.delete", f"rrset:{owner}/{before['type']}", before, None))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
