@@ -99,6 +99,7 @@ class ServeConfig:
     api_login_failures: int = API_LOGIN_FAILURES  # bad tokens a minute per address
     transfers: TransferConfig = field(default_factory=TransferConfig)
     ecs_trust: tuple[str, ...] | None = None  # sources whose ECS is believed (None: all)
+    demand_prefix_cap: int = 0  # queries one /24 or /56 adds to a (DI, region) a minute
     rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     node_id: str = "local"  # this node's name in a fleet
@@ -170,7 +171,7 @@ class Service:
         self.live = self.io.submit(read_live_state, self.store, self.loaded, None,
                                    self.known).result()
         self.generation = 0
-        self.counters = DemandCounters()
+        self.counters = DemandCounters(config.demand_prefix_cap)
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers), ecs_trust=config.ecs_trust)
         self.prewarm = Prewarm(self.engine)

@@ -116,6 +116,10 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_questions",
                                 "questions compiled in the answer table (all shapes)",
                                 value=len(engine.table.base))
+        yield CounterMetricFamily(
+            "shadowdns_resolver_demand_capped", "queries answered but not counted as demand: "
+            "their client prefix reached --demand-prefix-cap for that DI and region this "
+            "minute", value=self.service.counters.capped)
         rrl = getattr(self.service, "rrl", None)
         if rrl is not None:
             limited = CounterMetricFamily(

@@ -78,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="believe the EDNS Client Subnet option only from these sources "
                             "(repeatable; default: from every source). From others the "
                             "source address locates the client and answers carry scope 0")
+    serve.add_argument("--demand-prefix-cap", type=int, default=0, metavar="N",
+                       help="count at most N queries a minute from one client prefix (/24, "
+                            "/56; the believed ECS subnet, else the source) as demand for "
+                            "one DI and region, so one client cannot drive allocations "
+                            "(default 0: no cap)")
     serve.add_argument("--rrl-rate", type=int, default=0, metavar="N",
                        help="response rate limiting: at most N UDP replies a second per "
                             "client prefix (/24, /56) and answer class (default 0: off)")
@@ -255,6 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError([Problem("--ecs-trust", None, str(exc))]) from None
+    if args.demand_prefix_cap < 0:
+        raise ConfigError([Problem("--demand-prefix-cap", None, "must be 0 or more")])
     if args.rrl_rate < 0 or args.rrl_slip < 0:
         raise ConfigError([Problem("--rrl-rate" if args.rrl_rate < 0 else "--rrl-slip", None,
                                    "must be 0 or more")])
@@ -289,6 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
         ecs_trust=None if args.ecs_trust is None else tuple(args.ecs_trust),
+        demand_prefix_cap=args.demand_prefix_cap,
         rrl=rrl,
         flush_interval=flush_interval,
         rollup_interval=rollup_interval,
