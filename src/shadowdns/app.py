@@ -26,6 +26,7 @@ import dns.name
 
 from shadowdns import fleet
 from shadowdns.errors import ShadowDNSError
+from shadowdns.offloop import off_loop
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
@@ -244,7 +245,7 @@ class Service:
             if not self._reload_wanted:
                 return self._reload_ok  # a reload that started after this request did it
             self._reload_wanted = False
-            loaded = await asyncio.to_thread(self._load)
+            loaded = await off_loop(self._load)
             self._reload_ok = self._apply_loaded(loaded)
             return self._reload_ok
 

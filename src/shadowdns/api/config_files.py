@@ -292,44 +292,19 @@ class ConfigFiles:
         """
         for change in changes:
             self._check_target(change.path)
-        staged: list[tuple[Change, Path | None]] = []
-        backups: list[tuple[Path, bytes | None]] = []
-        try:
-            for change in changes:
-                tmp = None
-                if change.text is not None:
-                    tmp = temp_name(change.path)
-                    _write_synced(tmp, change.text.encode("utf-8"))
-                staged.append((change, tmp))
-            for change, _ in staged:
-                backups.append((change.path, _read_bytes(change.path)))
-            for change, tmp in staged:
-                if tmp is not None:
-                    os.replace(tmp, change.path)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        change.path.unlink()
-        except OSError as exc:
-            _restore(backups)
-            raise ApiError(409, "write_failed", f"cannot write the zones directory: {exc}") \
-                from None
-        finally:
-            for _, tmp in staged:
-                if tmp is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        tmp.unlink()
+        backups = await asyncio.to_thread(_replace_all, changes)  # fsyncs: off the loop
         if await self.service.reload_async():
             if audit is None:
                 return
             try:
                 await audit()
             except BaseException:
-                _restore(backups)
+                await asyncio.to_thread(_restore, backups)
                 await self.service.reload_async()
                 raise
             return
         problems = await asyncio.to_thread(self._load_problems)
-        _restore(backups)
+        await asyncio.to_thread(_restore, backups)
         raise ApiError(409, "rejected",
                        "the server refused the new configuration; nothing was changed",
                        problems)
@@ -376,6 +351,38 @@ def _declared_origin(text: str) -> dns.name.Name | None:
         if not line.startswith("$"):
             return None
     return None
+
+
+def _replace_all(changes: Sequence[Change]) -> list[tuple[Path, bytes | None]]:
+    """Stage every new content, then replace the targets; what they held before. On an
+    error every target is put back and the API answers 409."""
+    staged: list[tuple[Change, Path | None]] = []
+    backups: list[tuple[Path, bytes | None]] = []
+    try:
+        for change in changes:
+            tmp = None
+            if change.text is not None:
+                tmp = temp_name(change.path)
+                _write_synced(tmp, change.text.encode("utf-8"))
+            staged.append((change, tmp))
+        for change, _ in staged:
+            backups.append((change.path, _read_bytes(change.path)))
+        for change, tmp in staged:
+            if tmp is not None:
+                os.replace(tmp, change.path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    change.path.unlink()
+    except OSError as exc:
+        _restore(backups)
+        raise ApiError(409, "write_failed", f"cannot write the zones directory: {exc}") \
+            from None
+    finally:
+        for _, tmp in staged:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+    return backups
 
 
 def _read_bytes(path: Path) -> bytes | None:

@@ -1,0 +1,53 @@
+"""Runs CPU-heavy control-plane work (parsing zones, rendering master files) off the event
+loop, without the cyclic collector stopping the loop meanwhile.
+
+A worker thread leaves the loop free only while neither holds the GIL for long. Parsing a
+zone of 10,000 RRsets allocates millions of objects, and every so many allocations the
+collector runs a full (generation 2) pass over the whole heap, in whichever thread
+allocated: 80-200 ms each, several per import, and the loop waits for each
+(bench/api_import.py). So the collector is paused while such work runs (counted, so
+overlapping jobs resume it once); the objects it makes are freed by reference counting
+as usual, only cycles wait until it resumes. The API's body limit bounds what one job may
+parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_paused = 0
+
+
+def _pause() -> None:
+    global _paused
+    with _lock:
+        if _paused == 0 and gc.isenabled():
+            gc.disable()
+            _paused = 1
+        elif _paused:
+            _paused += 1
+
+
+def _resume() -> None:
+    global _paused
+    with _lock:
+        if _paused:
+            _paused -= 1
+            if _paused == 0:
+                gc.enable()
+
+
+async def off_loop(fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` on a worker thread, the cyclic collector paused until it returns."""
+    _pause()
+    try:
+        return await asyncio.to_thread(fn, *args)
+    finally:
+        _resume()
