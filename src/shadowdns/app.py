@@ -245,7 +245,7 @@ class Service:
             if not self._reload_wanted:
                 return self._reload_ok  # a reload that started after this request did it
             self._reload_wanted = False
-            loaded = await off_loop(self._load)
+            loaded = await off_loop(self._load, keep=True)
             self._reload_ok = self._apply_loaded(loaded)
             return self._reload_ok
 
