@@ -88,7 +88,7 @@ class BodyLimits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if b"json" in headers.get(b"content-type", b"") and body:
+        if body:  # FastAPI reads a body without a Content-Type as JSON too
             depth = json_depth(body)
             if depth > self.max_depth:
                 await too_deep(depth, self.max_depth).response()(scope, receive, send)

@@ -45,6 +45,9 @@ def test_json_nested_too_deep_is_422_not_500(api: Api) -> None:
     error = response.json()["error"]
     assert error["code"] == "too_deep" and error["problems"][0]["path"] == "body"
     assert "800" in error["message"]
+    bare = api.http.put(f"/api/v1/zones/{ZONE}/policy", content=deep,
+                        headers={**api.auth("operator"), "Content-Type": ""})
+    assert bare.status_code == 422 and bare.json()["error"]["code"] == "too_deep"
     text = {"ttl": 60, "rdata": ['"' + "[{" * 100 + '"']}
     ok = api.call("PUT", f"/api/v1/zones/{ZONE}/rrsets/deep/TXT", text)
     assert ok.status_code == 201, ok.text
