@@ -14,9 +14,10 @@ parse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -44,6 +45,19 @@ def _resume(keep: bool) -> None:
                 gc.freeze()
             if _paused == 0:
                 gc.enable()
+
+
+@contextlib.asynccontextmanager
+async def collector_paused() -> AsyncIterator[None]:
+    """Keep the collector paused across a whole request that parses big objects on worker
+    threads and keeps some (a zone being edited): it resumes on the next turn of the loop,
+    after the request has dropped them, instead of scanning them all on the loop when
+    the first job ends."""
+    _pause()
+    try:
+        yield
+    finally:
+        asyncio.get_running_loop().call_soon(_resume, False)
 
 
 async def off_loop(fn: Callable[..., T], *args: object, keep: bool = False) -> T:

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ import yaml
 from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_from_config
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
 from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
+from shadowdns.offloop import collector_paused
 from shadowdns.resolver.snapshot import POLICY_SUFFIX, load_config
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
 from shadowdns.zones.policy import Policy
@@ -135,6 +136,12 @@ class ConfigFiles:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold `lock` for one change, the collector paused until the request is done."""
+        async with collector_paused(), self.lock:
+            yield
 
     @property
     def zones_dir(self) -> Path:

@@ -140,7 +140,7 @@ def _register(kind: Kind) -> None:
                       body: Annotated[dict[str, Any], Body()],
                       if_match: IfMatch = None) -> PolicyObject:
         files = ctx.files
-        async with files.lock:
+        async with files.writing():
             zf = files.zone_file(parse_origin(zone))
             key = object_key(kind, name, zf.origin)
             shown = display_name(kind, key, zf.origin)
@@ -160,7 +160,7 @@ def _register(kind: Kind) -> None:
     async def delete_one(zone: str, name: str, ctx: Ctx, who: Operator,
                          if_match: IfMatch = None) -> Response:
         files = ctx.files
-        async with files.lock:
+        async with files.writing():
             zf = files.zone_file(parse_origin(zone))
             key = object_key(kind, name, zf.origin)
             audit = partial(ctx.audit, who, f"{one}.delete",
@@ -198,7 +198,7 @@ for _kind in KINDS:
 async def set_override(zone: str, name: str, body: OverrideBody, ctx: Ctx, who: Operator,
                        response: Response, if_match: IfMatch = None) -> PolicyObject:
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         key = object_key("resources", name, zf.origin)
         section = (files.policy_mapping(zf) or {}).get("resources") or {}
@@ -240,7 +240,7 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
                      who: Operator, response: Response,
                      if_match: IfMatch = None) -> PolicyDocument:
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         before = files.policy_mapping(zf)
         check_if_match(if_match, etag_of(before))
@@ -262,7 +262,7 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
                summary="Delete a zone's policy: its DIs become plain names (admin)")
 async def delete_policy(zone: str, ctx: Ctx, who: Admin, if_match: IfMatch = None) -> Response:
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         before = files.policy_mapping(zf)
         if before is None:

@@ -147,7 +147,7 @@ async def create_zone(body: ZoneCreate, ctx: Ctx, who: Operator,
         raise ApiError(422, "invalid", "the root zone cannot be created here",
                        [ProblemItem(path="body.origin", message="must not be the root")])
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         if origin in ctx.service.loaded.zones:
             raise ApiError(409, "exists", f"zone {origin} is already served")
         path = new_zone_path(files.zones_dir, origin)
@@ -188,7 +188,7 @@ async def import_zone(zone: str, body: ZoneImport, ctx: Ctx, who: Admin, respons
                       if_match: IfMatch = None) -> ZoneSummary:
     origin = parse_origin(zone)
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(origin)
         check_if_match(if_match, files.zone_etag(zf))
         before = files.read_text(zf.path)
@@ -210,7 +210,7 @@ async def import_zone(zone: str, body: ZoneImport, ctx: Ctx, who: Admin, respons
 async def delete_zone(zone: str, ctx: Ctx, who: Admin, if_match: IfMatch = None) -> Response:
     origin = parse_origin(zone)
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(origin)
         check_if_match(if_match, files.zone_etag(zf))
         before = {"zone": files.read_text(zf.path), "policy": files.read_text(zf.policy_path)}
@@ -265,7 +265,7 @@ async def create_rrset(zone: str, body: RRsetCreate, ctx: Ctx, who: Operator,
     rdtype = record_type(body.type, "body.type")
     rds = build_rdataset(rdtype, body, origin)
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(origin)
         zdata = await off_loop(files.read_zone, zf)
         if find_rrset(zdata, name, rdtype) is not None:
@@ -307,7 +307,7 @@ async def put_rrset(zone: str, name: str, type: str, body: RRsetBody, ctx: Ctx,
     rdtype = record_type(type)
     rds = build_rdataset(rdtype, body, origin)
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(origin)
         zdata = await off_loop(files.read_zone, zf)
         old = find_rrset(zdata, owner, rdtype)
@@ -346,7 +346,7 @@ async def delete_rrset(zone: str, name: str, type: str, ctx: Ctx, who: Operator,
     if rdtype == dns.rdatatype.SOA:
         raise ApiError(409, "conflict", "the SOA cannot be deleted; delete the zone instead")
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(origin)
         zdata = await off_loop(files.read_zone, zf)
         old = find_rrset(zdata, owner, rdtype)
