@@ -8,7 +8,8 @@ allocated: 80-200 ms each, several per import, and the loop waits for each
 (bench/api_import.py). So the collector is paused while such work runs (counted, so
 overlapping jobs resume it once); the objects it makes are freed by reference counting
 as usual, only cycles wait until it resumes. The API's body limit bounds what one job may
-parse.
+parse. `collector_paused` holds the pause across a whole API write, so what the request
+keeps between jobs (the zone it edits) is dropped before the collector could scan it.
 """
 
 from __future__ import annotations
