@@ -26,6 +26,7 @@ import dns.name
 from shadowdns import fleet
 from shadowdns.errors import ShadowDNSError
 from shadowdns.gcwatch import WATCH
+from shadowdns.offloop import off_loop
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.notify import notify_all
@@ -55,6 +56,7 @@ from shadowdns.store import (
 )
 from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.policy import Policy
+from shadowdns.zones.staging import remove_stale
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +68,8 @@ PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before list
 ANSWERING_STATES = ("ready", "draining")
 
 TCP_DEFAULTS = TCPLimits()
+API_MAX_BODY = 1 << 20  # bytes: a 10,000-RRset zone import fits with room to spare
+API_LOGIN_FAILURES = 10  # bad tokens per client address a minute before 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +97,11 @@ class ServeConfig:
     api: str | None = None  # HOST:PORT of the REST API and dashboard
     api_cert: Path | None = None
     api_key: Path | None = None
+    api_max_body: int = API_MAX_BODY  # bytes of a request body (413 beyond)
+    api_login_failures: int = API_LOGIN_FAILURES  # bad tokens a minute per address
     transfers: TransferConfig = field(default_factory=TransferConfig)
     ecs_trust: tuple[str, ...] | None = None  # sources whose ECS is believed (None: all)
+    demand_prefix_cap: int = 0  # queries one /24 or /56 adds to a (DI, region) a minute
     rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
     node_id: str = "local"  # this node's name in a fleet
@@ -143,8 +150,8 @@ class Service:
         self.config = config
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadowdns-store")
         state = config.state or default_state_path()
-        if state != ":memory:" and "://" not in state:
-            Path(state).parent.mkdir(parents=True, exist_ok=True)
+        if config.role == "main":  # workers share the directory: only one process cleans
+            remove_stale(Path(config.zones_dir))
         self.store: Store = self.io.submit(
             lambda: open_store(state, retention=config.retention)).result()
         self.state_path = state
@@ -160,6 +167,8 @@ class Service:
                                    self.demand_now, lambda: self.leader)
         self.leader = not self.fleet  # a single node always runs its control plane
         self.store_ok = True
+        # Named reasons this node cannot do its whole job; /readyz is not ready while any is set.
+        self.degraded: set[str] = set()
         self.seen_change_generation = -1
         self.ttl_plan: list[dict[str, Any]] = []
         self.ttls_now: dict[tuple[str, str], int] = {}
@@ -168,7 +177,7 @@ class Service:
         self.live = self.io.submit(read_live_state, self.store, self.loaded, None,
                                    self.known).result()
         self.generation = 0
-        self.counters = DemandCounters()
+        self.counters = DemandCounters(config.demand_prefix_cap)
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers), ecs_trust=config.ecs_trust)
         self.prewarm = Prewarm(self.engine)
@@ -243,7 +252,7 @@ class Service:
             if not self._reload_wanted:
                 return self._reload_ok  # a reload that started after this request did it
             self._reload_wanted = False
-            loaded = await asyncio.to_thread(self._load)
+            loaded = await off_loop(self._load)
             self._reload_ok = self._apply_loaded(loaded)
             return self._reload_ok
 
@@ -618,11 +627,15 @@ def run_service(config: ServeConfig) -> int:
     serve the same generation within the poll interval) and counts its own queries; only
     the main process runs the control plane, the probes and the API.
     """
+    import os
+
+    # What the server creates (state database, its WAL, staged zone files, models) is
+    # readable by its own user only: the database holds token hashes and the audit log.
+    os.umask(0o077)
     if config.workers <= 1:
         _run(config)
         return 0
     import multiprocessing
-    import os
 
     if any(addr.port == 0 for addr in config.listen):
         raise ShadowDNSError("--workers needs explicit listen ports (not port 0)")

@@ -38,6 +38,7 @@ from shadowdns.store import DemandRow, Store
 from shadowdns.zones.loader import ZONE_SUFFIX, origin_for
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import load_policy
+from shadowdns.zones.staging import TMP_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def local_files(zones_dir: Path) -> list[LocalFile]:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -104,7 +105,8 @@ def refusal(zones_dir: Path, path: Path, origin: str, kind: str, text: str,
     # Only text holding "command" or an escape (YAML "\x63ommand") can name a command check.
     if kind != "policy" or allow_commands or ("command" not in text and "\\" not in text):
         return None
-    fd, tmp = tempfile.mkstemp(dir=zones_dir, prefix=".fleet-check.", suffix=POLICY_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=zones_dir, prefix=".fleet-check.",
+                               suffix=POLICY_SUFFIX + TMP_SUFFIX)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

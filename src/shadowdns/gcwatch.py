@@ -97,26 +97,33 @@ class Watch:
             out.append((bound, total))
         return out, self.sums[generation]
 
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        """No automatic collection until the outermost `paused()` of any thread ends."""
+    def hold(self) -> None:
+        """Start a pause (see `paused`); every `hold` needs its `release`."""
         with self._lock:
             if not self._pauses:
                 self._was_enabled = gc.isenabled()
                 gc.disable()
             self._pauses += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._pauses -= 1
+            if not self._pauses:
+                # What was made meanwhile and is still alive would otherwise be walked by
+                # the next young collection (a forecast of every series: a million tuples);
+                # frozen, it is freed by reference counting when dropped.
+                gc.freeze()
+                if self._was_enabled:
+                    gc.enable()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No automatic collection until the outermost pause of any thread ends."""
+        self.hold()
         try:
             yield
         finally:
-            with self._lock:
-                self._pauses -= 1
-                if not self._pauses:
-                    # What was made meanwhile and is still alive would otherwise be walked
-                    # by the next young collection (a forecast of every series: a million
-                    # tuples); frozen, it is freed by reference counting when dropped.
-                    gc.freeze()
-                    if self._was_enabled:
-                        gc.enable()
+            self.release()
 
     def settle(self, check: bool = False) -> None:
         """Freeze what is alive now (see the module docstring); `check`: look at the

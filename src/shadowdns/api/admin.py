@@ -46,9 +46,9 @@ async def list_tokens(ctx: Ctx, who: Admin) -> list[TokenOut]:
              summary="Create a token (admin); the secret is in this answer only")
 async def create_token(body: TokenCreate, ctx: Ctx, who: Admin) -> TokenCreated:
     secret, row = new_token(body.role, body.name)
-    await ctx.io(ctx.service.store.add_token, row)
     out = token_out(row)
     await ctx.audit(who, "token.create", f"token:{row.id}", None, out.model_dump())
+    await ctx.io(ctx.service.store.add_token, row)
     return TokenCreated(**out.model_dump(), token=secret)
 
 
@@ -58,8 +58,8 @@ async def delete_token(token_id: str, ctx: Ctx, who: Admin) -> Response:
     row = await ctx.io(ctx.service.store.get_token, token_id)
     if row is None:
         raise ApiError(404, "not_found", f"token {token_id} does not exist")
-    await ctx.io(ctx.service.store.delete_token, token_id)
     await ctx.audit(who, "token.delete", f"token:{token_id}", token_out(row).model_dump(), None)
+    await ctx.io(ctx.service.store.delete_token, token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

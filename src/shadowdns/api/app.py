@@ -18,6 +18,7 @@ from shadowdns import __version__
 from shadowdns.api import admin, live, policy, status, zones
 from shadowdns.api.context import ApiContext
 from shadowdns.api.errors import install_handlers
+from shadowdns.api.limits import BodyLimits
 from shadowdns.api.metrics import ApiMetrics, ServiceCollector
 
 if TYPE_CHECKING:
@@ -64,4 +65,7 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
+    # Outermost, so a body is measured before anything reads it (and before the token).
+    app.add_middleware(BodyLimits, max_body=service.config.api_max_body)
+    app.state.api_metrics = api_metrics
     return app

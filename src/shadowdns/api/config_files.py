@@ -5,7 +5,9 @@ change may touch several files (a zone and its policy). `ConfigFiles.apply` stag
 content in a temporary file beside its target, replaces the targets (`os.replace`), then
 asks the service to reload; when the reload refuses the new configuration, every target
 gets its previous bytes back and the caller gets a 409 with the loader's reasons, so the
-directory never holds a half-applied change. Callers hold `lock` from reading the current
+directory never holds a half-applied change. The change is audited once the server has taken
+it and undone the same way if the audit log cannot be written (503), so no change made
+through the API goes unrecorded. Callers hold `lock` from reading the current
 content to applying the change, so concurrent edits of one object are serialised and their
 ETag checks are exact.
 
@@ -28,8 +30,7 @@ import hashlib
 import json
 import os
 import re
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,10 +46,12 @@ import yaml
 from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_from_config
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
 from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
+from shadowdns.offloop import collector_paused
 from shadowdns.resolver.snapshot import POLICY_SUFFIX, load_config
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import load_policy, policy_from_mapping, policy_to_mapping
+from shadowdns.zones.staging import temp_name
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
@@ -134,6 +137,12 @@ class ConfigFiles:
         self.service = service
         self.lock = asyncio.Lock()
 
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold `lock` for one change, the collector paused until the request is done."""
+        async with collector_paused(), self.lock:
+            yield
+
     @property
     def zones_dir(self) -> Path:
         return Path(self.service.config.zones_dir)
@@ -213,7 +222,7 @@ class ConfigFiles:
         if declared is not None and declared != origin:
             raise ApiError(422, "invalid", "the text is for another zone", [ProblemItem(
                 path=path, message=f"$ORIGIN {declared} does not match the zone {origin}")])
-        tmp = self.zones_dir / f".api-check-{secrets.token_hex(6)}.tmp"
+        tmp = temp_name(self.zones_dir / "api-check")
         try:
             tmp.write_bytes(data)
             try:
@@ -280,40 +289,29 @@ class ConfigFiles:
                               default_flow_style=False, allow_unicode=True)
         return header + body
 
-    async def apply(self, changes: Sequence[Change]) -> None:
-        """Write every change or none; the service serves the result before this returns."""
+    async def apply(self, changes: Sequence[Change],
+                    audit: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Write every change or none; the service serves the result before this returns.
+
+        `audit` records the change once the server has taken it; when it raises (the audit
+        log cannot be written), every file gets its previous bytes back and the previous
+        configuration is served again before the error goes to the client.
+        """
         for change in changes:
             self._check_target(change.path)
-        staged: list[tuple[Change, Path | None]] = []
-        backups: list[tuple[Path, bytes | None]] = []
-        try:
-            for change in changes:
-                tmp = None
-                if change.text is not None:
-                    tmp = change.path.with_name(f".{change.path.name}.{secrets.token_hex(4)}.tmp")
-                    _write_synced(tmp, change.text.encode("utf-8"))
-                staged.append((change, tmp))
-            for change, _ in staged:
-                backups.append((change.path, _read_bytes(change.path)))
-            for change, tmp in staged:
-                if tmp is not None:
-                    os.replace(tmp, change.path)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        change.path.unlink()
-        except OSError as exc:
-            _restore(backups)
-            raise ApiError(409, "write_failed", f"cannot write the zones directory: {exc}") \
-                from None
-        finally:
-            for _, tmp in staged:
-                if tmp is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        tmp.unlink()
+        backups = await asyncio.to_thread(_replace_all, changes)  # fsyncs: off the loop
         if await self.service.reload_async():
+            if audit is None:
+                return
+            try:
+                await audit()
+            except BaseException:
+                await asyncio.to_thread(_restore, backups)
+                await self.service.reload_async()
+                raise
             return
         problems = await asyncio.to_thread(self._load_problems)
-        _restore(backups)
+        await asyncio.to_thread(_restore, backups)
         raise ApiError(409, "rejected",
                        "the server refused the new configuration; nothing was changed",
                        problems)
@@ -362,6 +360,38 @@ def _declared_origin(text: str) -> dns.name.Name | None:
     return None
 
 
+def _replace_all(changes: Sequence[Change]) -> list[tuple[Path, bytes | None]]:
+    """Stage every new content, then replace the targets; what they held before. On an
+    error every target is put back and the API answers 409."""
+    staged: list[tuple[Change, Path | None]] = []
+    backups: list[tuple[Path, bytes | None]] = []
+    try:
+        for change in changes:
+            tmp = None
+            if change.text is not None:
+                tmp = temp_name(change.path)
+                _write_synced(tmp, change.text.encode("utf-8"))
+            staged.append((change, tmp))
+        for change, _ in staged:
+            backups.append((change.path, _read_bytes(change.path)))
+        for change, tmp in staged:
+            if tmp is not None:
+                os.replace(tmp, change.path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    change.path.unlink()
+    except OSError as exc:
+        _restore(backups)
+        raise ApiError(409, "write_failed", f"cannot write the zones directory: {exc}") \
+            from None
+    finally:
+        for _, tmp in staged:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+    return backups
+
+
 def _read_bytes(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -382,7 +412,7 @@ def _restore(backups: Sequence[tuple[Path, bytes | None]]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         else:
-            tmp = path.with_name(f".{path.name}.restore.tmp")
+            tmp = temp_name(path, "restore")
             _write_synced(tmp, data)
             os.replace(tmp, path)
 

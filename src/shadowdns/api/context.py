@@ -19,6 +19,8 @@ from fastapi.security import HTTPBearer
 
 from shadowdns.api.auth import Principal, Role, check_token, hash_token, parse_bearer, require
 from shadowdns.api.config_files import ConfigFiles
+from shadowdns.api.errors import ApiError
+from shadowdns.api.limits import LoginGuard
 from shadowdns.store import AuditEntry
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+AUDIT_UNWRITABLE = "audit_unwritable"  # the degraded reason /readyz names
 KIND_SAMPLE_INTERVAL = 5.0
 KIND_SAMPLES = 360  # half an hour at 5 s
 
@@ -77,23 +80,39 @@ class ApiContext:
         self.files = ConfigFiles(service)
         self.started = time.time()
         self.kinds = KindRates(lambda: kind_totals(service.engine), kind_interval)
+        self.logins = LoginGuard(service.config.api_login_failures)
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the store's thread."""
         return await self.service.run_in_io(fn, *args)
 
-    async def audit(self, who: Principal, action: str, obj: str,
+    async def audit(self, who: Principal | None, action: str, obj: str,
                     before: object = None, after: object = None) -> None:
-        """Record a change made through the API; a failure to record is logged, not raised."""
+        """Record a change made through the API, or raise 503 `audit_unavailable`.
+
+        Callers record before the change is final and undo it when this raises (see
+        `ConfigFiles.apply`), so no change goes unaudited. While entries cannot be written,
+        /readyz reports `audit_unwritable`; the next entry written clears it.
+        """
         entry = AuditEntry(
-            ts=time.time(), token_id=who.token_id, action=action, object=obj,
+            ts=time.time(), token_id="server" if who is None else who.token_id,
+            action=action, object=obj,
             before_json=None if before is None else json.dumps(before, default=str),
             after_json=None if after is None else json.dumps(after, default=str),
         )
+        degraded = self.service.degraded
         try:
             await self.io(self.service.store.add_audit, entry)
         except Exception as exc:
-            log.error("cannot write the audit entry %s %s: %s", action, obj, exc)
+            log.error("cannot write the audit entry %s %s, refusing the change: %s",
+                      action, obj, exc)
+            degraded.add(AUDIT_UNWRITABLE)
+            raise ApiError(503, "audit_unavailable",
+                           f"the audit log cannot be written ({exc}); nothing was changed") \
+                from None
+        if AUDIT_UNWRITABLE in degraded:
+            degraded.discard(AUDIT_UNWRITABLE)
+            log.warning("the audit log is writable again")
 
 
 def get_context(request: Request) -> ApiContext:
@@ -109,9 +128,23 @@ _bearer = HTTPBearer(auto_error=False, description="a token from `shadowdns toke
 def _needs(role: Role) -> Callable[..., Any]:
     async def dependency(request: Request, ctx: Ctx,
                          _declared: Annotated[Any, Depends(_bearer)]) -> Principal:
-        token = parse_bearer(request.headers.get("authorization"))
-        row = await ctx.io(ctx.service.store.get_token_by_hash, hash_token(token))
-        principal = check_token(token, row)
+        address = request.client.host if request.client else "unknown"
+        failures = request.app.state.api_metrics.login_failures
+        try:
+            ctx.logins.check(address)
+        except ApiError:
+            failures.labels("limited").inc()
+            raise
+        try:
+            token = parse_bearer(request.headers.get("authorization"))
+            row = await ctx.io(ctx.service.store.get_token_by_hash, hash_token(token))
+            principal = check_token(token, row)
+        except ApiError as exc:
+            count = ctx.logins.failed(address)
+            failures.labels("unauthorized").inc()
+            log.warning("failed login from %s (%d in %g s): %s", address, count,
+                        ctx.logins.window, exc.message)
+            raise
         require(principal, role)
         request.state.principal = principal
         return principal

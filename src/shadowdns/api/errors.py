@@ -4,7 +4,8 @@ Every error answer is ``{"error": {"status", "code", "message", "problems"}}``; 
 every bad field with its path (``body.resources.web-1.address``, ``query.limit``) and, for
 master-file text, its line. Handlers are installed on the app by `install_handlers`:
 
-    ApiError            raised by routes on purpose (401, 403, 404, 409, 412, 422, 503)
+    ApiError            raised by routes on purpose (401, 403, 404, 409, 412, 422, 429, 503),
+                        and by the body limits (413, 422) before any route runs
     RequestValidationError   FastAPI's parameter/body checks          -> 422
     ConfigError         a zone or policy the operator sent is invalid  -> 422
     StoreError          the store cannot be read or written            -> 503
@@ -165,10 +166,12 @@ RESPONSES_READ: dict[int | str, dict[str, Any]] = {
     403: _response("the token's role is not enough"),
     404: _response("no such object"),
     422: _response("invalid parameters, with the path of every bad field"),
-    503: _response("the store is unavailable"),
+    429: _response("too many failed logins from this address; retry after Retry-After"),
+    503: _response("the store or the audit log is unavailable; nothing was changed"),
 }
 RESPONSES_WRITE: dict[int | str, dict[str, Any]] = {
     **RESPONSES_READ,
     409: _response("conflicts with the current configuration; nothing was written"),
+    413: _response("the request body is larger than the server accepts"),
     412: _response("If-Match does not match the object's current ETag"),
 }

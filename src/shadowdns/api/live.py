@@ -147,22 +147,27 @@ async def pin(body: PinBody, ctx: Ctx, who: Operator) -> AllocationOut:
         raise ApiError(422, "invalid", f"{len(problems)} problem(s) with the pin", problems)
     store = ctx.service.store
 
-    def write() -> Allocation:
+    def check() -> None:
         for a in store.list_allocations(True, name):
             if (a.resource, a.region) == (body.resource, body.region):
                 raise ApiError(409, "exists", f"allocation {a.id} already lends {a.resource} "
                                f"to {name} in {a.region} (state {a.state})")
+
+    def write() -> Allocation:
+        check()
         return store.add_allocation(NewAllocation(
             di=name, resource=body.resource, region=body.region, valid_from=now,
             generation=store.current_generation(), created_at=now, state=body.state,
             valid_until=body.until, reason=body.reason or f"pinned by {who.name}",
             pinned=True))
 
+    await ctx.io(check)
+    # Audited first: the store assigns the id, so the entry names the pin by what it lends.
+    await ctx.audit(who, "allocation.pin", f"allocation:{name}/{body.resource}@{body.region}",
+                    None, body.model_dump())
     added = await ctx.io(write)
     await ctx.service.refresh_live()
-    out = allocation_out(added)
-    await ctx.audit(who, "allocation.pin", f"allocation:{added.id}", None, out.model_dump())
-    return out
+    return allocation_out(added)
 
 
 @router.delete("/allocations/{allocation_id}", response_model=AllocationOut,
@@ -171,23 +176,26 @@ async def pin(body: PinBody, ctx: Ctx, who: Operator) -> AllocationOut:
 async def release(allocation_id: int, ctx: Ctx, who: Operator) -> AllocationOut:
     store = ctx.service.store
 
-    def write() -> tuple[Allocation, Allocation]:
+    def find() -> Allocation:
         found = [a for a in store.list_allocations(False, None) if a.id == allocation_id]
         if not found:
             raise ApiError(404, "not_found", f"allocation {allocation_id} does not exist")
         if found[0].state == "released":
             raise ApiError(409, "released", f"allocation {allocation_id} is already released")
+        return found[0]
+
+    def write() -> Allocation:
         try:
-            return found[0], store.set_allocation_state(allocation_id, "released", time.time())
+            return store.set_allocation_state(allocation_id, "released", time.time())
         except StoreError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
 
-    before, after = await ctx.io(write)
+    before = allocation_out(await ctx.io(find)).model_dump()
+    await ctx.audit(who, "allocation.release", f"allocation:{allocation_id}", before,
+                    {**before, "state": "released"})
+    after = await ctx.io(write)
     await ctx.service.refresh_live()
-    out = allocation_out(after)
-    await ctx.audit(who, "allocation.release", f"allocation:{allocation_id}",
-                    allocation_out(before).model_dump(), out.model_dump())
-    return out
+    return allocation_out(after)
 
 
 # -- forecasts ---------------------------------------------------------------------------

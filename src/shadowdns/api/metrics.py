@@ -128,6 +128,10 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_questions",
                                 "questions compiled in the answer table (all shapes)",
                                 value=len(engine.table.base))
+        yield CounterMetricFamily(
+            "shadowdns_resolver_demand_capped", "queries answered but not counted as demand: "
+            "their client prefix reached --demand-prefix-cap for that DI and region this "
+            "minute", value=self.service.counters.capped)
         rrl = getattr(self.service, "rrl", None)
         if rrl is not None:
             limited = CounterMetricFamily(
@@ -284,3 +288,7 @@ class ApiMetrics:
                                   "time to answer an API request", ["method", "route"],
                                   registry=registry,
                                   buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self.login_failures = Counter(
+            "shadowdns_api_login_failures", "requests refused for a missing, malformed or "
+            "unknown token (result: unauthorized = 401, limited = 429 after too many)",
+            ["result"], registry=registry)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import dns.exception
@@ -67,11 +69,15 @@ def _objects(ctx: Ctx, zf: ZoneFile, kind: Kind) -> list[PolicyObject]:
                          config=value) for key, value in section.items()]
 
 
+Audit = Callable[[dict[str, Any] | None, dict[str, Any] | None], Awaitable[None]]
+
+
 async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
-                         value: dict[str, Any] | None, if_match: str | None,
+                         value: dict[str, Any] | None, if_match: str | None, audit: Audit,
                          require_existing: bool = False,
                          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Set (or with None delete) one object; returns (before, after). Caller holds the lock."""
+    """Set (or with None delete) one object; returns (before, after). `audit(before, after)`
+    records it before it is final (see `ConfigFiles.apply`). Caller holds the lock."""
     files = ctx.files
     mapping = files.policy_mapping(zf)
     data: dict[str, Any] = mapping if mapping is not None else {}
@@ -94,11 +100,16 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
     else:
         policy = files.validate_policy(zf.origin, data, prefix="policy")
         change = files.policy_change(zf, policy, prefix="policy")
-    await files.apply([change])
-    after = None
-    if value is not None:
-        saved = files.policy_mapping(zf) or {}
-        after = (saved.get(kind) or {}).get(key)
+    after: dict[str, Any] | None = None
+
+    async def record() -> None:
+        nonlocal after
+        if value is not None:
+            saved = files.policy_mapping(zf) or {}
+            after = (saved.get(kind) or {}).get(key)
+        await audit(before, after)
+
+    await files.apply([change], audit=record)
     return before, after
 
 
@@ -129,29 +140,33 @@ def _register(kind: Kind) -> None:
                       body: Annotated[dict[str, Any], Body()],
                       if_match: IfMatch = None) -> PolicyObject:
         files = ctx.files
-        async with files.lock:
+        async with files.writing():
             zf = files.zone_file(parse_origin(zone))
             key = object_key(kind, name, zf.origin)
-            before, after = await _change_object(ctx, zf, kind, key, body, if_match)
+            shown = display_name(kind, key, zf.origin)
+
+            async def audit(before: dict[str, Any] | None,
+                            after: dict[str, Any] | None) -> None:
+                await ctx.audit(who, f"{one}.{'create' if before is None else 'replace'}",
+                                f"{one}:{zf.origin}/{shown}", before, after)
+
+            before, after = await _change_object(ctx, zf, kind, key, body, if_match, audit)
         assert after is not None
         response.headers["ETag"] = etag_of(after)
         if before is None:
             response.status_code = status.HTTP_201_CREATED
-        shown = display_name(kind, key, zf.origin)
-        await ctx.audit(who, f"{one}.{'create' if before is None else 'replace'}",
-                        f"{one}:{zf.origin}/{shown}", before, after)
         return PolicyObject(zone=zf.origin.to_text(), name=shown, config=after)
 
     async def delete_one(zone: str, name: str, ctx: Ctx, who: Operator,
                          if_match: IfMatch = None) -> Response:
         files = ctx.files
-        async with files.lock:
+        async with files.writing():
             zf = files.zone_file(parse_origin(zone))
             key = object_key(kind, name, zf.origin)
-            before, _ = await _change_object(ctx, zf, kind, key, None, if_match,
-                                             require_existing=True)
-        await ctx.audit(who, f"{one}.delete",
-                        f"{one}:{zf.origin}/{display_name(kind, key, zf.origin)}", before, None)
+            audit = partial(ctx.audit, who, f"{one}.delete",
+                            f"{one}:{zf.origin}/{display_name(kind, key, zf.origin)}")
+            await _change_object(ctx, zf, kind, key, None, if_match, audit,
+                                 require_existing=True)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     router.add_api_route(f"/{kind}", list_all, methods=["GET"],
@@ -183,7 +198,7 @@ for _kind in KINDS:
 async def set_override(zone: str, name: str, body: OverrideBody, ctx: Ctx, who: Operator,
                        response: Response, if_match: IfMatch = None) -> PolicyObject:
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         key = object_key("resources", name, zf.origin)
         section = (files.policy_mapping(zf) or {}).get("resources") or {}
@@ -195,15 +210,18 @@ async def set_override(zone: str, name: str, body: OverrideBody, ctx: Ctx, who: 
             value.pop("override", None)
         else:
             value["override"] = body.override
-        before, after = await _change_object(ctx, zf, "resources", key, value, if_match)
+
+        async def audit(before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+            await ctx.audit(who, "resource.override", f"resource:{zf.origin}/{key}",
+                            {"override": (before or {}).get("override", "obey")},
+                            {"override": body.override})
+
+        _, after = await _change_object(ctx, zf, "resources", key, value, if_match, audit)
     assert after is not None
     monitor: Any = getattr(ctx.service, "health", None)
     if callable(getattr(monitor, "set_override", None)):  # tell the probes' state machine now
         await monitor.set_override(key, body.override)
     response.headers["ETag"] = etag_of(after)
-    await ctx.audit(who, "resource.override", f"resource:{zf.origin}/{key}",
-                    {"override": (before or {}).get("override", "obey")},
-                    {"override": body.override})
     return PolicyObject(zone=zf.origin.to_text(), name=key, config=after)
 
 
@@ -222,15 +240,20 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
                      who: Operator, response: Response,
                      if_match: IfMatch = None) -> PolicyDocument:
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         before = files.policy_mapping(zf)
         check_if_match(if_match, etag_of(before))
         policy = files.validate_policy(zf.origin, body, strip="")
-        await files.apply([files.policy_change(zf, policy, strip="")])
-        after = files.policy_mapping(zf)
+        after: dict[str, Any] | None = None
+
+        async def audit() -> None:
+            nonlocal after
+            after = files.policy_mapping(zf)
+            await ctx.audit(who, "policy.replace", f"policy:{zf.origin}", before, after)
+
+        await files.apply([files.policy_change(zf, policy, strip="")], audit=audit)
     response.headers["ETag"] = etag_of(after)
-    await ctx.audit(who, "policy.replace", f"policy:{zf.origin}", before, after)
     return PolicyDocument(zone=zf.origin.to_text(), policy=after)
 
 
@@ -239,12 +262,12 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
                summary="Delete a zone's policy: its DIs become plain names (admin)")
 async def delete_policy(zone: str, ctx: Ctx, who: Admin, if_match: IfMatch = None) -> Response:
     files = ctx.files
-    async with files.lock:
+    async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         before = files.policy_mapping(zf)
         if before is None:
             raise ApiError(404, "not_found", f"zone {zf.origin} has no policy")
         check_if_match(if_match, etag_of(before))
-        await files.apply([Change(zf.policy_path, None)])
-    await ctx.audit(who, "policy.delete", f"policy:{zf.origin}", before, None)
+        await files.apply([Change(zf.policy_path, None)], audit=partial(
+            ctx.audit, who, "policy.delete", f"policy:{zf.origin}", before, None))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

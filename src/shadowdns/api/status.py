@@ -8,6 +8,7 @@ up) and lists what is not ready, with 503 until all are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shadowdns.api.context import Ctx
+from shadowdns.api.context import AUDIT_UNWRITABLE, Ctx
+from shadowdns.api.errors import ApiError
 from shadowdns.api.metrics import read_store_view
 from shadowdns.api.models import Alive, Readiness
 
@@ -51,6 +53,10 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "store_reachable": store_ok,
         "listeners_up": bool(service.server.bound),
     }
+    if AUDIT_UNWRITABLE in service.degraded:  # see whether it takes entries again
+        with contextlib.suppress(ApiError):
+            await ctx.audit(None, "audit.resumed", "audit:log")
+    checks.update({reason: False for reason in sorted(service.degraded)})
     body = Readiness(ready=all(checks.values()), checks=checks,
                      not_ready=[name for name, ok in checks.items() if not ok])
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

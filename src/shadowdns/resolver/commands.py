@@ -68,10 +68,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(e.g. 127.0.0.1:8053)")
     serve.add_argument("--api-cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--api-key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--api-max-body", type=int, default=None, metavar="BYTES",
+                       help="largest API request body; bigger ones get 413 before the token "
+                            "is looked at (default 1 MiB)")
+    serve.add_argument("--api-login-failures", type=int, default=None, metavar="N",
+                       help="bad tokens one client address may send in a minute before it "
+                            "gets 429 (default 10; 0: no limit)")
     serve.add_argument("--ecs-trust", action="append", default=None, metavar="CIDR",
                        help="believe the EDNS Client Subnet option only from these sources "
                             "(repeatable; default: from every source). From others the "
                             "source address locates the client and answers carry scope 0")
+    serve.add_argument("--demand-prefix-cap", type=int, default=0, metavar="N",
+                       help="count at most N queries a minute from one client prefix (/24, "
+                            "/56; the believed ECS subnet, else the source) as demand for "
+                            "one DI and region, so one client cannot drive allocations "
+                            "(default 0: no cap)")
     serve.add_argument("--rrl-rate", type=int, default=0, metavar="N",
                        help="response rate limiting: at most N UDP replies a second per "
                             "client prefix (/24, /56) and answer class (default 0: off)")
@@ -240,7 +251,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ipaddress
     import socket
 
-    from shadowdns.app import ServeConfig, run_service
+    from shadowdns.app import API_LOGIN_FAILURES, API_MAX_BODY, ServeConfig, run_service
     from shadowdns.resolver.rrl import RRLConfig, parse_exempt
 
     try:
@@ -255,6 +266,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError([Problem("--ecs-trust", None, str(exc))]) from None
+    if args.demand_prefix_cap < 0:
+        raise ConfigError([Problem("--demand-prefix-cap", None, "must be 0 or more")])
     if args.rrl_rate < 0 or args.rrl_slip < 0:
         raise ConfigError([Problem("--rrl-rate" if args.rrl_rate < 0 else "--rrl-slip", None,
                                    "must be 0 or more")])
@@ -263,6 +276,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         args.rrl_dry_run)
     except ValueError as exc:
         raise ConfigError([Problem("--rrl-exempt", None, str(exc))]) from None
+    api_max_body = API_MAX_BODY if args.api_max_body is None else args.api_max_body
+    login_failures = (API_LOGIN_FAILURES if args.api_login_failures is None
+                      else args.api_login_failures)
+    if api_max_body < 1 or login_failures < 0:
+        raise ConfigError([Problem("--api-max-body" if api_max_body < 1
+                                   else "--api-login-failures", None, "must be positive")])
     tcp = TCPLimits(args.tcp_max_connections, args.tcp_idle_timeout,  # checks every flag
                     args.tcp_message_timeout, args.tcp_lifetime, args.tcp_per_prefix)
     config = ServeConfig(
@@ -274,6 +293,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api=args.api,
         api_cert=args.api_cert,
         api_key=args.api_key,
+        api_max_body=api_max_body,
+        api_login_failures=login_failures,
         workers=args.workers,
         answer_only=args.answer_only,
         allow_commands=args.allow_commands,
@@ -281,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
         ecs_trust=None if args.ecs_trust is None else tuple(args.ecs_trust),
+        demand_prefix_cap=args.demand_prefix_cap,
         rrl=rrl,
         flush_interval=flush_interval,
         rollup_interval=rollup_interval,

@@ -368,8 +368,10 @@ class QueryEngine:
         if tpl.__class__ is Regional:
             regional: Regional = tpl
             ctx = regional.ctx
+            counted = b""
             if ecs and ecs[2] and (self._ecs_trust is None or self._trusts(addr)):
                 # a client subnet with a non-zero source prefix, from a trusted source
+                counted = ecs
                 hit = ctx.ecs_cache.get(ecs)  # holds valid options only
                 if hit is None:
                     if not _ecs_valid(ecs):
@@ -382,7 +384,11 @@ class QueryEngine:
                 ip = addr[0] if addr is not None else "127.0.0.1"
                 found = ctx.ip_cache.get(ip)
                 ridx = ctx.locate_ip(ip) if found is None else found
-            self.counters.counts[regional.first + ridx] += 1
+            counters = self.counters
+            if counters.prefix_cap:
+                counters.add(regional.first + ridx, counted, addr)
+            else:
+                counters.counts[regional.first + ridx] += 1
             if regional.uniform:
                 scope = 0
             tpl = regional.variants[ridx]

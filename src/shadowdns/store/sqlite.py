@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -71,6 +72,8 @@ ON CONFLICT (bucket_start, series, kind) DO UPDATE SET queries = queries + exclu
 _CHANGE_LOG_LENGTH = 1000
 """Notifications kept for SQLite listeners; a listener further behind misses the oldest."""
 
+log = logging.getLogger(__name__)
+
 
 class SQLiteStore(SQLStore):
     """`Store` on a SQLite file (created with its directory if missing).
@@ -92,7 +95,7 @@ class SQLiteStore(SQLStore):
         self.path = str(path)
         super().__init__(retention=retention, health_event_limit=health_event_limit)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(self.path))
         try:
             conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -407,3 +410,20 @@ class SQLiteListener(Closing):
 
     def close(self) -> None:
         self._closed = True
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file (and its directory) for this user only, before SQLite
+    does with the process umask; tighten an existing one that others can read (it holds
+    token hashes and the audit log). SQLite gives its -wal and -shm files the same mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & 0o077 and path.is_file() and path.stat().st_uid == os.getuid():
+            os.chmod(path, mode & 0o700)
+            log.info("%s was readable by others; now mode %o", path, mode & 0o700)
+    except OSError:
+        return  # SQLite says what is wrong, with the path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shadowdns.resolver.counters import DemandCounters
+from shadowdns.resolver.counters import DemandCounters, client_prefix
 
 REGIONS = ("eu", "na", "as")
 
@@ -58,3 +58,35 @@ def test_taken_counts_turn_into_rows_later_while_counting_goes_on() -> None:
     assert counters.rows(taken) == [("a.example.", "as", "primary", 4)]
     assert sorted(counters.drain()) == [("a.example.", "as", "primary", 1),
                                         ("late.example.", "eu", "shadow", 2)]
+
+
+def test_the_prefix_cap_counts_each_prefix_up_to_the_cap_per_counter() -> None:
+    """With a cap, a /24 (or /56) adds at most `cap` to one counter; other prefixes and
+    other counters are counted on their own; what is held back is `capped`."""
+    counters = DemandCounters(prefix_cap=3)
+    first = counters.block("app.", ("eu", "us"), ("primary", "primary"))
+    for host in range(10):
+        counters.add(first, b"", (f"192.0.2.{host}", 53))  # one /24
+    counters.add(first, b"", ("198.51.100.1", 53))
+    counters.add(first + 1, b"", ("192.0.2.1", 53))
+    for host in range(5):  # one /56, different /64s
+        counters.add(first, b"", (f"2001:db8:0:{host}::1", 53))
+    ecs = bytes([0, 1, 24, 0, 203, 0, 113])  # family 1, /24, scope 0, 203.0.113.0
+    for _ in range(4):
+        counters.add(first, ecs, ("192.0.2.1", 53))
+    assert sorted(counters.drain()) == [("app.", "eu", "primary", 3 + 1 + 3 + 3),
+                                        ("app.", "us", "primary", 1)]
+    assert counters.capped == 7 + 2 + 1
+
+
+def test_client_prefix_is_the_24_or_56() -> None:
+    """IPv4 and v4-mapped sources by /24, IPv6 by /56, ECS by its family and subnet."""
+    assert client_prefix(b"", ("192.0.2.77", 1)) == client_prefix(b"", ("192.0.2.1", 1))
+    assert client_prefix(b"", ("192.0.2.77", 1)) != client_prefix(b"", ("192.0.3.77", 1))
+    mapped = client_prefix(b"", ("::ffff:192.0.2.9", 1))
+    assert mapped == client_prefix(b"", ("::ffff:192.0.2.10", 1))
+    assert mapped != client_prefix(b"", ("::ffff:10.0.0.9", 1))
+    assert client_prefix(b"", ("2001:db8:0:ff::1", 1)) == client_prefix(b"", ("2001:db8::1", 1))
+    assert client_prefix(b"", ("2001:db8:0:100::1", 1)) != client_prefix(b"", ("2001:db8::1", 1))
+    v6 = bytes([0, 2, 56, 0]) + bytes.fromhex("20010db8000001")
+    assert client_prefix(v6, None) == bytes([0, 2]) + bytes.fromhex("20010db8000001")
