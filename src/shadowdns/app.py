@@ -52,6 +52,7 @@ from shadowdns.store import (
     default_state_path,
     open_store,
 )
+from shadowdns.store.base import ANSWERING_STATES
 from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.policy import Policy
 
@@ -60,9 +61,6 @@ T = TypeVar("T")
 
 FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are written
 PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before listening
-
-# Allocation states whose shadows answer queries.
-ANSWERING_STATES = ("ready", "draining")
 
 TCP_DEFAULTS = TCPLimits()
 

@@ -40,8 +40,6 @@ from shadowdns.allocator.simulate import (
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.predictor.series import Series, parse_timestamp, parse_value, read_input, sum_counts
 
-POLICY_SUFFIX = ".policy.yaml"
-
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sim = subparsers.add_parser(
@@ -214,7 +212,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         write_trace(series, args.write_trace)
     policy = None
     if args.policy_file is not None:
-        from shadowdns.zones.policy_file import load_policy
+        from shadowdns.zones.policy_file import POLICY_SUFFIX, load_policy
 
         name = args.policy_file.name
         if not name.endswith(POLICY_SUFFIX):

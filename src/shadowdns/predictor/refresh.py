@@ -21,7 +21,6 @@ refresh of the others.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import math
 import os
@@ -355,32 +354,6 @@ class Refresher:
         if choices:
             self.store.write_model_choices(choices)
         return written
-
-
-async def forecast_loop(
-    refresher: Refresher, interval: float, stop: asyncio.Event | None = None
-) -> None:
-    """Refresh every ``interval`` seconds until ``stop`` is set, off the event loop.
-
-    The refresh runs in a thread that hands the fits to the refresher's process pool; a
-    failed refresh is logged and retried at the next interval.
-    """
-    stop = stop or asyncio.Event()
-    while not stop.is_set():
-        try:
-            report = await asyncio.to_thread(refresher.refresh)
-            log.info(
-                "forecasts refreshed: %d series, %d refitted, %.2f s",
-                report.series,
-                report.refitted,
-                report.seconds,
-            )
-        except Exception:
-            log.exception("forecast refresh failed")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

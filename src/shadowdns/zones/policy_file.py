@@ -35,6 +35,7 @@ import yaml
 from shadowdns.errors import PolicyError, Problem
 from shadowdns.zones.dis_lines import DiLine, split_dis
 from shadowdns.zones.policy import (
+    CONTINENTS,
     DI,
     AllocationPolicy,
     HealthCheck,
@@ -55,7 +56,6 @@ __all__ = [
 
 POLICY_SUFFIX = ".policy.yaml"
 
-CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
 # ISO 3166-1 alpha-2 (249 assigned codes) plus XK (Kosovo), which GeoIP databases use.
 _COUNTRY_CODES = """
     AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
