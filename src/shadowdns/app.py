@@ -99,6 +99,9 @@ class ServeConfig:
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
     # Accept command health checks from the API and the fleet store (root-equivalent tokens).
     allow_commands: bool = False
+    log_format: str = "text"  # `--log-format`, for spawned workers to log alike
+    # Fraction of answered queries written to the query log (0: off, nothing on the hot path).
+    query_log_sample: float = 0.0
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None,
@@ -164,6 +167,10 @@ class Service:
         self.counters = DemandCounters()
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers), ecs_trust=config.ecs_trust)
+        if config.query_log_sample > 0:
+            from shadowdns.resolver.querylog import install
+
+            install(self.engine, config.query_log_sample)
         self.prewarm = Prewarm(self.engine)
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False
@@ -554,12 +561,11 @@ def _log_failure(future: Future[Any]) -> None:
         log.warning("cannot write the policy graph to the store: %s", exc)
 
 
-def _run(config: ServeConfig, log_level: int | None = None) -> None:
+def _run(config: ServeConfig, log_level: str | None = None) -> None:
     if log_level is not None:  # a spawned worker starts without the parent's logging
-        logging.basicConfig(
-            level=log_level,
-            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        )
+        from shadowdns.logs import setup_logging
+
+        setup_logging(log_level, config.log_format, with_pid=True)
 
     async def main() -> None:
         await Service(config).run()
@@ -589,7 +595,7 @@ def run_service(config: ServeConfig) -> int:
         raise ShadowDNSError("--workers needs explicit listen ports (not port 0)")
     ctx = multiprocessing.get_context("spawn")
     worker = replace(config, role="worker")
-    level = logging.getLogger().getEffectiveLevel()
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     children = [ctx.Process(target=_run, args=(worker, level), daemon=True)
                 for _ in range(config.workers - 1)]
     for child in children:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ def evaluate(
     horizon: Horizon | int,
     season: int | None = None,
     train_share: float = 0.7,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[SeriesScore], float]:
     """Scores of ``forecaster`` on every series long enough to test, and seconds per series."""
     if isinstance(horizon, int):
@@ -63,7 +64,9 @@ def evaluate(
             ]
         )
     scores: list[SeriesScore] = []
-    for s, spec in zip(series, specs, strict=True):
+    for done, (s, spec) in enumerate(zip(series, specs, strict=True)):
+        if progress is not None:
+            progress(done, len(series))
         cut = split_point(len(s.values), train_share)
         origins = len(s.values) - cut - spec.horizon + 1
         if origins < 1 or cut < 1:
@@ -81,6 +84,8 @@ def evaluate(
                 model=fitted.model,
             )
         )
+    if progress is not None:
+        progress(len(series), len(series))
     elapsed = time.perf_counter() - began
     return scores, elapsed / max(len(scores), 1)
 
@@ -91,6 +96,7 @@ def backtest(
     models: Sequence[str],
     season: int | None = None,
     train_share: float = 0.7,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> dict[str, Any]:
     """The backtest report: ``{"series", "horizon", "season", "models": {name: {...}}}``.
 
@@ -107,7 +113,8 @@ def backtest(
         "models": {},
     }
     for name in models:
-        scores, seconds = evaluate(make_forecaster(name), series, horizon, season, train_share)
+        scores, seconds = evaluate(make_forecaster(name), series, horizon, season, train_share,
+                                   None if progress is None else progress(name))
         report["series"] = len(scores)
         entry: dict[str, Any] = {
             "mase": _mean([s.mase for s in scores]),

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from shadowdns.durations import duration_arg
 from shadowdns.predictor.base import DEFAULT_QUANTILE, FitSpec, Fitted, Forecaster
 from shadowdns.predictor.baseline import SeasonalNaive, baseline
 from shadowdns.predictor.ets import Ets
@@ -378,9 +379,12 @@ def register_run(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_state_argument(run)
     run.add_argument("--horizon", type=int, default=12, help="steps of 5 minutes (default 12)")
     run.add_argument("--model", default="auto", help="auto (default) or one model name")
-    run.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    run.add_argument("--every", type=float, metavar="SECONDS", help="repeat at this interval")
-    run.add_argument("--refit-every", type=float, default=SECONDS_PER_DAY, metavar="SECONDS")
+    run.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                     help="fit processes (default: up to 2)")
+    run.add_argument("--every", type=duration_arg, metavar="DURATION",
+                     help="repeat at this interval (e.g. 5m)")
+    run.add_argument("--refit-every", type=duration_arg, default=SECONDS_PER_DAY,
+                     metavar="DURATION", help="refit each series this often (default 1d)")
     run.add_argument("--lstm", metavar="PATH", help="where the shared LSTM is saved/loaded")
     run.add_argument("--now", type=float, help=argparse.SUPPRESS)
     run.set_defaults(handler=run_command)
