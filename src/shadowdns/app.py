@@ -100,6 +100,7 @@ class ServeConfig:
     # Accept command health checks from the API and the fleet store (root-equivalent tokens).
     allow_commands: bool = False
     log_format: str = "text"  # `--log-format`, for spawned workers to log alike
+    access_log: str = "changes"  # API requests logged: changes and errors, all, or off
     # Fraction of answered queries written to the query log (0: off, nothing on the hot path).
     query_log_sample: float = 0.0
 

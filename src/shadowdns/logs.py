@@ -16,6 +16,9 @@ from typing import Any
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+ACCESS_LOG_MODES = ("changes", "all", "off")
+"""`serve --access-log`: API changes and errors (the default: an open dashboard reads six
+endpoints every two seconds), every request, or none."""
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Loggers that speak for every request they make; their INFO is noise to an operator.

@@ -47,7 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApi]:
     server = ServerProcess(["serve", "--zones", str(zones), "--listen", "127.0.0.1:0",
                             "--state", str(state), "--api", "127.0.0.1:0",
                             "--log-level", "INFO", "--log-format", "json",
-                            "--query-log-sample", "1"]).start()
+                            "--query-log-sample", "1", "--access-log", "all"]).start()
     try:
         line = server.wait_log(r"api listening on", timeout=30)
         url = json.loads(line)["message"].split("api listening on ")[1].split()[0]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from shadowdns.app import Service
 
 access_log = logging.getLogger("shadowdns.api.access")
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 DESCRIPTION = """\
 Operate a shadowdns server: zones and RRsets (RFC 1035 master files), DIs and their
@@ -46,6 +47,7 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
     collector = ServiceCollector(service)
     registry.register(collector)
     api_metrics = ApiMetrics(registry)
+    access = service.config.access_log
     app.state.ctx = context or ApiContext(service)
     app.state.registry = registry
     app.state.collector = collector
@@ -65,6 +67,10 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
         seconds = time.perf_counter() - start
         api_metrics.duration.labels(request.method, template).observe(seconds)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        status_code = response.status_code
+        if access == "off" or (access == "changes" and request.method in READS
+                               and status_code < 400):
+            return response
         principal = request.scope.get("state", {}).get("principal")
         who = "-" if principal is None else principal.name
         # The token's name (set by authentication), never the token itself.

@@ -10,6 +10,7 @@ from typing import Any
 from shadowdns import __version__
 from shadowdns.durations import duration_arg
 from shadowdns.errors import ConfigError, Problem
+from shadowdns.logs import ACCESS_LOG_MODES
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
 from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
@@ -117,6 +118,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                            help=f"keep {what} demand buckets this long (default "
                                 f"{_days(getattr(kept, field_name))})")
     # For tests: stamp and roll up demand this many seconds from the wall clock.
+    serve.add_argument("--access-log", choices=ACCESS_LOG_MODES, default=ACCESS_LOG_MODES[0],
+                       help="API requests logged to shadowdns.api.access (method, path, "
+                            "status, duration, token name): changes and errors (default), "
+                            "all (reads too; an open dashboard reads 3 a second), or off")
     serve.add_argument("--query-log-sample", type=_sample_rate, default=0.0, metavar="RATE",
                        help="log this fraction of answered queries (0.01: one in a hundred, "
                             "1: all) to the shadowdns.queries logger; default 0: off, at no "
@@ -292,6 +297,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tcp_lifetime=tcp.lifetime,
         tcp_per_prefix=tcp.per_prefix,
         log_format=args.log_format,
+        access_log=args.access_log,
         query_log_sample=args.query_log_sample,
     )
     return run_service(config)
