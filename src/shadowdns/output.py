@@ -45,9 +45,17 @@ def cell(value: object) -> str:
         return f"{value:.3g}" if abs(value) < 1e6 else f"{value:.0f}"
     if isinstance(value, list | tuple):
         return ", ".join(cell(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, dict):  # a DI's or resource's config: `key=value`, not JSON
+        return " ".join(f"{k}={_inner(v)}" for k, v in value.items())
     return str(value)
+
+
+def _inner(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + cell(value) + "}"
+    if isinstance(value, list | tuple):
+        return ",".join(_inner(v) for v in value)
+    return cell(value)
 
 
 def reason_words(text: object) -> str:

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from shadowdns.allocator.planner import reason_text
-from shadowdns.output import Progress, duration_words, reason_words, when
+from shadowdns.output import Progress, cell, duration_words, reason_words, when
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,14 @@ def test_reasons_read_as_words(reason: str, words: str) -> None:
 )
 def test_durations_use_the_largest_unit(seconds: float | None, text: str) -> None:
     assert duration_words(seconds) == text
+
+
+def test_configs_read_as_key_value_pairs() -> None:
+    """`di list` / `resource list` show a config as `key=value`, nested in braces."""
+    config = {"primaries": ["web-eu-1", "web-us-1"], "ttl": 30, "warm": True,
+              "policy": {"lead_time": 900, "model": "auto"}, "check": None}
+    assert cell(config) == ("primaries=web-eu-1,web-us-1 ttl=30 warm=yes "
+                            "policy={lead_time=900 model=auto} check=-")
 
 
 def test_times_are_utc_and_missing_ones_a_dash() -> None:
