@@ -54,6 +54,7 @@ from shadowdns.store import (
     default_state_path,
     open_store,
 )
+from shadowdns.store.base import ANSWERING_STATES
 from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.staging import remove_stale
@@ -63,9 +64,6 @@ T = TypeVar("T")
 
 FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are written
 PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before listening
-
-# Allocation states whose shadows answer queries.
-ANSWERING_STATES = ("ready", "draining")
 
 TCP_DEFAULTS = TCPLimits()
 API_MAX_BODY = 1 << 20  # bytes: a 10,000-RRset zone import fits with room to spare
@@ -112,6 +110,10 @@ class ServeConfig:
     # Log every event-loop stall at least this long with what each thread ran (0: off).
     stall_trace: float = 0.0
     dnssec_keys: Path | None = None  # sign every zone with the keys here (made if missing)
+    log_format: str = "text"  # `--log-format`, for spawned workers to log alike
+    access_log: str = "changes"  # API requests logged: changes and errors, all, or off
+    # Fraction of answered queries written to the query log (0: off, nothing on the hot path).
+    query_log_sample: float = 0.0
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None,
@@ -180,6 +182,10 @@ class Service:
         self.counters = DemandCounters(config.demand_prefix_cap)
         self.engine = QueryEngine(build_snapshot(self.loaded, self.live), self.counters,
                                   Transfers(config.transfers), ecs_trust=config.ecs_trust)
+        if config.query_log_sample > 0:
+            from shadowdns.resolver.querylog import install
+
+            install(self.engine, config.query_log_sample)
         self.prewarm = Prewarm(self.engine)
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False
@@ -602,12 +608,11 @@ def _log_failure(future: Future[Any]) -> None:
         log.warning("cannot write the policy graph to the store: %s", exc)
 
 
-def _run(config: ServeConfig, log_level: int | None = None) -> None:
+def _run(config: ServeConfig, log_level: str | None = None) -> None:
     if log_level is not None:  # a spawned worker starts without the parent's logging
-        logging.basicConfig(
-            level=log_level,
-            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        )
+        from shadowdns.logs import setup_logging
+
+        setup_logging(log_level, config.log_format, with_pid=True)
 
     async def main() -> None:
         await Service(config).run()
@@ -641,7 +646,7 @@ def run_service(config: ServeConfig) -> int:
         raise ShadowDNSError("--workers needs explicit listen ports (not port 0)")
     ctx = multiprocessing.get_context("spawn")
     worker = replace(config, role="worker")
-    level = logging.getLogger().getEffectiveLevel()
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     children = [ctx.Process(target=_run, args=(worker, level), daemon=True)
                 for _ in range(config.workers - 1)]
     for child in children:

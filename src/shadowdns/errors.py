@@ -6,8 +6,7 @@
     ├── ConfigError            a file or value the operator gave is wrong (file, line, reasons)
     │   ├── ZoneError          a master file failed to load or validate
     │   └── PolicyError        a policy file failed to validate
-    ├── StoreError             the store could not read or write
-    └── WireError              a DNS message could not be parsed (becomes FORMERR / drop)
+    └── StoreError             the store could not read or write
 
 Exceptions turn into rcodes only in the resolver's handler and into HTTP codes only in the
 API's error handler.
@@ -55,6 +54,3 @@ class PolicyError(ConfigError):
 class StoreError(ShadowDNSError):
     """The store failed to read or write."""
 
-
-class WireError(ShadowDNSError):
-    """A DNS message is malformed."""

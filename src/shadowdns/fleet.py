@@ -37,12 +37,11 @@ from shadowdns.health.privilege import COMMANDS_REFUSED, new_commands
 from shadowdns.store import DemandRow, Store
 from shadowdns.zones.loader import ZONE_SUFFIX, origin_for
 from shadowdns.zones.policy import Policy
-from shadowdns.zones.policy_file import load_policy
+from shadowdns.zones.policy_file import POLICY_SUFFIX, load_policy
 from shadowdns.zones.staging import TMP_SUFFIX
 
 log = logging.getLogger(__name__)
 
-POLICY_SUFFIX = ".policy.yaml"
 CONFIG_CHANNEL = "shadowdns_config"
 LEADER_LOCK = "control"
 

@@ -7,6 +7,7 @@ allocations change, so these commands take effect without a restart.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -61,14 +62,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     lst = shadow_sub.add_parser("list", help="list active shadow allocations")
     lst.add_argument("--all", action="store_true", help="include released allocations")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lst.add_argument("--state", default=None, help="state store path or URL")
     lst.set_defaults(handler=cmd_list)
 
     rm = shadow_sub.add_parser("remove", help="remove a shadow allocation")
     rm.add_argument("target", help="allocation id, or DI name with RESOURCE and --region")
-    rm.add_argument("resource", nargs="?", default=None)
-    rm.add_argument("--region", default=None)
+    rm.add_argument("resource", nargs="?", default=None,
+                    help="resource id, when TARGET is a DI name")
+    rm.add_argument("--region", default=None, help="region, when TARGET is a DI name")
     rm.add_argument("--state", default=None, help="state store path or URL")
     rm.set_defaults(handler=cmd_remove)
 
@@ -103,12 +105,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             "generation": a.generation, "reason": a.reason, "pinned": a.pinned,
         } for a in rows]))
         return 0
-    header = f"{'ID':>5}  {'DI':<32} {'RESOURCE':<16} {'REGION':<12} {'STATE':<9} UNTIL"
-    print(header)
-    for a in rows:
-        until = ("-" if a.valid_until is None else
-                 datetime.fromtimestamp(a.valid_until, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        print(f"{a.id:>5}  {a.di:<32} {a.resource:<16} {a.region:<12} {a.state:<9} {until}")
+    from shadowdns.output import ALLOC_COLUMNS, ALLOC_FORMATS, table
+
+    print(table([dataclasses.asdict(a) for a in rows], ALLOC_COLUMNS, ALLOC_FORMATS))
     return 0
 
 

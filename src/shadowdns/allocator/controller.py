@@ -49,8 +49,9 @@ from shadowdns.clock import Clock
 from shadowdns.gcwatch import WATCH
 from shadowdns.health.monitor import sleep_or_wake
 from shadowdns.predictor.base import Fitted
-from shadowdns.resolver.routing import Shadow, decide
+from shadowdns.resolver.routing import decide, group_shadows
 from shadowdns.store.base import (
+    ANSWERING_STATES,
     Allocation,
     AllocationState,
     AuditEntry,
@@ -658,13 +659,6 @@ def errors_by_model(errors: Mapping[tuple[str, str], Mapping[str, float]],
     return out
 
 
-def _shadows(allocations: Iterable[tuple[str, str, str]]) -> dict[str, list[Shadow]]:
-    out: dict[str, list[Shadow]] = {}
-    for di, resource, region in allocations:
-        out.setdefault(di, []).append(Shadow(di, resource, region))
-    return out
-
-
 def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
                 down: frozenset[str]) -> list[dict[str, Any]]:
     """(DI, region) whose answer the plan changes once its shadows are ready and drained."""
@@ -672,8 +666,8 @@ def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[All
     if not touched:
         return []
     released = {r.allocation.id for r in result.release}
-    before = _shadows(a.key for a in allocations if a.state in ("ready", "draining"))
-    after = _shadows([*(a.key for a in allocations
+    before = group_shadows(a.key for a in allocations if a.state in ANSWERING_STATES)
+    after = group_shadows([*(a.key for a in allocations
                         if a.state in ("warming", "ready") and a.id not in released),
                       *((s.di, s.resource, s.region) for s in result.add)])
     out = []

@@ -28,8 +28,6 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,31 +37,12 @@ from typing import Any, Literal
 import dns.name
 import yaml
 
+from shadowdns.durations import parse_duration
 from shadowdns.errors import ConfigError, Problem
 
 Mode = Literal["off", "preview", "active"]
 MODES: tuple[Mode, ...] = ("off", "preview", "active")
 SETTINGS_FILE = "allocator.yaml"
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or text like `15m`; raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration (use seconds or 90s, 15m, 2h, 1d)")
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{value!r} is not a duration")
-    return seconds
-
 
 def parse_time(value: object) -> float:
     """Epoch seconds from a number, a datetime, or ISO 8601 text (naive means UTC)."""

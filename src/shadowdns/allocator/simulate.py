@@ -266,6 +266,8 @@ async def _run(
             await controller.run_window(now)
             if progress is not None and k % 288 == 0:
                 progress(k, n)
+        if progress is not None:
+            progress(n, n)
         clock.set(end_time + 86400)
         await controller.tick(end_time + 86400)  # settle draining ones
     finally:

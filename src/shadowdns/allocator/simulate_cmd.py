@@ -28,7 +28,6 @@ from typing import IO, Any
 import dns.name
 import numpy as np
 
-from shadowdns.allocator.settings import parse_duration
 from shadowdns.allocator.simulate import (
     POLICIES,
     SIM_ORIGIN,
@@ -37,10 +36,10 @@ from shadowdns.allocator.simulate import (
     multi_region,
     simulate,
 )
+from shadowdns.durations import duration_arg, parse_duration
 from shadowdns.errors import ConfigError, Problem
+from shadowdns.output import Progress
 from shadowdns.predictor.series import Series, parse_timestamp, parse_value, read_input, sum_counts
-
-POLICY_SUFFIX = ".policy.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -48,10 +47,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "simulate", help="replay a demand trace through the allocator on a simulated clock",
         description="Replay a trace bucket by bucket through the real predictor and "
         "allocator; print queries served by a ready local shadow and the shadow cost.")
-    sim.add_argument("--trace", required=True, type=Path, metavar="FILE.csv|DIR")
-    sim.add_argument("--policy", default="predictive", choices=POLICIES)
-    sim.add_argument("--lead-time", default="15m", type=parse_duration, metavar="DURATION")
-    sim.add_argument("--bucket", default="5m", type=_bucket, metavar="DURATION")
+    sim.add_argument("--trace", required=True, type=Path, metavar="FILE.csv|DIR",
+                     help="demand trace (timestamp,di,region,queries or an app trace), "
+                          "or a folder of them")
+    sim.add_argument("--policy", default="predictive", choices=POLICIES,
+                     help="allocation policy to replay (default predictive)")
+    sim.add_argument("--lead-time", default="15m", type=duration_arg, metavar="DURATION",
+                     help="how far ahead shadows are allocated (default 15m)")
+    sim.add_argument("--bucket", default="5m", type=_bucket, metavar="DURATION",
+                     help="demand bucket, whole minutes (default 5m)")
     sim.add_argument("--threshold", default="p75", metavar="Q",
                      help="queries per bucket, or pNN: the NN-th percentile of each DI's "
                           "buckets (default p75)")
@@ -64,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="allocate on the forecast when P(demand >= threshold) in the "
                           "window is at least P (default 0.5); 'off': when the forecast "
                           "quantile crosses")
-    sim.add_argument("--min-hold", default="30m", type=parse_duration, metavar="DURATION")
+    sim.add_argument("--min-hold", default="30m", type=duration_arg, metavar="DURATION",
+                     help="a shadow is kept at least this long (default 30m)")
     sim.add_argument("--ttl", default=30, type=int, help="answer TTL (default 30)")
-    sim.add_argument("--refit-every", default="7d", type=parse_duration, metavar="DURATION")
+    sim.add_argument("--refit-every", default="7d", type=duration_arg, metavar="DURATION",
+                     help="refit each series this often (default 7d)")
     sim.add_argument("--workers", default=2, type=int, help="fit processes (default 2)")
     sim.add_argument("--write-trace", type=Path, default=None, metavar="OUT.csv",
                      help="also write the multi-region trace that is replayed")
@@ -214,7 +220,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         write_trace(series, args.write_trace)
     policy = None
     if args.policy_file is not None:
-        from shadowdns.zones.policy_file import load_policy
+        from shadowdns.zones.policy_file import POLICY_SUFFIX, load_policy
 
         name = args.policy_file.name
         if not name.endswith(POLICY_SUFFIX):
@@ -232,7 +238,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                            model=args.model, refit_every=args.refit_every,
                            quantile=args.quantile,
                            cross_probability=args.cross_probability,
-                           executor=executor)
+                           executor=executor,
+                           progress=Progress(f"simulate {args.policy}", "buckets"))
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)

@@ -6,6 +6,7 @@ creates no globals, so tests can build as many apps as they like.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ from shadowdns.api.metrics import ApiMetrics, ServiceCollector
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
+
+access_log = logging.getLogger("shadowdns.api.access")
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 DESCRIPTION = """\
 Operate a shadowdns server: zones and RRsets (RFC 1035 master files), DIs and their
@@ -44,6 +48,7 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
     collector = ServiceCollector(service)
     registry.register(collector)
     api_metrics = ApiMetrics(registry)
+    access = service.config.access_log
     app.state.ctx = context or ApiContext(service)
     app.state.registry = registry
     app.state.collector = collector
@@ -60,9 +65,21 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
         route = request.scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         api_metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        api_metrics.duration.labels(request.method, template).observe(
-            time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        api_metrics.duration.labels(request.method, template).observe(seconds)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        status_code = response.status_code
+        if access == "off" or (access == "changes" and request.method in READS
+                               and status_code < 400):
+            return response
+        principal = request.scope.get("state", {}).get("principal")
+        who = "-" if principal is None else principal.name
+        # The token's name (set by authentication), never the token itself.
+        access_log.info("%s %s %d %.1fms token=%s", request.method, request.url.path,
+                        response.status_code, seconds * 1000, who,
+                        extra={"method": request.method, "path": request.url.path,
+                               "status": response.status_code,
+                               "duration_ms": round(seconds * 1000, 3), "token": who})
         return response
 
     # Outermost, so a body is measured before anything reads it (and before the token).

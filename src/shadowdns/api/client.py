@@ -64,8 +64,11 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {token}"
         tls: bool | ssl.SSLContext = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify)
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
-                                 transport=transport, timeout=timeout, verify=tls)
+        try:
+            self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
+                                     transport=transport, timeout=timeout, verify=tls)
+        except httpx.InvalidURL as exc:
+            raise ApiClientError(422, "invalid", f"API URL {base_url!r}: {exc}") from None
 
     def close(self) -> None:
         self.http.close()

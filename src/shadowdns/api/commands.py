@@ -14,14 +14,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shadowdns.api.client import DEFAULT_API, ApiClient, ApiClientError, seg
+from shadowdns.durations import duration_arg
+from shadowdns.output import ALLOC_COLUMNS, ALLOC_FORMATS, TIMES, table
 
 EXIT_CODES = {0: 7, 401: 3, 403: 3, 404: 4, 409: 5, 412: 5, 422: 6}
 """Exit status per HTTP status: 3 auth, 4 not found, 5 conflict, 6 invalid, 7 unreachable,
@@ -33,46 +34,11 @@ Handler = Callable[[ApiClient, argparse.Namespace], Any]
 # -- output ----------------------------------------------------------------------------------
 
 
-def when(ts: object) -> str:
-    if not isinstance(ts, int | float):
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e6 else f"{value:.0f}"
-    if isinstance(value, list | tuple):
-        return ", ".join(cell(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
-          formats: Mapping[str, Callable[[Any], str]] | None = None) -> str:
-    """Rows as an aligned text table; columns are (header, key)."""
-    formats = formats or {}
-    cells = [[formats.get(key, cell)(row.get(key)) for _, key in columns] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, (h, _) in enumerate(columns)]
-    lines = ["  ".join(h.upper().ljust(w) for (h, _), w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str] | None = None) -> None:
     if args.json or render is None:
         print(json.dumps(data, indent=2, sort_keys=False))
     else:
         print(render(data))
-
-
-TIMES: Mapping[str, Callable[[Any], str]] = {
-    key: when for key in ("since", "valid_from", "valid_until", "created_at", "ts", "made_at")}
 
 
 # -- plumbing --------------------------------------------------------------------------------
@@ -85,9 +51,33 @@ def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(args.api, args.token, verify=verify)
 
 
+ZONE_FOUND_HELP = "zone (default: found from the name)"
+
+
+def _zone_arg(parser: argparse.ArgumentParser) -> None:
+    """`--zone Z`, as every command takes it; the older positional form still works."""
+    parser.add_argument("zone_positional", nargs="?", default=None, metavar="ZONE",
+                        help="the zone, as --zone (kept for older scripts)")
+    parser.add_argument("--zone", default=None, help="zone origin, e.g. example.com.")
+    parser.set_defaults(zone_required=True)
+
+
+def _zone_of_args(args: argparse.Namespace) -> None:
+    """Fold the positional zone into `args.zone`; refuse none, or two different ones."""
+    positional = getattr(args, "zone_positional", None)
+    if positional is not None:
+        if args.zone is not None and args.zone != positional:
+            raise ApiClientError(422, "invalid", f"two zones given: {positional} and "
+                                 f"--zone {args.zone}")
+        args.zone = positional
+    if getattr(args, "zone_required", False) and not args.zone:
+        raise ApiClientError(422, "invalid", "say which zone with --zone")
+
+
 def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
+            _zone_of_args(args)
             with _client(args) as client:
                 handler(client, args)
         except ApiClientError as exc:
@@ -285,7 +275,7 @@ def _register_objects(subparsers: argparse._SubParsersAction[Any], command: str,
                                      set_), ("delete", "delete one", delete)):
         p = _action(group, name, help_text, handler)
         p.add_argument("name", help="DI name (absolute)" if kind == "dis" else "id")
-        p.add_argument("--zone", help="zone (default: found from the name)")
+        p.add_argument("--zone", help=ZONE_FOUND_HELP)
         if name == "set":
             _object_args(p)
         elif name == "delete":
@@ -318,19 +308,14 @@ def health_override(c: ApiClient, args: argparse.Namespace) -> None:
 
 # -- allocations and forecasts ---------------------------------------------------------------
 
-_ALLOC_COLUMNS = [("id", "id"), ("di", "di"), ("resource", "resource"), ("region", "region"),
-                  ("state", "state"), ("from", "valid_from"), ("until", "valid_until"),
-                  ("gen", "generation"), ("pinned", "pinned"), ("reason", "reason")]
-
-
 def alloc_list(c: ApiClient, args: argparse.Namespace) -> None:
     rows = c.get("/api/v1/allocations", di=args.di, active=str(not args.all).lower())
-    emit(args, rows, lambda rs: table(rs, _ALLOC_COLUMNS, TIMES))
+    emit(args, rows, lambda rs: table(rs, ALLOC_COLUMNS, ALLOC_FORMATS))
 
 
 def alloc_history(c: ApiClient, args: argparse.Namespace) -> None:
     rows = c.get("/api/v1/allocations/history", di=args.di, limit=args.limit)
-    emit(args, rows, lambda rs: table(rs, _ALLOC_COLUMNS, TIMES))
+    emit(args, rows, lambda rs: table(rs, ALLOC_COLUMNS, ALLOC_FORMATS))
 
 
 def alloc_generation(c: ApiClient, args: argparse.Namespace) -> None:
@@ -347,7 +332,7 @@ def alloc_diff(c: ApiClient, args: argparse.Namespace) -> None:
         rows = [{**a, "change": "+"} for a in d["added"]] + \
                [{**a, "change": "-"} for a in d["ended"]]
         head = f"generation {d['since_generation']} -> {d['generation']}"
-        return head + "\n" + table(rows, [("", "change"), *_ALLOC_COLUMNS], TIMES)
+        return head + "\n" + table(rows, [("", "change"), *ALLOC_COLUMNS], ALLOC_FORMATS)
 
     emit(args, out, render)
 
@@ -410,12 +395,17 @@ def token_create(args: argparse.Namespace) -> int:
         store.add_token(row)
     finally:
         store.close()
+    base = (args.api or DEFAULT_API).rstrip("/")
+    if "://" not in base:  # `serve --api` takes HOST:PORT; accept the same here
+        base = f"http://{base}"
+    dashboard = f"{base}/#token={secret}"
     if args.json:
-        print(json.dumps({"id": row.id, "name": row.name, "role": row.role, "token": secret}))
+        print(json.dumps({"id": row.id, "name": row.name, "role": row.role, "token": secret,
+                          "dashboard": dashboard}))
     else:
         print(secret)
         print(f"token {row.id} ({row.role}) created; the secret above is shown only once. "
-              f"Dashboard: open http://HOST:PORT/#token={secret}", file=sys.stderr)
+              f"Dashboard: {dashboard}", file=sys.stderr)
     return 0
 
 
@@ -453,7 +443,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     zone = _group(subparsers, "zone", "list, import, export, create and delete zones over the API")
     _action(zone, "list", "list the served zones", zone_list)
     p = _action(zone, "export", "print a zone as an RFC 1035 master file", zone_export)
-    p.add_argument("zone")
+    _zone_arg(p)
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p = _action(zone, "import", "create a zone from a master file, or replace one (admin)",
                 zone_import)
@@ -461,29 +451,29 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--zone", help="origin (default: $ORIGIN of the file, else its name)")
     p.add_argument("--if-match", default=None, help="ETag the change is based on")
     p = _action(zone, "create", "create an empty zone (SOA and NS)", zone_create)
-    p.add_argument("zone")
+    _zone_arg(p)
     p.add_argument("--ns", action="append", help="name server name, repeatable (default ns1)")
     p = _action(zone, "delete", "stop serving a zone and delete its files (admin)", zone_delete)
-    p.add_argument("zone")
+    _zone_arg(p)
     p.add_argument("--yes", action="store_true", help="confirm")
     p.add_argument("--if-match", default=None, help="ETag the change is based on")
 
     record = _group(subparsers, "record", "list, set and delete RRsets over the API")
     p = _action(record, "list", "list a zone's RRsets", record_list)
-    p.add_argument("zone")
-    p.add_argument("--name")
-    p.add_argument("--type")
+    _zone_arg(p)
+    p.add_argument("--name", help="only this owner name")
+    p.add_argument("--type", help="only this record type")
     p = _action(record, "set", "create or replace an RRset", record_set)
     p.add_argument("name", help="owner name (absolute, or relative with --zone)")
     p.add_argument("type", help="record type, e.g. A, AAAA, MX, TXT")
     p.add_argument("rdata", nargs="+", help="record data, one argument per record")
-    p.add_argument("--ttl", type=int, default=300)
-    p.add_argument("--zone")
+    p.add_argument("--ttl", type=int, default=300, help="TTL in seconds (default 300)")
+    p.add_argument("--zone", help=ZONE_FOUND_HELP)
     p.add_argument("--if-match", default=None, help="ETag the change is based on")
     p = _action(record, "delete", "delete an RRset", record_delete)
-    p.add_argument("name")
-    p.add_argument("type")
-    p.add_argument("--zone")
+    p.add_argument("name", help="owner name (absolute, or relative with --zone)")
+    p.add_argument("type", help="record type")
+    p.add_argument("--zone", help=ZONE_FOUND_HELP)
     p.add_argument("--if-match", default=None, help="ETag the change is based on")
 
     _register_objects(subparsers, "di", "dis", "DIs")
@@ -492,37 +482,40 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     health = _group(subparsers, "health", "resource health and operator overrides over the API")
     _action(health, "list", "every resource's state", health_list)
     p = _action(health, "events", "recent state changes (failovers)", health_events)
-    p.add_argument("--resource")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--resource", help="only this resource")
+    p.add_argument("--limit", type=int, default=50, help="most events shown (default 50)")
     p = _action(health, "override", "pin a resource up or down, or obey the probes",
                 health_override)
-    p.add_argument("resource")
-    p.add_argument("override", choices=["up", "down", "obey"])
-    p.add_argument("--zone")
+    p.add_argument("resource", help="resource id")
+    p.add_argument("override", choices=["up", "down", "obey"],
+                   help="up or down whatever the probes say, or obey them again")
+    p.add_argument("--zone", help=ZONE_FOUND_HELP)
 
     alloc = _group(subparsers, "alloc", "shadow allocations and forecasts over the API")
     p = _action(alloc, "list", "active allocations", alloc_list)
-    p.add_argument("--di")
+    p.add_argument("--di", help="only this DI")
     p.add_argument("--all", action="store_true", help="released ones too")
     p = _action(alloc, "history", "every allocation, newest last", alloc_history)
-    p.add_argument("--di")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--di", help="only this DI")
+    p.add_argument("--limit", type=int, default=100, help="most allocations shown (default 100)")
     _action(alloc, "generation", "the current generation", alloc_generation)
     p = _action(alloc, "diff", "allocations added and ended since a generation", alloc_diff)
-    p.add_argument("--since-generation", type=int, default=0)
+    p.add_argument("--since-generation", type=int, default=0,
+                   help="compare with this generation (default 0: everything)")
     p = _action(alloc, "pin", "lend a resource to a DI for one region now", alloc_pin)
-    p.add_argument("di")
-    p.add_argument("resource")
-    p.add_argument("region")
-    p.add_argument("--hold", type=float, default=None, metavar="SECONDS",
-                   help="release by itself after this long (default: until released)")
-    p.add_argument("--reason")
+    p.add_argument("di", help="DI name (absolute)")
+    p.add_argument("resource", help="standby resource id")
+    p.add_argument("region", help="region (location name) it serves")
+    p.add_argument("--hold", type=duration_arg, default=None, metavar="DURATION",
+                   help="release by itself after this long, e.g. 2h (default: until released)")
+    p.add_argument("--reason", help="why (kept with the allocation)")
     p = _action(alloc, "release", "release an allocation", alloc_release)
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="allocation id (alloc list)")
     p = _action(alloc, "forecasts", "forecast vs actual per DI and region", alloc_forecasts)
-    p.add_argument("--di")
-    p.add_argument("--region")
-    p.add_argument("--hours", type=float, default=6.0)
+    p.add_argument("--di", help="only this DI")
+    p.add_argument("--region", help="only this region")
+    p.add_argument("--hours", type=float, default=6.0,
+                   help="hours of actual demand shown (default 6)")
 
     token = subparsers.add_parser(
         "token", help="create, list and revoke API tokens in the local state database",
@@ -531,16 +524,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     token.set_defaults(handler=lambda _a: _usage(token))
     tsub = token.add_subparsers(dest="token_action", metavar="ACTION")
     p = tsub.add_parser("create", help="create a token and print its secret once")
-    p.add_argument("--role", required=True, choices=["reader", "operator", "admin"])
-    p.add_argument("--name", default="")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--role", required=True, choices=["reader", "operator", "admin"],
+                   help="reader reads; operator also edits; admin also manages tokens")
+    p.add_argument("--name", default="", help="who holds it (shown in the audit log)")
+    p.add_argument("--api", default=os.environ.get("SHADOWDNS_API"), metavar="URL",
+                   help="the server's API URL, for the dashboard link printed "
+                        f"(default $SHADOWDNS_API, else {DEFAULT_API}: serve --api's usual "
+                        "address)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     add_state_argument(p)
     p.set_defaults(handler=token_create)
     p = tsub.add_parser("list", help="list tokens (never their secrets)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_state_argument(p)
     p.set_defaults(handler=token_list)
     p = tsub.add_parser("delete", help="revoke a token")
-    p.add_argument("id")
+    p.add_argument("id", help="token id (token list)")
     add_state_argument(p)
     p.set_defaults(handler=token_delete)

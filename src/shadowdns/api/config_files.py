@@ -47,10 +47,15 @@ from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_f
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
 from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
 from shadowdns.offloop import collector_paused
-from shadowdns.resolver.snapshot import POLICY_SUFFIX, load_config
+from shadowdns.resolver.snapshot import load_config
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
 from shadowdns.zones.policy import Policy
-from shadowdns.zones.policy_file import load_policy, policy_from_mapping, policy_to_mapping
+from shadowdns.zones.policy_file import (
+    POLICY_SUFFIX,
+    load_policy,
+    policy_from_mapping,
+    policy_to_mapping,
+)
 from shadowdns.zones.staging import temp_name
 
 if TYPE_CHECKING:

@@ -6,27 +6,21 @@ client's region (the name of a policy location) and the ECS scope prefix that la
 * `database`  the MaxMind DB reader (bundled GeoLite2-City by default) -> `GeoInfo`
 * `distance`  haversine and the nearest location
 * `regions`   the rules (cidr > country > continent > nearest > default), the scope prefix,
-              and the cached mapper the resolver calls per query
+              and the mapper the snapshot compiles answers with
 """
 
 from shadowdns.geoip.database import GeoDatabase, GeoInfo, bundled_path
 from shadowdns.geoip.distance import haversine_km, nearest, nearest_km
 from shadowdns.geoip.regions import (
     CONTINENTS,
-    CachedRegionMapper,
-    CacheStats,
-    Locator,
     RegionAnswer,
     RegionMapper,
 )
 
 __all__ = [
     "CONTINENTS",
-    "CacheStats",
-    "CachedRegionMapper",
     "GeoDatabase",
     "GeoInfo",
-    "Locator",
     "RegionAnswer",
     "RegionMapper",
     "bundled_path",

@@ -23,39 +23,30 @@ is opt-in (`merge_lookups`): each extra lookup decodes a full City record (~9 µ
 GeoLite2-City a budget of 8 makes a miss ~7x dearer for ~14% more clients per answer. ECS
 answers are clamped to the source prefix.
 
-The mapper is built once per configuration snapshot and never changes; `CachedRegionMapper`
-puts a bounded LRU cache in front of it for the query path.
+The mapper is built once per configuration snapshot and never changes; the snapshot compiles
+its answers per region, so the query path does not call it per packet.
 """
 
 from __future__ import annotations
 
-import functools
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Protocol
 
 from shadowdns.geoip.database import GeoDatabase
 from shadowdns.geoip.distance import nearest_km
-from shadowdns.zones.policy import IPNetwork, Location, Regions
+from shadowdns.zones.policy import CONTINENTS, IPNetwork, Location, Regions
 
 __all__ = [
     "CONTINENTS",
-    "CacheStats",
-    "CachedRegionMapper",
-    "Locator",
     "RegionAnswer",
     "RegionMapper",
 ]
 
-CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
-"""MaxMind continent codes; in `Regions.codes` these keys mean continents, not countries."""
-
 ECS_FAMILY_IPV4 = 1
 ECS_FAMILY_IPV6 = 2
 DEFAULT_MERGE_LOOKUPS = 0
-DEFAULT_CACHE_SIZE = 100_000
 
 _V4_MAPPED = 0xFFFF  # the top 96 bits of ::ffff:0:0/96
 
@@ -71,18 +62,6 @@ class RegionAnswer:
     region: str
     scope_prefix: int
     rule: str
-
-
-class Locator(Protocol):
-    """What the resolver needs: `RegionMapper` and `CachedRegionMapper` both provide it."""
-
-    def locate(self, ip: str | IPv4Address | IPv6Address) -> RegionAnswer:
-        """Region of a source address."""
-        ...
-
-    def locate_ecs(self, family: int, source_prefix: int, address: bytes) -> RegionAnswer:
-        """Region of an ECS client subnet; scope_prefix <= source_prefix."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,47 +318,3 @@ class RegionMapper:
                 address = ((address >> other_host) + 1) << other_host
             scope -= 1
         return scope
-
-
-@dataclass(frozen=True, slots=True)
-class CacheStats:
-    """Hits, misses and fill of a `CachedRegionMapper` (both of its caches together)."""
-
-    hits: int
-    misses: int
-    size: int
-    maxsize: int
-
-
-class CachedRegionMapper:
-    """A `RegionMapper` behind two bounded LRU caches: ECS subnets and source addresses.
-
-    Keys are (family, source_prefix, address bytes) and the address as given (string or
-    ipaddress object). A hit is one C-level dict lookup (functools.lru_cache); each cache holds
-    at most `maxsize` entries. Belongs to one configuration snapshot, like its mapper.
-    """
-
-    __slots__ = ("_ecs", "_ip", "locate", "locate_ecs", "mapper", "maxsize")
-
-    locate: Callable[[str | IPv4Address | IPv6Address], RegionAnswer]
-    locate_ecs: Callable[[int, int, bytes], RegionAnswer]
-
-    def __init__(self, mapper: RegionMapper, maxsize: int = DEFAULT_CACHE_SIZE) -> None:
-        if maxsize < 0:
-            raise ValueError("maxsize must be >= 0")
-        self.mapper = mapper
-        self.maxsize = maxsize
-        self._ip = functools.lru_cache(maxsize=maxsize)(mapper.locate)
-        self._ecs = functools.lru_cache(maxsize=maxsize)(mapper.locate_ecs)
-        self.locate = self._ip
-        self.locate_ecs = self._ecs
-
-    def cache_info(self) -> CacheStats:
-        """Counters for metrics and benchmarks."""
-        ip, ecs = self._ip.cache_info(), self._ecs.cache_info()
-        return CacheStats(
-            hits=ip.hits + ecs.hits,
-            misses=ip.misses + ecs.misses,
-            size=ip.currsize + ecs.currsize,
-            maxsize=2 * self.maxsize,
-        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ def evaluate(
     horizon: Horizon | int,
     season: int | None = None,
     train_share: float = 0.7,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[SeriesScore], float]:
     """Scores of ``forecaster`` on every series long enough to test, and seconds per series."""
     if isinstance(horizon, int):
@@ -62,7 +63,9 @@ def evaluate(
             tests.append((s, spec, cut))
     fits = fit_all(forecaster, [(s.values[:cut], spec) for s, spec, cut in tests])
     scores: list[SeriesScore] = []
-    for (s, spec, cut), fitted in zip(tests, fits, strict=True):
+    for done, ((s, spec, cut), fitted) in enumerate(zip(tests, fits, strict=True)):
+        if progress is not None:
+            progress(done, len(tests))
         origins = len(s.values) - cut - spec.horizon + 1
         train = s.values[:cut]
         points, uppers = rolling_forecasts(fitted.kernel, s.values[None, cut:], spec.horizon)
@@ -76,6 +79,8 @@ def evaluate(
                 model=fitted.model,
             )
         )
+    if progress is not None:
+        progress(len(series), len(series))
     elapsed = time.perf_counter() - began
     return scores, elapsed / max(len(scores), 1)
 
@@ -86,6 +91,7 @@ def backtest(
     models: Sequence[str],
     season: int | None = None,
     train_share: float = 0.7,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> dict[str, Any]:
     """The backtest report: ``{"series", "horizon", "season", "models": {name: {...}}}``.
 
@@ -102,7 +108,8 @@ def backtest(
         "models": {},
     }
     for name in models:
-        scores, seconds = evaluate(make_forecaster(name), series, horizon, season, train_share)
+        scores, seconds = evaluate(make_forecaster(name), series, horizon, season, train_share,
+                                   None if progress is None else progress(name))
         report["series"] = len(scores)
         entry: dict[str, Any] = {
             "mase": _mean([s.mase for s in scores]),

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Read one timestamp,value series (oldest first) and print exactly H "
         "point forecasts, one per line, for the H steps after its last row.",
     )
-    predict.add_argument("--history", required=True, metavar="FILE.csv")
+    predict.add_argument("--history", required=True, metavar="FILE.csv",
+                         help="demand history: timestamp,value lines")
     predict.add_argument("--horizon", required=True, type=_horizon, metavar="H", help=HORIZON_HELP)
     predict.add_argument("--season", type=_positive, metavar="S", help="default: steps per day")
     predict.add_argument("--model", default="auto", help="auto (default) or one model name")
@@ -62,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Train on the first 70%% of each series, forecast H steps at every "
         "origin through the rest, and report MASE, sMAPE and coverage per model.",
     )
-    bt.add_argument("--input", required=True, metavar="FILE.csv|DIR")
+    bt.add_argument("--input", required=True, metavar="FILE.csv|DIR",
+                    help="a demand series, or a folder of them (each backtested)")
     bt.add_argument("--horizon", required=True, type=_horizon, metavar="H", help=HORIZON_HELP)
     bt.add_argument("--season", type=_positive, metavar="S", help="default: steps per day")
     bt.add_argument(
@@ -176,11 +178,13 @@ def _forecast_json(series: Series, forecast: Forecast, scores: dict[str, float])
 
 def backtest_command(args: argparse.Namespace) -> int:
     """``forecast backtest``: one JSON object with ``--json``, else a table."""
+    from shadowdns.output import Progress
     from shadowdns.predictor.series import read_input
 
     names = _model_list(args.models)
     series = read_input(args.input)
-    report = backtest(series, args.horizon, names, args.season, args.train_share)
+    report = backtest(series, args.horizon, names, args.season, args.train_share,
+                      progress=lambda model: Progress(f"backtest {model}", "series"))
     if args.json:
         print(json.dumps(report))
         return 0

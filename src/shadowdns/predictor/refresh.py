@@ -23,7 +23,6 @@ refresh of the others.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from shadowdns.durations import duration_arg
 from shadowdns.predictor.base import (
     DEFAULT_QUANTILE,
     FitSpec,
@@ -376,32 +376,6 @@ class Refresher:
         return written
 
 
-async def forecast_loop(
-    refresher: Refresher, interval: float, stop: asyncio.Event | None = None
-) -> None:
-    """Refresh every ``interval`` seconds until ``stop`` is set, off the event loop.
-
-    The refresh runs in a thread that hands the fits to the refresher's process pool; a
-    failed refresh is logged and retried at the next interval.
-    """
-    stop = stop or asyncio.Event()
-    while not stop.is_set():
-        try:
-            report = await asyncio.to_thread(refresher.refresh)
-            log.info(
-                "forecasts refreshed: %d series, %d refitted, %.2f s",
-                report.series,
-                report.refitted,
-                report.seconds,
-            )
-        except Exception:
-            log.exception("forecast refresh failed")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
-
-
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes for fitting (spawned: safe beside threads and event loops), which
     end without a last garbage collection (`skip_final_collection`)."""
@@ -429,9 +403,12 @@ def register_run(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_state_argument(run)
     run.add_argument("--horizon", type=int, default=12, help="steps of 5 minutes (default 12)")
     run.add_argument("--model", default="auto", help="auto (default) or one model name")
-    run.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    run.add_argument("--every", type=float, metavar="SECONDS", help="repeat at this interval")
-    run.add_argument("--refit-every", type=float, default=SECONDS_PER_DAY, metavar="SECONDS")
+    run.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                     help="fit processes (default: up to 2)")
+    run.add_argument("--every", type=duration_arg, metavar="DURATION",
+                     help="repeat at this interval (e.g. 5m)")
+    run.add_argument("--refit-every", type=duration_arg, default=SECONDS_PER_DAY,
+                     metavar="DURATION", help="refit each series this often (default 1d)")
     run.add_argument(
         "--lstm",
         metavar="PATH",

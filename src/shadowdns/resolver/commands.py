@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from shadowdns import __version__
-from shadowdns.allocator.settings import parse_duration
+from shadowdns.durations import duration_arg
 from shadowdns.errors import ConfigError, Problem
+from shadowdns.logs import ACCESS_LOG_MODES
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
 from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
@@ -116,21 +117,29 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="accept command health checks through the API and the fleet store "
                             "(ROOT-EQUIVALENT: any operator token can then run programs as "
                             "this server's user); without it they come only from host files")
-    serve.add_argument("--flush-interval", type=_duration, default=60.0, metavar="DURATION",
+    serve.add_argument("--flush-interval", type=duration_arg, default=60.0, metavar="DURATION",
                        help="write demand counts to the store this often; divides a minute "
                             "(default 60s)")
-    serve.add_argument("--rollup-interval", type=_duration, default=60.0, metavar="DURATION",
+    serve.add_argument("--rollup-interval", type=duration_arg, default=60.0, metavar="DURATION",
                        help="roll demand up into 5-minute and hourly buckets and apply "
                             "retention this often (default 60s)")
     kept = Retention()
     for flag, field_name, what in (("--retention-minute", "minute", "minute"),
                                    ("--retention-5m", "five_minute", "5-minute"),
                                    ("--retention-hour", "hour", "hourly")):
-        serve.add_argument(flag, dest=f"retention_{field_name}", type=_duration,
+        serve.add_argument(flag, dest=f"retention_{field_name}", type=duration_arg,
                            default=getattr(kept, field_name), metavar="DURATION",
                            help=f"keep {what} demand buckets this long (default "
                                 f"{_days(getattr(kept, field_name))})")
     # For tests: stamp and roll up demand this many seconds from the wall clock.
+    serve.add_argument("--access-log", choices=ACCESS_LOG_MODES, default=ACCESS_LOG_MODES[0],
+                       help="API requests logged to shadowdns.api.access (method, path, "
+                            "status, duration, token name): changes and errors (default), "
+                            "all (reads too; an open dashboard reads 3 a second), or off")
+    serve.add_argument("--query-log-sample", type=_sample_rate, default=0.0, metavar="RATE",
+                       help="log this fraction of answered queries (0.01: one in a hundred, "
+                            "1: all) to the shadowdns.queries logger; default 0: off, at no "
+                            "cost to answering")
     serve.add_argument("--clock-offset", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--stall-trace", type=float, default=0.0, metavar="MS",
                        help="log each event-loop stall of at least MS milliseconds with the "
@@ -181,12 +190,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     explain.set_defaults(handler=cmd_explain)
 
 
-def _duration(text: str) -> float:
-    """A CLI duration (`90s`, `15m`, `2d`, plain seconds), as in allocator.yaml."""
+def _sample_rate(text: str) -> float:
     try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= rate <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return rate
 
 
 def _days(seconds: float) -> str:
@@ -315,6 +326,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tcp_lifetime=tcp.lifetime,
         tcp_per_prefix=tcp.per_prefix,
         dnssec_keys=args.dnssec_keys,
+        log_format=args.log_format,
+        access_log=args.access_log,
+        query_log_sample=args.query_log_sample,
     )
     return run_service(config)
 

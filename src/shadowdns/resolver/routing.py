@@ -10,7 +10,7 @@ behaviour (all primaries — fail open — or an empty answer).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shadowdns.geoip.distance import haversine_km
@@ -25,6 +25,14 @@ class Shadow:
     di: str
     resource: str
     region: str
+
+
+def group_shadows(rows: Iterable[tuple[str, str, str]]) -> dict[str, tuple[Shadow, ...]]:
+    """(di, resource, region) rows as each DI's shadows, in row order."""
+    out: dict[str, list[Shadow]] = {}
+    for di, resource, region in rows:
+        out.setdefault(di, []).append(Shadow(di, resource, region))
+    return {k: tuple(v) for k, v in out.items()}
 
 
 @dataclass(frozen=True, slots=True)

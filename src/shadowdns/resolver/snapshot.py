@@ -27,16 +27,14 @@ from shadowdns.geoip.regions import RegionAnswer, RegionMapper
 from shadowdns.kinds import RoutingKind
 from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
-from shadowdns.resolver.routing import Decision, Shadow, decide, is_up
+from shadowdns.resolver.routing import Decision, Shadow, decide, group_shadows, is_up
 from shadowdns.resolver.signing import Signer
 from shadowdns.zones.di_view import static_view
 from shadowdns.zones.keys import ZoneKey, load_keys, publish
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
 from shadowdns.zones.policy import DI, Policy, Resource
-from shadowdns.zones.policy_file import load_policy
+from shadowdns.zones.policy_file import POLICY_SUFFIX, load_policy
 from shadowdns.zones.zone import Zone
-
-POLICY_SUFFIX = ".policy.yaml"
 
 # Per region index: positions among a DI's primaries that answer, and the kind of answer.
 Picks = tuple[tuple[tuple[int, ...], RoutingKind], ...]
@@ -348,14 +346,10 @@ def build_snapshot(config: Config, live: LiveState | None = None,
 
 def shadows_by_di(rows: Sequence[tuple[str, str, str]],
                   known: Collection[str] | None = None) -> dict[str, tuple[Shadow, ...]]:
-    """Group ready (di, resource, region) rows by DI name."""
-    out: dict[str, list[Shadow]] = {}
-    for di, resource, region in rows:
-        name = dns.name.from_text(di).to_text()
-        if known is not None and name not in known:
-            continue
-        out.setdefault(name, []).append(Shadow(name, resource, region))
-    return {k: tuple(v) for k, v in out.items()}
+    """Group ready (di, resource, region) rows by DI name (canonical text; only `known`)."""
+    named = ((dns.name.from_text(di).to_text(), resource, region)
+             for di, resource, region in rows)
+    return group_shadows(row for row in named if known is None or row[0] in known)
 
 
 class ResourceUsers:

@@ -26,6 +26,8 @@ from shadowdns.zones.policy import Policy
 Resolution = Literal["minute", "5m", "hour"]
 DemandKind = AnswerKind  # demand is kept per kind of answer (`shadowdns.kinds`)
 AllocationState = Literal["warming", "ready", "draining", "released"]
+ANSWERING_STATES: frozenset[AllocationState] = frozenset({"ready", "draining"})
+"""Allocation states whose shadows answer queries (a draining shadow answers until released)."""
 HealthStatus = Literal["up", "down"]
 ConfigKind = Literal["zone", "policy"]
 
@@ -43,7 +45,6 @@ SeriesKey = tuple[str, str]
 AllocationKey = tuple[str, str, str]
 """One active allocation: (di, resource, region)."""
 
-EARTH_RADIUS_KM = 6371.0
 DAY = 86400.0
 
 
@@ -51,15 +52,6 @@ def bucket_start(ts: float, resolution: Resolution) -> int:
     """The start of the bucket of `resolution` that contains the instant `ts`."""
     size = RESOLUTION_SECONDS[resolution]
     return math.floor(ts / size) * size
-
-
-def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Haversine distance in km between two points given in degrees (earth radius 6371 km)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi = phi2 - phi1
-    dlambda = math.radians(lon2 - lon1)
-    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

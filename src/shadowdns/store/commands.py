@@ -10,9 +10,11 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 from shadowdns.errors import ConfigError, Problem, StoreError
+from shadowdns.output import Progress
 from shadowdns.store.base import RESOLUTIONS, DemandRow, Store
 from shadowdns.store.factory import default_state_path, open_store, sqlite_path
 from shadowdns.store.traffic_csv import (
@@ -131,10 +133,17 @@ def import_command(args: argparse.Namespace) -> int:
         if stream is not sys.stdin:
             stream.close()
     store = open_state(args)
+    progress = Progress("traffic import", "rows")
+
+    def demand() -> Iterator[DemandRow]:
+        for done, row in enumerate(rows):
+            if done % 10_000 == 0:
+                progress(done, len(rows))
+            yield DemandRow(row.di, row.region, int(row.ts), "primary", row.queries)
+        progress(len(rows), len(rows))
+
     try:
-        store.add_demand(
-            DemandRow(row.di, row.region, int(row.ts), "primary", row.queries) for row in rows
-        )
+        store.add_demand(demand())
         store.rollup(time.time())
     finally:
         store.close()

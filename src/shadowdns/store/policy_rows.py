@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from shadowdns.store.base import great_circle_km
+from shadowdns.geoip.distance import haversine_km
 from shadowdns.zones.policy import AllocationPolicy, Policy
 
 Table = tuple[str, tuple[str, ...], Iterator[tuple[Any, ...]]]
@@ -50,7 +50,7 @@ def policy_rows(origin: str, policy: Policy) -> list[Table]:
         ("locations", ("zone", "name", "lat", "lon", "continent"),
          iter([(origin, loc.name, loc.lat, loc.lon, loc.continent) for loc in locations])),
         ("location_distances", ("zone", "a", "b", "km"),
-         iter([(origin, a.name, b.name, great_circle_km(a.lat, a.lon, b.lat, b.lon))
+         iter([(origin, a.name, b.name, haversine_km(a.lat, a.lon, b.lat, b.lon))
                for a in locations for b in locations])),
         ("resources", ("zone", "id", "address", "address6", "location", "role", "capacity",
                        "cost", "warmup", "check_json", "override"),

@@ -419,7 +419,8 @@ class SQLStore(Closing):
         """Replace zone `origin`'s locations, resources and DIs with `policy`, atomically.
 
         `origin` is absolute text and must name `policy.origin`. Distances between every
-        pair of the zone's locations are computed here (great circle, 6371 km radius).
+        pair of the zone's locations are computed here with the resolver's own
+        `haversine_km`, so stored and routed distances agree.
         Other zones are untouched; a DI name already owned by another zone is an error.
         With `digest` (of the policy file), a graph already stored for it is left as it is.
         """

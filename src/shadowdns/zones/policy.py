@@ -22,6 +22,9 @@ CheckType = Literal["tcp", "http", "https", "dns", "command"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+"""MaxMind continent codes; in `Regions.codes` these keys mean continents, not countries."""
+
 
 @dataclass(frozen=True, slots=True)
 class Location:

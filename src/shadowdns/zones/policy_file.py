@@ -32,9 +32,11 @@ import dns.exception
 import dns.name
 import yaml
 
+from shadowdns.durations import parse_duration
 from shadowdns.errors import PolicyError, Problem
 from shadowdns.zones.dis_lines import DiLine, split_dis
 from shadowdns.zones.policy import (
+    CONTINENTS,
     DI,
     AllocationPolicy,
     HealthCheck,
@@ -55,7 +57,6 @@ __all__ = [
 
 POLICY_SUFFIX = ".policy.yaml"
 
-CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
 # ISO 3166-1 alpha-2 (249 assigned codes) plus XK (Kosovo), which GeoIP databases use.
 _COUNTRY_CODES = """
     AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
@@ -391,8 +392,16 @@ class _Checker:
         above: float | None = None,
         below: float | None = None,
         integer: bool = False,
+        duration: bool = False,
     ) -> float | None:
         value = node.value if isinstance(node, _Scalar) else None
+        if duration and isinstance(value, str):  # `90s`, `15m`, `2h`, `1d`, as everywhere
+            try:
+                value = parse_duration(value)
+            except ValueError:
+                self.problem(node, path, "must be seconds or a duration like 90s, 15m, 2h, 1d, "
+                             f"got {_shown(node)}")
+                return None
         ok_type = (int,) if integer else (int, float)
         if (
             not isinstance(node, _Scalar)
@@ -400,7 +409,8 @@ class _Checker:
             or not isinstance(value, ok_type)
             or (isinstance(value, float) and not math.isfinite(value))
         ):
-            want = "an integer" if integer else "a finite number"
+            want = ("an integer" if integer else "seconds or a duration like 90s, 15m, 2h"
+                    if duration else "a finite number")
             self.problem(node, path, f"must be {want}, got {_kind(node)} {_shown(node)}".rstrip())
             return None
         number = int(cast(int, value)) if integer else float(cast(float, value))
@@ -651,9 +661,11 @@ def _check(c: _Checker, node: _Node, path: str, at: _Node | None) -> HealthCheck
         return None
     values: dict[str, Any] = {}
     if "interval" in found:
-        values["interval"] = c.number(found["interval"], f"{path}.interval", above=0)
+        values["interval"] = c.number(found["interval"], f"{path}.interval", above=0,
+                                      duration=True)
     if "timeout" in found:
-        values["timeout"] = c.number(found["timeout"], f"{path}.timeout", above=0)
+        values["timeout"] = c.number(found["timeout"], f"{path}.timeout", above=0,
+                                     duration=True)
     for key in ("rise", "fall"):
         if key in found:
             values[key] = c.integer(found[key], f"{path}.{key}", minimum=1)
@@ -771,7 +783,8 @@ def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
         if "cost" in found:
             values["cost"] = c.number(found["cost"], f"{path}.cost", minimum=0)
         if "warmup" in found:
-            values["warmup"] = c.number(found["warmup"], f"{path}.warmup", minimum=0)
+            values["warmup"] = c.number(found["warmup"], f"{path}.warmup", minimum=0,
+                                            duration=True)
         if "check" in found:
             values["check"] = _check(c, found["check"], f"{path}.check", _key_of(body, "check"))
         if "override" in found:
@@ -862,7 +875,8 @@ def _allocation(c: _Checker, node: _Node, path: str) -> AllocationPolicy | None:
         values["model"] = c.ident(found["model"], f"{path}.model", "a model name")
     for key in ("threshold", "lead_time", "min_hold"):
         if key in found:
-            values[key] = c.number(found[key], f"{path}.{key}", minimum=0)
+            values[key] = c.number(found[key], f"{path}.{key}", minimum=0,
+                                   duration=key != "threshold")
     if "max_shadows" in found:
         values["max_shadows"] = c.integer(found["max_shadows"], f"{path}.max_shadows", minimum=0)
     if "quantile" in found:

@@ -34,7 +34,6 @@ def test_package_exports_the_api() -> None:
         "GeoInfo",
         "RegionAnswer",
         "RegionMapper",
-        "CachedRegionMapper",
         "haversine_km",
         "nearest",
     ):

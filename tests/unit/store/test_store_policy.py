@@ -1,13 +1,12 @@
-"""The policy graph: writing a Policy, great-circle distances, and standby selection."""
+"""The policy graph: writing a Policy, its location distances, and standby selection."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 
 from shadowdns.errors import StoreError
-from shadowdns.store.base import NewAllocation, Store, ZoneRecord, great_circle_km
+from shadowdns.geoip.distance import haversine_km
+from shadowdns.store.base import NewAllocation, Store, ZoneRecord
 
 from .conftest import ORIGIN, Backend, make_policy
 
@@ -15,35 +14,9 @@ APP = "app.example.com."
 API = "api.example.com."
 
 
-def _cosine_law_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """An independent formula for the same great-circle distance."""
-    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
-    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
-    return 6371.0 * math.acos(max(-1.0, min(1.0, c)))
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "km"),
-    [
-        pytest.param((0.0, 0.0), (0.0, 0.0), 0.0, id="same-point"),
-        pytest.param((0.0, 0.0), (0.0, 90.0), 6371.0 * math.pi / 2, id="quarter-equator"),
-        pytest.param((0.0, 0.0), (0.0, 180.0), 6371.0 * math.pi, id="antipodes"),
-        pytest.param((90.0, 0.0), (-90.0, 0.0), 6371.0 * math.pi, id="pole-to-pole"),
-        pytest.param((52.37, 4.90), (38.90, -77.04), None, id="amsterdam-washington"),
-        pytest.param((35.68, 139.69), (38.90, -77.04), None, id="tokyo-washington"),
-    ],
-)
-def test_great_circle_km_is_the_haversine_distance(
-    a: tuple[float, float], b: tuple[float, float], km: float | None
-) -> None:
-    """Distances match exact values and an independent formula, both ways round."""
-    expected = km if km is not None else _cosine_law_km(*a, *b)
-    assert great_circle_km(*a, *b) == pytest.approx(expected, abs=1e-3)
-    assert great_circle_km(*b, *a) == pytest.approx(expected, abs=1e-3)
-
-
 def test_replace_policy_stores_every_pairwise_distance(store: Store) -> None:
-    """Every ordered pair of the zone's locations gets its great-circle distance."""
+    """Every ordered pair of the zone's locations gets exactly the distance the resolver
+    measures (one haversine, one Earth radius), so stored and routed "nearest" agree."""
     policy = make_policy()
     store.replace_policy(ORIGIN, policy)
     distances = store.location_distances(ORIGIN)
@@ -51,7 +24,7 @@ def test_replace_policy_stores_every_pairwise_distance(store: Store) -> None:
     assert set(distances) == {(a, b) for a in locs for b in locs}
     for (a, b), km in distances.items():
         la, lb = locs[a], locs[b]
-        assert km == pytest.approx(_cosine_law_km(la.lat, la.lon, lb.lat, lb.lon), abs=1e-3)
+        assert km == pytest.approx(haversine_km(la.lat, la.lon, lb.lat, lb.lon), rel=1e-12)
     assert 6000 < distances[("eu-west", "us-east")] < 6400
 
 
