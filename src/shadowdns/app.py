@@ -64,7 +64,31 @@ PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before list
 # Allocation states whose shadows answer queries.
 ANSWERING_STATES = ("ready", "draining")
 
+# The degraded reason a failed reload sets (and a good one clears): still serving, but not
+# what the files say.
+RELOAD_FAILED = "config_reload_failed"
+
 TCP_DEFAULTS = TCPLimits()
+
+
+@dataclass(slots=True)
+class ReloadStatus:
+    """What became of the reloads of this process: /readyz, /metrics and the status
+    endpoint read it, so a refused configuration is seen without reading the log."""
+
+    last_attempt: float | None = None
+    last_success: float = field(default_factory=time.time)  # the start-up load counts
+    failures: int = 0
+    error: str | None = None  # why the last reload failed; None when it worked
+
+    def succeeded(self, now: float) -> None:
+        self.last_attempt = self.last_success = now
+        self.error = None
+
+    def failed(self, now: float, reason: str) -> None:
+        self.last_attempt = now
+        self.failures += 1
+        self.error = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +194,9 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False
         self._reload_ok = True
+        self.reload_status = ReloadStatus()
+        # Why the process serves but not as configured ({name: reason}); /readyz lists them.
+        self.degraded: dict[str, str] = {}
         self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = None
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
@@ -260,7 +287,12 @@ class Service:
                 loaded = exc
         if isinstance(loaded, ShadowDNSError):
             log.error("reload failed, still serving the previous configuration:\n%s", loaded)
+            self.reload_status.failed(time.time(), str(loaded))
+            self.degraded[RELOAD_FAILED] = ("the last reload failed, serving the previous "
+                                            f"configuration: {loaded}")
             return False
+        self.reload_status.succeeded(time.time())
+        self.degraded.pop(RELOAD_FAILED, None)
         changed = [origin for origin, zone in loaded.zones.items()
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]

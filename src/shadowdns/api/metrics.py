@@ -145,6 +145,17 @@ class ServiceCollector(Collector):
             dis.add_metric([origin.to_text()], 0 if policy is None else len(policy.dis))
         yield GaugeMetricFamily("shadowdns_zones_loaded", "zones being served",
                                 value=len(loaded.zones))
+        reload: Any = getattr(self.service, "reload_status", None)
+        if reload is not None:
+            yield CounterMetricFamily("shadowdns_config_reload_failures",
+                                      "reloads refused (the previous configuration is served)",
+                                      value=reload.failures)
+            yield GaugeMetricFamily("shadowdns_config_last_reload_success_timestamp_seconds",
+                                    "when a load of zones and policies last worked",
+                                    value=reload.last_success)
+            yield GaugeMetricFamily("shadowdns_config_last_reload_successful",
+                                    "1 when the last reload worked",
+                                    value=0 if reload.error else 1)
         yield serial
         yield dis
 

@@ -247,5 +247,26 @@ class Alive(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    status: Literal["ready", "degraded", "not_ready"]
     checks: dict[str, bool]
     not_ready: list[str]
+    degraded: dict[str, str] = Field(
+        default_factory=dict,
+        description="why the server answers but not as configured (name: reason)")
+
+
+class ReloadOut(BaseModel):
+    ok: bool = Field(description="whether the last reload (or the start-up load) worked")
+    last_attempt: float | None = Field(description="epoch seconds of the last reload; null "
+                                       "when none has run since start-up")
+    last_success: float = Field(description="epoch seconds of the last load that worked")
+    failures: int = Field(description="reloads refused since start-up")
+    error: str | None = Field(description="why the last reload failed")
+
+
+class StatusOut(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    degraded: dict[str, str]
+    generation: int
+    zones: list[str]
+    reload: ReloadOut

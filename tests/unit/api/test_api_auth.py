@@ -85,8 +85,8 @@ def test_status_endpoints_need_no_token(api: Api) -> None:
     assert api.http.get("/healthz").json() == {"status": "ok"}
     ready = api.http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "not_ready": [], "checks": {
-        "zones_loaded": True, "store_reachable": True, "listeners_up": True}}
+    assert ready.json() == {"ready": True, "status": "ready", "not_ready": [], "checks": {
+        "zones_loaded": True, "store_reachable": True, "listeners_up": True}, "degraded": {}}
     assert api.http.get("/metrics").status_code == 200
     page = api.http.get("/")
     assert page.status_code == 200 and "shadowdns" in page.text
