@@ -15,7 +15,8 @@ from typing import Any
 import dns.name
 
 from shadowdns.errors import ConfigError, Problem
-from shadowdns.store import NewAllocation, default_state_path, open_store
+from shadowdns.store import NewAllocation
+from shadowdns.store.commands import add_state_argument, open_state
 
 
 def _when(text: str | None) -> float | None:
@@ -56,25 +57,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add.add_argument("--state-name", dest="alloc_state", default="ready",
                      choices=["warming", "ready"], help="initial state (default ready)")
     add.add_argument("--reason", default="manual", help="why (kept with the allocation)")
-    add.add_argument("--state", default=None, help="state store path or URL")
+    add_state_argument(add)
     add.set_defaults(handler=cmd_add)
 
     lst = shadow_sub.add_parser("list", help="list active shadow allocations")
     lst.add_argument("--all", action="store_true", help="include released allocations")
     lst.add_argument("--json", action="store_true")
-    lst.add_argument("--state", default=None, help="state store path or URL")
+    add_state_argument(lst)
     lst.set_defaults(handler=cmd_list)
 
     rm = shadow_sub.add_parser("remove", help="remove a shadow allocation")
     rm.add_argument("target", help="allocation id, or DI name with RESOURCE and --region")
     rm.add_argument("resource", nargs="?", default=None)
     rm.add_argument("--region", default=None)
-    rm.add_argument("--state", default=None, help="state store path or URL")
+    add_state_argument(rm)
     rm.set_defaults(handler=cmd_remove)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    store = open_state(args)
     try:
         now = time.time()
         generation = store.current_generation()
@@ -91,7 +92,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    store = open_state(args)
     try:
         rows = store.list_allocations(active_only=not args.all)
     finally:
@@ -113,7 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    store = open_state(args)
     try:
         if args.resource is None:
             if not args.target.isdigit():

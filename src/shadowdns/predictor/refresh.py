@@ -424,7 +424,7 @@ def run_command(args: argparse.Namespace) -> int:
         lstm_path=args.lstm,
     )
     make_forecaster(args.model)  # an unknown model is an error before any work
-    store = open_state(args, must_exist=True)
+    store = open_state(args)
     try:
         with process_pool(args.workers) as pool:
             refresher = Refresher(store, config, executor=pool)

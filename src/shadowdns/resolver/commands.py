@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from shadowdns.resolver.server import ListenAddress
 from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
 from shadowdns.store import Retention
+from shadowdns.store.commands import add_state_argument, open_state, state_location
 
 # Minute buckets kept at least this long: the allocator reads the new ones every window.
 MIN_MINUTE_RETENTION = 3600.0
@@ -55,9 +57,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--edns-payload", type=int, default=EDNS_PAYLOAD,
                        help="EDNS UDP payload size to advertise and honour "
                             f"(default {EDNS_PAYLOAD})")
-    serve.add_argument("--state", "--store", dest="state", default=None,
-                       help="state store: a SQLite path, sqlite:///PATH or postgresql://... "
-                            "(default $SHADOWDNS_STATE or ~/.local/share/shadowdns/state.db)")
+    add_state_argument(serve, creates=True)
     serve.add_argument("--node-id", default=None,
                        help="this node's name in a fleet; the default NSID and CHAOS identity")
     serve.add_argument("--geoip", type=Path, default=None,
@@ -158,8 +158,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     explain.add_argument("--zones", type=Path, default=None,
                          help="zones directory (default: the bundled demo)")
     explain.add_argument("--geoip", type=Path, default=None, help="MaxMind DB to use")
-    explain.add_argument("--state", default=None,
-                         help="state store to read shadow allocations and health from")
+    add_state_argument(explain)  # shadow allocations and health, if given
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=cmd_explain)
 
@@ -263,7 +262,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
         identity=identity_from_args(args),
-        state=args.state,
+        state=state_location(args),
         geoip=args.geoip,
         api=args.api,
         api_cert=args.api_cert,
@@ -311,10 +310,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from shadowdns.resolver.explain import explain
 
-    report = explain(
-        zones_dir=args.zones or demo_zones_dir(), name=args.name, client=args.client,
-        qtype=args.qtype, geoip=args.geoip, state=args.state,
-    )
+    store = None
+    if args.state or args.state_file or os.environ.get("SHADOWDNS_STATE"):
+        store = open_state(args)  # a typo in --state is an error, not an empty database
+    try:
+        report = explain(zones_dir=args.zones or demo_zones_dir(), name=args.name,
+                         client=args.client, qtype=args.qtype, geoip=args.geoip, store=store)
+    finally:
+        if store is not None:
+            store.close()
     if args.json:
         import json
 

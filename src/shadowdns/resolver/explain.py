@@ -8,7 +8,6 @@ answer, and adds the region rule and routing reason the engine does not put on t
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import dns.rdatatype
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.snapshot import LiveState, build_snapshot, load_config
+from shadowdns.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +71,14 @@ def _client(text: str) -> tuple[str, int | None]:
 
 
 def explain(zones_dir: Path, name: str, client: str, qtype: str = "A",
-            geoip: Path | None = None, state: str | None = None) -> Explanation:
+            geoip: Path | None = None, store: Store | None = None) -> Explanation:
+    """The answer to `name` from `client`, with shadows and health from `store` if given."""
     config = load_config(zones_dir, geoip)
     live = LiveState()
-    if state is not None or os.environ.get("SHADOWDNS_STATE"):
+    if store is not None:
         from shadowdns.app import read_live_state
-        from shadowdns.store import default_state_path, open_store
 
-        store = open_store(state or default_state_path())
-        try:
-            live = read_live_state(store, config)
-        finally:
-            store.close()
+        live = read_live_state(store, config)
     snapshot = build_snapshot(config, live)
     engine = QueryEngine(snapshot)
     ip, prefix = _client(client)
