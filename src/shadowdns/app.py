@@ -125,6 +125,8 @@ class ServeConfig:
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
     # Accept command health checks from the API and the fleet store (root-equivalent tokens).
     allow_commands: bool = False
+    # Key that signs warm-up and drain webhooks (HMAC-SHA256); kept out of repr and logs.
+    hook_secret: bytes | None = field(default=None, repr=False)
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None,

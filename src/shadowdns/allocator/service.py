@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from shadowdns.allocator.controller import Controller
+from shadowdns.allocator.hooks import HookRunner
 from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.clock import SystemClock
 
@@ -46,6 +47,7 @@ async def start_control(service: Service) -> Controller | None:
         minute_retention=service.config.retention.minute,
         leader=lambda: bool(getattr(service, "leader", True)),
         on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
+        hooks=HookRunner(secret=service.config.hook_secret),
     )
 
     async def run() -> None:

@@ -8,7 +8,7 @@ answer table follows at once instead of at the next poll.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import dns.exception
 import dns.name
@@ -36,16 +36,22 @@ from shadowdns.store import Allocation, Forecast, NewAllocation, Store
 from shadowdns.store.base import RESOLUTION_SECONDS
 from shadowdns.zones.policy_file import policy_to_mapping
 
+if TYPE_CHECKING:
+    from shadowdns.allocator.controller import Controller
+
 router = APIRouter(prefix="/api/v1")
 ResolutionParam = Literal["minute", "5m", "hour"]
 
 
-def allocation_out(a: Allocation) -> AllocationOut:
+def allocation_out(a: Allocation, control: Controller | None = None) -> AllocationOut:
+    """`a` as the API shows it; `control` (the service's controller, if it runs here)
+    adds what holds a warming shadow back."""
+    problem = control.problem(a.id) if control is not None else None
     return AllocationOut(id=a.id, di=a.di, resource=a.resource, region=a.region, state=a.state,
                          valid_from=a.valid_from, valid_until=a.valid_until,
                          generation=a.generation, reason=a.reason,
                          demand=finite(a.demand) or 0.0, pinned=a.pinned,
-                         created_at=a.created_at)
+                         created_at=a.created_at, problem=problem)
 
 
 def di_text(text: str, path: str = "query.di") -> str:
@@ -69,7 +75,8 @@ async def list_allocations(ctx: Ctx, who: Reader,
                            ) -> list[AllocationOut]:
     name = None if di is None else di_text(di)
     rows = await ctx.io(ctx.service.store.list_allocations, active, name)
-    return [allocation_out(a) for a in rows[-limit:]]
+    control = getattr(ctx.service, "control", None)
+    return [allocation_out(a, control) for a in rows[-limit:]]
 
 
 @router.get("/allocations/generation", response_model=GenerationOut, responses=RESPONSES_READ,

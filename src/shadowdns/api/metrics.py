@@ -217,6 +217,16 @@ class ServiceCollector(Collector):
              "reactive top-ups after a streak of forecast misses"),
         ):
             yield CounterMetricFamily(name, text, value=value)
+        hook_failures = CounterMetricFamily(
+            "shadowdns_allocator_hook_failures",
+            "warm-up and drain hooks that failed after every retry", labels=["event"])
+        failures = c.hooks.failures if c else {}
+        for event in ("warmup", "drain"):
+            hook_failures.add_metric([event], failures.get(event, 0))
+        yield hook_failures
+        yield GaugeMetricFamily("shadowdns_allocator_warmup_blocked",
+                                "shadows held out of answers because their warm-up hook "
+                                "failed", value=len(c.warmup_failures) if c else 0)
         refits = CounterMetricFamily("shadowdns_allocator_refits",
                                      "model fits applied, by why they ran", labels=["reason"])
         for reason, count in sorted((c.book.refits if c else {}).items()):

@@ -104,6 +104,9 @@ class AllocationOut(BaseModel):
     demand: float
     pinned: bool
     created_at: float
+    problem: str | None = Field(
+        default=None, description="why the shadow is held out of answers (a warm-up hook "
+        "that failed after its retries, or is still running), if anything holds it")
 
 
 class PinBody(BaseModel):

@@ -14,7 +14,13 @@ from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
 from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
-from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
+from shadowdns.resolver.transfer import (
+    TransferConfig,
+    parse_key,
+    parse_key_file,
+    parse_target,
+)
+from shadowdns.secret_files import read_secret_file
 from shadowdns.store import Retention
 from shadowdns.store.commands import add_state_argument, open_state, state_location
 
@@ -87,6 +93,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--tsig-key", action="append", default=[],
                        metavar="[ALG:]NAME:SECRET",
                        help="TSIG key (base64 secret); with keys, transfers must be signed")
+    serve.add_argument("--tsig-key-file", action="append", default=[], type=Path,
+                       metavar="FILE",
+                       help="TSIG keys from a file (BIND `key` blocks as tsig-keygen writes "
+                            "them, or [ALG:]NAME:SECRET lines), so secrets stay out of `ps`; "
+                            "repeatable")
+    serve.add_argument("--hook-secret-file", type=Path, default=None, metavar="FILE",
+                       help="sign warm-up and drain webhooks with HMAC-SHA256 using the "
+                            "secret in this file (header X-Shadowdns-Signature: sha256=HEX)")
     serve.add_argument("--notify", action="append", default=[], metavar="HOST[:PORT]",
                        help="secondary to send NOTIFY to on start and on every serial change")
     serve.add_argument("--health-quorum", type=int, default=0, metavar="N",
@@ -208,6 +222,9 @@ def transfer_config(args: argparse.Namespace) -> TransferConfig:
     for text in args.tsig_key:
         key = parse_key(text)
         keys[key.name] = key
+    for path in getattr(args, "tsig_key_file", ()):
+        for key in parse_key_file(path):
+            keys[key.name] = key
     try:
         targets = tuple(parse_target(t) for t in args.notify)
     except ValueError as exc:
@@ -270,6 +287,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         answer_only=args.answer_only,
         allow_commands=args.allow_commands,
+        hook_secret=(None if args.hook_secret_file is None else
+                     read_secret_file(args.hook_secret_file, "--hook-secret-file").encode()),
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),

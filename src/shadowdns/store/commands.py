@@ -10,10 +10,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import IO, Any
 
 from shadowdns.errors import ConfigError, Problem, StoreError
+from shadowdns.secret_files import read_secret_file
 from shadowdns.store.base import RESOLUTIONS, DemandRow, Store
 from shadowdns.store.factory import default_state_path, open_store, sqlite_path
 from shadowdns.store.traffic_csv import (
@@ -63,18 +63,6 @@ def state_location(args: argparse.Namespace) -> str:
     if state_file:
         return read_secret_file(state_file, "--state-file")
     return default_state_path()
-
-
-def read_secret_file(path: str, option: str) -> str:
-    """The first line of `path` (a secret or URL), or a ConfigError naming `option`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(option, None, f"cannot read {path}: {exc}")]) from None
-    first = text.splitlines()[0].strip() if text else ""
-    if not first:
-        raise ConfigError([Problem(option, None, f"{path} is empty")])
-    return first
 
 
 def open_state(args: argparse.Namespace, **options: Any) -> Store:
