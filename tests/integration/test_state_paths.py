@@ -63,3 +63,27 @@ def test_state_file_names_the_store_and_a_bad_one_is_a_clear_error(tmp_path: Pat
     (tmp_path / "empty").write_text("\n")
     empty = shadowdns("token", "list", "--state-file", str(tmp_path / "empty"), cwd=tmp_path)
     assert empty.returncode == 1 and "is empty" in empty.stderr
+
+
+def test_token_expiry_is_set_and_shown(tmp_path: Path) -> None:
+    """`token create --expires 30d` stores the expiry; `token list` shows it, `--json` as
+    epoch seconds; a duration that is not one is a usage error."""
+    import json
+    import time
+
+    made = shadowdns("token", "create", "--role", "reader", "--name", "temp", "--expires",
+                     "30d", "--json", "--state", "s.db", "--create", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)
+    assert abs(token["expires_at"] - (time.time() + 30 * 86400)) < 120
+    listed = shadowdns("token", "list", "--json", "--state", "s.db", cwd=tmp_path)
+    [row] = json.loads(listed.stdout)
+    assert row["expires_at"] == token["expires_at"]
+    table = shadowdns("token", "list", "--state", "s.db", cwd=tmp_path).stdout
+    assert "expires" in table.splitlines()[0].lower() and "never" not in table
+    never = shadowdns("token", "create", "--role", "reader", "--state", "s.db", cwd=tmp_path)
+    assert never.returncode == 0
+    assert "never" in shadowdns("token", "list", "--state", "s.db", cwd=tmp_path).stdout
+    bad = shadowdns("token", "create", "--role", "reader", "--expires", "soon", "--state",
+                    "s.db", cwd=tmp_path)
+    assert bad.returncode == 2 and "--expires" in bad.stderr

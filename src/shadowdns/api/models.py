@@ -218,11 +218,15 @@ class TokenOut(BaseModel):
     name: str
     role: str
     created_at: float
+    expires_at: float | None = Field(default=None, description="epoch seconds; null: never")
 
 
 class TokenCreate(BaseModel):
     role: Role
     name: str = Field(default="", max_length=100)
+    expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
+                                     description="seconds until the token is refused "
+                                     "(default: never)")
 
 
 class TokenCreated(TokenOut):
