@@ -7,6 +7,7 @@ answer table follows at once instead of at the next poll.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -31,7 +32,8 @@ from shadowdns.api.models import (
     TrafficSeries,
     finite,
 )
-from shadowdns.errors import StoreError
+from shadowdns.errors import ConfigError, StoreError
+from shadowdns.resolver.explain import explain_snapshot
 from shadowdns.store import Allocation, Forecast, NewAllocation, Store
 from shadowdns.store.base import RESOLUTION_SECONDS
 from shadowdns.zones.policy_file import policy_to_mapping
@@ -315,3 +317,28 @@ async def traffic(ctx: Ctx, who: Reader,
 async def traffic_kinds(ctx: Ctx, who: Reader) -> KindRates:
     return KindRates(interval=ctx.kinds.interval,
                      points=[RatePoint(ts=ts, rates=rates) for ts, rates in ctx.kinds.points])
+
+
+# -- explain -------------------------------------------------------------------------------
+
+
+@router.get("/explain", responses=RESPONSES_READ, tags=["explain"],
+            summary="The answer a client would get now, and why (dry run)")
+async def explain(ctx: Ctx, who: Reader,
+                  name: Annotated[str, Query(min_length=1, max_length=255)],
+                  client: Annotated[str, Query(min_length=1, max_length=64,
+                                               description="IP, or IP/PREFIX as ECS")],
+                  qtype: Annotated[str, Query(max_length=16)] = "A") -> dict[str, object]:
+    """`shadowdns explain --api`: run on the snapshot this server answers from, so it sees
+    the zones, shadows and health it serves (not files elsewhere)."""
+    snapshot = ctx.service.engine.snapshot
+    try:
+        report = await asyncio.to_thread(explain_snapshot, snapshot, name, client, qtype)
+    except ConfigError as exc:
+        field = {"--client": "query.client", "--qtype": "query.qtype"}
+        raise ApiError(422, "invalid", "cannot explain this query", [
+            ProblemItem(path=field.get(p.file, "query.name"), message=p.reason)
+            for p in exc.problems]) from None
+    out = report.to_json()
+    out["source"] = "running server"
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -173,6 +174,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                          help="zones directory (default: the bundled demo)")
     explain.add_argument("--geoip", type=Path, default=None, help="MaxMind DB to use")
     add_state_argument(explain)  # shadow allocations and health, if given
+    explain.add_argument("--api", default=None, metavar="URL",
+                         help="ask this running server (its API) instead of reading files: "
+                              "it answers from the zones, shadows and health it serves; "
+                              "token from --token or $SHADOWDNS_TOKEN")
+    explain.add_argument("--token", default=None,
+                         help="bearer token for --api (default $SHADOWDNS_TOKEN)")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=cmd_explain)
 
@@ -327,20 +334,35 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from shadowdns.resolver.explain import explain
+    from shadowdns.resolver.explain import Explanation, explain
 
+    if args.api:
+        from shadowdns.api.client import ApiClient
+
+        if args.zones or args.state or args.state_file:
+            raise ConfigError([Problem("--api", None, "asks the running server, which uses "
+                                       "its own zones and state: drop --zones/--state")])
+        with ApiClient(args.api, args.token or os.environ.get("SHADOWDNS_TOKEN")) as client:
+            data = client.get("/api/v1/explain", name=args.name, client=args.client,
+                              qtype=args.qtype)
+        print(json.dumps(data) if args.json else
+              Explanation(**{k: v for k, v in data.items() if k != "source"}).to_text()
+              + f"\nsource:  the server at {args.api}")
+        return 0
+    zones = args.zones or demo_zones_dir()
+    if args.zones is None:
+        print(f"explain: reading the bundled demo zones ({zones}); give --zones DIR, or "
+              "--api URL to ask a running server", file=sys.stderr)
     store = None
     if args.state or args.state_file or os.environ.get("SHADOWDNS_STATE"):
         store = open_state(args)  # a typo in --state is an error, not an empty database
     try:
-        report = explain(zones_dir=args.zones or demo_zones_dir(), name=args.name,
+        report = explain(zones_dir=zones, name=args.name,
                          client=args.client, qtype=args.qtype, geoip=args.geoip, store=store)
     finally:
         if store is not None:
             store.close()
     if args.json:
-        import json
-
         print(json.dumps(report.to_json(), indent=None))
     else:
         print(report.to_text())
