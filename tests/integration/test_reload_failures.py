@@ -80,3 +80,17 @@ def test_a_refused_api_edit_leaves_the_server_ready(tmp_path: Path) -> None:
         assert status["status"] == "ready" and status["reload"]["ok"] is True, status
         assert http.get("/readyz").json()["status"] == "ready"
         assert http.get("/api/v1/status").status_code == 401
+
+
+def test_an_edit_the_server_refuses_is_undone_and_leaves_it_ready(tmp_path: Path) -> None:
+    """A CNAME at a DI's name is refused (409) and undone: the DI still answers over DNS and
+    /readyz stays "ready", since the files again match what is served."""
+    with served_api(tmp_path) as served, httpx.Client(base_url=served.url) as http:
+        before = ask(served, f"app.{ZONE}")
+        response = http.put(f"/api/v1/zones/{ZONE}/rrsets/app/CNAME",
+                            json={"ttl": 30, "rdata": [f"www.{ZONE}"]},
+                            headers=served.auth("operator"))
+        assert response.status_code == 409, response.text
+        assert ask(served, f"app.{ZONE}") == before
+        ready = http.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["degraded"] == {}, ready
