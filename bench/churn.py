@@ -297,7 +297,7 @@ def probe_queries(pinned: list[int], flapped: int) -> list[str]:
 
 def token_for(peer: ShadowDNS, state: Path) -> str:
     out = subprocess.run([*peer.command, "token", "create", "--role", "operator",
-                          "--name", "churn-bench", "--state", str(state), "--json"],
+                          "--name", "churn-bench", "--state", str(state), "--create", "--json"],
                          capture_output=True, text=True, timeout=120, check=True)
     return str(json.loads(out.stdout)["token"])
 

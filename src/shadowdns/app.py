@@ -65,9 +65,33 @@ T = TypeVar("T")
 FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are written
 PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before listening
 
+# The degraded reason a failed reload sets (and a good one clears): still serving, but not
+# what the files say.
+RELOAD_FAILED = "config_reload_failed"
+
 TCP_DEFAULTS = TCPLimits()
 API_MAX_BODY = 1 << 20  # bytes: a 10,000-RRset zone import fits with room to spare
 API_LOGIN_FAILURES = 10  # bad tokens per client address a minute before 429
+
+
+@dataclass(slots=True)
+class ReloadStatus:
+    """What became of the reloads of this process: /readyz, /metrics and the status
+    endpoint read it, so a refused configuration is seen without reading the log."""
+
+    last_attempt: float | None = None
+    last_success: float = field(default_factory=time.time)  # the start-up load counts
+    failures: int = 0
+    error: str | None = None  # why the last reload failed; None when it worked
+
+    def succeeded(self, now: float) -> None:
+        self.last_attempt = self.last_success = now
+        self.error = None
+
+    def failed(self, now: float, reason: str) -> None:
+        self.last_attempt = now
+        self.failures += 1
+        self.error = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +138,8 @@ class ServeConfig:
     access_log: str = "changes"  # API requests logged: changes and errors, all, or off
     # Fraction of answered queries written to the query log (0: off, nothing on the hot path).
     query_log_sample: float = 0.0
+    # Key that signs warm-up and drain webhooks (HMAC-SHA256); kept out of repr and logs.
+    hook_secret: bytes | None = field(default=None, repr=False)
 
 
 def read_live_state(store: Store, config: Config, now: float | None = None,
@@ -169,8 +195,6 @@ class Service:
                                    self.demand_now, lambda: self.leader)
         self.leader = not self.fleet  # a single node always runs its control plane
         self.store_ok = True
-        # Named reasons this node cannot do its whole job; /readyz is not ready while any is set.
-        self.degraded: set[str] = set()
         self.seen_change_generation = -1
         self.ttl_plan: list[dict[str, Any]] = []
         self.ttls_now: dict[tuple[str, str], int] = {}
@@ -190,6 +214,10 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False
         self._reload_ok = True
+        self.reload_status = ReloadStatus()
+        # Why the process serves but not as configured ({name: reason}); /readyz lists them
+        # (and is not ready while the audit log cannot be written: the API refuses changes).
+        self.degraded: dict[str, str] = {}
         self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = ResourceUsers(self.loaded).prepare()
         # what the reload thread derives from a loaded configuration, off the event loop
@@ -286,7 +314,12 @@ class Service:
                 loaded = exc
         if isinstance(loaded, ShadowDNSError):
             log.error("reload failed, still serving the previous configuration:\n%s", loaded)
+            self.reload_status.failed(time.time(), str(loaded))
+            self.degraded[RELOAD_FAILED] = ("the last reload failed, serving the previous "
+                                            f"configuration: {loaded}")
             return False
+        self.reload_status.succeeded(time.time())
+        self.degraded.pop(RELOAD_FAILED, None)
         changed = [origin for origin, zone in loaded.zones.items()
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]

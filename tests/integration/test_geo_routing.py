@@ -286,7 +286,7 @@ def test_explain_prints_region_answer_scope_and_reason(tmp_path: Path) -> None:
 
     out = shadowdns("explain", "app.geo.test", "--client", "216.160.83.56/29", "--zones",
                     str(ZONES), "--geoip", str(CITY_TEST), "--state", str(tmp_path / "s.db"),
-                    "--json")
+                    "--create", "--json")
     report = json.loads(out)
     assert report["qname"] == "app.geo.test."
     assert report["qtype"] == "A"

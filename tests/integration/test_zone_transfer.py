@@ -258,3 +258,43 @@ def test_knot_secondary_transfers_and_follows_notify(zones: Path, tmp_path: Path
         knot.wait(10)
         server.stop()
         shutil.rmtree(knot_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("form", ["bind", "line"])
+def test_tsig_key_file_keeps_the_secret_off_the_command_line(zones: Path, tmp_path: Path,
+                                                             form: str) -> None:
+    """--tsig-key-file reads a BIND `key` block (as tsig-keygen writes it) or an
+    [ALG:]NAME:SECRET line: the signed AXFR works, an unsigned one is REFUSED, and the
+    secret is not in the server's argv."""
+    key_file = tmp_path / "xfr.key"
+    key_file.write_text(
+        f'key "xfr-key" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n'
+        if form == "bind" else f"# transfer key\nhmac-sha256:xfr-key:{SECRET}\n")
+    server = start(zones, tmp_path, "--transfer-acl", "127.0.0.0/8",
+                   "--tsig-key-file", str(key_file))
+    try:
+        assert SECRET not in " ".join(server.args)
+        query = dns.message.make_query("xfr.test.", dns.rdatatype.AXFR)
+        assert dns.query.tcp(query, server.host, port=server.port,
+                             timeout=5).rcode() == dns.rcode.REFUSED
+        assert axfr(server, KEY).get_rdataset("www", "A") is not None
+    finally:
+        server.stop()
+
+
+def test_a_bad_tsig_key_file_stops_serve_naming_the_file(zones: Path, tmp_path: Path) -> None:
+    """A key file without a usable key is an error at start, naming the flag or file."""
+    bad = tmp_path / "bad.key"
+    bad.write_text('key "k" { algorithm hmac-sha256; };\n')
+    done = subprocess.run([sys.executable, "-m", "shadowdns", "serve", "--zones", str(zones),
+                           "--listen", "127.0.0.1:0", "--state", str(tmp_path / "s.db"),
+                           "--tsig-key-file", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no secret" in done.stderr and str(bad) in done.stderr
+    missing = subprocess.run([sys.executable, "-m", "shadowdns", "serve", "--zones",
+                              str(zones), "--listen", "127.0.0.1:0", "--state",
+                              str(tmp_path / "s.db"), "--tsig-key-file",
+                              str(tmp_path / "nope")], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode != 0 and "--tsig-key-file" in missing.stderr

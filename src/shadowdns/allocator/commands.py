@@ -16,7 +16,8 @@ from typing import Any
 import dns.name
 
 from shadowdns.errors import ConfigError, Problem
-from shadowdns.store import NewAllocation, default_state_path, open_store
+from shadowdns.store import NewAllocation
+from shadowdns.store.commands import add_state_argument, open_state
 
 
 def _when(text: str | None) -> float | None:
@@ -57,13 +58,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add.add_argument("--state-name", dest="alloc_state", default="ready",
                      choices=["warming", "ready"], help="initial state (default ready)")
     add.add_argument("--reason", default="manual", help="why (kept with the allocation)")
-    add.add_argument("--state", default=None, help="state store path or URL")
+    add_state_argument(add)
     add.set_defaults(handler=cmd_add)
 
     lst = shadow_sub.add_parser("list", help="list active shadow allocations")
     lst.add_argument("--all", action="store_true", help="include released allocations")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lst.add_argument("--state", default=None, help="state store path or URL")
+    add_state_argument(lst)
     lst.set_defaults(handler=cmd_list)
 
     rm = shadow_sub.add_parser("remove", help="remove a shadow allocation")
@@ -71,12 +72,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     rm.add_argument("resource", nargs="?", default=None,
                     help="resource id, when TARGET is a DI name")
     rm.add_argument("--region", default=None, help="region, when TARGET is a DI name")
-    rm.add_argument("--state", default=None, help="state store path or URL")
+    add_state_argument(rm)
     rm.set_defaults(handler=cmd_remove)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    store = open_state(args)
     try:
         now = time.time()
         generation = store.current_generation()
@@ -93,7 +94,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    store = open_state(args)
     try:
         rows = store.list_allocations(active_only=not args.all)
     finally:
@@ -112,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    store = open_state(args)
     try:
         if args.resource is None:
             if not args.target.isdigit():

@@ -24,6 +24,7 @@ on a simulated clock, calling `run_window` and `tick` itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -165,6 +166,10 @@ class Controller:
         self.refresh = refresh
         self.health = health
         self.hooks = hooks or HookRunner()
+        # Shadows whose warm-up hook has not reported yet, or failed after its retries
+        # (allocation id -> why): they stay warming, so they never answer.
+        self.warmups_pending: set[int] = set()
+        self.warmup_failures: dict[int, str] = {}
         self.fit_executor = fit_executor
         self.solve_in_thread = solve_in_thread
         self.wait_for_fits = wait_for_fits
@@ -521,9 +526,12 @@ class Controller:
         for a in added:
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "warming", now))
             warmup = warmups.get(a.key, 0.0)
+            if self.settings.warmup_hook is not None:
+                self.warmups_pending.add(a.id)
             self.hooks.fire(self.settings.warmup_hook, "warmup", {
                 "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
-                "ready_by": now + warmup, "generation": generation})
+                "ready_by": now + warmup, "generation": generation},
+                done=functools.partial(self._warmed, a))
             if self.health is not None:
                 self.health.probe_now(a.resource)
         for r in result.release:
@@ -537,15 +545,34 @@ class Controller:
 
     # --- state machine -------------------------------------------------------------------
 
+    def _warmed(self, a: Allocation, ok: bool, detail: str) -> None:
+        """A warm-up hook's final result: a failed one keeps the shadow warming."""
+        self.warmups_pending.discard(a.id)
+        if not ok:
+            self.warmup_failures[a.id] = f"warm-up hook failed: {detail}"
+            log.error("allocator: shadow %d %s/%s for %s stays out of answers: warm-up hook "
+                      "failed: %s", a.id, a.di, a.resource, a.region, detail)
+
+    def problem(self, allocation_id: int) -> str | None:
+        """Why an allocation is held back from answering, if something holds it."""
+        if allocation_id in self.warmup_failures:
+            return self.warmup_failures[allocation_id]
+        if allocation_id in self.warmups_pending:
+            return "waiting for the warm-up hook"
+        return None
+
     async def tick(self, now: float) -> int:
         """Move warming → ready and draining → released when due; returns changes."""
         allocations = await self.io(self.store.list_allocations, True)
         resources = self._resources()
         changes: list[tuple[Allocation, AllocationState, float, float | None]] = []
+        active = {a.id for a in allocations}
+        for gone in [i for i in self.warmup_failures if i not in active]:
+            del self.warmup_failures[gone]
         for a in allocations:
             res = resources.get(a.resource)
             if a.state == "warming":
-                if res is None:
+                if res is None or self.problem(a.id) is not None:
                     continue
                 if self.health is not None and self.health.has_check(a.resource):
                     if self.health.ready_since(a.resource, a.created_at):

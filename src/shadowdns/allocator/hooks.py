@@ -3,8 +3,14 @@
 A hook is a webhook (JSON POST) and/or a command (JSON on stdin, the same fields as
 `SHADOWDNS_*` environment variables). Hooks come only from `allocator.yaml`, a file of the
 host that neither the API nor the fleet store writes (see `health.privilege`). Hooks run in
-the background: a slow or failing hook is logged and never delays allocation or answers.
+the background and never delay allocation or other answers; a failing one is tried again
+with exponential backoff (`retries`, `backoff`), and its final result is reported to the
+caller: the controller keeps a shadow whose warm-up hook has not worked out of answers.
 Every call is remembered (bounded) so the API and tests can see what was called.
+
+With a secret (`serve --hook-secret-file`), each webhook POST carries
+`X-Shadowdns-Signature: sha256=<hex HMAC-SHA256 of the exact body>`, as GitHub signs its
+webhooks, so the receiver can tell shadowdns from anyone who can reach the URL.
 
 Payload: `{"event": "warmup"|"drain", "di", "resource", "region", "allocation",
 "ready_by", "generation"}` (`ready_by` is epoch seconds; null for drain).
@@ -13,10 +19,13 @@ Payload: `{"event": "warmup"|"drain", "di", "resource", "region", "allocation",
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import os
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +34,15 @@ import httpx
 from shadowdns.allocator.settings import Hook
 
 log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Shadowdns-Signature"
+
+Done = Callable[[bool, str], None]  # called once with the hook's final (ok, detail)
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The value of `SIGNATURE_HEADER` for `body`."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +57,66 @@ class HookRunner:
     """Runs hooks in background tasks; `calls` keeps the most recent results."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None,
-                 history: int = 200) -> None:
+                 history: int = 200, secret: bytes | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.transport = transport
+        self.secret = secret
+        self.sleep = sleep
         self.calls: deque[HookCall] = deque(maxlen=history)
+        self.failures: dict[str, int] = {}  # event -> hooks that failed after every retry
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def fire(self, hook: Hook | None, event: str, payload: dict[str, Any]) -> None:
-        """Start `hook` for `event` in the background (no-op without a hook)."""
+    def fire(self, hook: Hook | None, event: str, payload: dict[str, Any],
+             done: Done | None = None) -> None:
+        """Start `hook` for `event` in the background (no-op without a hook); `done`
+        gets its final result."""
         if hook is None:
             return
-        task = asyncio.get_running_loop().create_task(self.call(hook, event, payload))
+        task = asyncio.get_running_loop().create_task(
+            self._call_then(hook, event, payload, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def call(self, hook: Hook, event: str, payload: dict[str, Any]) -> None:
+    async def _call_then(self, hook: Hook, event: str, payload: dict[str, Any],
+                         done: Done | None) -> None:
+        try:
+            ok, detail = await self.call(hook, event, payload)
+        except Exception as exc:  # a bug here must still settle the shadow
+            log.exception("%s hook crashed", event)
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        if done is not None:
+            done(ok, detail)
+
+    async def call(self, hook: Hook, event: str, payload: dict[str, Any]) -> tuple[bool, str]:
+        """Run the webhook and/or command, each with retries; (all worked, what happened)."""
         body = {"event": event, **payload}
+        results: list[tuple[bool, str]] = []
         if hook.url:
-            ok, detail = await self._post(hook, body)
-            self._remember(event, body, ok, detail)
+            raw = json.dumps(body, separators=(",", ":")).encode()
+            results.append(await self._retried(hook, event, body, lambda: self._post(hook, raw)))
         if hook.command:
-            ok, detail = await self._run(hook, body)
-            self._remember(event, body, ok, detail)
+            results.append(await self._retried(hook, event, body, lambda: self._run(hook, body)))
+        ok = all(r[0] for r in results)
+        if not ok:
+            self.failures[event] = self.failures.get(event, 0) + 1
+        return ok, "; ".join(r[1] for r in results if not r[0]) or "ok"
+
+    async def _retried(self, hook: Hook, event: str, body: dict[str, Any],
+                       attempt: Callable[[], Awaitable[tuple[bool, str]]]) -> tuple[bool, str]:
+        tries = hook.retries + 1
+        for n in range(1, tries + 1):
+            ok, detail = await attempt()
+            if ok:
+                self._remember(event, body, True, detail)
+                return True, detail
+            if n < tries:
+                log.info("%s hook for %s/%s failed (%s); try %d of %d in %gs", event,
+                         body.get("di"), body.get("resource"), detail, n + 1, tries,
+                         hook.backoff * 2 ** (n - 1))
+                await self.sleep(hook.backoff * 2 ** (n - 1))
+        detail = f"{detail} (after {tries} attempt{'s' if tries > 1 else ''})"
+        self._remember(event, body, False, detail)
+        return False, detail
 
     def _remember(self, event: str, body: dict[str, Any], ok: bool, detail: str) -> None:
         self.calls.append(HookCall(event, body, ok, detail))
@@ -67,12 +124,15 @@ class HookRunner:
             log.warning("%s hook for %s/%s failed: %s", event, body.get("di"),
                         body.get("resource"), detail)
 
-    async def _post(self, hook: Hook, body: dict[str, Any]) -> tuple[bool, str]:
+    async def _post(self, hook: Hook, raw: bytes) -> tuple[bool, str]:
         assert hook.url is not None
+        headers = {"Content-Type": "application/json"}
+        if self.secret is not None:
+            headers[SIGNATURE_HEADER] = signature(self.secret, raw)
         try:
             async with httpx.AsyncClient(transport=self.transport,
                                          timeout=hook.timeout) as client:
-                response = await client.post(hook.url, json=body)
+                response = await client.post(hook.url, content=raw, headers=headers)
         except httpx.HTTPError as exc:
             return False, f"POST {hook.url}: {type(exc).__name__}: {exc}"
         return response.is_success, f"POST {hook.url}: {response.status_code}"

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from shadowdns.allocator.controller import Controller
+from shadowdns.allocator.hooks import HookRunner
 from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.clock import SystemClock
 
@@ -47,6 +48,7 @@ async def start_control(service: Service) -> Controller | None:
         source="model" if settings.plan_on == "forecast" else "observed",
         leader=lambda: bool(getattr(service, "leader", True)),
         on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
+        hooks=HookRunner(secret=service.config.hook_secret),
     )
 
     async def run() -> None:

@@ -77,6 +77,8 @@ class Hook:
     url: str | None = None
     command: tuple[str, ...] = ()
     timeout: float = 10.0
+    retries: int = 3  # tries after the first, with backoff doubling from `backoff`
+    backoff: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +281,17 @@ class AllocatorSettings:
                 except ValueError as exc:
                     bad(f"hooks.{name}.timeout", str(exc))
                     continue
-                values[f"{name}_hook"] = Hook(spec.get("url"), tuple(command), timeout)
+                try:
+                    backoff = parse_duration(spec.get("backoff", 1))
+                except ValueError as exc:
+                    bad(f"hooks.{name}.backoff", str(exc))
+                    continue
+                retries = spec.get("retries", 3)
+                if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                    bad(f"hooks.{name}.retries", "must be a whole number, 0 or more")
+                    continue
+                values[f"{name}_hook"] = Hook(spec.get("url"), tuple(command), timeout,
+                                              retries, backoff)
         values["pins"] = tuple(_items(data.get("pins"), "pins", bad, _pin))
         values["events"] = tuple(_items(data.get("events"), "events", bad, _event))
         if problems:

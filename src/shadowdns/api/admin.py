@@ -17,7 +17,8 @@ router = APIRouter(prefix="/api/v1")
 
 
 def token_out(row: ApiToken) -> TokenOut:
-    return TokenOut(id=row.id, name=row.name, role=row.role, created_at=row.created_at)
+    return TokenOut(id=row.id, name=row.name, role=row.role, created_at=row.created_at,
+                    expires_at=row.expires_at)
 
 
 def _json(text: str | None) -> object:
@@ -45,7 +46,8 @@ async def list_tokens(ctx: Ctx, who: Admin) -> list[TokenOut]:
              responses=RESPONSES_WRITE, tags=["tokens"],
              summary="Create a token (admin); the secret is in this answer only")
 async def create_token(body: TokenCreate, ctx: Ctx, who: Admin) -> TokenCreated:
-    secret, row = new_token(body.role, body.name)
+    secret, row = new_token(body.role, body.name, expires_in=body.expires_in)
+    await ctx.io(ctx.service.store.add_token, row)
     out = token_out(row)
     await ctx.audit(who, "token.create", f"token:{row.id}", None, out.model_dump())
     await ctx.io(ctx.service.store.add_token, row)

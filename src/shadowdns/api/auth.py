@@ -45,14 +45,20 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def new_token(role: Role, name: str = "", now: float | None = None) -> tuple[str, ApiToken]:
-    """A fresh secret and the row to store (which holds only its hash)."""
+def new_token(role: Role, name: str = "", now: float | None = None,
+              expires_in: float | None = None) -> tuple[str, ApiToken]:
+    """A fresh secret and the row to store (which holds only its hash); with
+    `expires_in` (seconds) the token is refused from then on."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if expires_in is not None and not expires_in > 0:
+        raise ValueError("expiry must be a positive duration")
     token_id = secrets.token_hex(6)
     secret = f"sdns_{token_id}_{secrets.token_urlsafe(32)}"
+    created = time.time() if now is None else now
     row = ApiToken(id=token_id, name=name or token_id, role=role, hash=hash_token(secret),
-                   created_at=time.time() if now is None else now)
+                   created_at=created,
+                   expires_at=None if expires_in is None else created + expires_in)
     return secret, row
 
 
@@ -70,12 +76,15 @@ def parse_bearer(header: str | None) -> str:
     return token
 
 
-def check_token(token: str, row: ApiToken | None) -> Principal:
-    """The principal of a stored token row, or 401 if it is unknown or revoked."""
+def check_token(token: str, row: ApiToken | None, now: float | None = None) -> Principal:
+    """The principal of a stored token row, or 401 if it is unknown, revoked or expired."""
     match = _TOKEN_RE.fullmatch(token)
     if row is None or match is None or match.group(1) != row.id \
             or not hmac.compare_digest(row.hash, hash_token(token)):
         raise unauthorized("unknown or revoked token")
+    if row.expires_at is not None and row.expires_at <= (time.time() if now is None else now):
+        raise unauthorized(f"token {row.id} expired; create a new one with "
+                           "'shadowdns token create'")
     role = row.role if row.role in ROLES else "reader"
     return Principal(token_id=row.id, name=row.name, role=role)
 

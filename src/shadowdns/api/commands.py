@@ -22,7 +22,7 @@ import yaml
 
 from shadowdns.api.client import DEFAULT_API, ApiClient, ApiClientError, seg
 from shadowdns.durations import duration_arg
-from shadowdns.output import ALLOC_COLUMNS, ALLOC_FORMATS, TIMES, table
+from shadowdns.output import ALLOC_COLUMNS, ALLOC_FORMATS, TIMES, table, when
 
 EXIT_CODES = {0: 7, 401: 3, 403: 3, 404: 4, 409: 5, 412: 5, 422: 6}
 """Exit status per HTTP status: 3 auth, 4 not found, 5 conflict, 6 invalid, 7 unreachable,
@@ -389,7 +389,7 @@ def _open_local(args: argparse.Namespace) -> Any:
 def token_create(args: argparse.Namespace) -> int:
     from shadowdns.api.auth import new_token
 
-    secret, row = new_token(args.role, args.name or "")
+    secret, row = new_token(args.role, args.name or "", expires_in=args.expires)
     store = _open_local(args)
     try:
         store.add_token(row)
@@ -400,7 +400,8 @@ def token_create(args: argparse.Namespace) -> int:
         base = f"http://{base}"
     dashboard = f"{base}/#token={secret}"
     if args.json:
-        print(json.dumps({"id": row.id, "name": row.name, "role": row.role, "token": secret,
+        print(json.dumps({"id": row.id, "name": row.name, "role": row.role,
+                          "expires_at": row.expires_at, "token": secret,
                           "dashboard": dashboard}))
     else:
         print(secret)
@@ -412,12 +413,18 @@ def token_create(args: argparse.Namespace) -> int:
 def token_list(args: argparse.Namespace) -> int:
     store = _open_local(args)
     try:
-        rows = [{"id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at}
-                for t in store.list_tokens()]
+        rows = [{"id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at,
+                 "expires_at": t.expires_at} for t in store.list_tokens()]
     finally:
         store.close()
+    now = time.time()
+    for r in rows:  # the table says in words what the JSON leaves to the reader
+        at = r["expires_at"]
+        r["expires"] = "never" if at is None else (
+            when(at) + (" (expired)" if at <= now else ""))
     emit(args, rows, lambda rs: table(rs, [("id", "id"), ("name", "name"), ("role", "role"),
-                                           ("created", "created_at")], TIMES))
+                                           ("created", "created_at"), ("expires", "expires")],
+                                      TIMES))
     return 0
 
 
@@ -527,6 +534,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--role", required=True, choices=["reader", "operator", "admin"],
                    help="reader reads; operator also edits; admin also manages tokens")
     p.add_argument("--name", default="", help="who holds it (shown in the audit log)")
+    p.add_argument("--expires", type=duration_arg, default=None, metavar="DURATION",
+                   help="refuse the token after this long, e.g. 30d or 12h (default: never)")
     p.add_argument("--api", default=os.environ.get("SHADOWDNS_API"), metavar="URL",
                    help="the server's API URL, for the dashboard link printed "
                         f"(default $SHADOWDNS_API, else {DEFAULT_API}: serve --api's usual "

@@ -44,6 +44,7 @@ import dns.zone
 import yaml
 
 from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_from_config
+from shadowdns.app import RELOAD_FAILED
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
 from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
 from shadowdns.offloop import collector_paused
@@ -305,6 +306,7 @@ class ConfigFiles:
         for change in changes:
             self._check_target(change.path)
         backups = await asyncio.to_thread(_replace_all, changes)  # fsyncs: off the loop
+        degraded_before = self.service.degraded.get(RELOAD_FAILED)
         if await self.service.reload_async():
             if audit is None:
                 return
@@ -317,6 +319,12 @@ class ConfigFiles:
             return
         problems = await asyncio.to_thread(self._load_problems)
         await asyncio.to_thread(_restore, backups)
+        # The files are back to what is served: the refused edit counts as a failed reload
+        # (metrics, status) but leaves the server degraded only if it was before.
+        if degraded_before is None:
+            self.service.degraded.pop(RELOAD_FAILED, None)
+        else:
+            self.service.degraded[RELOAD_FAILED] = degraded_before
         raise ApiError(409, "rejected",
                        "the server refused the new configuration; nothing was changed",
                        problems)

@@ -106,12 +106,12 @@ class ApiContext:
         except Exception as exc:
             log.error("cannot write the audit entry %s %s, refusing the change: %s",
                       action, obj, exc)
-            degraded.add(AUDIT_UNWRITABLE)
+            degraded[AUDIT_UNWRITABLE] = f"the audit log cannot be written: {exc}"
             raise ApiError(503, "audit_unavailable",
                            f"the audit log cannot be written ({exc}); nothing was changed") \
                 from None
         if AUDIT_UNWRITABLE in degraded:
-            degraded.discard(AUDIT_UNWRITABLE)
+            degraded.pop(AUDIT_UNWRITABLE, None)
             log.warning("the audit log is writable again")
 
 

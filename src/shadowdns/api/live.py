@@ -7,8 +7,9 @@ answer table follows at once instead of at the next poll.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import dns.exception
 import dns.name
@@ -31,21 +32,28 @@ from shadowdns.api.models import (
     TrafficSeries,
     finite,
 )
-from shadowdns.errors import StoreError
+from shadowdns.errors import ConfigError, StoreError
+from shadowdns.resolver.explain import explain_snapshot
 from shadowdns.store import Allocation, Forecast, NewAllocation, Store
 from shadowdns.store.base import RESOLUTION_SECONDS
 from shadowdns.zones.policy_file import policy_to_mapping
+
+if TYPE_CHECKING:
+    from shadowdns.allocator.controller import Controller
 
 router = APIRouter(prefix="/api/v1")
 ResolutionParam = Literal["minute", "5m", "hour"]
 
 
-def allocation_out(a: Allocation) -> AllocationOut:
+def allocation_out(a: Allocation, control: Controller | None = None) -> AllocationOut:
+    """`a` as the API shows it; `control` (the service's controller, if it runs here)
+    adds what holds a warming shadow back."""
+    problem = control.problem(a.id) if control is not None else None
     return AllocationOut(id=a.id, di=a.di, resource=a.resource, region=a.region, state=a.state,
                          valid_from=a.valid_from, valid_until=a.valid_until,
                          generation=a.generation, reason=a.reason,
                          demand=finite(a.demand) or 0.0, pinned=a.pinned,
-                         created_at=a.created_at)
+                         created_at=a.created_at, problem=problem)
 
 
 def di_text(text: str, path: str = "query.di") -> str:
@@ -69,7 +77,8 @@ async def list_allocations(ctx: Ctx, who: Reader,
                            ) -> list[AllocationOut]:
     name = None if di is None else di_text(di)
     rows = await ctx.io(ctx.service.store.list_allocations, active, name)
-    return [allocation_out(a) for a in rows[-limit:]]
+    control = getattr(ctx.service, "control", None)
+    return [allocation_out(a, control) for a in rows[-limit:]]
 
 
 @router.get("/allocations/generation", response_model=GenerationOut, responses=RESPONSES_READ,
@@ -316,3 +325,28 @@ async def traffic(ctx: Ctx, who: Reader,
 async def traffic_kinds(ctx: Ctx, who: Reader) -> KindRates:
     return KindRates(interval=ctx.kinds.interval,
                      points=[RatePoint(ts=ts, rates=rates) for ts, rates in ctx.kinds.points])
+
+
+# -- explain -------------------------------------------------------------------------------
+
+
+@router.get("/explain", responses=RESPONSES_READ, tags=["explain"],
+            summary="The answer a client would get now, and why (dry run)")
+async def explain(ctx: Ctx, who: Reader,
+                  name: Annotated[str, Query(min_length=1, max_length=255)],
+                  client: Annotated[str, Query(min_length=1, max_length=64,
+                                               description="IP, or IP/PREFIX as ECS")],
+                  qtype: Annotated[str, Query(max_length=16)] = "A") -> dict[str, object]:
+    """`shadowdns explain --api`: run on the snapshot this server answers from, so it sees
+    the zones, shadows and health it serves (not files elsewhere)."""
+    snapshot = ctx.service.engine.snapshot
+    try:
+        report = await asyncio.to_thread(explain_snapshot, snapshot, name, client, qtype)
+    except ConfigError as exc:
+        field = {"--client": "query.client", "--qtype": "query.qtype"}
+        raise ApiError(422, "invalid", "cannot explain this query", [
+            ProblemItem(path=field.get(p.file, "query.name"), message=p.reason)
+            for p in exc.problems]) from None
+    out = report.to_json()
+    out["source"] = "running server"
+    return out

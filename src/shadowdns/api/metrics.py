@@ -161,6 +161,17 @@ class ServiceCollector(Collector):
             dis.add_metric([origin.to_text()], 0 if policy is None else len(policy.dis))
         yield GaugeMetricFamily("shadowdns_zones_loaded", "zones being served",
                                 value=len(loaded.zones))
+        reload: Any = getattr(self.service, "reload_status", None)
+        if reload is not None:
+            yield CounterMetricFamily("shadowdns_config_reload_failures",
+                                      "reloads refused (the previous configuration is served)",
+                                      value=reload.failures)
+            yield GaugeMetricFamily("shadowdns_config_last_reload_success_timestamp_seconds",
+                                    "when a load of zones and policies last worked",
+                                    value=reload.last_success)
+            yield GaugeMetricFamily("shadowdns_config_last_reload_successful",
+                                    "1 when the last reload worked",
+                                    value=0 if reload.error else 1)
         yield serial
         yield dis
 
@@ -222,6 +233,16 @@ class ServiceCollector(Collector):
              "reactive top-ups after a streak of forecast misses"),
         ):
             yield CounterMetricFamily(name, text, value=value)
+        hook_failures = CounterMetricFamily(
+            "shadowdns_allocator_hook_failures",
+            "warm-up and drain hooks that failed after every retry", labels=["event"])
+        failures = c.hooks.failures if c else {}
+        for event in ("warmup", "drain"):
+            hook_failures.add_metric([event], failures.get(event, 0))
+        yield hook_failures
+        yield GaugeMetricFamily("shadowdns_allocator_warmup_blocked",
+                                "shadows held out of answers because their warm-up hook "
+                                "failed", value=len(c.warmup_failures) if c else 0)
         refits = CounterMetricFamily("shadowdns_allocator_refits",
                                      "model fits applied, by why they ran", labels=["reason"])
         for reason, count in sorted((c.book.refits if c else {}).items()):

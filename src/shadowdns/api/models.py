@@ -104,6 +104,9 @@ class AllocationOut(BaseModel):
     demand: float
     pinned: bool
     created_at: float
+    problem: str | None = Field(
+        default=None, description="why the shadow is held out of answers (a warm-up hook "
+        "that failed after its retries, or is still running), if anything holds it")
 
 
 class PinBody(BaseModel):
@@ -215,11 +218,15 @@ class TokenOut(BaseModel):
     name: str
     role: str
     created_at: float
+    expires_at: float | None = Field(default=None, description="epoch seconds; null: never")
 
 
 class TokenCreate(BaseModel):
     role: Role
     name: str = Field(default="", max_length=100)
+    expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
+                                     description="seconds until the token is refused "
+                                     "(default: never)")
 
 
 class TokenCreated(TokenOut):
@@ -247,5 +254,26 @@ class Alive(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    status: Literal["ready", "degraded", "not_ready"]
     checks: dict[str, bool]
     not_ready: list[str]
+    degraded: dict[str, str] = Field(
+        default_factory=dict,
+        description="why the server answers but not as configured (name: reason)")
+
+
+class ReloadOut(BaseModel):
+    ok: bool = Field(description="whether the last reload (or the start-up load) worked")
+    last_attempt: float | None = Field(description="epoch seconds of the last reload; null "
+                                       "when none has run since start-up")
+    last_success: float = Field(description="epoch seconds of the last load that worked")
+    failures: int = Field(description="reloads refused since start-up")
+    error: str | None = Field(description="why the last reload failed")
+
+
+class StatusOut(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    degraded: dict[str, str]
+    generation: int
+    zones: list[str]
+    reload: ReloadOut

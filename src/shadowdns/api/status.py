@@ -2,7 +2,10 @@
 
 Liveness and readiness are different questions (as in CoreDNS): /healthz says the process
 answers HTTP; /readyz says it can do its job (zones loaded, store reachable, DNS listeners
-up) and lists what is not ready, with 503 until all are.
+up) and lists what is not ready, with 503 until all are. A server that answers but not as
+configured (a reload refused, so the previous configuration is served) is "degraded": still
+200, with the reasons listed, so a load balancer keeps it while an operator is told.
+/api/v1/status says the same to a token holder, with the last reload's result.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ import contextlib
 import logging
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shadowdns.api.context import AUDIT_UNWRITABLE, Ctx
-from shadowdns.api.errors import ApiError
+from shadowdns.api.context import AUDIT_UNWRITABLE, Ctx, Reader
+from shadowdns.api.errors import RESPONSES_READ, ApiError
 from shadowdns.api.metrics import read_store_view
-from shadowdns.api.models import Alive, Readiness
+from shadowdns.api.models import Alive, Readiness, ReloadOut, StatusOut
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -56,10 +60,35 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     if AUDIT_UNWRITABLE in service.degraded:  # see whether it takes entries again
         with contextlib.suppress(ApiError):
             await ctx.audit(None, "audit.resumed", "audit:log")
-    checks.update({reason: False for reason in sorted(service.degraded)})
-    body = Readiness(ready=all(checks.values()), checks=checks,
-                     not_ready=[name for name, ok in checks.items() if not ok])
+    if AUDIT_UNWRITABLE in service.degraded:  # changes are refused: not ready
+        checks[AUDIT_UNWRITABLE] = False
+    ready = all(checks.values())
+    degraded = dict(service.degraded)
+    body = Readiness(ready=ready, status=_status(ready, degraded), checks=checks,
+                     not_ready=[name for name, ok in checks.items() if not ok],
+                     degraded=degraded)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+def _status(ready: bool, degraded: dict[str, str]) -> Literal["ready", "degraded", "not_ready"]:
+    if not ready:
+        return "not_ready"
+    return "degraded" if degraded else "ready"
+
+
+@router.get("/api/v1/status", response_model=StatusOut, responses=RESPONSES_READ,
+            tags=["status"], summary="What is served and how the last reload went")
+async def status(ctx: Ctx, who: Reader) -> StatusOut:
+    service = ctx.service
+    reload = service.reload_status
+    ready = bool(service.loaded.zones) and bool(service.server.bound)
+    degraded = dict(service.degraded)
+    return StatusOut(
+        status=_status(ready, degraded), degraded=degraded, generation=service.generation,
+        zones=[origin.to_text() for origin in service.loaded.zones],
+        reload=ReloadOut(ok=reload.error is None, last_attempt=reload.last_attempt,
+                         last_success=reload.last_success, failures=reload.failures,
+                         error=reload.error))
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -426,7 +426,7 @@ def run_command(args: argparse.Namespace) -> int:
     from shadowdns.store.commands import open_state
 
     make_forecaster(args.model)  # an unknown model is an error before any work
-    store = open_state(args, must_exist=True)
+    store = open_state(args)
     # Without --lstm the shared LSTM still takes part, trained for this run only.
     with tempfile.TemporaryDirectory(prefix="shadowdns-lstm-") as scratch:
         config = RefreshConfig(

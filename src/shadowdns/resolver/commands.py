@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,15 @@ from shadowdns.logs import ACCESS_LOG_MODES
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
 from shadowdns.resolver.tcp import EVICT_AFTER, TCPLimits
-from shadowdns.resolver.transfer import TransferConfig, parse_key, parse_target
+from shadowdns.resolver.transfer import (
+    TransferConfig,
+    parse_key,
+    parse_key_file,
+    parse_target,
+)
+from shadowdns.secret_files import read_secret_file
 from shadowdns.store import Retention
+from shadowdns.store.commands import add_state_argument, open_state, state_location
 
 # Minute buckets kept at least this long: the allocator reads the new ones every window.
 MIN_MINUTE_RETENTION = 3600.0
@@ -56,9 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--edns-payload", type=int, default=EDNS_PAYLOAD,
                        help="EDNS UDP payload size to advertise and honour "
                             f"(default {EDNS_PAYLOAD})")
-    serve.add_argument("--state", "--store", dest="state", default=None,
-                       help="state store: a SQLite path, sqlite:///PATH or postgresql://... "
-                            "(default $SHADOWDNS_STATE or ~/.local/share/shadowdns/state.db)")
+    add_state_argument(serve, creates=True)
     serve.add_argument("--node-id", default=None,
                        help="this node's name in a fleet; the default NSID and CHAOS identity")
     serve.add_argument("--geoip", type=Path, default=None,
@@ -99,6 +106,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--tsig-key", action="append", default=[],
                        metavar="[ALG:]NAME:SECRET",
                        help="TSIG key (base64 secret); with keys, transfers must be signed")
+    serve.add_argument("--tsig-key-file", action="append", default=[], type=Path,
+                       metavar="FILE",
+                       help="TSIG keys from a file (BIND `key` blocks as tsig-keygen writes "
+                            "them, or [ALG:]NAME:SECRET lines), so secrets stay out of `ps`; "
+                            "repeatable")
+    serve.add_argument("--hook-secret-file", type=Path, default=None, metavar="FILE",
+                       help="sign warm-up and drain webhooks with HMAC-SHA256 using the "
+                            "secret in this file (header X-Shadowdns-Signature: sha256=HEX)")
     serve.add_argument("--notify", action="append", default=[], metavar="HOST[:PORT]",
                        help="secondary to send NOTIFY to on start and on every serial change")
     serve.add_argument("--health-quorum", type=int, default=0, metavar="N",
@@ -184,8 +199,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     explain.add_argument("--zones", type=Path, default=None,
                          help="zones directory (default: the bundled demo)")
     explain.add_argument("--geoip", type=Path, default=None, help="MaxMind DB to use")
-    explain.add_argument("--state", default=None,
-                         help="state store to read shadow allocations and health from")
+    add_state_argument(explain)  # shadow allocations and health, if given
+    explain.add_argument("--api", default=None, metavar="URL",
+                         help="ask this running server (its API) instead of reading files: "
+                              "it answers from the zones, shadows and health it serves; "
+                              "token from --token or $SHADOWDNS_TOKEN")
+    explain.add_argument("--token", default=None,
+                         help="bearer token for --api (default $SHADOWDNS_TOKEN)")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
     explain.set_defaults(handler=cmd_explain)
 
@@ -237,6 +257,9 @@ def transfer_config(args: argparse.Namespace) -> TransferConfig:
     for text in args.tsig_key:
         key = parse_key(text)
         keys[key.name] = key
+    for path in getattr(args, "tsig_key_file", ()):
+        for key in parse_key_file(path):
+            keys[key.name] = key
     try:
         targets = tuple(parse_target(t) for t in args.notify)
     except ValueError as exc:
@@ -299,7 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         zones_dir=args.zones or demo_zones_dir(),
         listen=listen,
         identity=identity_from_args(args),
-        state=args.state,
+        state=state_location(args),
         geoip=args.geoip,
         api=args.api,
         api_cert=args.api_cert,
@@ -309,6 +332,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         answer_only=args.answer_only,
         allow_commands=args.allow_commands,
+        hook_secret=(None if args.hook_secret_file is None else
+                     read_secret_file(args.hook_secret_file, "--hook-secret-file").encode()),
         health_quorum=args.health_quorum,
         node_id=args.node_id or socket.gethostname(),
         transfers=transfer_config(args),
@@ -353,15 +378,35 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from shadowdns.resolver.explain import explain
+    from shadowdns.resolver.explain import Explanation, explain
 
-    report = explain(
-        zones_dir=args.zones or demo_zones_dir(), name=args.name, client=args.client,
-        qtype=args.qtype, geoip=args.geoip, state=args.state,
-    )
+    if args.api:
+        from shadowdns.api.client import ApiClient
+
+        if args.zones or args.state or args.state_file:
+            raise ConfigError([Problem("--api", None, "asks the running server, which uses "
+                                       "its own zones and state: drop --zones/--state")])
+        with ApiClient(args.api, args.token or os.environ.get("SHADOWDNS_TOKEN")) as client:
+            data = client.get("/api/v1/explain", name=args.name, client=args.client,
+                              qtype=args.qtype)
+        print(json.dumps(data) if args.json else
+              Explanation(**{k: v for k, v in data.items() if k != "source"}).to_text()
+              + f"\nsource:  the server at {args.api}")
+        return 0
+    zones = args.zones or demo_zones_dir()
+    if args.zones is None:
+        print(f"explain: reading the bundled demo zones ({zones}); give --zones DIR, or "
+              "--api URL to ask a running server", file=sys.stderr)
+    store = None
+    if args.state or args.state_file or os.environ.get("SHADOWDNS_STATE"):
+        store = open_state(args)  # a typo in --state is an error, not an empty database
+    try:
+        report = explain(zones_dir=zones, name=args.name,
+                         client=args.client, qtype=args.qtype, geoip=args.geoip, store=store)
+    finally:
+        if store is not None:
+            store.close()
     if args.json:
-        import json
-
         print(json.dumps(report.to_json(), indent=None))
     else:
         print(report.to_text())

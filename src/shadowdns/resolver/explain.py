@@ -3,17 +3,19 @@
 Like Route 53's TestDNSAnswer or gdnsd_geoip_test. It runs the real query engine on a
 snapshot built exactly as `serve` builds it, so the answer it prints is the server's
 answer, and adds the region rule and routing reason the engine does not put on the wire.
+With `--api URL` the running server explains from the snapshot it answers from (its zones,
+shadows and health right now); otherwise the files of `--zones` are read.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dns.edns
+import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
@@ -21,7 +23,8 @@ import dns.rdatatype
 
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.engine import QueryEngine
-from shadowdns.resolver.snapshot import LiveState, build_snapshot, load_config
+from shadowdns.resolver.snapshot import LiveState, Snapshot, build_snapshot, load_config
+from shadowdns.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +74,32 @@ def _client(text: str) -> tuple[str, int | None]:
 
 
 def explain(zones_dir: Path, name: str, client: str, qtype: str = "A",
-            geoip: Path | None = None, state: str | None = None) -> Explanation:
+            geoip: Path | None = None, store: Store | None = None) -> Explanation:
+    """The answer to `name` from `client`, with shadows and health from `store` if given."""
     config = load_config(zones_dir, geoip)
     live = LiveState()
-    if state is not None or os.environ.get("SHADOWDNS_STATE"):
+    if store is not None:
         from shadowdns.app import read_live_state
-        from shadowdns.store import default_state_path, open_store
 
-        store = open_store(state or default_state_path())
-        try:
-            live = read_live_state(store, config)
-        finally:
-            store.close()
-    snapshot = build_snapshot(config, live)
-    engine = QueryEngine(snapshot)
+        live = read_live_state(store, config)
+    return explain_snapshot(build_snapshot(config, live), name, client, qtype)
+
+
+def explain_snapshot(snapshot: Snapshot, name: str, client: str,
+                     qtype: str = "A") -> Explanation:
+    """The answer `snapshot` gives `name` from `client`: the CLI builds one from files, the
+    API passes the one the running server answers from (`GET /api/v1/explain`)."""
+    engine = QueryEngine(snapshot)  # its own counters: explaining is not demand
     ip, prefix = _client(client)
     try:
         rdtype = dns.rdatatype.from_text(qtype)
     except dns.rdatatype.UnknownRdatatype:
         raise ConfigError([Problem("--qtype", None, f"unknown type {qtype!r}")]) from None
-    qname = dns.name.from_text(name)
+    try:
+        qname = dns.name.from_text(name)
+    except dns.exception.DNSException as exc:
+        raise ConfigError([Problem("name", None, f"{name!r} is not a DNS name: {exc}")]) \
+            from None
     options: list[dns.edns.Option] = []
     if prefix is not None:
         options.append(dns.edns.ECSOption(ip, prefix))

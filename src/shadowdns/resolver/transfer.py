@@ -12,8 +12,10 @@ import base64
 import io
 import ipaddress
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dns.exception
 import dns.flags
@@ -70,7 +72,7 @@ class TransferConfig:
         return next(iter(self.keys.values()), None)
 
 
-def parse_key(text: str) -> dns.tsig.Key:
+def parse_key(text: str, option: str = "--tsig-key") -> dns.tsig.Key:
     """`NAME:SECRET` or `ALGORITHM:NAME:SECRET` (base64 secret, default hmac-sha256)."""
     parts = text.split(":")
     if len(parts) == 2:
@@ -78,17 +80,49 @@ def parse_key(text: str) -> dns.tsig.Key:
     elif len(parts) == 3:
         algorithm, name, secret = parts
     else:
-        raise ConfigError([Problem("--tsig-key", None,
+        raise ConfigError([Problem(option, None,
                                    "expected [ALGORITHM:]NAME:BASE64SECRET")])
     if algorithm.lower() not in TSIG_ALGORITHMS:
-        raise ConfigError([Problem("--tsig-key", None, f"unknown algorithm {algorithm!r}; "
+        raise ConfigError([Problem(option, None, f"unknown algorithm {algorithm!r}; "
                                    f"use one of {', '.join(TSIG_ALGORITHMS)}")])
     try:
         base64.b64decode(secret, validate=True)
     except ValueError:
-        raise ConfigError([Problem("--tsig-key", None, "the secret is not base64")]) from None
+        raise ConfigError([Problem(option, None, "the secret is not base64")]) from None
     return dns.tsig.Key(dns.name.from_text(name), secret,
                         TSIG_ALGORITHMS[algorithm.lower()])
+
+
+_BIND_KEY = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
+_BIND_FIELD = re.compile(r'(algorithm|secret)\s+"?([^";\s]+)"?\s*;')
+
+
+def parse_key_file(path: Path) -> list[dns.tsig.Key]:
+    """The TSIG keys of a file: BIND/Knot `key "name" { algorithm ...; secret "..."; };`
+    blocks (as `tsig-keygen` and `keymgr` write them), or `[ALGORITHM:]NAME:SECRET` lines
+    (`#` starts a comment)."""
+    option = "--tsig-key-file"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(option, None, f"cannot read {path}: {exc}")]) from None
+    keys = []
+    blocks = _BIND_KEY.findall(text)
+    if blocks:
+        for name, body in blocks:
+            fields = dict(_BIND_FIELD.findall(body))
+            if "secret" not in fields:
+                raise ConfigError([Problem(str(path), None, f"key {name}: no secret")])
+            algorithm = fields.get("algorithm", "hmac-sha256")
+            keys.append(parse_key(f"{algorithm}:{name}:{fields['secret']}", str(path)))
+    else:
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                keys.append(parse_key(line, str(path)))
+    if not keys:
+        raise ConfigError([Problem(option, None, f"{path} holds no key")])
+    return keys
 
 
 def parse_target(text: str) -> tuple[str, int]:

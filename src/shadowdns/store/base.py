@@ -277,6 +277,7 @@ class ApiToken:
     role: str
     hash: str
     created_at: float
+    expires_at: float | None = None  # epoch seconds; None: never
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from shadowdns.errors import ConfigError, Problem, StoreError
 from shadowdns.output import Progress
+from shadowdns.secret_files import read_secret_file
 from shadowdns.store.base import RESOLUTIONS, DemandRow, Store
 from shadowdns.store.factory import default_state_path, open_store, sqlite_path
 from shadowdns.store.traffic_csv import (
@@ -27,30 +28,54 @@ from shadowdns.store.traffic_csv import (
 _FAR_FUTURE = float(2**62)
 
 
-def add_state_argument(parser: argparse.ArgumentParser) -> None:
-    """Add `--state PATH`: the store to use (default: `default_state_path()`)."""
+def add_state_argument(parser: argparse.ArgumentParser, *, creates: bool = False) -> None:
+    """Add `--state PATH` and `--state-file FILE` (the store to use), and, unless the
+    command `creates` its store (serve, demo), `--create`: a command that reads state
+    refuses a database that does not exist, so a typo or another working directory is an
+    error, not a new empty database."""
     parser.add_argument(
-        "--state",
+        "--state", "--store",
+        dest="state",
         metavar="PATH",
         default=None,
-        help="state database, a path or sqlite:///PATH"
+        help="state store: a SQLite path, sqlite:///PATH or postgresql://..."
         " (default: $SHADOWDNS_STATE, else $XDG_DATA_HOME/shadowdns/state.db)",
     )
+    parser.add_argument(
+        "--state-file", "--store-url-file",
+        dest="state_file",
+        metavar="FILE",
+        default=None,
+        help="read the store path or URL from this file (keeps a database password off"
+        " the command line and out of `ps`)",
+    )
+    if creates:
+        parser.set_defaults(create=True)
+    else:
+        parser.add_argument("--create", action="store_true",
+                            help="create the state database if it does not exist")
 
 
 def state_location(args: argparse.Namespace) -> str:
-    """The store named by `--state`, or the default one."""
+    """The store named by `--state`, else by `--state-file`, else the default one."""
     state: str | None = getattr(args, "state", None)
-    return state if state else default_state_path()
+    if state:
+        return state
+    state_file: str | None = getattr(args, "state_file", None)
+    if state_file:
+        return read_secret_file(state_file, "--state-file")
+    return default_state_path()
 
 
-def open_state(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
-    """Open the store of `--state`; with `must_exist`, a missing SQLite file is an error."""
+def open_state(args: argparse.Namespace, **options: Any) -> Store:
+    """Open the store of `--state`; a missing SQLite file is an error unless `--create`."""
     location = state_location(args)
     path = sqlite_path(location)
-    if must_exist and path is not None and path != ":memory:" and not os.path.exists(path):
-        raise StoreError(f"no state database at {path}")
-    return open_store(location)
+    if (not getattr(args, "create", False) and path is not None and path != ":memory:"
+            and not os.path.exists(path)):
+        raise StoreError(f"no state database at {os.path.abspath(path)}; give the --state "
+                         "the server uses, or --create to make a new one")
+    return open_store(location, **options)
 
 
 def _timestamp_arg(text: str) -> float:
@@ -81,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         " line.",
     )
     importer.add_argument("file", metavar="FILE.csv", help="CSV file, or - for stdin")
-    add_state_argument(importer)
+    add_state_argument(importer, creates=True)  # it writes history; a new store is its use
     importer.set_defaults(handler=import_command)
 
     exporter = actions.add_parser(
@@ -154,7 +179,7 @@ def import_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """`shadowdns traffic export`: stored demand as CSV on stdout."""
-    store = open_state(args, must_exist=True)
+    store = open_state(args)
     try:
         since = 0.0 if args.since is None else args.since
         series = store.demand_series(args.resolution, since, _FAR_FUTURE)

@@ -343,7 +343,12 @@ ALTER TABLE {table} ADD CONSTRAINT {table}_kind_check CHECK (kind IN ({_KINDS_V5
 """ for table in _DEMAND_TABLES)
 """Demand of NODATA answers (`all_down: nodata`): the kind joins every demand table's CHECK."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = """
+ALTER TABLE api_tokens ADD COLUMN expires_at double precision;
+"""
+"""Optional token expiry (epoch seconds; NULL never expires)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -294,7 +294,12 @@ def _v6(db: sqlite_utils.Database) -> None:
         conn.execute(f"CREATE INDEX {table}_series ON {table} (series, bucket_start)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6)
+_V7 = """
+ALTER TABLE api_tokens ADD COLUMN expires_at REAL;
+"""
+"""Optional token expiry (epoch seconds; NULL never expires)."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -149,6 +149,8 @@ def demand_table(resolution: Resolution) -> str:
         raise ValueError(f"resolution {resolution!r} is not one of {RESOLUTIONS}") from None
 
 
+_TOKEN_SELECT = "SELECT id, name, role, hash, created_at, expires_at FROM api_tokens"
+
 class Closing(abc.ABC):
     """`close` on leaving a `with` block."""
 
@@ -633,28 +635,29 @@ class SQLStore(Closing):
         with self._write() as conn:
             conn.execute(
                 self._q(
-                    "INSERT INTO api_tokens (id, name, role, hash, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)"
+                    "INSERT INTO api_tokens (id, name, role, hash, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
                 ),
-                (token.id, token.name, token.role, token.hash, token.created_at),
+                (token.id, token.name, token.role, token.hash, token.created_at,
+                 token.expires_at),
             )
 
     def get_token(self, token_id: str) -> ApiToken | None:
         rows = self._read(
-            self._q("SELECT id, name, role, hash, created_at FROM api_tokens WHERE id = ?"),
+            self._q(_TOKEN_SELECT + " WHERE id = ?"),
             (token_id,),
         )
         return ApiToken(*rows[0]) if rows else None
 
     def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
         rows = self._read(
-            self._q("SELECT id, name, role, hash, created_at FROM api_tokens WHERE hash = ?"),
+            self._q(_TOKEN_SELECT + " WHERE hash = ?"),
             (token_hash,),
         )
         return ApiToken(*rows[0]) if rows else None
 
     def list_tokens(self) -> list[ApiToken]:
-        rows = self._read("SELECT id, name, role, hash, created_at FROM api_tokens ORDER BY id")
+        rows = self._read(_TOKEN_SELECT + " ORDER BY id")
         return [ApiToken(*row) for row in rows]
 
     def delete_token(self, token_id: str) -> bool:

@@ -92,6 +92,7 @@ def test_generation_lifecycle_with_hooks(all_views_up_to: int) -> None:
         assert changed == {("jp", ("p-eu",), ("s-jp",)),
                            ("kr", ("p-eu",), ("s-jp",))}  # kr's nearest is now jp's shadow
         assert record["ttl"][0]["ttl"] == 5  # shorter TTL ahead of the change
+        await ctl.hooks.drain()  # a shadow turns ready only once its warm-up hook worked
         await ctl.tick(T0 + 30)
         assert store.list_allocations()[0].state == "warming"
         await ctl.tick(T0 + 60)  # warm-up of s-jp is 60 s
@@ -127,6 +128,7 @@ def test_readiness_follows_the_health_check_when_there_is_one() -> None:
 
     async def scenario() -> None:
         await ctl.run_window(T0)
+        await ctl.hooks.drain()
         assert health.probed == ["s-jp"]
         await ctl.tick(T0 + 600)
         assert store.list_allocations()[0].state == "warming"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shadowdns.api.auth import Principal, check_token, hash_token, new_token
@@ -85,10 +87,31 @@ def test_status_endpoints_need_no_token(api: Api) -> None:
     assert api.http.get("/healthz").json() == {"status": "ok"}
     ready = api.http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "not_ready": [], "checks": {
-        "zones_loaded": True, "store_reachable": True, "listeners_up": True}}
+    assert ready.json() == {"ready": True, "status": "ready", "not_ready": [], "checks": {
+        "zones_loaded": True, "store_reachable": True, "listeners_up": True}, "degraded": {}}
     assert api.http.get("/metrics").status_code == 200
     page = api.http.get("/")
     assert page.status_code == 200 and "shadowdns" in page.text
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert api.http.get("/api/v1/openapi.json").json()["info"]["title"] == "shadowdns"
+
+
+def test_an_expired_token_is_refused_with_401_and_an_unexpired_one_works(api: Api) -> None:
+    """A token past its expiry gets 401 saying so; one created over the API with
+    `expires_in` works and shows its expiry in the token list."""
+    secret, row = new_token("reader", "old", now=time.time() - 3600, expires_in=60)
+    api.in_store(api.service.store.add_token, row)
+    refused = api.http.get("/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"})
+    assert refused.status_code == 401 and "expired" in refused.text
+    made = api.call("POST", "/api/v1/tokens", {"role": "reader", "expires_in": 3600},
+                    role="admin")
+    assert made.status_code == 201, made.text
+    fresh = made.json()
+    assert fresh["expires_at"] == pytest.approx(time.time() + 3600, abs=60)
+    who = api.http.get("/api/v1/whoami", headers={"Authorization": f"Bearer {fresh['token']}"})
+    assert who.status_code == 200
+    listed = {t["id"]: t for t in api.get("/api/v1/tokens", role="admin")}
+    assert listed[fresh["id"]]["expires_at"] == fresh["expires_at"]
+    assert listed[row.id]["expires_at"] == row.expires_at
+    bad = api.call("POST", "/api/v1/tokens", {"role": "reader", "expires_in": -5}, role="admin")
+    assert bad.status_code == 422 and "expires_in" in bad.text

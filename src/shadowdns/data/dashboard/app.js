@@ -169,10 +169,14 @@
         (loc.config.continent ? " (" + loc.config.continent + ")" : "") : "";
       var mine = active.filter(function (a) { return a.region === region; });
       var cell = el("td", {}, mine.length ? mine.map(function (a) {
-        return el("span", { "class": "shadow " + a.state,
-          title: (a.pinned ? "pinned; " : "") + "since " + stamp(a.valid_from) + " " + a.reason,
+        /* a problem (a warm-up hook that failed) shows in the chip, not only on hover */
+        return el("span", { "class": "shadow " + a.state + (a.problem ? " problem" : ""),
+          "data-problem": a.problem || "",
+          title: (a.problem ? a.problem + "; " : "") + (a.pinned ? "pinned; " : "") +
+            "since " + stamp(a.valid_from) + " " + a.reason,
           text: a.di.replace(/\.$/, "") + " ← " + a.resource +
-            (a.state !== "ready" ? " (" + a.state + ")" : "") });
+            (a.state !== "ready" ? " (" + a.state + ")" : "") +
+            (a.problem ? " — " + a.problem : "") });
       }) : [el("span", { "class": "muted", text: "primaries only" })]);
       body.appendChild(el("tr", { "data-region": region }, [
         el("td", { text: region }), el("td", { "class": "muted", text: where }), cell]));
