@@ -47,7 +47,6 @@ async def list_tokens(ctx: Ctx, who: Admin) -> list[TokenOut]:
              summary="Create a token (admin); the secret is in this answer only")
 async def create_token(body: TokenCreate, ctx: Ctx, who: Admin) -> TokenCreated:
     secret, row = new_token(body.role, body.name, expires_in=body.expires_in)
-    await ctx.io(ctx.service.store.add_token, row)
     out = token_out(row)
     await ctx.audit(who, "token.create", f"token:{row.id}", None, out.model_dump())
     await ctx.io(ctx.service.store.add_token, row)

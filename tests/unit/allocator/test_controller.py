@@ -309,6 +309,7 @@ def test_a_pin_from_allocator_yaml_ends_at_its_until() -> None:
         await ctl.run_window(T0)
         [a] = store.list_allocations()
         assert (a.resource, a.region, a.pinned, a.valid_until) == ("s-jp", "jp", True, until)
+        await ctl.hooks.drain()  # ready once its warm-up hook worked
         await ctl.tick(T0 + 60)
         assert store.list_allocations()[0].state == "ready"
         await ctl.run_window(until - 60)
