@@ -90,7 +90,8 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
     the predictor. When the history is too short for `auto` to choose (it validates on
     two seasons) and too short to trust the season (fewer than `MIN_CYCLES` cycles: the
     daily fit at two days), the fallback is the last value, not an untested season."""
-    from shadowdns.predictor.selection import STATISTICAL_MODELS, Auto, make_forecaster
+    from shadowdns.predictor.names import STATISTICAL_MODELS
+    from shadowdns.predictor.selection import Auto, make_forecaster
 
     spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
     with quiet():

@@ -16,7 +16,8 @@ from shadowdns.errors import ConfigError, Problem
 from shadowdns.predictor.backtest import backtest
 from shadowdns.predictor.base import DEFAULT_QUANTILE, FitSpec, Horizon
 from shadowdns.predictor.baseline import baseline
-from shadowdns.predictor.selection import make_forecaster, model_names
+from shadowdns.predictor.names import model_names
+from shadowdns.predictor.selection import make_forecaster
 from shadowdns.predictor.series import read_csv
 
 

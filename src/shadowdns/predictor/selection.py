@@ -10,7 +10,6 @@ backtest's ``auto`` entry calls the same code on the training part only.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,26 +20,13 @@ from shadowdns.errors import ConfigError, Problem
 from shadowdns.predictor.base import FitSpec, Fitted, Forecaster, GlobalForecaster
 from shadowdns.predictor.baseline import SeasonalNaive, baseline
 from shadowdns.predictor.ets import Ets
+from shadowdns.predictor.names import lstm_available, model_names
 from shadowdns.predictor.metrics import mase, naive_scale, windows
 from shadowdns.predictor.sarimax import Sarimax
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import rolling_forecasts
 
 log = logging.getLogger(__name__)
-
-STATISTICAL_MODELS = ("snaive", "snaive_weekly", "ets", "sarimax")
-
-
-def lstm_available() -> bool:
-    """Whether the optional extra ``shadowdns[lstm]`` (PyTorch) is installed."""
-    return importlib.util.find_spec("torch") is not None
-
-
-def model_names() -> tuple[str, ...]:
-    """Every model this install can run, ``auto`` last."""
-    extra = ("lstm",) if lstm_available() else ()
-    return (*STATISTICAL_MODELS, *extra, "auto")
-
 
 def make_forecaster(name: str) -> Forecaster:
     """The forecaster called ``name`` (one of `model_names`)."""
