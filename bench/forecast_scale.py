@@ -33,8 +33,8 @@ import numpy as np
 
 from shadowdns.predictor.base import FitSpec, Fitted, Forecaster
 from shadowdns.predictor.fleet import Fleet, signature, stack
-from shadowdns.predictor.refresh import candidates
 from shadowdns.predictor.names import lstm_available
+from shadowdns.predictor.refresh import candidates
 from shadowdns.predictor.selection import Auto, make_forecaster
 from shadowdns.predictor.series import Series, read_input
 from shadowdns.predictor.state import Kernel

@@ -39,8 +39,8 @@ from shadowdns.predictor.base import DEFAULT_QUANTILE, FitSpec, Fitted, Forecast
 from shadowdns.predictor.baseline import SeasonalNaive, baseline
 from shadowdns.predictor.ets import Ets
 from shadowdns.predictor.fleet import Fleet
-from shadowdns.predictor.sarimax import Sarimax
 from shadowdns.predictor.names import lstm_available
+from shadowdns.predictor.sarimax import Sarimax
 from shadowdns.predictor.selection import Auto, make_forecaster
 from shadowdns.predictor.series import SECONDS_PER_DAY, FloatArray
 from shadowdns.store.base import (

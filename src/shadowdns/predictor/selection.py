@@ -20,8 +20,8 @@ from shadowdns.errors import ConfigError, Problem
 from shadowdns.predictor.base import FitSpec, Fitted, Forecaster, GlobalForecaster
 from shadowdns.predictor.baseline import SeasonalNaive, baseline
 from shadowdns.predictor.ets import Ets
-from shadowdns.predictor.names import lstm_available, model_names
 from shadowdns.predictor.metrics import mase, naive_scale, windows
+from shadowdns.predictor.names import lstm_available, model_names
 from shadowdns.predictor.sarimax import Sarimax
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import rolling_forecasts

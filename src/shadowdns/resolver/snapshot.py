@@ -32,6 +32,7 @@ from shadowdns.zones.di_view import static_view
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
 from shadowdns.zones.policy import DI, Policy, Resource
 from shadowdns.zones.policy_file import load_policy
+from shadowdns.zones.rules import node_conflicts
 from shadowdns.zones.zone import Zone
 
 POLICY_SUFFIX = ".policy.yaml"
@@ -115,8 +116,10 @@ def _di_conflicts(zone: Zone, di: DI, source: str) -> list[Problem]:
     node = zone.nodes.get(di.name)
     if node is None:
         return []
-    if (int(dns.rdatatype.CNAME), 0) in node:
-        return [Problem(source, None, f"DI {di.name} is a CNAME in {zone.file}")]
+    clashes = node_conflicts(zone.origin, di.name, (t for t, _ in node), di=True)
+    if clashes:
+        return [Problem(source, None, f"DI {di.name}: {c.reason} (in {zone.file}); remove "
+                        "the record or the DI") for c in clashes]
     for cut in zone.cuts:
         if di.name.is_subdomain(cut):
             return [Problem(source, None, f"DI {di.name} is below the delegation {cut}")]

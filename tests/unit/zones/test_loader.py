@@ -53,6 +53,27 @@ def test_bad_records_are_reported_with_file_and_line(tmp_path: Path, body: str, 
         problems
 
 
+def test_every_bad_line_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    """Syntax errors and clashes further down the file are listed too, in line order, each
+    with the text of its line (dnspython's own reason does not say which part it means)."""
+    path = write(tmp_path, "example.com.zone", HEAD + (
+        "www A 300.1.1.1\n"          # 5
+        "ok A 192.0.2.7\n"           # 6
+        "mail A 192.0.2.8\n"         # 7
+        "mail CNAME ok\n"            # 8
+        "bad BOGUS 1\n"              # 9
+        "@ CNAME ok\n"))             # 10
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    found = [(p.line, p.reason) for p in info.value.problems]
+    assert [line for line, _ in found] == sorted(line for line, _ in found)
+    reasons = dict(found)
+    assert "'www A 300.1.1.1'" in reasons[5]
+    assert reasons[8] == "CNAME at mail.example.com. beside other data (A)"
+    assert "unknown rdatatype 'BOGUS'" in reasons[9]
+    assert any(line == 10 and "CNAME at the zone apex" in r for line, r in found), found
+
+
 def test_missing_soa_and_ns_are_both_reported(tmp_path: Path) -> None:
     """A zone without SOA and NS at the apex lists both problems."""
     path = write(tmp_path, "example.com.zone", "$TTL 300\nwww A 192.0.2.1\n")
