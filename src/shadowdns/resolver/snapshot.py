@@ -20,6 +20,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.errors import ConfigError, Problem, ShadowDNSError
 from shadowdns.geoip.database import GeoDatabase
 from shadowdns.geoip.distance import haversine_km
@@ -29,7 +30,7 @@ from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.routing import Decision, Shadow, decide, is_up
 from shadowdns.zones.di_view import static_view
-from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
+from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir, load_zone_file, zone_files
 from shadowdns.zones.policy import DI, Policy, Resource
 from shadowdns.zones.policy_file import load_policy
 from shadowdns.zones.rules import node_conflicts
@@ -49,6 +50,9 @@ class Config:
     policies: Mapping[dns.name.Name, Policy]
     geodb: GeoDatabase | None
     identity: Identity = field(default_factory=Identity)
+    # Built (and so checked) while loading; `build_snapshot` reuses them.
+    mappers: Mapping[dns.name.Name, RegionMapper] = field(default_factory=dict)
+    allocator: AllocatorSettings = field(default_factory=AllocatorSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,8 @@ def policy_path(zone: Zone) -> Path:
 
 def load_config(zones_dir: Path, geoip: Path | None = None,
                 identity: Identity | None = None) -> Config:
-    """Load zones and policies; every problem of every file is reported together."""
+    """Load zones, policies, their region maps and `allocator.yaml`: the one loader of
+    `serve`, reload and `check`; every problem of every file is reported together."""
     # Loading allocates millions of small acyclic objects for big zones; the cyclic
     # collector would rescan all of them again and again (quadratic time), so pause it.
     was_enabled = gc.isenabled()
@@ -84,8 +89,16 @@ def load_config(zones_dir: Path, geoip: Path | None = None,
 
 def _load_config(zones_dir: Path, geoip: Path | None,
                  identity: Identity | None) -> Config:
-    zones = load_zone_dir(zones_dir)
     problems: list[Problem] = []
+    try:
+        zones = load_zone_dir(zones_dir)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        zones = _zones_alone(zones_dir)
+    try:
+        allocator = AllocatorSettings.load(zones_dir)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     policies: dict[dns.name.Name, Policy] = {}
     for origin, zone in zones.items():
         path = policy_path(zone)
@@ -97,19 +110,43 @@ def _load_config(zones_dir: Path, geoip: Path | None,
     for origin, policy in policies.items():
         for di in policy.dis.values():
             problems.extend(_di_conflicts(zones[origin], di, policy.source))
+    geodb: GeoDatabase | None = None
+    if geoip is not None:
+        try:
+            geodb = GeoDatabase.open(geoip)
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(str(geoip), None, f"cannot open GeoIP database: {exc}"))
+    else:
+        geodb = GeoDatabase.default()
+    mappers: dict[dns.name.Name, RegionMapper] = {}
+    for origin, policy in policies.items():
+        try:
+            mappers[origin] = RegionMapper(policy.locations, policy.regions, geodb)
+        except ValueError as exc:
+            problems.append(Problem(policy.source, None, f"regions: {exc}"))
     if problems:
         raise ConfigError(problems)
     for origin, policy in policies.items():
         zones[origin] = static_view(zones[origin], policy)
-    if geoip is not None:
+    return Config(zones=zones, policies=policies, geodb=geodb, identity=identity or Identity(),
+                  mappers=mappers, allocator=allocator)
+
+
+def _zones_alone(zones_dir: Path) -> dict[dns.name.Name, Zone]:
+    """The zone files that load, when others do not: so that the policies beside them are
+    checked too and one run lists every problem."""
+    zones: dict[dns.name.Name, Zone] = {}
+    try:
+        paths = zone_files(zones_dir)
+    except ConfigError:
+        return zones
+    for path in paths:
         try:
-            geodb: GeoDatabase | None = GeoDatabase.open(geoip)
-        except (OSError, ValueError) as exc:
-            raise ConfigError([Problem(str(geoip), None, f"cannot open GeoIP database: {exc}")])\
-                from None
-    else:
-        geodb = GeoDatabase.default()
-    return Config(zones=zones, policies=policies, geodb=geodb, identity=identity or Identity())
+            zone = load_zone_file(path)
+        except ConfigError:
+            continue
+        zones.setdefault(zone.origin, zone)
+    return zones
 
 
 def _di_conflicts(zone: Zone, di: DI, source: str) -> list[Problem]:
@@ -325,6 +362,9 @@ def build_snapshot(config: Config, live: LiveState | None = None,
         old = before.get(id(policy))
         if old is not None and old.policy is policy:
             mapper = old.mapper
+        elif policy.origin in config.mappers:
+            old = None
+            mapper = config.mappers[policy.origin]
         else:
             old = None
             try:
