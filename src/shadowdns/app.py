@@ -53,6 +53,7 @@ from shadowdns.store import (
     open_store,
 )
 from shadowdns.upkeep import DemandUpkeep
+from shadowdns.zones.di_view import own_nodes
 from shadowdns.zones.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -248,9 +249,24 @@ class Service:
 
     def _load(self) -> Config | ShadowDNSError:
         try:
-            return load_config(self.config.zones_dir, self.config.geoip, self.config.identity)
+            loaded = load_config(self.config.zones_dir, self.config.geoip,
+                                 self.config.identity)
         except ShadowDNSError as exc:
             return exc
+        self._warn_unchanged_serials(loaded)
+        return loaded
+
+    def _warn_unchanged_serials(self, loaded: Config) -> None:
+        """A zone whose records changed while its SOA serial did not is served, but its
+        secondaries never transfer it (RFC 1996 §4.7: they compare serials): say so."""
+        for origin, zone in loaded.zones.items():
+            old = self.loaded.zones.get(origin)
+            if old is None or old.serial != zone.serial:
+                continue
+            if own_nodes(old) != own_nodes(zone):
+                log.warning("%s: zone %s changed but its SOA serial is still %d: secondaries "
+                            "will not transfer the change; raise the serial", zone.file,
+                            origin, zone.serial)
 
     def _apply_loaded(self, loaded: Config | ShadowDNSError) -> bool:
         if not isinstance(loaded, ShadowDNSError):
