@@ -187,10 +187,13 @@ class _GatedTokenizer(dns.tokenizer.Tokenizer):
         super().__init__(f, filename)
         self.includes = includes
         self.expect_file = False
+        self.record_line = 1  # where the entry being read began (its first token's line)
 
     def get(self, want_leading: bool = False, want_comment: bool = False,
             ) -> dns.tokenizer.Token:
         token = super().get(want_leading, want_comment)
+        if want_leading and not token.is_eol_or_eof() and not token.is_comment():
+            self.record_line = self.line_number
         if self.expect_file:
             self.expect_file = False
             if token.is_eol_or_eof():
@@ -241,6 +244,11 @@ def _line_now(tok: dns.tokenizer.Tokenizer) -> int:
     return max(1, line)
 
 
+def _record_line(tok: dns.tokenizer.Tokenizer) -> int:
+    line: int = getattr(tok, "record_line", None) or max(1, tok.line_number - 1)
+    return line
+
+
 def _read_records(path: Path, origin: dns.name.Name, includes: bool,
                   skip: frozenset[int] = frozenset()) -> list[_Record]:
     """The file's records; `skip` lists lines read as blank (ones already reported)."""
@@ -251,8 +259,9 @@ def _read_records(path: Path, origin: dns.name.Name, includes: bool,
             tok = _GatedTokenizer(fh, str(path), gate)
             reader = _StrictReader(tok, dns.rdataclass.IN, txn, allow_include=includes)
             reader.includes = gate
-            # The rdata parser has consumed the end of line when a record is added.
-            txn.line_of = lambda: max(1, tok.line_number - 1)
+            # The line a record starts on: the same whether the file ends in a newline or
+            # not, and the first line of a record in parentheses.
+            txn.line_of = lambda: _record_line(reader.tok)
             try:
                 reader.read()
             except dns.exception.SyntaxError as exc:
@@ -265,9 +274,12 @@ def _read_records(path: Path, origin: dns.name.Name, includes: bool,
             except (dns.zonefile.CNAMEAndOtherData, ValueError) as exc:
                 # Semantic refusals raised while adding a record (CNAME beside data, SOA
                 # away from the apex) come after its line has been read.
-                line = max(1, tok.line_number - 1)
+                line = _record_line(reader.tok)
+                reason = str(exc)
+                if "non-origin SOA" in reason:  # dnspython's words for it
+                    reason = f"SOA below the apex: only the apex {origin} may have one"
                 raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
-                    f"{path}:{line}: {exc}"
+                    f"{path}:{line}: {reason}"
                 ) from None
         records: list[_Record] = txn.records
     return records
