@@ -83,7 +83,7 @@ CASES = [
          {"ok.test.policy.yaml": POLICY.replace("default: eu-west", "default: mars")},
          "ok.test.policy.yaml", 4, "mars"),
     Case("static A at a DI's name", _zone_with("app IN A 192.0.2.7\n"),
-         "ok.test.policy.yaml", None, "static A at app.ok.test."),
+         "ok.test.zone", 8, "static A at app.ok.test."),
     Case("allocator key", {"allocator.yaml": "allocator:\n  mode: active\n  windw: 60\n"},
          "allocator.yaml", 3, "windw"),
     Case("allocator value", {"allocator.yaml": "allocator:\n  mode: sometimes\n"},

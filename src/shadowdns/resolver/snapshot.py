@@ -30,7 +30,13 @@ from shadowdns.resolver.authority import ZoneSet
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.routing import Decision, Shadow, decide, is_up
 from shadowdns.zones.di_view import static_view
-from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir, load_zone_file, zone_files
+from shadowdns.zones.loader import (
+    ZONE_SUFFIX,
+    load_zone_dir,
+    load_zone_file,
+    record_lines,
+    zone_files,
+)
 from shadowdns.zones.policy import DI, Policy, Resource
 from shadowdns.zones.policy_file import load_policy
 from shadowdns.zones.rules import node_conflicts
@@ -107,9 +113,10 @@ def _load_config(zones_dir: Path, geoip: Path | None,
                 policies[origin] = load_policy(path, origin)
             except ConfigError as exc:
                 problems.extend(exc.problems)
+    lines: dict[dns.name.Name, dict[tuple[dns.name.Name, int], int]] = {}
     for origin, policy in policies.items():
         for di in policy.dis.values():
-            problems.extend(_di_conflicts(zones[origin], di, policy.source))
+            problems.extend(_di_conflicts(zones[origin], di, policy.source, lines))
     geodb: GeoDatabase | None = None
     if geoip is not None:
         try:
@@ -149,14 +156,21 @@ def _zones_alone(zones_dir: Path) -> dict[dns.name.Name, Zone]:
     return zones
 
 
-def _di_conflicts(zone: Zone, di: DI, source: str) -> list[Problem]:
+def _di_conflicts(zone: Zone, di: DI, source: str,
+                  lines: dict[dns.name.Name, dict[tuple[dns.name.Name, int], int]],
+                  ) -> list[Problem]:
+    """What stops `di` being served from `zone`; a record in its way is reported at its
+    line of the zone file (`lines` caches them per zone, read only when needed)."""
     node = zone.nodes.get(di.name)
     if node is None:
         return []
     clashes = node_conflicts(zone.origin, di.name, (t for t, _ in node), di=True)
     if clashes:
-        return [Problem(source, None, f"DI {di.name}: {c.reason} (in {zone.file}); remove "
-                        "the record or the DI") for c in clashes]
+        if zone.origin not in lines:
+            lines[zone.origin] = record_lines(Path(zone.file), zone.origin)
+        at = lines[zone.origin]
+        return [Problem(zone.file, at.get((di.name, c.rdtype)), f"{c.reason} (the DI is in "
+                        f"{source}); remove the record or the DI") for c in clashes]
     for cut in zone.cuts:
         if di.name.is_subdomain(cut):
             return [Problem(source, None, f"DI {di.name} is below the delegation {cut}")]

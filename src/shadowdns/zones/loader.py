@@ -368,6 +368,19 @@ def load_zone_file(path: Path, origin: dns.name.Name | None = None, *,
     return Zone.build(origin, (r.rrset for r in records), file=str(path))
 
 
+def record_lines(path: Path, origin: dns.name.Name) -> dict[tuple[dns.name.Name, int], int]:
+    """The line of each (owner, type) of a master file that loads; for problems found after
+    loading (a static record at a DI's name), so they too can point at their line."""
+    try:
+        records = _read_records(path, origin, True)
+    except (dns.exception.DNSException, OSError, UnicodeDecodeError):
+        return {}
+    lines: dict[tuple[dns.name.Name, int], int] = {}
+    for rec in records:
+        lines.setdefault((rec.rrset.name, int(rec.rrset.rdtype)), rec.line)
+    return lines
+
+
 def zone_files(directory: Path) -> list[Path]:
     """The master files a zones directory holds, in a stable order."""
     if not directory.is_dir():

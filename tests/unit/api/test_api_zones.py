@@ -95,19 +95,32 @@ def test_if_match_detects_concurrent_edits(api: Api) -> None:
 
 
 def test_change_the_server_refuses_is_rolled_back(api: Api) -> None:
-    """A static A at a DI's name in imported zone text passes the zone loader but not the
-    reload (which sees the policy): 409 with the reload's reason, files restored."""
+    """A delegation at a DI's name passes the zone loader but not the reload (the DI would
+    sit below the cut): 409 with the reload's reason, files restored."""
     zone_before = api.zone_file.read_bytes()
     policy_before = api.policy_file.read_bytes()
-    text = zone_before.decode() + "app 300 IN A 192.0.2.7\n"
+    text = zone_before.decode() + "app 300 IN NS ns.elsewhere.test.\n"
     response = api.call("PUT", f"/api/v1/zones/{ZONE}", {"text": text}, role="admin")
     assert response.status_code == 409, response.text
     error = response.json()["error"]
     assert error["code"] == "rejected"
-    assert any("static A" in p["message"] for p in error["problems"]), error
+    assert any("delegation" in p["message"] for p in error["problems"]), error
     assert api.zone_file.read_bytes() == zone_before
     assert api.policy_file.read_bytes() == policy_before
     assert api.ask(f"app.{ZONE}") != []
+
+
+def test_imported_static_record_at_a_di_is_409_at_its_line_of_the_text(api: Api) -> None:
+    """Zone text with a static A at a DI's name is refused before anything is written, at
+    the line of the text sent (the file as the API would rewrite it has other lines)."""
+    before = api.zone_file.read_bytes()
+    text = before.decode().rstrip("\n") + "\napp 300 IN A 192.0.2.7"  # no final newline
+    line = text.count("\n") + 1
+    response = api.call("PUT", f"/api/v1/zones/{ZONE}", {"text": text}, role="admin")
+    assert response.status_code == 409, response.text
+    [problem] = response.json()["error"]["problems"]
+    assert problem["line"] == line and "static A" in problem["message"], problem
+    assert api.zone_file.read_bytes() == before
 
 
 def test_zone_text_problems_carry_lines(api: Api) -> None:
