@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from shadowdns.predictor.backtest import evaluate, split_point
     from shadowdns.predictor.base import Horizon
     from shadowdns.predictor.metrics import coverage, mase, naive_scale, smape, windows
-    from shadowdns.predictor.selection import make_forecaster, model_names
+    from shadowdns.predictor.names import model_names
+    from shadowdns.predictor.selection import make_forecaster
     from shadowdns.predictor.series import read_input
 
     series = read_input(args.input)

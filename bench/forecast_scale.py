@@ -33,7 +33,8 @@ import numpy as np
 
 from shadowdns.predictor.base import FitSpec, Fitted, Forecaster
 from shadowdns.predictor.fleet import Fleet, signature, stack
-from shadowdns.predictor.selection import Auto, candidates, lstm_available, make_forecaster
+from shadowdns.predictor.names import lstm_available
+from shadowdns.predictor.selection import Auto, candidates, make_forecaster
 from shadowdns.predictor.series import Series, read_input
 from shadowdns.predictor.state import Kernel
 

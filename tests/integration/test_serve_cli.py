@@ -150,6 +150,27 @@ def test_sighup_reloads_and_keeps_old_data_on_error(
     assert server.proc is not None and server.proc.poll() is None
 
 
+def test_reload_warns_when_a_zone_changed_but_its_serial_did_not(
+        reload_server: tuple[ServerProcess, Path]) -> None:
+    """A hand edit that keeps the serial is served, with a warning naming the file: the
+    secondaries compare serials and would never transfer it."""
+    server, zone_file = reload_server
+    zone_file.write_text(ZONE.format(address="192.0.2.7"))
+    server.signal(signal.SIGHUP)
+    line = server.wait_log(r"serial is still 1")
+    assert "WARNING" in line and str(zone_file) in line
+    server.wait_log(r"reloaded 1 zone")
+    assert a_records(ask(server, "www.cli.test.")) == {"192.0.2.7"}
+    zone_file.write_text(ZONE.format(address="192.0.2.8").replace(" 1 3600", " 2 3600"))
+    mark = len(server.log)
+    server.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while a_records(ask(server, "www.cli.test.")) != {"192.0.2.8"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not any("serial is still" in line for line in server.log[mark:])
+
+
 # -- serve: IPv6, NSID, CHAOS --------------------------------------------------------------
 
 

@@ -94,13 +94,8 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
     validates on two seasons) and too short to trust the season (fewer than `MIN_CYCLES`
     cycles: the daily fit at two days), the fallback is the last value, not an untested
     season."""
-    from shadowdns.predictor.selection import (
-        Auto,
-        candidates,
-        fit_all,
-        lstm_available,
-        make_forecaster,
-    )
+    from shadowdns.predictor.names import lstm_available
+    from shadowdns.predictor.selection import Auto, candidates, fit_all, make_forecaster
 
     spec = FitSpec(season=season, horizon=horizon, start=start, quantile=quantile)
     with quiet():

@@ -1,8 +1,10 @@
 """Wiring of the control loop into a running `Service` (called from `_start_control`).
 
-Settings come from `<zones>/allocator.yaml` (see `settings`). Fits run in a small process
-pool (spawned, so the worker does not inherit the server's threads); the demand book and
-the planner run in worker threads; the store is used only through `service.run_in_io`.
+Settings come from `<zones>/allocator.yaml` (see `settings`), read at start by the loader
+of the zones (`resolver.snapshot.load_config`), so `check` refuses what `serve` would. Fits
+run in a small process pool (spawned, so the worker does not inherit the server's threads);
+the demand book and the planner run in worker threads; the store is used only through
+`service.run_in_io`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from shadowdns.allocator.controller import Controller
 from shadowdns.allocator.hooks import HookRunner
-from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 async def start_control(service: Service) -> Controller | None:
     """Start the allocation loop unless `mode: off`; returns the controller."""
-    settings = AllocatorSettings.load(service.config.zones_dir)
+    settings = service.loaded.allocator  # read and checked by the loader, with the zones
     if settings.mode == "off":
         log.info("allocator: off")
         return None

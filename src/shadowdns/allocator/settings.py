@@ -163,10 +163,18 @@ class AllocatorSettings:
         if not path.exists():
             return cls()
         try:
-            data = yaml.safe_load(path.read_text("utf-8"))
+            text = path.read_text("utf-8")
+            data = yaml.safe_load(text)
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([Problem(str(path), None, f"cannot read: {exc}")]) from None
-        return cls.from_mapping(data, str(path))
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            raise ConfigError([Problem(str(path), None if line is None else line + 1,
+                                       f"cannot read: {exc}")]) from None
+        try:
+            return cls.from_mapping(data, str(path))
+        except ConfigError as exc:
+            lines = _key_lines(text)
+            raise ConfigError([Problem(p.file, p.line or _line_of(p.reason, lines), p.reason)
+                               for p in exc.problems]) from None
 
     @classmethod
     def from_mapping(cls, data: object, source: str = "<allocator>") -> AllocatorSettings:
@@ -300,6 +308,39 @@ class AllocatorSettings:
             return cls(**values)
         except ValueError as exc:
             raise ConfigError([Problem(source, None, f"allocator: {exc}")]) from None
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of every key of the file, by dotted path (`allocator.window`)."""
+    out: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                    out.setdefault(path, key.start_mark.line + 1)
+                    walk(value, path)
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+    if root is not None:
+        walk(root, "")
+        if not any(k == "allocator" for k in out):  # the inner mapping alone
+            out = {f"allocator.{k}": v for k, v in out.items()}
+    return out
+
+
+def _line_of(reason: str, lines: Mapping[str, int]) -> int | None:
+    """The line of the longest key path a problem's reason starts with."""
+    path = reason.split(":", 1)[0]
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path.rpartition(".")[0]
+    return None
 
 
 def _items(raw: object, key: str, bad: Any, make: Any) -> list[Any]:

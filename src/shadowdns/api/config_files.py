@@ -49,7 +49,7 @@ from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, 
 from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
 from shadowdns.offloop import collector_paused
 from shadowdns.resolver.snapshot import load_config
-from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file
+from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file, record_lines
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import (
     POLICY_SUFFIX,
@@ -57,7 +57,9 @@ from shadowdns.zones.policy_file import (
     policy_from_mapping,
     policy_to_mapping,
 )
+from shadowdns.zones.rules import node_conflicts
 from shadowdns.zones.staging import temp_name
+from shadowdns.zones.zone import Zone
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
@@ -232,12 +234,13 @@ class ConfigFiles:
         try:
             tmp.write_bytes(data)
             try:
-                load_zone_file(tmp, origin, includes=False)
+                loaded = load_zone_file(tmp, origin, includes=False)
             except ZoneError as exc:
                 problems = [ProblemItem(path=path, message=p.reason, line=p.line)
                             for p in exc.problems]
                 raise ApiError(422, "invalid", f"{len(problems)} problem(s) in the zone text",
                                problems) from None
+            self._refuse_di_clashes(loaded, tmp, path)
             try:
                 return dns.zone.from_file(str(tmp), origin, relativize=False,
                                           allow_include=False)
@@ -247,6 +250,24 @@ class ConfigFiles:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _refuse_di_clashes(self, zone: Zone, text_file: Path, path: str) -> None:
+        """409 for records of the text at a DI's name (`zones.rules`), at their line of
+        the text sent: found here, not by the reload, whose lines would be those of the
+        file as the API rewrites it."""
+        policy = self.service.loaded.policies.get(zone.origin)
+        if policy is None:
+            return
+        clashes = [(name, c) for name in policy.dis if name in zone.nodes
+                   for c in node_conflicts(zone.origin, name,
+                                           (t for t, _ in zone.nodes[name]), di=True)]
+        if not clashes:
+            return
+        lines = record_lines(text_file, zone.origin)
+        problems = [ProblemItem(path=path, message=c.reason, line=lines.get((n, c.rdtype)))
+                    for n, c in clashes]
+        raise ApiError(409, "conflict", f"{len(problems)} record(s) at DI names, which the "
+                       f"DIs of {policy.source} answer: nothing was changed", problems)
 
     @staticmethod
     def validate_policy(origin: dns.name.Name, data: Mapping[str, Any],

@@ -15,7 +15,7 @@ master-file text, its line. Handlers are installed on the app by `install_handle
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -109,9 +109,16 @@ def _loc(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _message(err: Mapping[str, Any]) -> str:
+    loc = err.get("loc", ())
+    if err.get("type") == "extra_forbidden" and loc:
+        return f"unknown field {loc[-1]!r}: not part of this object"
+    return str(err.get("msg", ""))
+
+
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [ProblemItem(path=_loc(err.get("loc", ())), message=str(err.get("msg", "")))
+    problems = [ProblemItem(path=_loc(err.get("loc", ())), message=_message(err))
                 for err in exc.errors()]
     return invalid(f"{len(problems)} invalid field(s)", problems).response()
 

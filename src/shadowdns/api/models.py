@@ -1,5 +1,8 @@
 """Request and response bodies of the REST API (pydantic), i.e. the OpenAPI schema.
 
+Every request body refuses fields it does not define (`extra="forbid"`, 422 naming the field):
+a misspelt `tll` must not be dropped in silence while the edit is reported as done.
+
 Policy objects (DIs, resources, locations, the whole policy) travel in the policy file's own
 shape, as free-form objects: `zones.policy_file.policy_from_mapping` is their one validator,
 so the API and the file can never disagree about what is valid.
@@ -10,11 +13,17 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TTL = 2**31 - 1
 Role = Literal["reader", "operator", "admin"]
 OverrideValue = Literal["obey", "up", "down"]
+
+
+class Strict(BaseModel):
+    """The base of every request body: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def finite(value: float | None) -> float | None:
@@ -36,7 +45,7 @@ class ZoneSummary(BaseModel):
     policy: bool = Field(description="whether a policy file stands beside the zone")
 
 
-class ZoneCreate(BaseModel):
+class ZoneCreate(Strict):
     origin: str = Field(min_length=1, max_length=255, examples=["example.com."])
     text: str | None = Field(
         default=None, max_length=16 * 1024 * 1024,
@@ -46,7 +55,7 @@ class ZoneCreate(BaseModel):
     ttl: int = Field(default=3600, ge=0, le=MAX_TTL)
 
 
-class ZoneImport(BaseModel):
+class ZoneImport(Strict):
     text: str = Field(max_length=16 * 1024 * 1024, description="RFC 1035 master file")
 
 
@@ -57,7 +66,7 @@ class RRset(BaseModel):
     rdata: list[str] = Field(examples=[["192.0.2.80"]])
 
 
-class RRsetBody(BaseModel):
+class RRsetBody(Strict):
     ttl: int = Field(ge=0, le=MAX_TTL)
     rdata: list[str] = Field(min_length=1, max_length=1000)
 
@@ -83,7 +92,7 @@ class PolicyDocument(BaseModel):
     policy: dict[str, Any] | None
 
 
-class OverrideBody(BaseModel):
+class OverrideBody(Strict):
     override: OverrideValue = Field(
         description="up or down pin the resource's health; obey follows the probes")
 
@@ -109,7 +118,7 @@ class AllocationOut(BaseModel):
         "that failed after its retries, or is still running), if anything holds it")
 
 
-class PinBody(BaseModel):
+class PinBody(Strict):
     di: str = Field(min_length=1, max_length=255, examples=["app.example.com."])
     resource: str = Field(min_length=1, max_length=63)
     region: str = Field(min_length=1, max_length=63)
@@ -221,7 +230,7 @@ class TokenOut(BaseModel):
     expires_at: float | None = Field(default=None, description="epoch seconds; null: never")
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(Strict):
     role: Role
     name: str = Field(default="", max_length=100)
     expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,

@@ -41,6 +41,7 @@ from shadowdns.api.context import Admin, Ctx, Operator, Reader
 from shadowdns.api.errors import RESPONSES_READ, RESPONSES_WRITE, ApiError, ProblemItem
 from shadowdns.api.models import RRset, RRsetBody, RRsetCreate, ZoneCreate, ZoneImport, ZoneSummary
 from shadowdns.offloop import off_loop
+from shadowdns.zones.rules import node_conflicts, type_text
 
 router = APIRouter(prefix="/api/v1", tags=["zones"])
 IfMatch = Annotated[str | None, Header(description="ETag the change is based on")]
@@ -114,6 +115,32 @@ def build_rdataset(rdtype: dns.rdatatype.RdataType, body: RRsetBody,
 def find_rrset(zone: dns.zone.Zone, name: dns.name.Name,
                rdtype: dns.rdatatype.RdataType) -> dns.rdataset.Rdataset | None:
     return zone.get_rdataset(name, rdtype)
+
+
+def refuse_clashes(ctx: Ctx, zone: dns.zone.Zone, name: dns.name.Name,
+                   rdtype: dns.rdatatype.RdataType, path: str) -> None:
+    """409 naming the records in the way when an RRset of `rdtype` at `name` would break a
+    rule of `zones.rules`; dnspython would otherwise delete what it clashes with."""
+    assert zone.origin is not None
+    node = zone.get_node(name)
+    present = [] if node is None else [int(r.rdtype) for r in node.rdatasets
+                                       if r.rdtype != rdtype]
+    policy = ctx.service.loaded.policies.get(zone.origin)
+    di = policy is not None and name in policy.dis
+    clashes = [c for c in node_conflicts(zone.origin, name, [*present, int(rdtype)], di=di)
+               if c.involves(int(rdtype))]
+    if not clashes:
+        return
+    in_the_way = [f"{name} {type_text(t)}" for t in sorted(
+        {t for c in clashes for t in (c.rdtype, *c.others)} - {int(rdtype)})]
+    if policy is not None and any(c.di for c in clashes):
+        in_the_way.append(f"the DI {name} of {policy.source}")
+    what = f"{name} {dns.rdatatype.to_text(rdtype)}"
+    raise ApiError(409, "conflict",
+                   f"{what} refused, nothing was changed: "
+                   f"{'; '.join(c.reason for c in clashes)}. In the way: "
+                   f"{', '.join(in_the_way) or 'the zone apex'}",
+                   [ProblemItem(path=path, message=c.reason) for c in clashes])
 
 
 async def _write_zone(ctx: Ctx, zf: ZoneFile, zone: dns.zone.Zone,
@@ -272,6 +299,7 @@ async def create_rrset(zone: str, body: RRsetCreate, ctx: Ctx, who: Operator,
             raise ApiError(409, "exists", f"{name} {body.type.upper()} exists; use PUT to replace")
         if rdtype == dns.rdatatype.SOA:
             raise ApiError(409, "exists", "a zone has exactly one SOA; use PUT to change it")
+        refuse_clashes(ctx, zdata, name, rdtype, "body.type")
         zdata.replace_rdataset(name, rds)
         result = to_model(name, rds)
         await _write_zone(ctx, zf, zdata, partial(
@@ -324,6 +352,7 @@ async def put_rrset(zone: str, name: str, type: str, body: RRsetBody, ctx: Ctx,
                 rds = dns.rdataset.Rdataset(IN, rdtype)
                 rds.add(soa.replace(serial=next_serial(old_serial)), body.ttl)
             bump = False
+        refuse_clashes(ctx, zdata, owner, rdtype, "path.type")
         zdata.replace_rdataset(owner, rds)
         result = to_model(owner, rds)
         action = "rrset.create" if before is None else "rrset.replace"

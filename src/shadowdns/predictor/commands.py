@@ -25,7 +25,8 @@ from shadowdns.predictor.base import (
     skip_final_collection,
 )
 from shadowdns.predictor.baseline import baseline
-from shadowdns.predictor.selection import Auto, fit_all, is_global, make_forecaster, model_names
+from shadowdns.predictor.names import model_names
+from shadowdns.predictor.selection import Auto, fit_all, is_global, make_forecaster
 from shadowdns.predictor.series import FloatArray, Series, read_csv
 
 

@@ -46,11 +46,11 @@ from shadowdns.predictor.base import (
 )
 from shadowdns.predictor.baseline import baseline
 from shadowdns.predictor.fleet import Fleet
+from shadowdns.predictor.names import lstm_available
 from shadowdns.predictor.selection import (
     Auto,
     candidates,
     fit_all,
-    lstm_available,
     make_forecaster,
 )
 from shadowdns.predictor.series import SECONDS_PER_DAY, FloatArray

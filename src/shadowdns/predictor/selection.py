@@ -19,7 +19,6 @@ for a fit job — unless it comes trained (the refresher's shared network).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -40,24 +39,12 @@ from shadowdns.predictor.baseline import SeasonalNaive, baseline
 from shadowdns.predictor.ets import Ets
 from shadowdns.predictor.last import LastValue
 from shadowdns.predictor.metrics import mase, naive_scale, windows
+from shadowdns.predictor.names import STATISTICAL_MODELS, lstm_available, model_names
 from shadowdns.predictor.sarimax import Sarimax
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import rolling_forecasts
 
 log = logging.getLogger(__name__)
-
-STATISTICAL_MODELS = ("snaive", "snaive_weekly", "ets", "sarimax", "last")
-
-
-def lstm_available() -> bool:
-    """Whether the optional extra ``shadowdns[lstm]`` (PyTorch) is installed."""
-    return importlib.util.find_spec("torch") is not None
-
-
-def model_names() -> tuple[str, ...]:
-    """Every model this install can run, ``auto`` last."""
-    extra = ("lstm",) if lstm_available() else ()
-    return (*STATISTICAL_MODELS, *extra, "auto")
 
 
 def make_forecaster(name: str) -> Forecaster:

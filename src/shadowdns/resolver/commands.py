@@ -11,7 +11,7 @@ from typing import Any
 
 from shadowdns import __version__
 from shadowdns.durations import duration_arg
-from shadowdns.errors import ConfigError, Problem
+from shadowdns.errors import ConfigError, Problem, ShadowDNSError
 from shadowdns.logs import ACCESS_LOG_MODES
 from shadowdns.resolver.render import EDNS_PAYLOAD, Identity
 from shadowdns.resolver.server import ListenAddress
@@ -188,6 +188,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     check = subparsers.add_parser(
         "check", help="validate zone and policy files without serving them")
     check.add_argument("zones", type=Path, help="directory of *.zone master files")
+    check.add_argument("--geoip", type=Path, default=None,
+                       help="MaxMind DB that serve will use (default: the bundled GeoLite2)")
     check.set_defaults(handler=cmd_check)
 
     explain = subparsers.add_parser(
@@ -359,13 +361,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from shadowdns.resolver.snapshot import load_config, policy_path
+    from shadowdns.allocator.settings import SETTINGS_FILE
+    from shadowdns.resolver.snapshot import build_snapshot, load_config, policy_path
 
-    try:
-        config = load_config(args.zones)
+    try:  # what serve and reload run: load everything, then compile a snapshot of it
+        config = load_config(args.zones, args.geoip)
+        build_snapshot(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s): serve would refuse this configuration",
+              file=sys.stderr)
+        return 1
+    except ShadowDNSError as exc:
+        print(exc, file=sys.stderr)
         return 1
     for origin, zone in config.zones.items():
         count = sum(len(rr) for rr in zone.rrsets())
@@ -374,6 +383,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         if policy is not None:
             print(f"{policy_path(zone)}: {len(policy.locations)} locations, "
                   f"{len(policy.resources)} resources, {len(policy.dis)} DIs: ok")
+    settings = args.zones / SETTINGS_FILE
+    if settings.exists():
+        print(f"{settings}: allocator mode {config.allocator.mode}: ok")
     return 0
 
 

@@ -19,6 +19,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.errors import ConfigError, Problem, ShadowDNSError
 from shadowdns.gcwatch import WATCH
 from shadowdns.geoip.database import GeoDatabase
@@ -31,9 +32,16 @@ from shadowdns.resolver.routing import Decision, Shadow, decide, group_shadows, 
 from shadowdns.resolver.signing import Signer
 from shadowdns.zones.di_view import static_view
 from shadowdns.zones.keys import ZoneKey, load_keys, publish
-from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_dir
+from shadowdns.zones.loader import (
+    ZONE_SUFFIX,
+    load_zone_dir,
+    load_zone_file,
+    record_lines,
+    zone_files,
+)
 from shadowdns.zones.policy import DI, Policy, Resource
 from shadowdns.zones.policy_file import POLICY_SUFFIX, load_policy
+from shadowdns.zones.rules import node_conflicts
 from shadowdns.zones.zone import Zone
 
 # Per region index: positions among a DI's primaries that answer, and the kind of answer.
@@ -49,6 +57,9 @@ class Config:
     geodb: GeoDatabase | None
     identity: Identity = field(default_factory=Identity)
     keys: Mapping[dns.name.Name, ZoneKey] | None = None
+    # Built (and so checked) while loading; `build_snapshot` reuses them.
+    mappers: Mapping[dns.name.Name, RegionMapper] = field(default_factory=dict)
+    allocator: AllocatorSettings = field(default_factory=AllocatorSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +81,8 @@ def policy_path(zone: Zone) -> Path:
 
 def load_config(zones_dir: Path, geoip: Path | None = None,
                 identity: Identity | None = None, keys_dir: Path | None = None) -> Config:
-    """Load zones and policies; every problem of every file is reported together.
+    """Load zones, policies, their region maps and `allocator.yaml`: the one loader of
+    `serve`, reload and `check`; every problem of every file is reported together.
 
     With `keys_dir`, every zone is signed: its key is read (or made) there and published
     at the apex."""
@@ -82,13 +94,25 @@ def load_config(zones_dir: Path, geoip: Path | None = None,
 
 def _load_config(zones_dir: Path, geoip: Path | None,
                  identity: Identity | None, keys_dir: Path | None) -> Config:
-    zones = load_zone_dir(zones_dir)
-    keys = None
-    if keys_dir is not None:
-        keys = load_keys(keys_dir, zones)
-        for origin, key in keys.items():
-            zones[origin] = publish(zones[origin], key)
     problems: list[Problem] = []
+    try:
+        zones = load_zone_dir(zones_dir)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        zones = _zones_alone(zones_dir)
+    keys = None
+    if keys_dir is not None and not problems:
+        try:
+            keys = load_keys(keys_dir, zones)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        else:
+            for origin, key in keys.items():
+                zones[origin] = publish(zones[origin], key)
+    try:
+        allocator = AllocatorSettings.load(zones_dir)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     policies: dict[dns.name.Name, Policy] = {}
     for origin, zone in zones.items():
         path = policy_path(zone)
@@ -97,31 +121,64 @@ def _load_config(zones_dir: Path, geoip: Path | None,
                 policies[origin] = load_policy(path, origin)
             except ConfigError as exc:
                 problems.extend(exc.problems)
+    lines: dict[dns.name.Name, dict[tuple[dns.name.Name, int], int]] = {}
     for origin, policy in policies.items():
         for di in policy.dis.values():
-            problems.extend(_di_conflicts(zones[origin], di, policy.source))
+            problems.extend(_di_conflicts(zones[origin], di, policy.source, lines))
+    geodb: GeoDatabase | None = None
+    if geoip is not None:
+        try:
+            geodb = GeoDatabase.open(geoip)
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(str(geoip), None, f"cannot open GeoIP database: {exc}"))
+    else:
+        geodb = GeoDatabase.default()
+    mappers: dict[dns.name.Name, RegionMapper] = {}
+    for origin, policy in policies.items():
+        try:
+            mappers[origin] = RegionMapper(policy.locations, policy.regions, geodb)
+        except ValueError as exc:
+            problems.append(Problem(policy.source, None, f"regions: {exc}"))
     if problems:
         raise ConfigError(problems)
     for origin, policy in policies.items():
         zones[origin] = static_view(zones[origin], policy)
-    if geoip is not None:
-        try:
-            geodb: GeoDatabase | None = GeoDatabase.open(geoip)
-        except (OSError, ValueError) as exc:
-            raise ConfigError([Problem(str(geoip), None, f"cannot open GeoIP database: {exc}")])\
-                from None
-    else:
-        geodb = GeoDatabase.default()
     return Config(zones=zones, policies=policies, geodb=geodb, identity=identity or Identity(),
-                  keys=keys)
+                  keys=keys, mappers=mappers, allocator=allocator)
 
 
-def _di_conflicts(zone: Zone, di: DI, source: str) -> list[Problem]:
+def _zones_alone(zones_dir: Path) -> dict[dns.name.Name, Zone]:
+    """The zone files that load, when others do not: so that the policies beside them are
+    checked too and one run lists every problem."""
+    zones: dict[dns.name.Name, Zone] = {}
+    try:
+        paths = zone_files(zones_dir)
+    except ConfigError:
+        return zones
+    for path in paths:
+        try:
+            zone = load_zone_file(path)
+        except ConfigError:
+            continue
+        zones.setdefault(zone.origin, zone)
+    return zones
+
+
+def _di_conflicts(zone: Zone, di: DI, source: str,
+                  lines: dict[dns.name.Name, dict[tuple[dns.name.Name, int], int]],
+                  ) -> list[Problem]:
+    """What stops `di` being served from `zone`; a record in its way is reported at its
+    line of the zone file (`lines` caches them per zone, read only when needed)."""
     node = zone.nodes.get(di.name)
     if node is None:
         return []
-    if (int(dns.rdatatype.CNAME), 0) in node:
-        return [Problem(source, None, f"DI {di.name} is a CNAME in {zone.file}")]
+    clashes = node_conflicts(zone.origin, di.name, (t for t, _ in node), di=True)
+    if clashes:
+        if zone.origin not in lines:
+            lines[zone.origin] = record_lines(Path(zone.file), zone.origin)
+        at = lines[zone.origin]
+        return [Problem(zone.file, at.get((di.name, c.rdtype)), f"{c.reason} (the DI is in "
+                        f"{source}); remove the record or the DI") for c in clashes]
     for cut in zone.cuts:
         if di.name.is_subdomain(cut):
             return [Problem(source, None, f"DI {di.name} is below the delegation {cut}")]
@@ -329,6 +386,9 @@ def build_snapshot(config: Config, live: LiveState | None = None,
         old = before.get(id(policy))
         if old is not None and old.policy is policy:
             mapper = old.mapper
+        elif policy.origin in config.mappers:
+            old = None
+            mapper = config.mappers[policy.origin]
         else:
             old = None
             try:

@@ -63,6 +63,9 @@ DEMAND_TABLES: Mapping[Resolution, str] = {
     "hour": "demand_hour",
 }
 
+# Every table whose rows belong to one demand series (the pending ones await a rollup).
+SERIES_TABLES = (*DEMAND_TABLES.values(), "demand_pending_5m", "demand_pending_hour")
+
 ALLOCATION_COLUMNS = (
     "id, di, resource, region, state, valid_from, valid_until, generation, reason, demand,"
     " pinned, created_at"
@@ -425,6 +428,9 @@ class SQLStore(Closing):
         `haversine_km`, so stored and routed distances agree.
         Other zones are untouched; a DI name already owned by another zone is an error.
         With `digest` (of the policy file), a graph already stored for it is left as it is.
+        A DI the new policy no longer has (and no other zone took) is retired in the same
+        transaction: its active allocations are released, its demand series, forecasts and
+        model choices deleted, so no dashboard, forecast or allocator reads them again.
         """
         if dns.name.from_text(origin) != policy.origin:
             raise ValueError(f"origin {origin} does not match policy origin {policy.origin}")
@@ -434,6 +440,8 @@ class SQLStore(Closing):
             if stored and stored[0][0] == digest:
                 return False
         with self._write() as conn:
+            before = {row[0] for row in conn.execute(
+                self._q("SELECT name FROM dis WHERE zone = ?"), (origin,))}
             conn.execute(
                 self._q(
                     "DELETE FROM di_resources WHERE di IN (SELECT name FROM dis WHERE zone = ?)"
@@ -446,8 +454,30 @@ class SQLStore(Closing):
                 self._load_rows(conn, table, columns, rows)
             conn.execute(self._q("UPDATE zones SET policy_digest = ? WHERE origin = ?"),
                          (digest, origin))
+            gone = before - {name.to_text() for name in policy.dis}
+            if gone and self._retire_dis(conn, sorted(gone)):
+                self._changed(conn, ALLOCATIONS)
             self._changed(conn, POLICY)
         return True
+
+    def _retire_dis(self, conn: Any, dis: Sequence[str]) -> int:
+        """Release the allocations of `dis` and delete their series, forecasts and model
+        choices (the caller's transaction); returns how many allocations were released."""
+        released = 0
+        now = time.time()
+        for di in dis:
+            if conn.execute(self._q("SELECT 1 FROM dis WHERE name = ?"), (di,)).fetchone():
+                continue  # another zone serves it now
+            cursor = conn.execute(self._q(
+                "UPDATE allocations SET state = 'released', valid_until = ? "
+                "WHERE di = ? AND state <> 'released'"), (now, di))
+            released += max(0, int(cursor.rowcount))
+            for table in SERIES_TABLES:
+                conn.execute(self._q(f"DELETE FROM {table} WHERE series IN "
+                                     "(SELECT id FROM series WHERE di = ?)"), (di,))
+            for table in ("series", "forecasts", "model_choices"):
+                conn.execute(self._q(f"DELETE FROM {table} WHERE di = ?"), (di,))
+        return released
 
     def location_distances(self, origin: str) -> dict[tuple[str, str], float]:
         """Great-circle km between every ordered pair of zone `origin`'s locations."""

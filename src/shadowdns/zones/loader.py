@@ -34,6 +34,7 @@ import dns.tokenizer
 import dns.zonefile
 
 from shadowdns.errors import Problem, ZoneError
+from shadowdns.zones.rules import node_conflicts
 from shadowdns.zones.zone import Zone
 
 ZONE_SUFFIX = ".zone"
@@ -41,8 +42,8 @@ MAX_INCLUDE_BYTES = 16 * 1024 * 1024  # one file named by $INCLUDE
 MAX_INCLUDE_DEPTH = 8  # $INCLUDE inside included files (a file including itself stops here)
 _ORIGIN_RE = re.compile(r"^\$ORIGIN\s+(\S+)", re.IGNORECASE)
 _SYNTAX_RE = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<reason>.*)$", re.DOTALL)
-# Types that may share a name with a CNAME (RFC 4035 §2.5).
-_CNAME_COMPANIONS = {dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.CNAME}
+# A file with more syntax errors than this is reported with the first ones only.
+MAX_SYNTAX_PROBLEMS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,11 @@ class _LineTrackingTxn(dns.zonefile.RRsetsReaderTransaction):
         rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype, rdataset.covers)
         rrset.update(rdataset)  # type: ignore[no-untyped-call]
         self.records.append(_Record(rrset, self.line_of()))
+
+
+    def check_put_rdataset(self, check: Callable[..., None]) -> None:
+        """Drop the reader's CNAME check: it stops at the first clash, while `zones.rules`
+        (applied in `_check`) reports every clash of the file, with its line."""
 
 
 class _LineTrackingManager(dns.zonefile.RRSetsReaderManager):
@@ -111,6 +117,26 @@ def _syntax_problem(path: Path, exc: Exception) -> Problem:
     if match:  # the file is the included one when the problem is inside a $INCLUDE
         return Problem(match.group("file"), int(match.group("line")), match.group("reason"))
     return Problem(str(path), None, text or type(exc).__name__)
+
+
+def _with_text(problem: Problem) -> Problem:
+    """The problem with the text of its line: dnspython's reasons ("Text input is
+    malformed.") do not say which part of the record they mean."""
+    if problem.line is None:
+        return problem
+    try:
+        with open(problem.file, encoding="utf-8", errors="replace") as fh:
+            for number, raw in enumerate(fh, 1):
+                if number == problem.line:
+                    text = raw.split(";", 1)[0].strip()
+                    if not text or text.startswith("$"):  # directives name their file
+                        return problem
+                    shown = text if len(text) <= 80 else text[:77] + "..."
+                    return Problem(problem.file, problem.line,
+                                   f"{problem.reason.rstrip('.')}: {shown!r}")
+    except OSError:
+        pass
+    return problem
 
 
 def _refuse(reason: str) -> dns.exception.SyntaxError:
@@ -161,10 +187,13 @@ class _GatedTokenizer(dns.tokenizer.Tokenizer):
         super().__init__(f, filename)
         self.includes = includes
         self.expect_file = False
+        self.record_line = 1  # where the entry being read began (its first token's line)
 
     def get(self, want_leading: bool = False, want_comment: bool = False,
             ) -> dns.tokenizer.Token:
         token = super().get(want_leading, want_comment)
+        if want_leading and not token.is_eol_or_eof() and not token.is_comment():
+            self.record_line = self.line_number
         if self.expect_file:
             self.expect_file = False
             if token.is_eol_or_eof():
@@ -215,16 +244,24 @@ def _line_now(tok: dns.tokenizer.Tokenizer) -> int:
     return max(1, line)
 
 
-def _read_records(path: Path, origin: dns.name.Name, includes: bool) -> list[_Record]:
+def _record_line(tok: dns.tokenizer.Tokenizer) -> int:
+    line: int = getattr(tok, "record_line", None) or max(1, tok.line_number - 1)
+    return line
+
+
+def _read_records(path: Path, origin: dns.name.Name, includes: bool,
+                  skip: frozenset[int] = frozenset()) -> list[_Record]:
+    """The file's records; `skip` lists lines read as blank (ones already reported)."""
     manager = _LineTrackingManager(origin, False, dns.rdataclass.IN)
     gate = _Includes(os.path.realpath(path.parent) if includes else None)
-    with path.open(encoding="utf-8") as fh:
+    with _open_skipping(path, skip) as fh:
         with manager.writer(True) as txn:
             tok = _GatedTokenizer(fh, str(path), gate)
             reader = _StrictReader(tok, dns.rdataclass.IN, txn, allow_include=includes)
             reader.includes = gate
-            # The rdata parser has consumed the end of line when a record is added.
-            txn.line_of = lambda: max(1, tok.line_number - 1)
+            # The line a record starts on: the same whether the file ends in a newline or
+            # not, and the first line of a record in parentheses.
+            txn.line_of = lambda: _record_line(reader.tok)
             try:
                 reader.read()
             except dns.exception.SyntaxError as exc:
@@ -237,12 +274,26 @@ def _read_records(path: Path, origin: dns.name.Name, includes: bool) -> list[_Re
             except (dns.zonefile.CNAMEAndOtherData, ValueError) as exc:
                 # Semantic refusals raised while adding a record (CNAME beside data, SOA
                 # away from the apex) come after its line has been read.
-                line = max(1, tok.line_number - 1)
+                line = _record_line(reader.tok)
+                reason = str(exc)
+                if "non-origin SOA" in reason:  # dnspython's words for it
+                    reason = f"SOA below the apex: only the apex {origin} may have one"
                 raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
-                    f"{path}:{line}: {exc}"
+                    f"{path}:{line}: {reason}"
                 ) from None
         records: list[_Record] = txn.records
     return records
+
+
+def _open_skipping(path: Path, skip: frozenset[int]) -> io.TextIOBase:
+    if not skip:
+        return path.open(encoding="utf-8")
+    with path.open(encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for line in skip:
+        if 0 < line <= len(lines):
+            lines[line - 1] = "\n"
+    return io.StringIO("".join(lines))
 
 
 def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Problem]:
@@ -262,8 +313,6 @@ def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Pr
                 problems.append(Problem(file, rec.line, f"SOA at {name}, not at the apex {origin}"))
             else:
                 soa_lines.extend([rec.line] * len(rec.rrset))
-        if rdtype == dns.rdatatype.CNAME and name == origin:
-            problems.append(Problem(file, rec.line, "CNAME at the zone apex"))
         if rdtype == dns.rdatatype.NS and name != origin and name.is_wild():
             problems.append(Problem(file, rec.line, f"wildcard delegation {name}"))
     if not soa_lines:
@@ -273,15 +322,12 @@ def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Pr
     if int(dns.rdatatype.NS) not in types_at.get(origin, {}):
         problems.append(Problem(file, None, f"no NS records at the apex {origin}"))
     for name, types in types_at.items():
-        cname_line = types.get(int(dns.rdatatype.CNAME))
-        if cname_line is None:
-            continue
-        others = [t for t in types if t not in _CNAME_COMPANIONS]
-        if others:
-            kinds = ", ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType(t)) for t in others)
-            problems.append(
-                Problem(file, cname_line, f"CNAME at {name} beside other data ({kinds})")
-            )
+        if len(types) == 1 and name != origin:
+            continue  # one type alone breaks no rule: skip the call for most names
+        for conflict in node_conflicts(origin, name, types):
+            # at the line that completes the clash, as a reader going down the file meets it
+            line = max(types[t] for t in (conflict.rdtype, *conflict.others))
+            problems.append(Problem(file, line, conflict.reason))
     for rec in records:
         if rec.rrset.rdtype == dns.rdatatype.CNAME and len(rec.rrset) > 1:
             problems.append(Problem(file, rec.line, f"more than one CNAME at {rec.rrset.name}"))
@@ -298,16 +344,41 @@ def load_zone_file(path: Path, origin: dns.name.Name | None = None, *,
         raise ZoneError([Problem(str(path), None, "not a regular file")])
     if origin is None:
         origin = origin_for(path)
-    try:
-        records = _read_records(path, origin, includes)
-    except dns.exception.DNSException as exc:
-        raise ZoneError([_syntax_problem(path, exc)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZoneError([Problem(str(path), None, f"cannot read: {exc}")]) from None
-    problems = _check(path, origin, records)
+    problems: list[Problem] = []
+    skip: set[int] = set()
+    records: list[_Record] = []
+    while True:  # after a syntax error, read again without its line, to report the next
+        try:
+            records = _read_records(path, origin, includes, frozenset(skip))
+            break
+        except dns.exception.DNSException as exc:
+            problem = _with_text(_syntax_problem(path, exc))
+            problems.append(problem)
+            if problem.file != str(path) or problem.line is None or problem.line in skip \
+                    or len(problems) >= MAX_SYNTAX_PROBLEMS:
+                raise ZoneError(problems) from None
+            skip.add(problem.line)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ZoneError([Problem(str(path), None, f"cannot read: {exc}")]) from None
+    checked = _check(path, origin, records)
+    # without the lines refused above, "no SOA" and the like may be only their echo
+    problems.extend(p for p in checked if not skip or p.line is not None)
     if problems:
-        raise ZoneError(problems)
+        raise ZoneError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
     return Zone.build(origin, (r.rrset for r in records), file=str(path))
+
+
+def record_lines(path: Path, origin: dns.name.Name) -> dict[tuple[dns.name.Name, int], int]:
+    """The line of each (owner, type) of a master file that loads; for problems found after
+    loading (a static record at a DI's name), so they too can point at their line."""
+    try:
+        records = _read_records(path, origin, True)
+    except (dns.exception.DNSException, OSError, UnicodeDecodeError):
+        return {}
+    lines: dict[tuple[dns.name.Name, int], int] = {}
+    for rec in records:
+        lines.setdefault((rec.rrset.name, int(rec.rrset.rdtype)), rec.line)
+    return lines
 
 
 def zone_files(directory: Path) -> list[Path]:

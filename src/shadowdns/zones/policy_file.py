@@ -34,6 +34,7 @@ import yaml
 
 from shadowdns.durations import parse_duration
 from shadowdns.errors import PolicyError, Problem
+from shadowdns.predictor.names import model_names
 from shadowdns.zones.dis_lines import DiLine, split_dis
 from shadowdns.zones.policy import (
     CONTINENTS,
@@ -872,7 +873,7 @@ def _allocation(c: _Checker, node: _Node, path: str) -> AllocationPolicy | None:
         return None
     values: dict[str, Any] = {}
     if "model" in found:
-        values["model"] = c.ident(found["model"], f"{path}.model", "a model name")
+        values["model"] = c.choice(found["model"], f"{path}.model", model_names())
     for key in ("threshold", "lead_time", "min_hold"):
         if key in found:
             values[key] = c.number(found[key], f"{path}.{key}", minimum=0,

@@ -100,3 +100,34 @@ def test_traffic_per_di_and_region(api: Api) -> None:
                         "points": [{"ts": minute, "queries": 7}]}]
     kinds = api.get("/api/v1/traffic/kinds")
     assert kinds["interval"] > 0 and isinstance(kinds["points"], list)
+
+
+def test_deleting_a_di_retires_its_series_forecasts_and_allocations(api: Api) -> None:
+    """After DELETE of a DI, its demand, forecasts, model choices and active allocations are
+    gone from the API (and so from the dashboard's charts); other DIs keep theirs."""
+    now = time.time()
+    past = int(now // 300 * 300) - 600
+    shop = f"shop.{ZONE}"
+    store = api.service.store
+    for di in (APP, shop):
+        api.in_store(store.add_demand, [DemandRow(di, "ap-east", past + i * 60, "primary", 10)
+                                        for i in range(5)])
+        api.in_store(store.write_forecasts, [Forecast(di, "ap-east", "5m", now - 700, "ets", (
+            ForecastPoint(past, 40.0, 60.0),))])
+        api.in_store(store.write_model_choices, [ModelChoice(di, "ap-east", "ets", 0.4, now)])
+    api.in_store(store.rollup, now)
+    pin = api.call("POST", "/api/v1/allocations/pins",
+                   {"di": APP, "resource": "sb-ap-1", "region": "eu-west"})
+    assert pin.status_code == 201, pin.text
+    assert {s["di"] for s in api.get("/api/v1/forecasts")} == {APP, shop}
+    assert api.call("DELETE", f"/api/v1/zones/{ZONE}/dis/app").status_code == 204
+    deadline = time.monotonic() + 5
+    while api.get("/api/v1/allocations", di=APP):  # the store is told right after reload
+        assert time.monotonic() < deadline, api.get("/api/v1/allocations")
+        time.sleep(0.05)
+    assert {s["di"] for s in api.get("/api/v1/forecasts")} == {shop}
+    assert {s["di"] for s in api.get("/api/v1/traffic", minutes=30)} == {shop}
+    assert api.in_store(store.read_model_choices, APP) == []
+    assert [c.di for c in api.in_store(store.read_model_choices)] == [shop]
+    history = api.get("/api/v1/allocations/history")
+    assert [(a["di"], a["state"]) for a in history] == [(APP, "released")]

@@ -81,3 +81,18 @@ def test_whole_policy_round_trips(api: Api) -> None:
     api.call("PUT", f"{BASE}/dis/extra", {"primaries": ["web-eu-1"]})
     stale = api.call("PUT", f"{BASE}/policy", policy, **{"If-Match": ok.headers["ETag"]})
     assert stale.status_code == 412
+
+
+def test_a_model_that_does_not_exist_is_422_naming_the_choices(api: Api) -> None:
+    """policy.model takes the names `forecast predict --model` takes; prophet is none."""
+    before = api.policy_file.read_bytes()
+    response = api.call("PUT", f"{BASE}/dis/app",
+                        {"primaries": ["web-eu-1"], "policy": {"model": "prophet"}})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["error"]["problems"]
+    assert problem["path"] == "body.policy.model"
+    assert "prophet" in problem["message"] and "ets" in problem["message"]
+    assert api.policy_file.read_bytes() == before
+    ok = api.call("PUT", f"{BASE}/dis/app",
+                  {"primaries": ["web-eu-1"], "policy": {"model": "ets"}})
+    assert ok.status_code == 200, ok.text

@@ -95,17 +95,32 @@ def test_if_match_detects_concurrent_edits(api: Api) -> None:
 
 
 def test_change_the_server_refuses_is_rolled_back(api: Api) -> None:
-    """A CNAME at a DI's name passes the zone loader but not the reload: 409, files restored."""
+    """A delegation at a DI's name passes the zone loader but not the reload (the DI would
+    sit below the cut): 409 with the reload's reason, files restored."""
     zone_before = api.zone_file.read_bytes()
     policy_before = api.policy_file.read_bytes()
-    response = api.call("PUT", f"{RRSETS}/app/CNAME", {"ttl": 60, "rdata": ["www"]})
-    assert response.status_code == 409
+    text = zone_before.decode() + "app 300 IN NS ns.elsewhere.test.\n"
+    response = api.call("PUT", f"/api/v1/zones/{ZONE}", {"text": text}, role="admin")
+    assert response.status_code == 409, response.text
     error = response.json()["error"]
     assert error["code"] == "rejected"
-    assert any("CNAME" in p["message"] for p in error["problems"])
+    assert any("delegation" in p["message"] for p in error["problems"]), error
     assert api.zone_file.read_bytes() == zone_before
     assert api.policy_file.read_bytes() == policy_before
     assert api.ask(f"app.{ZONE}") != []
+
+
+def test_imported_static_record_at_a_di_is_409_at_its_line_of_the_text(api: Api) -> None:
+    """Zone text with a static A at a DI's name is refused before anything is written, at
+    the line of the text sent (the file as the API would rewrite it has other lines)."""
+    before = api.zone_file.read_bytes()
+    text = before.decode().rstrip("\n") + "\napp 300 IN A 192.0.2.7"  # no final newline
+    line = text.count("\n") + 1
+    response = api.call("PUT", f"/api/v1/zones/{ZONE}", {"text": text}, role="admin")
+    assert response.status_code == 409, response.text
+    [problem] = response.json()["error"]["problems"]
+    assert problem["line"] == line and "static A" in problem["message"], problem
+    assert api.zone_file.read_bytes() == before
 
 
 def test_zone_text_problems_carry_lines(api: Api) -> None:
@@ -162,3 +177,69 @@ def test_zone_names_that_are_no_safe_file_name_are_refused(api: Api) -> None:
     assert response.json()["error"]["problems"][0]["path"] == "body.origin"
     assert sorted(p.name for p in api.zones.iterdir()) == [
         "demo.shadowdns.test.policy.yaml", "demo.shadowdns.test.zone"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "in_the_way"), [
+    # a CNAME at mail (A, and the apex MX points at it) would delete its A
+    ("POST", RRSETS, {"name": "mail", "type": "CNAME", "ttl": 60, "rdata": ["www"]},
+     [f"mail.{ZONE} A"]),
+    ("PUT", f"{RRSETS}/mail/CNAME", {"ttl": 60, "rdata": ["www"]}, [f"mail.{ZONE} A"]),
+    # an A at api (a CNAME) would delete the CNAME
+    ("POST", RRSETS, {"name": "api", "type": "A", "ttl": 60, "rdata": ["192.0.2.7"]},
+     [f"api.{ZONE} CNAME"]),
+    ("PUT", f"{RRSETS}/api/TXT", {"ttl": 60, "rdata": ['"x"']}, [f"api.{ZONE} CNAME"]),
+    # a CNAME at the apex
+    ("POST", RRSETS, {"name": "@", "type": "CNAME", "ttl": 60, "rdata": ["www"]},
+     [f"{ZONE} MX", f"{ZONE} NS", f"{ZONE} SOA"]),
+    # a static A at a DI's name would never be served
+    ("POST", RRSETS, {"name": "app", "type": "A", "ttl": 60, "rdata": ["192.0.2.7"]},
+     [f"the DI app.{ZONE}"]),
+    ("PUT", f"{RRSETS}/shop/AAAA", {"ttl": 60, "rdata": ["2001:db8::7"]},
+     [f"the DI shop.{ZONE}"]),
+])
+def test_edit_that_would_destroy_or_hide_data_is_409_and_changes_nothing(
+        api: Api, method: str, path: str, body: dict[str, object],
+        in_the_way: list[str]) -> None:
+    """A clash with the records at a name (RFC 1034 §3.6.2, RFC 2181 §10.1) or with a DI is
+    refused with 409 naming what is in the way; the file, the serial and the DNS answers
+    stay as they were."""
+    before_file = api.zone_file.read_bytes()
+    before_serial = serial(api)
+    answers = {(name, rdtype): api.ask(f"{name}.{ZONE}", rdtype) for name, rdtype in (
+        ("mail", "A"), ("api", "CNAME"), ("app", "A"), ("shop", "AAAA"))}
+    response = api.call(method, path, body)
+    assert response.status_code == 409, response.text
+    message = response.json()["error"]["message"]
+    for record in in_the_way:
+        assert record in message, message
+    assert "nothing was changed" in message
+    assert api.zone_file.read_bytes() == before_file
+    assert serial(api) == before_serial
+    for (name, rdtype), old in answers.items():
+        assert old, (name, rdtype)
+        assert api.ask(f"{name}.{ZONE}", rdtype) == old, (name, rdtype)
+
+
+def test_a_record_beside_a_cname_companion_type_is_still_accepted(api: Api) -> None:
+    """What the rules allow still works: a TXT beside an A at the same name."""
+    response = api.call("POST", RRSETS, {"name": "mail", "type": "TXT", "ttl": 60,
+                                         "rdata": ['"v=spf1 -all"']})
+    assert response.status_code == 201, response.text
+    assert api.ask(f"mail.{ZONE}") == ["192.0.2.25"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("PUT", f"{RRSETS}/www/A", {"ttl": 60, "rdata": ["192.0.2.1"], "tll": 5}, "body.tll"),
+    ("POST", RRSETS, {"name": "n", "type": "A", "ttl": 60, "rdata": ["192.0.2.1"],
+                      "comment": "x"}, "body.comment"),
+])
+def test_unknown_fields_are_422_naming_the_field(api: Api, method: str, path: str,
+                                                  body: dict[str, object], field: str) -> None:
+    """A misspelt or unknown field is refused, not dropped while the rest is applied."""
+    before = api.zone_file.read_bytes()
+    response = api.call(method, path, body)
+    assert response.status_code == 422, response.text
+    problems = response.json()["error"]["problems"]
+    assert [p["path"] for p in problems] == [field]
+    assert "unknown field" in problems[0]["message"]
+    assert api.zone_file.read_bytes() == before

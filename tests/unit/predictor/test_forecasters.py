@@ -9,8 +9,9 @@ from shadowdns.predictor.backtest import evaluate
 from shadowdns.predictor.base import FitSpec, Forecaster, warm_up
 from shadowdns.predictor.baseline import SeasonalNaive
 from shadowdns.predictor.ets import Ets
+from shadowdns.predictor.names import model_names
 from shadowdns.predictor.sarimax import Sarimax
-from shadowdns.predictor.selection import Auto, make_forecaster, model_names
+from shadowdns.predictor.selection import Auto, make_forecaster
 from shadowdns.predictor.series import Series
 from shadowdns.predictor.state import EtsKernel, SeasonalNaiveKernel, rolling_forecasts
 

@@ -125,3 +125,26 @@ def test_standby_within_subtracts_the_load_of_non_released_allocations(
     assert found["sb-eu-1"].available == 150.0
     assert found["sb-us-1"].available == 398.5
     assert found["sb-ap-1"].available == 500.0
+
+
+def test_a_di_dropped_from_its_policy_is_retired(store: Store) -> None:
+    """A DI the zone no longer declares loses its demand series, forecasts and model choices
+    and its active allocations are released; the DIs still declared keep all of theirs."""
+    from shadowdns.store.base import DemandRow, Forecast, ForecastPoint, ModelChoice
+
+    store.replace_policy(ORIGIN, make_policy())
+    for di in (APP, API):
+        store.add_demand([DemandRow(di, "eu-west", 600 + i * 60, "primary", 5) for i in range(5)])
+        store.write_forecasts([Forecast(di, "eu-west", "5m", 700.0, "ets",
+                                        (ForecastPoint(900, 1.0, 2.0),))])
+        store.write_model_choices([ModelChoice(di, "eu-west", "ets", 0.5, 700.0)])
+        store.add_allocation(NewAllocation(di, "sb-ap-1", "eu-west", 0.0, 1, 0.0,
+                                           state="ready"))
+    store.rollup(1200.0)
+    store.replace_policy(ORIGIN, make_policy(dis={"api": (("web-eu-1",), (), 1000.0)}))
+    assert set(store.demand_series("minute", 0, 2000)) == {(API, "eu-west")}
+    assert set(store.demand_series("5m", 0, 2000)) == {(API, "eu-west")}
+    assert [c.di for c in store.read_model_choices()] == [API]
+    assert {f.di for f in store.read_forecasts("5m")} == {API}
+    active = store.list_allocations()
+    assert [a.di for a in active] == [API]

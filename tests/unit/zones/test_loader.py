@@ -38,7 +38,7 @@ def test_good_zone_indexes_names_ents_and_cuts(tmp_path: Path) -> None:
         ("www BOGUS 1\n", 5, "unknown rdatatype"),
         ("www CNAME x\nwww A 192.0.2.9\n", 6, "CNAME"),
         ("www.example.org. A 192.0.2.9\n", 5, "outside the zone"),
-        ("sub SOA ns1 host 1 1 1 1 1\n", 5, "non-origin SOA"),
+        ("sub SOA ns1 host 1 1 1 1 1\n", 5, "SOA below the apex"),
         ("@ CNAME x\n", 5, "CNAME"),
     ],
 )
@@ -51,6 +51,42 @@ def test_bad_records_are_reported_with_file_and_line(tmp_path: Path, body: str, 
     problems = info.value.problems
     assert any(p.file == str(path) and p.line == line and reason in p.reason for p in problems), \
         problems
+
+
+def test_every_bad_line_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    """Syntax errors and clashes further down the file are listed too, in line order, each
+    with the text of its line (dnspython's own reason does not say which part it means)."""
+    path = write(tmp_path, "example.com.zone", HEAD + (
+        "www A 300.1.1.1\n"          # 5
+        "ok A 192.0.2.7\n"           # 6
+        "mail A 192.0.2.8\n"         # 7
+        "mail CNAME ok\n"            # 8
+        "bad BOGUS 1\n"              # 9
+        "@ CNAME ok\n"))             # 10
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    found = [(p.line, p.reason) for p in info.value.problems]
+    assert [line for line, _ in found] == sorted(line for line, _ in found)
+    reasons = dict(found)
+    assert "'www A 300.1.1.1'" in reasons[5]
+    assert reasons[8] == "CNAME at mail.example.com. beside other data (A)"
+    assert "unknown rdatatype 'BOGUS'" in reasons[9]
+    assert any(line == 10 and "CNAME at the zone apex" in r for line, r in found), found
+
+
+@pytest.mark.parametrize("tail", [
+    "mail CNAME ns1", "mail CNAME ns1 ; why", "mail CNAME (\n  ns1 )", "bad A 1.2.3",
+    "sub SOA ns1 host 1 1 1 1 1", "www.example.org. A 192.0.2.9",
+])
+@pytest.mark.parametrize("newline", ["", "\n"])
+def test_a_problem_is_on_the_line_its_record_starts(tmp_path: Path, tail: str,
+                                                    newline: str) -> None:
+    """The line is the record's first, whether the file ends in a newline or not (zone text
+    sent through the API often does not) and whether the record spans lines."""
+    path = write(tmp_path, "example.com.zone", HEAD + "mail A 192.0.2.8\n" + tail + newline)
+    with pytest.raises(ZoneError) as info:
+        load_zone_file(path)
+    assert [p.line for p in info.value.problems] == [6], info.value.problems
 
 
 def test_missing_soa_and_ns_are_both_reported(tmp_path: Path) -> None:

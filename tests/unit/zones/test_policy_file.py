@@ -739,7 +739,12 @@ CASES: list[tuple[str, str, str]] = [
                 'dis:\n  app:\n    primaries: [web-eu-1]\n    policy: {model: "holt winters"}  #<\n'
             )
         ),
-        "dis.app.policy.model: a model name 'holt winters' must be 1-63 letters",
+        "dis.app.policy.model: must be one of snaive | snaive_weekly | ets | sarimax",
+    ),
+    (
+        "model that does not exist",
+        doc(dis="dis:\n  app:\n    primaries: [web-eu-1]\n    policy: {model: prophet}  #<\n"),
+        "dis.app.policy.model: must be one of snaive | snaive_weekly | ets | sarimax",
     ),
     (
         "zero within_km",
