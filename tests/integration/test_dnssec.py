@@ -85,7 +85,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
     zones, state, keys = _zones(tmp), tmp / "state.db", tmp / "keys"
     for resource, region in (("s-jp", "jp"), ("s-br", "br")):
         shadowdns("shadow", "add", "app.geo.test.", resource, "--region", region,
-                  "--state", str(state))
+                  "--state", str(state), "--create")
     server = _serve(zones, state, keys)
     try:
         ds = shadowdns("dnssec", "ds", "--keys", str(keys), ZONE).strip()
