@@ -16,12 +16,13 @@ import signal
 import threading
 import time
 from array import array
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import dns.exception
 import dns.name
 
 from shadowdns import fleet
@@ -121,9 +122,36 @@ def read_live_state(store: Store, config: Config, now: float | None = None,
                      version=store.allocations_version())
 
 
-def di_texts(config: Config) -> frozenset[str]:
-    return frozenset(name.to_text() for policy in config.policies.values()
-                     for name in policy.dis)
+class DITexts(Collection[str]):
+    """The DI names of a configuration as text, answered from the policies' own DI tables:
+    a set of every name's text costs seconds and tens of megabytes at a million DIs, and
+    is only asked about the few DIs that have shadows."""
+
+    __slots__ = ("_policies",)
+
+    def __init__(self, config: Config) -> None:
+        self._policies = tuple(config.policies.values())
+
+    def __contains__(self, text: object) -> bool:
+        if not isinstance(text, str):
+            return False
+        try:
+            name = dns.name.from_text(text)
+        except dns.exception.DNSException:
+            return False
+        return name.to_text() == text and any(name in p.dis for p in self._policies)
+
+    def __iter__(self) -> Iterator[str]:
+        for policy in self._policies:
+            for name in policy.dis:
+                yield name.to_text()
+
+    def __len__(self) -> int:
+        return sum(len(p.dis) for p in self._policies)
+
+
+def di_texts(config: Config) -> DITexts:
+    return DITexts(config)
 
 
 def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],

@@ -21,7 +21,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,7 +33,7 @@ import dns.name
 import yaml
 
 from shadowdns.errors import PolicyError, Problem
-from shadowdns.zones.dis_lines import DiLine, split_dis
+from shadowdns.zones.dis_lines import DiLine, Section, split_sections
 from shadowdns.zones.policy import (
     DI,
     AllocationPolicy,
@@ -518,7 +518,8 @@ class _Refs:
     locations: set[str] = field(default_factory=set)
     check_locations: bool = True  # False when the locations section itself is unusable
     check_resources: bool = True  # False when the resources section itself is unusable
-    roles: dict[str, str | None] = field(default_factory=dict)  # resource id -> role (if valid)
+    # resource id -> role (if valid); the line reader's resources answer through a view
+    roles: Mapping[str, str | None] = field(default_factory=dict)
     countries: dict[str, str] = field(default_factory=dict)  # code -> location listing it
     cidrs: dict[IPNetwork, str] = field(default_factory=dict)  # prefix -> location listing it
 
@@ -740,11 +741,13 @@ def _url(c: _Checker, node: _Node, path: str, kind: str) -> str | None:
 
 def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
     out: dict[str, Resource] = {}
+    roles: dict[str, str | None] = dict(refs.roles)
+    refs.roles = roles
     for rid, key_node, body in c.entries(node, "resources"):
         if not c.name_key(rid, key_node, "resources", "a resource id"):
             continue
         path = _join("resources", rid)
-        refs.roles[rid] = None
+        roles[rid] = None
         start = c.marker()
         found = c.fields(body, path, _RESOURCE_KEYS, required=("location", "role"), at=key_node)
         if found is None:
@@ -754,7 +757,7 @@ def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
             if "role" in found
             else None
         )
-        refs.roles[rid] = role
+        roles[rid] = role
         location = (
             _location_ref(c, found["location"], f"{path}.location", refs)
             if "location" in found
@@ -940,24 +943,38 @@ class _SlowPath(Exception):
     """The line reader's entries need the full YAML path (to report their problems)."""
 
 
-def _dis_from_lines(c: _Checker, entries: Sequence[DiLine], refs: _Refs
-                    ) -> dict[dns.name.Name, DI]:
-    """DIs of `dis_lines` entries: each distinct body is composed and checked once.
+def _dis_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs,
+                    resources: Mapping[str, Resource]) -> dict[dns.name.Name, DI]:
+    """DIs of `dis_lines` entries: each distinct shape of body (the body with its
+    primaries' ids left out) is composed and checked once; the ids are checked per line.
 
-    Any problem (a bad body or name, a duplicate) raises `_SlowPath`: the whole file is
+    Any problem (a bad body, id or name, a duplicate) raises `_SlowPath`: the whole file is
     then read as YAML, which reports every problem with its line as usual.
     """
     origin = c.origin
     origin_text = origin.to_text(omit_final_dot=True).lower()
     suffix = "." + origin_text
     tail = origin.labels
+    shapes: dict[str, dict[str, Any]] = {}
+    # DIs with the same body share one set of values (a bounded memo: bodies that differ
+    # in their primaries only repeat when resources are shared).
     bodies: dict[str, dict[str, Any]] = {}
     out: dict[dns.name.Name, DI] = {}
+    find_primaries = _PRIMARIES.search
     for entry in entries:
-        values = bodies.get(entry.body)
+        body = entry.body
+        values = bodies.get(body)
         if values is None:
-            values = _body_values(c, entry, refs)
-            bodies[entry.body] = values
+            found = find_primaries(body)
+            shape = body if found is None else body[: found.start(1)] + body[found.end(1):]
+            values = shapes.get(shape)
+            if values is None:
+                values = _body_values(c, entry, refs)
+                shapes[shape] = values
+            elif found is not None:
+                values = {**values, "primaries": _primary_ids(found[1], resources)}
+            if len(bodies) < _BODY_MEMO:
+                bodies[body] = values
         lowered = entry.key.lower()
         if lowered == origin_text or lowered.endswith(suffix):
             raise _SlowPath  # looks relative-but-meant-absolute: let the full path explain
@@ -965,30 +982,139 @@ def _dis_from_lines(c: _Checker, entries: Sequence[DiLine], refs: _Refs
             name = dns.name.Name((*(label.encode() for label in entry.key.split(".")), *tail))
         except dns.exception.DNSException:
             raise _SlowPath from None
-        if name in out:
-            raise _SlowPath
+        before = len(out)
         out[name] = DI(name=name, **values)
+        if len(out) == before:  # declared twice (one hash of the name, not two)
+            raise _SlowPath
     return out
 
 
-def _body_values(c: _Checker, entry: DiLine, refs: _Refs) -> dict[str, Any]:
-    problems: list[Problem] = []
-    checker = _Checker(c.source, c.origin, problems)
+_BODY_MEMO = 4096
+# `primaries: [a, b]` inside a one-line body; the ids group is what varies between DIs.
+_PRIMARIES = re.compile(r"(?:^\{|,)[ \t]*primaries[ \t]*:[ \t]*\[([^\]\[{}]*)\]")
+# Plain scalars YAML would read as something other than the text written.
+_NOT_AN_ID = frozenset({"", "~", "null", "Null", "NULL"})
+
+
+def _primary_ids(text: str, resources: Mapping[str, Resource]) -> tuple[str, ...]:
+    """The ids of a flow sequence of primaries, each a known primary listed once; the
+    strings are the resources' own, so a million DIs do not hold a second copy of them."""
+    ids: list[str] = []
+    for part in text.split(","):
+        rid = part.strip()
+        res = resources.get(rid)
+        if res is None or res.role != "primary" or rid in _NOT_AN_ID:
+            raise _SlowPath
+        ids.append(res.id)
+    if not ids or len(set(ids)) != len(ids):
+        raise _SlowPath
+    return tuple(ids)
+
+
+def _compose_body(c: _Checker, entry: DiLine, problems: list[Problem]) -> _Node:
     loader = _Loader(entry.body)
     try:
         node = loader.get_single_node()
         if node is None:
             raise _SlowPath
-        body = _FromYAML(loader, problems, c.source).convert(node)
+        return _FromYAML(loader, problems, c.source).convert(node)
     except yaml.YAMLError:
         raise _SlowPath from None
     finally:
         loader.dispose()
+
+
+def _body_values(c: _Checker, entry: DiLine, refs: _Refs) -> dict[str, Any]:
+    problems: list[Problem] = []
+    checker = _Checker(c.source, c.origin, problems)
+    body = _compose_body(c, entry, problems)
     key = _Scalar(entry.key, entry.line, entry.key)
     values = _di_values(checker, body, _join("dis", entry.key), refs, key)
     if values is None or problems:
         raise _SlowPath
     return values
+
+
+# The regular one-line resource body: an IPv4 `address` first, then plain `key: value`
+# pairs (no nesting, no `:` in values); group 2 is what DIs' resources share.
+_REGULAR = re.compile(r"\{address:[ \t]+([0-9.]+),[ \t]*"
+                      r"([^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+(?:,[^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+)*)\}")
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                   r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+_SLOTS = tuple(getattr(Resource, name) for name in Resource.__slots__)
+_ID_AT = Resource.__slots__.index("id")
+_ADDRESS_AT = Resource.__slots__.index("address")
+
+
+class _Roles(Mapping[str, "str | None"]):
+    """Resource id -> role, read from the resources the line reader made (no second dict
+    of millions of entries)."""
+
+    __slots__ = ("_resources",)
+
+    def __init__(self, resources: Mapping[str, Resource]) -> None:
+        self._resources = resources
+
+    def __getitem__(self, rid: str) -> str | None:
+        return self._resources[rid].role
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._resources
+
+
+def _resources_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs
+                          ) -> dict[str, Resource]:
+    """Resources of `dis_lines` entries. A regular body (`_REGULAR`) that differs from one
+    seen before only in its address reuses what that one's checks made; any other body is
+    composed and checked alone. Any problem raises `_SlowPath` (see `_dis_from_lines`)."""
+    out: dict[str, Resource] = {}
+    shapes: dict[str, list[object]] = {}
+    regular = _REGULAR.fullmatch
+    ipv4 = _IPV4.fullmatch
+    valid_id = _ID.fullmatch
+    new = object.__new__
+    for _, rid, body in entries:
+        if rid in out or not valid_id(rid):
+            raise _SlowPath
+        match = regular(body)
+        if match is not None:
+            shape = match[2]
+            values = shapes.get(shape)
+            if values is not None and ipv4(match[1]):
+                # The address is a dotted quad without leading zeros (its own canonical
+                # text) and the rest was checked before: the constructor's checks are
+                # skipped, which is most of the cost at millions of resources.
+                res = new(Resource)
+                values[_ID_AT] = rid
+                values[_ADDRESS_AT] = match[1]
+                for slot, value in zip(_SLOTS, values, strict=True):
+                    slot.__set__(res, value)
+                out[rid] = res
+                continue
+        made = out[rid] = _one_resource(c, DiLine(_, rid, body), refs)
+        if match is not None and "address" not in match[2] and made.address == match[1]:
+            shapes.setdefault(match[2], [slot.__get__(made) for slot in _SLOTS])
+    return out
+
+
+def _one_resource(c: _Checker, entry: DiLine, refs: _Refs) -> Resource:
+    problems: list[Problem] = []
+    checker = _Checker(c.source, c.origin, problems)
+    body = _compose_body(c, entry, problems)
+    key = _Scalar(entry.key, entry.line, entry.key)
+    section = _Map(entry.line, [(key, body)])
+    saved = refs.roles
+    made = _resources(checker, section, refs)
+    refs.roles = saved
+    if problems or entry.key not in made:
+        raise _SlowPath
+    return made[entry.key]
 
 
 def _usable(section: _Node | None) -> bool:
@@ -998,7 +1124,7 @@ def _usable(section: _Node | None) -> bool:
 
 def _policy(
     root: _Node | None, origin: dns.name.Name, source: str, problems: list[Problem],
-    lines: Sequence[DiLine] | None = None,
+    lines: Mapping[str, Section] | None = None,
 ) -> Policy:
     c = _Checker(source, origin, problems)
     if root is None or _is_null(root):
@@ -1018,11 +1144,16 @@ def _policy(
     if "regions" in found:
         regions = _regions(c, found["regions"], refs, _key_of(root, "regions"))
     resources = _resources(c, found.get("resources", null), refs)
+    if lines is not None and "resources" in lines:
+        if problems or resources:
+            raise _SlowPath
+        resources = _resources_from_lines(c, lines["resources"], refs)
+        refs.roles = _Roles(resources)
     dis = _dis(c, found.get("dis", null), refs)
-    if lines is not None:
+    if lines is not None and "dis" in lines:
         if problems or dis:
             raise _SlowPath
-        dis = _dis_from_lines(c, lines, refs)
+        dis = _dis_from_lines(c, lines["dis"], refs, resources)
     if problems or regions is None:
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise PolicyError(problems)
@@ -1045,14 +1176,19 @@ def load_policy(path: Path, origin: dns.name.Name) -> Policy:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(source, line, "the policy file is not valid UTF-8")]) from exc
-    split = split_dis(text)
+    del raw  # half a gigabyte at a million DIs
+    split = split_sections(text, ("resources", "dis"))
     if split is not None:
-        # Big generated policies: the DI lines are read without YAML (see `dis_lines`).
-        # Any problem at all sends the file down the full path, which reports them.
+        # Big generated policies: one-line resources and DIs are read without YAML (see
+        # `dis_lines`). Any problem at all sends the file down the full path, which
+        # reports them.
         rest, lines = split
+        del split, text  # the sections hold the lines; the text is read again if needed
         problems: list[Problem] = []
         with contextlib.suppress(_SlowPath, PolicyError):
             return _policy(_compose(rest, source, problems), origin, source, problems, lines)
+        del rest, lines
+        text = Path(path).read_bytes().decode("utf-8-sig")
     problems = []
     return _policy(_compose(text, source, problems), origin, source, problems)
 
