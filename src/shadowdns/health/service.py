@@ -11,12 +11,16 @@ from shadowdns.clock import SystemClock
 from shadowdns.health.monitor import HealthMonitor
 from shadowdns.health.state import Transition
 from shadowdns.store.base import HealthObservation, HealthState, Store
-from shadowdns.zones.policy import Policy, Resource
+from shadowdns.zones.policy import Policy, Resource, resources_where
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
 
 log = logging.getLogger(__name__)
+
+
+def _has_check(res: Resource) -> bool:
+    return res.check is not None
 
 
 async def start_health(service: Service) -> HealthMonitor:
@@ -34,7 +38,7 @@ async def start_health(service: Service) -> HealthMonitor:
             found = checked.get(id(policy))
             if found is None or found[0] is not policy:
                 found = checked[id(policy)] = (policy, {
-                    rid: res for rid, res in policy.resources.items() if res.check is not None})
+                    res.id: res for res in resources_where(policy.resources, _has_check)})
             out.update(found[1])
         current = {id(p) for p in service.loaded.policies.values()}
         for key in [k for k in checked if k not in current]:

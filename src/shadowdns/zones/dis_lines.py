@@ -43,8 +43,10 @@ def _significant(line: str) -> bool:
 
 
 class Section:
-    """The one-line entries of a section, read again from the lines on each pass: holding
-    six million `DiLine`s at once would cost more than the file itself."""
+    """The one-line entries of a section, read again from the lines as they are iterated:
+    holding six million `DiLine`s at once would cost more than the file itself. `consume`
+    lets each line go once it was read (one pass only), so the values made from them
+    replace the text instead of adding to it."""
 
     __slots__ = ("_end", "_lines", "_start", "size")
 
@@ -55,10 +57,18 @@ class Section:
         self.size = size  # entries
 
     def __iter__(self) -> Iterator[DiLine]:
+        return self._read(consume=False)
+
+    def consume(self) -> Iterator[DiLine]:
+        return self._read(consume=True)
+
+    def _read(self, consume: bool) -> Iterator[DiLine]:
         match_entry = _ENTRY.fullmatch
         lines = self._lines
         for i in range(self._start, self._end):
             match = match_entry(lines[i].removesuffix("\r"))
+            if consume:
+                lines[i] = ""
             if match is not None:
                 yield DiLine(i + 1, match[2], match[3])
 

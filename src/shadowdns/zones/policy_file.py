@@ -21,6 +21,7 @@ import ipaddress
 import json
 import math
 import re
+import socket
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,6 +44,7 @@ from shadowdns.zones.policy import (
     Policy,
     Regions,
     Resource,
+    ResourceTable,
 )
 
 __all__ = [
@@ -1000,12 +1002,20 @@ def _primary_ids(text: str, resources: Mapping[str, Resource]) -> tuple[str, ...
     """The ids of a flow sequence of primaries, each a known primary listed once; the
     strings are the resources' own, so a million DIs do not hold a second copy of them."""
     ids: list[str] = []
+    if isinstance(resources, ResourceTable):
+        id_of, role_of = resources.id_of, resources.role_of
+    else:
+        def id_of(rid: str) -> str | None:
+            res = resources.get(rid)
+            return None if res is None else res.id
+
+        def role_of(rid: str) -> str | None:
+            return resources[rid].role
     for part in text.split(","):
-        rid = part.strip()
-        res = resources.get(rid)
-        if res is None or res.role != "primary" or rid in _NOT_AN_ID:
+        rid = id_of(part.strip())
+        if rid is None or role_of(rid) != "primary" or rid in _NOT_AN_ID:
             raise _SlowPath
-        ids.append(res.id)
+        ids.append(rid)
     if not ids or len(set(ids)) != len(ids):
         raise _SlowPath
     return tuple(ids)
@@ -1041,9 +1051,6 @@ _REGULAR = re.compile(r"\{address:[ \t]+([0-9.]+),[ \t]*"
                       r"([^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+(?:,[^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+)*)\}")
 _IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
-_SLOTS = tuple(getattr(Resource, name) for name in Resource.__slots__)
-_ID_AT = Resource.__slots__.index("id")
-_ADDRESS_AT = Resource.__slots__.index("address")
 
 
 class _Roles(Mapping[str, "str | None"]):
@@ -1052,11 +1059,13 @@ class _Roles(Mapping[str, "str | None"]):
 
     __slots__ = ("_resources",)
 
-    def __init__(self, resources: Mapping[str, Resource]) -> None:
+    def __init__(self, resources: ResourceTable) -> None:
         self._resources = resources
 
     def __getitem__(self, rid: str) -> str | None:
-        return self._resources[rid].role
+        if rid not in self._resources:
+            raise KeyError(rid)
+        return self._resources.role_of(rid)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._resources)
@@ -1069,38 +1078,34 @@ class _Roles(Mapping[str, "str | None"]):
 
 
 def _resources_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs
-                          ) -> dict[str, Resource]:
+                          ) -> ResourceTable:
     """Resources of `dis_lines` entries. A regular body (`_REGULAR`) that differs from one
-    seen before only in its address reuses what that one's checks made; any other body is
-    composed and checked alone. Any problem raises `_SlowPath` (see `_dis_from_lines`)."""
-    out: dict[str, Resource] = {}
-    shapes: dict[str, list[object]] = {}
+    seen before only in its address reuses what that one's checks made, and is kept as a
+    row of a `ResourceTable`; any other body is composed and checked alone. Any problem
+    raises `_SlowPath` (see `_dis_from_lines`)."""
+    table = ResourceTable()
+    shapes: dict[str, int] = {}
     regular = _REGULAR.fullmatch
     ipv4 = _IPV4.fullmatch
     valid_id = _ID.fullmatch
-    new = object.__new__
-    for _, rid, body in entries:
-        if rid in out or not valid_id(rid):
+    pack = socket.inet_aton
+    add_shaped = table.add_shaped
+    for line, rid, body in entries:
+        if rid in table or not valid_id(rid):
             raise _SlowPath
         match = regular(body)
         if match is not None:
-            shape = match[2]
-            values = shapes.get(shape)
-            if values is not None and ipv4(match[1]):
-                # The address is a dotted quad without leading zeros (its own canonical
-                # text) and the rest was checked before: the constructor's checks are
-                # skipped, which is most of the cost at millions of resources.
-                res = new(Resource)
-                values[_ID_AT] = rid
-                values[_ADDRESS_AT] = match[1]
-                for slot, value in zip(_SLOTS, values, strict=True):
-                    slot.__set__(res, value)
-                out[rid] = res
+            shape = shapes.get(match[2])
+            if shape is not None and ipv4(match[1]):
+                # A dotted quad without leading zeros (its own canonical text); the rest
+                # was checked with the first resource of this shape.
+                add_shaped(rid, shape, pack(match[1]))
                 continue
-        made = out[rid] = _one_resource(c, DiLine(_, rid, body), refs)
+        made = _one_resource(c, DiLine(line, rid, body), refs)
+        table.add(made)
         if match is not None and "address" not in match[2] and made.address == match[1]:
-            shapes.setdefault(match[2], [slot.__get__(made) for slot in _SLOTS])
-    return out
+            shapes.setdefault(match[2], table.shape(made))
+    return table
 
 
 def _one_resource(c: _Checker, entry: DiLine, refs: _Refs) -> Resource:
@@ -1143,17 +1148,18 @@ def _policy(
     regions = None
     if "regions" in found:
         regions = _regions(c, found["regions"], refs, _key_of(root, "regions"))
-    resources = _resources(c, found.get("resources", null), refs)
+    resources: Mapping[str, Resource] = _resources(c, found.get("resources", null), refs)
     if lines is not None and "resources" in lines:
         if problems or resources:
             raise _SlowPath
-        resources = _resources_from_lines(c, lines["resources"], refs)
-        refs.roles = _Roles(resources)
+        table = _resources_from_lines(c, lines["resources"].consume(), refs)
+        refs.roles = _Roles(table)
+        resources = table
     dis = _dis(c, found.get("dis", null), refs)
     if lines is not None and "dis" in lines:
         if problems or dis:
             raise _SlowPath
-        dis = _dis_from_lines(c, lines["dis"], refs, resources)
+        dis = _dis_from_lines(c, lines["dis"].consume(), refs, resources)
     if problems or regions is None:
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise PolicyError(problems)
