@@ -54,3 +54,9 @@ def test_matching_asks_each_shape_and_finds_the_rows() -> None:
     assert len(asked) == 3  # the shape (twice: as itself and as a shape) and the whole one
     assert list(resources_where(t, lambda r: r.check is not None)) == [WHOLE]
     assert list(resources_where(expected, lambda r: r.role == "standby")) == [WHOLE]
+
+
+def test_field_rows_are_the_resources_fields() -> None:
+    t, expected = table()
+    assert list(t.field_rows()) == [
+        tuple(getattr(r, name) for name in Resource.__slots__) for r in expected.values()]
