@@ -186,6 +186,15 @@ class ResourceTable(Mapping[str, Resource]):
         row = self._rows.get(rid)
         return None if row is None else self._ids[row]
 
+    def id_if(self, rid: str, role: str) -> str | None:
+        """`id_of(rid)` when that resource has `role`, else None (one call per id read)."""
+        row = self._rows.get(rid)
+        if row is None:
+            return None
+        shape = self._shape[row]
+        made = self._made[shape if shape >= 0 else -1 - shape]
+        return self._ids[row] if made.role == role else None
+
     def role_of(self, rid: str) -> str | None:
         row = self._rows.get(rid)
         if row is None:

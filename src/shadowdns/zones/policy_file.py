@@ -1001,19 +1001,16 @@ _NOT_AN_ID = frozenset({"", "~", "null", "Null", "NULL"})
 def _primary_ids(text: str, resources: Mapping[str, Resource]) -> tuple[str, ...]:
     """The ids of a flow sequence of primaries, each a known primary listed once; the
     strings are the resources' own, so a million DIs do not hold a second copy of them."""
-    ids: list[str] = []
     if isinstance(resources, ResourceTable):
-        id_of, role_of = resources.id_of, resources.role_of
+        id_if = resources.id_if
     else:
-        def id_of(rid: str) -> str | None:
+        def id_if(rid: str, role: str) -> str | None:
             res = resources.get(rid)
-            return None if res is None else res.id
-
-        def role_of(rid: str) -> str | None:
-            return resources[rid].role
+            return res.id if res is not None and res.role == role else None
+    ids: list[str] = []
     for part in text.split(","):
-        rid = id_of(part.strip())
-        if rid is None or role_of(rid) != "primary" or rid in _NOT_AN_ID:
+        rid = id_if(part.strip(), "primary")
+        if rid is None or rid in _NOT_AN_ID:
             raise _SlowPath
         ids.append(rid)
     if not ids or len(set(ids)) != len(ids):
@@ -1091,18 +1088,23 @@ def _resources_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs
     pack = socket.inet_aton
     add_shaped = table.add_shaped
     for line, rid, body in entries:
-        if rid in table or not valid_id(rid):
+        if not valid_id(rid):
             raise _SlowPath
         match = regular(body)
-        if match is not None:
-            shape = shapes.get(match[2])
-            if shape is not None and ipv4(match[1]):
-                # A dotted quad without leading zeros (its own canonical text); the rest
-                # was checked with the first resource of this shape.
-                add_shaped(rid, shape, pack(match[1]))
-                continue
-        made = _one_resource(c, DiLine(line, rid, body), refs)
-        table.add(made)
+        try:
+            if match is not None:
+                shape = shapes.get(match[2])
+                if shape is not None and ipv4(match[1]):
+                    # A dotted quad without leading zeros (its own canonical text); the
+                    # rest was checked with the first resource of this shape.
+                    add_shaped(rid, shape, pack(match[1]))
+                    continue
+            if rid in table:
+                raise ValueError(rid)
+            made = _one_resource(c, DiLine(line, rid, body), refs)
+            table.add(made)
+        except ValueError:  # declared twice
+            raise _SlowPath from None
         if match is not None and "address" not in match[2] and made.address == match[1]:
             shapes.setdefault(match[2], table.shape(made))
     return table
