@@ -41,7 +41,7 @@ from shadowdns.allocator.solver import AssignmentProblem, solve
 from shadowdns.geoip.distance import EARTH_RADIUS_KM, haversine_km
 from shadowdns.resolver.routing import is_up
 from shadowdns.store.base import Allocation
-from shadowdns.zones.policy import DI, Policy, Resource
+from shadowdns.zones.policy import DI, Policy, Resource, resources_where
 
 STICKINESS = 1.25
 """Weight bonus of keeping a (DI, region) on the resource it already has (no churn).
@@ -80,7 +80,7 @@ def lead_time(di: DI, policy: Policy) -> float:
     TTL (cache drain), whichever is longer."""
     warmups = [policy.resources[r].warmup for r in di.standby if r in policy.resources]
     if di.standby_within_km is not None:
-        warmups += [r.warmup for r in policy.resources.values() if r.role == "standby"]
+        warmups += [r.warmup for r in resources_where(policy.resources, _is_standby)]
     return max(di.policy.lead_time, max(warmups, default=0.0) + di.ttl)
 
 
@@ -93,8 +93,12 @@ def _view(policy: Policy, di: DI, slowest_any: float) -> DIView:
 
 
 def _slowest_standby(policy: Policy) -> float:
-    return max((r.warmup for r in policy.resources.values() if r.role == "standby"),
+    return max((r.warmup for r in resources_where(policy.resources, _is_standby)),
                default=0.0)
+
+
+def _is_standby(res: Resource) -> bool:
+    return res.role == "standby"
 
 
 def di_views(policies: Iterable[Policy]) -> list[DIView]:
@@ -209,7 +213,7 @@ class _Geometry:
     def __init__(self, policy: Policy, down: frozenset[str]) -> None:
         self.locations = list(policy.locations)
         self.loc_row = {name: i for i, name in enumerate(self.locations)}
-        self.res = [r for r in policy.resources.values() if r.role == "standby"]
+        self.res = list(resources_where(policy.resources, _is_standby))
         self.res_col = {r.id: i for i, r in enumerate(self.res)}
         lat = np.radians([policy.locations[n].lat for n in self.locations])
         lon = np.radians([policy.locations[n].lon for n in self.locations])

@@ -11,7 +11,7 @@ from shadowdns.clock import SystemClock
 from shadowdns.health.monitor import HealthMonitor
 from shadowdns.health.state import Transition
 from shadowdns.store.base import HealthObservation, HealthState, Store
-from shadowdns.zones.policy import Resource
+from shadowdns.zones.policy import Policy, Resource, resources_where
 
 if TYPE_CHECKING:
     from shadowdns.app import Service
@@ -19,14 +19,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _has_check(res: Resource) -> bool:
+    return res.check is not None
+
+
 async def start_health(service: Service) -> HealthMonitor:
     """Start probing every checked resource now; a change recompiles answers at once and
     wakes the allocator (when it runs) so a failed shadow is replaced."""
 
+    # The monitor resyncs every few seconds and only probes resources with a check: find
+    # those once per loaded policy (policies are immutable), not by walking millions of
+    # resources on the event loop each time.
+    checked: dict[int, tuple[Policy, dict[str, Resource]]] = {}
+
     def resources() -> dict[str, Resource]:
         out: dict[str, Resource] = {}
         for policy in service.loaded.policies.values():
-            out.update(policy.resources)
+            found = checked.get(id(policy))
+            if found is None or found[0] is not policy:
+                found = checked[id(policy)] = (policy, {
+                    res.id: res for res in resources_where(policy.resources, _has_check)})
+            out.update(found[1])
+        current = {id(p) for p in service.loaded.policies.values()}
+        for key in [k for k in checked if k not in current]:
+            del checked[key]
         return out
 
     fleet = bool(getattr(service, "fleet", False))

@@ -296,7 +296,9 @@ class GeoContext:
             made = []
             for region in self.regions:
                 decision = decide(self.policy, di, region, (), down, distance=self._distance)
-                positions = tuple(next(i for i, r in enumerate(primaries) if r is res)
+                # by id: a compact resource table makes a new `Resource` on each lookup
+                positions = tuple(next(i for i, r in enumerate(primaries)
+                                       if r is not None and r.id == res.id)
                                   for res in decision.resources)
                 made.append((positions, decision.kind))
             picks = self.by_signature[signature] = tuple(made)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shadowdns.geoip.distance import haversine_km
-from shadowdns.zones.policy import AllocationPolicy, Policy
+from shadowdns.zones.policy import AllocationPolicy, Policy, Resource, ResourceTable
 
 Table = tuple[str, tuple[str, ...], Iterator[tuple[Any, ...]]]
 """(table name, its columns, the rows as tuples in column order)."""
@@ -27,7 +27,20 @@ def _json(value: object) -> str:
 def policy_rows(origin: str, policy: Policy) -> list[Table]:
     """The tables' rows that stand for `policy` in zone `origin` (absolute text)."""
     locations = list(policy.locations.values())
-    resources = list(policy.resources.values())
+
+    def resource_rows() -> Iterator[tuple[Any, ...]]:
+        # A ResourceTable's rows are read as they are, not made into millions of Resources.
+        table = policy.resources
+        fields: Iterator[tuple[Any, ...]]
+        if isinstance(table, ResourceTable):
+            fields = table.field_rows()
+        else:
+            fields = (tuple(getattr(r, name) for name in Resource.__slots__)
+                      for r in table.values())
+        for rid, location, role, address, address6, capacity, cost, warmup, check, override \
+                in fields:
+            yield (origin, rid, address, address6, location, role, capacity, cost, warmup,
+                   None if check is None else _json(dataclasses.asdict(check)), override)
 
     def dis() -> Iterator[tuple[Any, ...]]:
         shown: dict[AllocationPolicy, str] = {}
@@ -53,10 +66,7 @@ def policy_rows(origin: str, policy: Policy) -> list[Table]:
          iter([(origin, a.name, b.name, haversine_km(a.lat, a.lon, b.lat, b.lon))
                for a in locations for b in locations])),
         ("resources", ("zone", "id", "address", "address6", "location", "role", "capacity",
-                       "cost", "warmup", "check_json", "override"),
-         iter([(origin, r.id, r.address, r.address6, r.location, r.role, r.capacity, r.cost,
-                r.warmup, None if r.check is None else _json(dataclasses.asdict(r.check)),
-                r.override) for r in resources])),
+                       "cost", "warmup", "check_json", "override"), resource_rows()),
         ("dis", ("name", "zone", "ttl", "answers", "all_down", "standby_within_km",
                  "policy_json"), dis()),
         ("di_resources", ("di", "resource", "role", "position"), di_resources()),

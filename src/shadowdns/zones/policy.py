@@ -9,9 +9,11 @@ check only what makes a value meaningless on its own.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import socket
+from array import array
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import dns.name
 
@@ -136,3 +138,130 @@ class Policy:
     resources: Mapping[str, Resource]
     dis: Mapping[dns.name.Name, DI]
     source: str = "<memory>"
+
+
+_FIELDS = tuple(getattr(Resource, name) for name in Resource.__slots__)
+_ID_AT = Resource.__slots__.index("id")
+_ADDRESS_AT = Resource.__slots__.index("address")
+
+
+class ResourceTable(Mapping[str, Resource]):
+    """Resources by id, compact enough for millions of them (a million DIs, each with its
+    own five primaries).
+
+    A `Resource` with its address text costs ~240 bytes; here a resource that differs from
+    a *shape* (another resource's fields) only in its id and IPv4 address costs its id, a
+    row number and the packed address, and is made into a `Resource` when looked up.
+    Other resources are kept whole. Iteration follows the order of `add`/`add_shaped`; the
+    ids handed out (`id_of`) are the table's own strings, so DIs can share them.
+    """
+
+    __slots__ = ("_address", "_ids", "_made", "_rows", "_shape")
+
+    def __init__(self) -> None:
+        self._rows: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._shape = array("i")  # per row: index into _made; -1 - index for a whole one
+        self._address = array("I")  # per row: IPv4 address as an integer (shaped rows)
+        self._made: list[Resource] = []  # shapes and whole resources
+
+    def shape(self, resource: Resource) -> int:
+        """Register `resource`'s fields as a shape for `add_shaped`; its index."""
+        self._made.append(resource)
+        return len(self._made) - 1
+
+    def add(self, resource: Resource) -> None:
+        self._append(resource.id, -1 - self.shape(resource), 0)
+
+    def add_shaped(self, rid: str, shape: int, address: bytes) -> None:
+        """`rid` with the fields of `shape` but `address` (4 packed bytes)."""
+        self._append(rid, shape, int.from_bytes(address, "big"))
+
+    def _append(self, rid: str, shape: int, address: int) -> None:
+        if rid in self._rows:
+            raise ValueError(f"resource {rid} added twice")
+        self._rows[rid] = len(self._ids)
+        self._ids.append(rid)
+        self._shape.append(shape)
+        self._address.append(address)
+
+    def id_of(self, rid: str) -> str | None:
+        row = self._rows.get(rid)
+        return None if row is None else self._ids[row]
+
+    def id_if(self, rid: str, role: str) -> str | None:
+        """`id_of(rid)` when that resource has `role`, else None (one call per id read)."""
+        row = self._rows.get(rid)
+        if row is None:
+            return None
+        shape = self._shape[row]
+        made = self._made[shape if shape >= 0 else -1 - shape]
+        return self._ids[row] if made.role == role else None
+
+    def role_of(self, rid: str) -> str | None:
+        row = self._rows.get(rid)
+        if row is None:
+            return None
+        shape = self._shape[row]
+        return self._made[shape if shape >= 0 else -1 - shape].role
+
+    def _make(self, row: int) -> Resource:
+        shape = self._shape[row]
+        if shape < 0:
+            return self._made[-1 - shape]
+        values = [slot.__get__(self._made[shape]) for slot in _FIELDS]
+        values[_ID_AT] = self._ids[row]
+        values[_ADDRESS_AT] = socket.inet_ntoa(self._address[row].to_bytes(4, "big"))
+        res = object.__new__(Resource)  # checked when the table was filled
+        for slot, value in zip(_FIELDS, values, strict=True):
+            slot.__set__(res, value)
+        return res
+
+    def __getitem__(self, rid: str) -> Resource:
+        return self._make(self._rows[rid])
+
+    def get(self, rid: str, default: Resource | None = None) -> Resource | None:  # type: ignore[override]
+        row = self._rows.get(rid)
+        return default if row is None else self._make(row)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def matching(self, predicate: Callable[[Resource], bool]) -> Iterator[Resource]:
+        """The resources for which `predicate` holds, asked once per shape (a predicate
+        on anything but the id and address): finding the few checked or standby resources
+        among millions walks an array, not millions of `Resource`s."""
+        good = {i for i, res in enumerate(self._made) if predicate(res)}
+        if not good:
+            return
+        for row, shape in enumerate(self._shape):
+            if (shape if shape >= 0 else -1 - shape) in good:
+                yield self._make(row)
+
+    def field_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every resource's fields in `Resource.__slots__` order, without making each a
+        `Resource` (writing five million rows to the store)."""
+        shapes = [[slot.__get__(res) for slot in _FIELDS] for res in self._made]
+        inet_ntoa = socket.inet_ntoa
+        for rid, shape, address in zip(self._ids, self._shape, self._address, strict=True):
+            if shape < 0:
+                yield tuple(shapes[-1 - shape])
+                continue
+            values = shapes[shape]
+            values[_ID_AT] = rid
+            values[_ADDRESS_AT] = inet_ntoa(address.to_bytes(4, "big"))
+            yield tuple(values)
+
+
+def resources_where(resources: Mapping[str, Resource],
+                    predicate: Callable[[Resource], bool]) -> Iterator[Resource]:
+    """`resources`' values for which `predicate` (of anything but id and address) holds."""
+    if isinstance(resources, ResourceTable):
+        return resources.matching(predicate)
+    return (res for res in resources.values() if predicate(res))

@@ -21,7 +21,8 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import socket
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,7 +36,7 @@ import yaml
 from shadowdns.durations import parse_duration
 from shadowdns.errors import PolicyError, Problem
 from shadowdns.predictor.names import model_names
-from shadowdns.zones.dis_lines import DiLine, split_dis
+from shadowdns.zones.dis_lines import DiLine, Section, split_sections
 from shadowdns.zones.policy import (
     CONTINENTS,
     DI,
@@ -46,6 +47,7 @@ from shadowdns.zones.policy import (
     Policy,
     Regions,
     Resource,
+    ResourceTable,
 )
 
 __all__ = [
@@ -529,7 +531,8 @@ class _Refs:
     locations: set[str] = field(default_factory=set)
     check_locations: bool = True  # False when the locations section itself is unusable
     check_resources: bool = True  # False when the resources section itself is unusable
-    roles: dict[str, str | None] = field(default_factory=dict)  # resource id -> role (if valid)
+    # resource id -> role (if valid); the line reader's resources answer through a view
+    roles: Mapping[str, str | None] = field(default_factory=dict)
     countries: dict[str, str] = field(default_factory=dict)  # code -> location listing it
     cidrs: dict[IPNetwork, str] = field(default_factory=dict)  # prefix -> location listing it
 
@@ -753,11 +756,13 @@ def _url(c: _Checker, node: _Node, path: str, kind: str) -> str | None:
 
 def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
     out: dict[str, Resource] = {}
+    roles: dict[str, str | None] = dict(refs.roles)
+    refs.roles = roles
     for rid, key_node, body in c.entries(node, "resources"):
         if not c.name_key(rid, key_node, "resources", "a resource id"):
             continue
         path = _join("resources", rid)
-        refs.roles[rid] = None
+        roles[rid] = None
         start = c.marker()
         found = c.fields(body, path, _RESOURCE_KEYS, required=("location", "role"), at=key_node)
         if found is None:
@@ -767,7 +772,7 @@ def _resources(c: _Checker, node: _Node, refs: _Refs) -> dict[str, Resource]:
             if "role" in found
             else None
         )
-        refs.roles[rid] = role
+        roles[rid] = role
         location = (
             _location_ref(c, found["location"], f"{path}.location", refs)
             if "location" in found
@@ -955,24 +960,38 @@ class _SlowPath(Exception):
     """The line reader's entries need the full YAML path (to report their problems)."""
 
 
-def _dis_from_lines(c: _Checker, entries: Sequence[DiLine], refs: _Refs
-                    ) -> dict[dns.name.Name, DI]:
-    """DIs of `dis_lines` entries: each distinct body is composed and checked once.
+def _dis_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs,
+                    resources: Mapping[str, Resource]) -> dict[dns.name.Name, DI]:
+    """DIs of `dis_lines` entries: each distinct shape of body (the body with its
+    primaries' ids left out) is composed and checked once; the ids are checked per line.
 
-    Any problem (a bad body or name, a duplicate) raises `_SlowPath`: the whole file is
+    Any problem (a bad body, id or name, a duplicate) raises `_SlowPath`: the whole file is
     then read as YAML, which reports every problem with its line as usual.
     """
     origin = c.origin
     origin_text = origin.to_text(omit_final_dot=True).lower()
     suffix = "." + origin_text
     tail = origin.labels
+    shapes: dict[str, dict[str, Any]] = {}
+    # DIs with the same body share one set of values (a bounded memo: bodies that differ
+    # in their primaries only repeat when resources are shared).
     bodies: dict[str, dict[str, Any]] = {}
     out: dict[dns.name.Name, DI] = {}
+    find_primaries = _PRIMARIES.search
     for entry in entries:
-        values = bodies.get(entry.body)
+        body = entry.body
+        values = bodies.get(body)
         if values is None:
-            values = _body_values(c, entry, refs)
-            bodies[entry.body] = values
+            found = find_primaries(body)
+            shape = body if found is None else body[: found.start(1)] + body[found.end(1):]
+            values = shapes.get(shape)
+            if values is None:
+                values = _body_values(c, entry, refs)
+                shapes[shape] = values
+            elif found is not None:
+                values = {**values, "primaries": _primary_ids(found[1], resources)}
+            if len(bodies) < _BODY_MEMO:
+                bodies[body] = values
         lowered = entry.key.lower()
         if lowered == origin_text or lowered.endswith(suffix):
             raise _SlowPath  # looks relative-but-meant-absolute: let the full path explain
@@ -980,30 +999,144 @@ def _dis_from_lines(c: _Checker, entries: Sequence[DiLine], refs: _Refs
             name = dns.name.Name((*(label.encode() for label in entry.key.split(".")), *tail))
         except dns.exception.DNSException:
             raise _SlowPath from None
-        if name in out:
-            raise _SlowPath
+        before = len(out)
         out[name] = DI(name=name, **values)
+        if len(out) == before:  # declared twice (one hash of the name, not two)
+            raise _SlowPath
     return out
 
 
-def _body_values(c: _Checker, entry: DiLine, refs: _Refs) -> dict[str, Any]:
-    problems: list[Problem] = []
-    checker = _Checker(c.source, c.origin, problems)
+_BODY_MEMO = 4096
+# `primaries: [a, b]` inside a one-line body; the ids group is what varies between DIs.
+_PRIMARIES = re.compile(r"(?:^\{|,)[ \t]*primaries[ \t]*:[ \t]*\[([^\]\[{}]*)\]")
+# Plain scalars YAML would read as something other than the text written.
+_NOT_AN_ID = frozenset({"", "~", "null", "Null", "NULL"})
+
+
+def _primary_ids(text: str, resources: Mapping[str, Resource]) -> tuple[str, ...]:
+    """The ids of a flow sequence of primaries, each a known primary listed once; the
+    strings are the resources' own, so a million DIs do not hold a second copy of them."""
+    if isinstance(resources, ResourceTable):
+        id_if = resources.id_if
+    else:
+        def id_if(rid: str, role: str) -> str | None:
+            res = resources.get(rid)
+            return res.id if res is not None and res.role == role else None
+    ids: list[str] = []
+    for part in text.split(","):
+        rid = id_if(part.strip(), "primary")
+        if rid is None or rid in _NOT_AN_ID:
+            raise _SlowPath
+        ids.append(rid)
+    if not ids or len(set(ids)) != len(ids):
+        raise _SlowPath
+    return tuple(ids)
+
+
+def _compose_body(c: _Checker, entry: DiLine, problems: list[Problem]) -> _Node:
     loader = _Loader(entry.body)
     try:
         node = loader.get_single_node()
         if node is None:
             raise _SlowPath
-        body = _FromYAML(loader, problems, c.source).convert(node)
+        return _FromYAML(loader, problems, c.source).convert(node)
     except yaml.YAMLError:
         raise _SlowPath from None
     finally:
         loader.dispose()
+
+
+def _body_values(c: _Checker, entry: DiLine, refs: _Refs) -> dict[str, Any]:
+    problems: list[Problem] = []
+    checker = _Checker(c.source, c.origin, problems)
+    body = _compose_body(c, entry, problems)
     key = _Scalar(entry.key, entry.line, entry.key)
     values = _di_values(checker, body, _join("dis", entry.key), refs, key)
     if values is None or problems:
         raise _SlowPath
     return values
+
+
+# The regular one-line resource body: an IPv4 `address` first, then plain `key: value`
+# pairs (no nesting, no `:` in values); group 2 is what DIs' resources share.
+_REGULAR = re.compile(r"\{address:[ \t]+([0-9.]+),[ \t]*"
+                      r"([^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+(?:,[^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+)*)\}")
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                   r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+
+
+class _Roles(Mapping[str, "str | None"]):
+    """Resource id -> role, read from the resources the line reader made (no second dict
+    of millions of entries)."""
+
+    __slots__ = ("_resources",)
+
+    def __init__(self, resources: ResourceTable) -> None:
+        self._resources = resources
+
+    def __getitem__(self, rid: str) -> str | None:
+        if rid not in self._resources:
+            raise KeyError(rid)
+        return self._resources.role_of(rid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._resources
+
+
+def _resources_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs
+                          ) -> ResourceTable:
+    """Resources of `dis_lines` entries. A regular body (`_REGULAR`) that differs from one
+    seen before only in its address reuses what that one's checks made, and is kept as a
+    row of a `ResourceTable`; any other body is composed and checked alone. Any problem
+    raises `_SlowPath` (see `_dis_from_lines`)."""
+    table = ResourceTable()
+    shapes: dict[str, int] = {}
+    regular = _REGULAR.fullmatch
+    ipv4 = _IPV4.fullmatch
+    valid_id = _ID.fullmatch
+    pack = socket.inet_aton
+    add_shaped = table.add_shaped
+    for line, rid, body in entries:
+        if not valid_id(rid):
+            raise _SlowPath
+        match = regular(body)
+        try:
+            if match is not None:
+                shape = shapes.get(match[2])
+                if shape is not None and ipv4(match[1]):
+                    # A dotted quad without leading zeros (its own canonical text); the
+                    # rest was checked with the first resource of this shape.
+                    add_shaped(rid, shape, pack(match[1]))
+                    continue
+            if rid in table:
+                raise ValueError(rid)
+            made = _one_resource(c, DiLine(line, rid, body), refs)
+            table.add(made)
+        except ValueError:  # declared twice
+            raise _SlowPath from None
+        if match is not None and "address" not in match[2] and made.address == match[1]:
+            shapes.setdefault(match[2], table.shape(made))
+    return table
+
+
+def _one_resource(c: _Checker, entry: DiLine, refs: _Refs) -> Resource:
+    problems: list[Problem] = []
+    checker = _Checker(c.source, c.origin, problems)
+    body = _compose_body(c, entry, problems)
+    key = _Scalar(entry.key, entry.line, entry.key)
+    section = _Map(entry.line, [(key, body)])
+    saved = refs.roles
+    made = _resources(checker, section, refs)
+    refs.roles = saved
+    if problems or entry.key not in made:
+        raise _SlowPath
+    return made[entry.key]
 
 
 def _usable(section: _Node | None) -> bool:
@@ -1013,7 +1146,7 @@ def _usable(section: _Node | None) -> bool:
 
 def _policy(
     root: _Node | None, origin: dns.name.Name, source: str, problems: list[Problem],
-    lines: Sequence[DiLine] | None = None,
+    lines: Mapping[str, Section] | None = None,
 ) -> Policy:
     c = _Checker(source, origin, problems)
     if root is None or _is_null(root):
@@ -1032,12 +1165,18 @@ def _policy(
     regions = None
     if "regions" in found:
         regions = _regions(c, found["regions"], refs, _key_of(root, "regions"))
-    resources = _resources(c, found.get("resources", null), refs)
+    resources: Mapping[str, Resource] = _resources(c, found.get("resources", null), refs)
+    if lines is not None and "resources" in lines:
+        if problems or resources:
+            raise _SlowPath
+        table = _resources_from_lines(c, lines["resources"].consume(), refs)
+        refs.roles = _Roles(table)
+        resources = table
     dis = _dis(c, found.get("dis", null), refs)
-    if lines is not None:
+    if lines is not None and "dis" in lines:
         if problems or dis:
             raise _SlowPath
-        dis = _dis_from_lines(c, lines, refs)
+        dis = _dis_from_lines(c, lines["dis"].consume(), refs, resources)
     if problems or regions is None:
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         raise PolicyError(problems)
@@ -1060,14 +1199,19 @@ def load_policy(path: Path, origin: dns.name.Name) -> Policy:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(source, line, "the policy file is not valid UTF-8")]) from exc
-    split = split_dis(text)
+    del raw  # half a gigabyte at a million DIs
+    split = split_sections(text, ("resources", "dis"))
     if split is not None:
-        # Big generated policies: the DI lines are read without YAML (see `dis_lines`).
-        # Any problem at all sends the file down the full path, which reports them.
+        # Big generated policies: one-line resources and DIs are read without YAML (see
+        # `dis_lines`). Any problem at all sends the file down the full path, which
+        # reports them.
         rest, lines = split
+        del split, text  # the sections hold the lines; the text is read again if needed
         problems: list[Problem] = []
         with contextlib.suppress(_SlowPath, PolicyError):
             return _policy(_compose(rest, source, problems), origin, source, problems, lines)
+        del rest, lines
+        text = Path(path).read_bytes().decode("utf-8-sig")
     problems = []
     return _policy(_compose(text, source, problems), origin, source, problems)
 

@@ -167,3 +167,73 @@ def test_a_problem_elsewhere_is_reported_with_those_in_dis(tmp_path: Path) -> No
     reasons = [p.reason for p in info.value.problems]
     assert any("eu-wst" in r for r in reasons) and any("at least one primary" in r
                                                          for r in reasons), reasons
+
+
+RESOURCE_BODIES = [
+    "{address: 10.0.{i}.1, location: eu-west, role: primary}",
+    "{address: 10.1.{i}.1, location: us-east, role: primary, capacity: 50, cost: 2}",
+    "{location: us-east, address: 10.2.{i}.1, role: primary}",
+    "{address: 10.3.{i}.1, location: us-east, role: standby, warmup: 30, override: down}",
+    "{address: 10.4.{i}.1, address6: 2001:db8::{i}, location: eu-west, role: primary}",
+    "{address6: 2001:db8::1:{i}, location: eu-west, role: primary}",
+]
+
+
+def distinct(n: int) -> str:
+    """A policy whose every DI has its own resources (the million-DI benchmark's shape)."""
+    head = HEAD.split("resources:\n")[0]
+    res = ["resources:"]
+    dis = ["dis:"]
+    for i in range(n):
+        ids = []
+        for j, body in enumerate(RESOURCE_BODIES):
+            res.append(f"  r{i}-{j}: {body.replace('{i}', str(i))}")
+            if "standby" not in body:
+                ids.append(f"r{i}-{j}")
+        dis.append(f"  d{i}: {{primaries: [{', '.join(ids)}], ttl: {30 + i % 3}}}")
+    return head + "\n".join(res + dis) + "\n"
+
+
+def test_distinct_resources_are_the_same_both_ways(tmp_path: Path) -> None:
+    """One-line resources (several shapes, IPv4 and IPv6) read without YAML equal YAML's,
+    and each DI's primaries are its own resources' id strings (not a second copy)."""
+    text = distinct(200)
+    fast, slow = both_ways(tmp_path, text)
+    assert fast.resources == slow.resources
+    assert list(fast.resources) == list(slow.resources)
+    assert fast.dis == slow.dis
+    assert len(fast.resources) == 200 * len(RESOURCE_BODIES)
+    di = fast.dis[dns.name.from_text("d7", ORIGIN)]
+    assert all(rid is fast.resources[rid].id for rid in di.primaries)
+    assert fast.resources["r7-4"].address6 == "2001:db8::7"
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ("{address: 10.0.7.256, location: eu-west, role: primary}", "not an IP address"),
+    ("{address: 10.0.07.1, location: eu-west, role: primary}", "not an IP address"),
+    ("{address: 10.0.7.1, location: eu-wst, role: primary}", "eu-wst"),
+    ("{address: 10.0.7.1, location: eu-west, role: primery}", "primery"),
+    ("{address: 10.0.7.1, address: 10.0.7.2, location: eu-west, role: primary}", "duplicate"),
+    ("{address: 2001:db8::1, location: eu-west, role: primary}", "IPv6"),
+])
+def test_a_bad_resource_line_is_reported_on_its_line(tmp_path: Path, change: str,
+                                                     reason: str) -> None:
+    """A resource line unlike the others gets the same problem, on its own line, as YAML
+    would report."""
+    lines = distinct(50).split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("  r7-0:"))
+    lines[at] = f"  r7-0: {change}"
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, "\n".join(lines)), ORIGIN)
+    problems = info.value.problems
+    assert problems[0].line == at + 1, problems
+    assert reason in problems[0].reason, problems
+
+
+def test_a_resource_listed_twice_is_reported(tmp_path: Path) -> None:
+    lines = distinct(5).split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("  r3-0:"))
+    lines[at] = lines[at].replace("r3-0", "r2-0")
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, "\n".join(lines)), ORIGIN)
+    assert any(p.line == at + 1 and "duplicate" in p.reason for p in info.value.problems)
