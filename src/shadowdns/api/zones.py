@@ -96,20 +96,55 @@ def build_rdataset(rdtype: dns.rdatatype.RdataType, body: RRsetBody,
     """Parse every rdata with dnspython; 422 naming each bad item."""
     rdatas: list[dns.rdata.Rdata] = []
     problems: list[ProblemItem] = []
+    what = dns.rdatatype.to_text(rdtype)
     for i, text in enumerate(body.rdata):
+        cut = _cut_at(text)
+        if cut is not None:
+            # the master-file tokenizer would stop there and silently drop the rest
+            problems.append(ProblemItem(path=f"body.rdata.{i}", message=cut))
+            continue
         try:
-            rdatas.append(dns.rdata.from_text(IN, rdtype, text, origin=origin,
-                                              relativize=False))
+            rd = dns.rdata.from_text(IN, rdtype, text, origin=origin, relativize=False)
         except (dns.exception.DNSException, ValueError, TypeError) as exc:
-            what = dns.rdatatype.to_text(rdtype)
             problems.append(ProblemItem(path=f"body.rdata.{i}",
                                         message=f"not valid {what} data: {exc}"))
+            continue
+        if len(rd.to_wire()) > MAX_RDATA:
+            problems.append(ProblemItem(path=f"body.rdata.{i}", message=(
+                f"{what} data of {len(rd.to_wire())} bytes: at most {MAX_RDATA}")))
+            continue
+        rdatas.append(rd)
+    if not problems and sum(len(rd.to_wire()) for rd in rdatas) > MAX_RRSET:
+        problems.append(ProblemItem(path="body.rdata", message=(
+            f"the RRset's data is over {MAX_RRSET} bytes: no DNS message could carry it")))
     if problems:
         raise ApiError(422, "invalid", f"{len(problems)} invalid rdata item(s)", problems)
     rds = dns.rdataset.Rdataset(IN, rdtype)
     for rd in rdatas:
         rds.add(rd, body.ttl)
     return rds
+
+
+MAX_RDATA = 65_535  # bytes of one rdata on the wire (RDLENGTH is 16 bits)
+MAX_RRSET = 60_000  # bytes of an RRset's rdatas: a 64 KiB message must still hold it
+
+
+def _cut_at(text: str) -> str | None:
+    """Why `text` would be cut short as master-file data, or None: a line break anywhere,
+    or a `;` outside quotes (a comment)."""
+    if "\n" in text or "\r" in text:
+        return "a line break in record data: write one record per item, or escape it"
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ";" and not quoted:
+            return "a ';' outside quotes starts a comment: quote the text or escape it (\\;)"
+    return None
 
 
 def find_rrset(zone: dns.zone.Zone, name: dns.name.Name,

@@ -68,6 +68,28 @@ def test_bad_rdata_is_422_with_every_bad_item_and_writes_nothing(api: Api) -> No
     assert api.zone_file.read_bytes() == before
 
 
+@pytest.mark.parametrize(("rdtype", "rdata", "message"), [
+    ("A", ["192.0.2.1\n192.0.2.2"], "line break"),
+    ("TXT", ["v=1; p=x"], "starts a comment"),
+    ("TXT", ['"a" "b"\r'], "line break"),
+    ("TXT", [" ".join(['"' + "x" * 255 + '"'] * 300)], "at most 65535"),
+    ("TXT", [" ".join(['"' + "x" * 255 + '"'] * 200)] * 2, "no DNS message could carry"),
+])
+def test_rdata_that_would_be_cut_or_cannot_be_sent_is_422(api: Api, rdtype: str,
+                                                           rdata: list[str], message: str) -> None:
+    """Record data the master-file format would cut short (a line break, a `;` comment
+    outside quotes) or that no DNS message could carry is refused, naming the item; the
+    file is untouched. A quoted `;` is data and is kept."""
+    before = api.zone_file.read_bytes()
+    response = api.call("PUT", f"{RRSETS}/txt1/{rdtype}", {"ttl": 60, "rdata": rdata})
+    assert response.status_code == 422, response.text
+    assert message in response.text
+    assert api.zone_file.read_bytes() == before
+    kept = api.call("PUT", f"{RRSETS}/txt1/TXT", {"ttl": 60, "rdata": ['"v=1; p=x"']})
+    assert kept.status_code in (200, 201), kept.text
+    assert kept.json()["rdata"] == ['"v=1; p=x"']
+
+
 @pytest.mark.parametrize(("body", "paths"), [
     ({"ttl": -1, "rdata": []}, ["body.ttl", "body.rdata"]),
     ({"rdata": ["192.0.2.1"]}, ["body.ttl"]),
