@@ -109,12 +109,13 @@ def build_rdataset(rdtype: dns.rdatatype.RdataType, body: RRsetBody,
             problems.append(ProblemItem(path=f"body.rdata.{i}",
                                         message=f"not valid {what} data: {exc}"))
             continue
-        if len(rd.to_wire()) > MAX_RDATA:
+        size = len(rd.to_wire() or b"")
+        if size > MAX_RDATA:
             problems.append(ProblemItem(path=f"body.rdata.{i}", message=(
-                f"{what} data of {len(rd.to_wire())} bytes: at most {MAX_RDATA}")))
+                f"{what} data of {size} bytes: at most {MAX_RDATA}")))
             continue
         rdatas.append(rd)
-    if not problems and sum(len(rd.to_wire()) for rd in rdatas) > MAX_RRSET:
+    if not problems and sum(len(rd.to_wire() or b"") for rd in rdatas) > MAX_RRSET:
         problems.append(ProblemItem(path="body.rdata", message=(
             f"the RRset's data is over {MAX_RRSET} bytes: no DNS message could carry it")))
     if problems:
