@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 LONG_PAUSE = 0.05
 """A collection at least this long (seconds) is logged."""
 
-GROWTH = 1.5
+GROWTH = 2.0
 """The frozen set may grow to this multiple of its size after the last full collection."""
 
 CHECK_EVERY = 20.0

@@ -203,6 +203,10 @@ class Controller:
         self.all_views_up_to = all_views_up_to
         self.max_series = max_series
         self._view_index: ViewIndex | None = None
+        # bumped whenever the book's forecasts may have changed; forecasts are written once
+        # per version
+        self.book_version = 0
+        self._written_version = -1
         self._resource_cache: tuple[tuple[Policy, ...], dict[str, Resource]] | None = None
         self._all_views: list[DIView] | None = None
         # The book's per-bucket work is Python per series: digesting two weeks of history
@@ -341,6 +345,7 @@ class Controller:
         if len(rows) + len(self.book.series) > self.max_series:
             rows = self._busiest(rows)
         fresh = await self._on_book(self.feed, rows, cut, params)
+        self.book_version += 1
         WATCH.settle()  # the book's series live on: keep full collections from walking them
         return fresh
 
@@ -412,6 +417,7 @@ class Controller:
                 log.warning("fit of %s/%s failed: %s", *request.key, exc)
                 fitted = None
             await self._on_book(self.book.apply_fit, request, fitted, self.clock.now())
+            self.book_version += 1
 
         if self.wait_for_fits or self.fit_executor is None:
             await asyncio.gather(*(one(r) for r in requests))
@@ -429,7 +435,8 @@ class Controller:
             return None
         if self.read_until is None or now >= self.read_until + self.settings.bucket:
             await self.read_demand(now)
-        await self._on_book(self.book.refresh_baselines)
+        if await self._on_book(self.book.refresh_baselines):
+            self.book_version += 1
         if self.source == "model":
             await self.run_fits(now)
         allocations = await self.io(self.store.list_allocations, True)
@@ -461,7 +468,11 @@ class Controller:
                     now, None, "allocator.preview", f"preview {self.preview_generation}",
                     None, json.dumps(record)))
             self.generations.append(record)
-        if self.write_forecasts:
+        if self.write_forecasts and self._written_version != self.book_version:
+            # Forecasts change only with the book (new buckets, fits, baselines): a run
+            # woken by a health change or an operator writes nothing new (60,000 series
+            # each time made a third of the server's CPU under churn).
+            self._written_version = self.book_version
             await self._write_forecasts(views, now)
         return result
 

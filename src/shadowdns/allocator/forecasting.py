@@ -394,18 +394,21 @@ class DemandBook:
         state.model = state.fitted.model
         state.fitted_len = len(state.values)
 
-    def refresh_baselines(self) -> None:
+    def refresh_baselines(self) -> int:
         """Refit the inline model of series without a real fit each time their history
         has grown by a quarter (once per window at most), so its band is measured on the
-        history there is, at O(log n) refits per series."""
+        history there is, at O(log n) refits per series; returns how many were refitted."""
         if not self.forecasts:
-            return
+            return 0
+        done = 0
         for key, state in self.series.items():
             n = len(state.values)
             if not state.real_fit and n and 4 * n >= 5 * state.fitted_len + 4:
                 p = self.params.get(key, SeriesParams())
                 self._baseline(state, p)
                 self._remember(state, p)
+                done += 1
+        return done
 
     # --- fitting -------------------------------------------------------------------------
 
