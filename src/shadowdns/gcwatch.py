@@ -60,6 +60,7 @@ class Watch:
         self._started = 0.0
         self._floor = 0  # frozen objects after the last full collection
         self._checked = -CHECK_EVERY
+        self._rebase = False
         self.full_compactions = 0
         self._lock = threading.Lock()
         self._pauses = 0
@@ -125,18 +126,23 @@ class Watch:
         finally:
             self.release()
 
-    def settle(self, check: bool = False) -> None:
+    def settle(self, check: bool = False, rebase: bool = False) -> None:
         """Freeze what is alive now (see the module docstring); `check`: look at the
         frozen set's growth now (before the listeners open, where a full collection
-        costs no answer)."""
+        costs no answer); `rebase`: what was just built is known to hold no cycles (the
+        demand book's series), so the frozen set's size is the new floor, no collection."""
         gc.freeze()  # constant time: the generations' lists are spliced
+        if rebase:  # counting walks the list: taken as the floor at the next look instead
+            self._rebase = True
+            return
         now = time.monotonic()
         if not check and now - self._checked < CHECK_EVERY:
             return
         self._checked = now
         # counting walks the frozen list (milliseconds for millions): not on every call
-        if not self._floor:
+        if not self._floor or self._rebase:
             self._floor = gc.get_freeze_count()
+            self._rebase = False
         elif gc.get_freeze_count() > GROWTH * self._floor:
             started = time.perf_counter()
             gc.unfreeze()

@@ -346,9 +346,16 @@ class Controller:
         self.read_until = cut
         if len(rows) + len(self.book.series) > self.max_series:
             rows = self._busiest(rows)
-        fresh = await self._on_book(self.feed, rows, cut, params)
+        fresh = await self._on_book(self._feed_settled, rows, cut, params)
         self.book_version += 1
-        WATCH.settle()  # the book's series live on: keep full collections from walking them
+        return fresh
+
+    def _feed_settled(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
+                      params: Mapping[str, SeriesParams]) -> bool:
+        fresh = self.feed(rows, cut, params)
+        # the book's series live on and hold no cycles: frozen, full collections never walk
+        # them, and their growth is no reason for one (see `gcwatch`)
+        WATCH.settle(rebase=True)
         return fresh
 
     def _busiest(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]]

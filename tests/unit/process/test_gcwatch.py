@@ -83,3 +83,14 @@ def test_settle_collects_fully_only_after_growth(watch: Watch) -> None:
     assert watch.full_compactions == 1
     assert not any(isinstance(o, Cycle) for o in gc.get_objects())
     del small, grown
+
+
+def test_growth_declared_acyclic_is_no_reason_for_a_full_collection(watch: Watch) -> None:
+    watch.settle()
+    floor = gc.get_freeze_count()
+    book = [[i] for i in range(int(GROWTH * floor) + 1)]
+    watch.settle(rebase=True)  # e.g. the demand book's new series
+    watch._checked = -CHECK_EVERY
+    watch.settle()
+    assert watch.full_compactions == 0
+    assert watch._floor >= floor + len(book)
