@@ -10,10 +10,8 @@ plan onto the wire: answers shorten their TTL before a shadow takes over.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ import dns.edns
 import dns.message
 import dns.query
 import dns.rdatatype
-import pytest
 
 from shadowdns.store import DemandRow, open_store
 from tests.serverproc import ServerProcess
@@ -118,22 +115,6 @@ class Backend:
         self.server = None
 
 
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    b = Backend()
-    try:
-        yield b
-    finally:
-        if b.server is not None:
-            b.stop()
-
-
-@pytest.fixture
-def tcp_listener() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield s.getsockname()[1]
 
 
 def setup(tmp: Path, backend: Backend, tcp: int, mode: str) -> tuple[Path, Path]:

@@ -14,12 +14,8 @@ long before the surge arrives, and its recorded reason says it was the forecast.
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from shadowdns.store import DemandRow, open_store
 from tests.integration.test_failover_e2e import (
@@ -37,22 +33,6 @@ LEAD = 300
 PERIOD = 15  # minutes
 
 
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    b = Backend()
-    try:
-        yield b
-    finally:
-        if b.server is not None:
-            b.stop()
-
-
-@pytest.fixture
-def tcp_listener() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield s.getsockname()[1]
 
 
 def setup(tmp: Path, backend: Backend, tcp: int, plan_on: str) -> tuple[Path, Path, int]:
