@@ -209,7 +209,7 @@ class Controller:
         self._written_version = -1
         self._demand_cache: tuple[tuple[int, int, int], dict[tuple[str, str], DemandView]] \
             | None = None
-        self._resource_cache: tuple[tuple[Policy, ...], dict[str, Resource]] | None = None
+        self._resource_cache: tuple[tuple[Policy, ...], Mapping[str, Resource]] | None = None
         self._all_views: list[DIView] | None = None
         # The book's per-bucket work is Python per series: digesting two weeks of history
         # for thousands of series takes tens of seconds, which on the event loop would
@@ -277,8 +277,8 @@ class Controller:
     # --- demand and forecasts ------------------------------------------------------------
 
     def _resources(self) -> Mapping[str, Resource]:
-        """Every resource by id, rebuilt only when the policies change (each tick reads it:
-        50,000 resources cost ~10 ms on the event loop)."""
+        """Every resource by id, looked up again only when the policies change (each tick
+        reads it; `resource_map` copies nothing)."""
         policies = tuple(self.policies())
         cached = self._resource_cache
         if cached is None or len(cached[0]) != len(policies) or any(

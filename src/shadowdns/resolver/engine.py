@@ -641,9 +641,9 @@ class QueryEngine:
 
     def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
                     qtype: int) -> Regional | None:
-        """A DI's own A/AAAA question, rendered by hand from each region's routing choice;
-        None (the full path) when some region answers NODATA (its SOA needs the full path)
-        or a DNAME could redirect the name.
+        """A DI's own A/AAAA question, rendered by hand from each region's routing choice
+        (a region without an address of the family gets the zone's shared NODATA); None
+        (the full path) when a DNAME could redirect the name.
 
         Hand-written on purpose: it is what a cold table and every change of health or TTL
         compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
@@ -681,16 +681,33 @@ class QueryEngine:
         stat_of = self._region_stat
         variants: list[Template] = []
         kinds: list[str] = []
-        first_body = None
+        first_row = None
         uniform = True
+        nodata: Template | None = None
         for ridx, (addresses, kind) in enumerate(rows):
-            if not addresses:
-                return None
             ttl = ttls.get((di_text, regions[ridx]), di.ttl) if ttls else di.ttl
+            # as the slow path sets the ECS scope: by the region's addresses and TTL
+            if first_row is None:
+                first_row = (addresses, ttl)
+            elif (addresses, ttl) != first_row:
+                uniform = False
             region = regions[ridx]
             stat = stat_of.get((qtype, kind, region))
             if stat is None:
                 stat = stat_of[(qtype, kind, region)] = self.stat_slot(qtype, 0, kind, region)
+            if not addresses:
+                # NODATA here (no address of this family, e.g. the AAAA of an IPv4-only
+                # DI): the zone's shared negative body, counted like any region's answer
+                if nodata is None:
+                    nodata = self._negative(
+                        Result(authority=[negative_soa(zone)], zone=zone), qname, qtype,
+                        len(key))
+                    if nodata is None:
+                        return None
+                variants.append(table.intern(
+                    Template(nodata.hdr, nodata.body, nodata.body_noopt, stat)))
+                kinds.append(kind)
+                continue
             known = (qtype, addresses, ttl, stat)
             variant = answers.get(known)
             if variant is None:
@@ -698,10 +715,6 @@ class QueryEngine:
                 body = b"".join([head + socket.inet_pton(af, a) for a in addresses])
                 hdr = b"\x84\x00\x00\x01" + struct.pack("!HHH", len(addresses), 0, 0)
                 variant = answers[known] = Template(hdr, body, body, stat)
-            if first_body is None:
-                first_body = variant.body
-            elif variant.body != first_body:
-                uniform = False
             variants.append(variant)
             kinds.append(kind)
         first = self.counters.block(di_text, regions, tuple(kinds))
