@@ -24,7 +24,7 @@ import dns.rrset
 from shadowdns.zones.policy import DI, Policy
 from shadowdns.zones.zone import Node, Zone
 
-__all__ = ["own_nodes", "static_view"]
+__all__ = ["node_types", "own_nodes", "static_view"]
 
 _A = int(dns.rdatatype.A)
 _AAAA = int(dns.rdatatype.AAAA)
@@ -85,6 +85,22 @@ class _Nodes(Mapping[dns.name.Name, Node]):
             return self._base.get(name, default)
         return self._node(di, self._base.get(name))
 
+    def types(self, name: dns.name.Name) -> set[int] | None:
+        """The types at `name` (None: no such node), without building a DI's RRsets:
+        what a denial's NSEC bitmap needs, for every DI of a signed zone."""
+        di = self._dis.get(name)
+        base = self._base.get(name)
+        if di is None:
+            return None if base is None else {t for (t, _c) in base}
+        found = {t for (t, _c) in base} if base is not None else set()
+        resources = self._answers.policy.resources
+        primaries = [resources[p] for p in di.primaries if p in resources]
+        if any(r.address for r in primaries):
+            found.add(_A)
+        if any(r.address6 for r in primaries):
+            found.add(_AAAA)
+        return found
+
     def __getitem__(self, name: dns.name.Name) -> Node:
         node = self.get(name)
         if node is None:
@@ -102,6 +118,14 @@ class _Nodes(Mapping[dns.name.Name, Node]):
         if self._len is None:
             self._len = len(self._base) + sum(1 for name in self._dis if name not in self._base)
         return self._len
+
+
+def node_types(nodes: Mapping[dns.name.Name, Node], name: dns.name.Name) -> set[int] | None:
+    """The types at `name` in a zone's nodes (None: no node there); cheap for DI names."""
+    if isinstance(nodes, _Nodes):
+        return nodes.types(name)
+    node = nodes.get(name)
+    return None if node is None else {t for (t, _c) in node}
 
 
 class _Names(AbstractSet[dns.name.Name]):

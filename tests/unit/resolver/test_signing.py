@@ -7,17 +7,22 @@ import dataclasses
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import dns.dnssec
+import dns.edns
 import dns.message
 import dns.name
 import dns.rdatatype
+import dns.rdtypes.util
+import dns.rrset
 import pytest
 
 from shadowdns.errors import ConfigError
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import SHAPE_DO, SHAPE_EDNS, SHAPE_RD
-from shadowdns.resolver.signing import REFRESH_AFTER, VALIDITY, Signer
+from shadowdns.resolver.signing import NXNAME, REFRESH_AFTER, VALIDITY, Signer, type_bitmap
 from shadowdns.resolver.snapshot import build_snapshot, load_config
 from shadowdns.zones.keys import load_key
 
@@ -123,3 +128,139 @@ def test_denial_nsec_lists_what_the_name_has(tmp_path: Path, name: str, rdtype: 
     nsec = [r for rr in msg.authority if rr.rdtype == dns.rdatatype.NSEC for r in rr]
     owner = dns.name.from_text(name)
     assert [r.to_text() for r in nsec] == [f"\\000.{owner} {bitmap}"]
+
+
+def _v4_only_engine(tmp_path: Path) -> QueryEngine:
+    """The geo zone plus `v4`, a DI whose one primary has no IPv6 address (its AAAA is a
+    NODATA in every region)."""
+    zones = tmp_path / "zones"
+    shutil.copytree(GEO, zones)
+    policy = zones / "geo.test.policy.yaml"
+    text = policy.read_text()
+    text = text.replace("resources:\n", "resources:\n  p-v4: {address: 192.0.2.99, "
+                                        "location: eu, role: primary}\n", 1)
+    policy.write_text(text.replace("dis:\n", "dis:\n  v4:\n    primaries: [p-v4]\n", 1))
+    config = load_config(zones, keys_dir=tmp_path / "keys")
+    return QueryEngine(build_snapshot(config))
+
+
+def _sans_signatures(msg: dns.message.Message) -> list[tuple[str, int, int, object]]:
+    """Every record of a message, an RRSIG without its (randomised) ECDSA signature."""
+    out: list[tuple[str, int, int, object]] = []
+    for section in (msg.answer, msg.authority, msg.additional):
+        for rrset in section:
+            for rdata in rrset:
+                value: object = rdata.to_text()
+                if rrset.rdtype == dns.rdatatype.RRSIG:
+                    value = (rdata.type_covered, rdata.algorithm, rdata.labels,
+                             rdata.original_ttl, rdata.expiration, rdata.inception,
+                             rdata.key_tag, rdata.signer)
+                out.append((rrset.name.to_text(), rrset.ttl, rrset.rdtype, value))
+    return out
+
+
+def _validate_all(msg: dns.message.Message, dnskey: dns.rrset.RRset) -> int:
+    """Check every RRSIG of the message against the zone's DNSKEY; how many there were."""
+    checked = 0
+    for section in (msg.answer, msg.authority):
+        covered = {(rr.name, rr.rdtype): rr for rr in section
+                   if rr.rdtype != dns.rdatatype.RRSIG}
+        for rr in section:
+            if rr.rdtype == dns.rdatatype.RRSIG:
+                dns.dnssec.validate(covered[(rr.name, rr[0].type_covered)], rr,
+                                    {dnskey.name: dnskey})
+                checked += 1
+    return checked
+
+
+@pytest.mark.parametrize(("name", "rdtype", "ecs", "signatures"), [
+    ("app.geo.test", "A", None, 1),
+    ("app.geo.test", "A", "203.0.113.0", 1),     # jp: the standby's region
+    ("APP.geo.test", "AAAA", "81.2.69.0", 1),    # 0x20 case in the question
+    ("v4.geo.test", "A", None, 1),
+    ("v4.geo.test", "AAAA", None, 2),            # a DI's NODATA: SOA and NSEC signed
+    ("nope.geo.test", "A", None, 2),             # missing: NOERROR, NSEC with NXNAME
+    ("x.nope.geo.test", "TXT", None, 2),
+    ("www.geo.test", "TXT", None, 2),
+    ("geo.test", "TXT", None, 2),                # NODATA at the apex
+    ("alias.geo.test", "A", None, 2),            # CNAME to a DI: the dnspython path
+])
+def test_hand_signed_answers_match_the_dnspython_path_and_validate(
+    tmp_path: Path, name: str, rdtype: str, ecs: str | None, signatures: int,
+) -> None:
+    """The table's signed bytes (made by hand for DIs and denials) say what the slow
+    path, which signs through dnspython, says, and every RRSIG in them validates."""
+    engine = _v4_only_engine(tmp_path)
+    origin = ORIGIN
+    signer = engine.snapshot.signer
+    assert signer is not None
+    dnskey = dns.rrset.from_rdata(origin, 3600, signer.keys[origin].dnskey)
+    options = [dns.edns.ECSOption(ecs, 24)] if ecs else []
+    wire = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=True,
+                                  options=options).to_wire()
+    for _ in range(2):  # compiled, then a table hit
+        fast = engine.respond(wire, ("127.0.0.1", 5353))
+        slow = engine._slow(wire, False, ("127.0.0.1", 5353))
+        assert fast is not None and slow is not None
+        got, want = dns.message.from_wire(fast), dns.message.from_wire(slow)
+        assert (got.rcode(), got.flags, got.ednsflags) == (want.rcode(), want.flags,
+                                                          want.ednsflags)
+        assert _sans_signatures(got) == _sans_signatures(want)
+        assert _validate_all(got, dnskey) == signatures
+
+
+def test_a_tampered_hand_signed_answer_does_not_validate(tmp_path: Path) -> None:
+    """The check above can fail: one flipped address octet breaks the signature."""
+    engine = _v4_only_engine(tmp_path)
+    signer = engine.snapshot.signer
+    assert signer is not None
+    dnskey = dns.rrset.from_rdata(ORIGIN, 3600, signer.keys[ORIGIN].dnskey)
+    wire = dns.message.make_query("v4.geo.test", "A", use_edns=0, want_dnssec=True).to_wire()
+    reply = engine.respond(wire)
+    assert reply is not None
+    address = bytes([192, 0, 2, 99])
+    assert reply.count(address) == 1
+    tampered = reply.replace(address, bytes([192, 0, 2, 98]))
+    with pytest.raises(dns.dnssec.ValidationFailure):
+        _validate_all(dns.message.from_wire(tampered), dnskey)
+
+
+def test_prewarm_signs_the_di_variants_before_the_first_do_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cold signed server has each DI's signed variants in the table before any DO
+    query arrives: the first one derives its shape, it signs nothing."""
+    engine = _v4_only_engine(tmp_path)
+    prewarm = Prewarm(engine)
+    prewarm.restart()
+    assert prewarm.fill(30.0)
+    key = b"\x02v4\x03geo\x04test\x00\x00\x1c\x00\x01"
+    assert key in engine.table.signed and key in engine.table.base
+    signs = 0
+    real = Signer.rrsig_rdata
+
+    def counting(*args: Any) -> bytes:
+        nonlocal signs
+        signs += 1
+        return real(*args)
+
+    monkeypatch.setattr(Signer, "rrsig_rdata", counting)
+    wire = dns.message.make_query("v4.geo.test", "AAAA", use_edns=0,
+                                  want_dnssec=True).to_wire()
+    reply = engine.respond(wire)
+    assert reply is not None and signs == 0
+    assert any(rr.rdtype == dns.rdatatype.NSEC
+               for rr in dns.message.from_wire(reply).authority)
+
+
+@pytest.mark.parametrize("types", [
+    [dns.rdatatype.A],
+    [NXNAME],
+    [dns.rdatatype.NS, dns.rdatatype.SOA, dns.rdatatype.DNSKEY, dns.rdatatype.CDNSKEY],
+    [dns.rdatatype.CAA, dns.rdatatype.A, 32768, 65534],  # windows 1, 128, 255
+])
+def test_type_bitmap_is_the_one_dnspython_encodes(types: list[int]) -> None:
+    encoded = dns.rdtypes.util.Bitmap.from_rdtypes(
+        [dns.rdatatype.RdataType.make(t) for t in types])
+    expected = b"".join(bytes([window, len(bits)]) + bits for window, bits in encoded.windows)
+    assert type_bitmap(types) == expected
