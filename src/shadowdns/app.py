@@ -58,6 +58,7 @@ from shadowdns.store import (
 from shadowdns.store.base import ANSWERING_STATES
 from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.di_view import own_nodes
+from shadowdns.zones.keys import directory_state
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.staging import remove_stale
 
@@ -496,9 +497,26 @@ class Service:
 
     async def _refresh_signatures(self, every: float = 60.0) -> None:
         """Renew signatures well before they expire: only signed answers are dropped, and
-        prewarm signs them again in slices (no whole-table rebuild)."""
+        prewarm signs them again in slices (no whole-table rebuild). And follow the keys:
+        when the ZSK schedule changes what is published or signs, or the key directory
+        changes (a hand roll), reload, so the DNSKEY set and the signer change together."""
+        keys_dir = self.config.dnssec_keys
+        assert keys_dir is not None
+        seen = await off_loop(directory_state, keys_dir)
         while True:
-            await asyncio.sleep(every)
+            signer = self.engine.snapshot.signer
+            changes = [k.next_change for k in (signer.keys.values() if signer else ())
+                       if k.next_change is not None]
+            due = min(changes) if changes else None
+            await asyncio.sleep(every if due is None else
+                                max(0.01, min(every, due - time.time())))
+            state = await off_loop(directory_state, keys_dir)
+            if (due is not None and time.time() >= due) or state != seen:
+                log.info("DNSSEC keys changed (schedule or key directory): reloading")
+                if not await self.reload_async():
+                    await asyncio.sleep(every)  # the old keys serve until a reload works
+                seen = await off_loop(directory_state, keys_dir)  # files the load made
+                continue
             if self.engine.refresh_signatures():
                 log.info("DNSSEC signatures renewed; signed answers are compiled again")
                 self.prewarm.restart()

@@ -86,8 +86,8 @@ class Signer:
         # id(rrset) -> (rrset, its RRSIGs): zone RRsets are the same objects in every
         # answer (the SOA of each negative one); keeping the rrset makes the id safe.
         self._memo: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
-        # origin -> (key tag, signer name as canonical wire) of its key
-        self._ids: dict[dns.name.Name, tuple[int, bytes]] = {}
+        # origin -> the signer name as canonical wire
+        self._ids: dict[dns.name.Name, bytes] = {}
         # (id of a zone's negative SOA RRset, apex offset in the question) -> (that RRset,
         # the rendered SOA and its RRSIG): the part of every denial that does not depend
         # on the name, made once per zone, apex offset and window (the engine fills it).
@@ -116,15 +116,15 @@ class Signer:
         signature RFC 6605 §4 (r || s, 32 octets each); tests check it with
         `dns.dnssec.validate` and through Unbound.
         """
-        ids = self._ids.get(key.origin)
-        if ids is None:
-            signer = key.origin.canonicalize().to_wire()
-            assert signer is not None
-            ids = self._ids[key.origin] = (key.key_tag, signer)
+        signer = self._ids.get(key.origin)
+        if signer is None:
+            wire = key.origin.canonicalize().to_wire()
+            assert wire is not None
+            signer = self._ids[key.origin] = wire
         window = self.window
         labels = _label_count(owner)
         head = struct.pack("!HBBIIIH", rdtype, int(key.dnskey.algorithm), labels, ttl,
-                           window.expiration, window.inception, ids[0]) + ids[1]
+                           window.expiration, window.inception, key.key_tag) + signer
         rr_head = owner + struct.pack("!HHI", rdtype, _IN, ttl)
         signed = head + b"".join([rr_head + struct.pack("!H", len(r)) + r
                                   for r in sorted(set(rdatas))])
@@ -138,10 +138,14 @@ class Signer:
             return known[1]
         owner = rrset.name.canonicalize().to_wire()
         assert owner is not None
-        wire = self.rrsig_rdata(key, owner, int(rrset.rdtype), rrset.ttl,
-                                [rdata.to_digestable(key.origin) for rdata in rrset])
-        sig = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RRSIG, wire, 0, len(wire))
-        out = dns.rrset.from_rdata(rrset.name, rrset.ttl, sig)
+        rdatas = [rdata.to_digestable(key.origin) for rdata in rrset]
+        sigs = []
+        # the DNSKEY set (and CDS/CDNSKEY) by the KSK(s), the rest by the data signer
+        for signer in key.signers_for(int(rrset.rdtype)):
+            wire = self.rrsig_rdata(signer, owner, int(rrset.rdtype), rrset.ttl, rdatas)
+            sigs.append(dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RRSIG, wire, 0,
+                                            len(wire)))
+        out = dns.rrset.from_rdata_list(rrset.name, rrset.ttl, sigs)
         if len(self._memo) >= MAX_MEMO:
             self._memo.clear()
         self._memo[id(rrset)] = (rrset, out)

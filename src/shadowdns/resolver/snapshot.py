@@ -103,7 +103,7 @@ def _load_config(zones_dir: Path, geoip: Path | None,
     keys = None
     if keys_dir is not None and not problems:
         try:
-            keys = load_keys(keys_dir, zones)
+            keys = load_keys(keys_dir, zones, zones)
         except ConfigError as exc:
             problems.extend(exc.problems)
         else:

@@ -24,7 +24,7 @@ from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import SHAPE_DO, SHAPE_EDNS, SHAPE_RD
 from shadowdns.resolver.signing import NXNAME, REFRESH_AFTER, VALIDITY, Signer, type_bitmap
 from shadowdns.resolver.snapshot import build_snapshot, load_config
-from shadowdns.zones.keys import load_key
+from shadowdns.zones.keys import KeyPolicy, Schedule, load_key
 
 GEO = Path(__file__).resolve().parents[2] / "data" / "zones" / "geo"
 ORIGIN = dns.name.from_text("geo.test.")
@@ -264,3 +264,33 @@ def test_type_bitmap_is_the_one_dnspython_encodes(types: list[int]) -> None:
         [dns.rdatatype.RdataType.make(t) for t in types])
     expected = b"".join(bytes([window, len(bits)]) + bits for window, bits in encoded.windows)
     assert type_bitmap(types) == expected
+
+
+# ZSK schedule: start 1000, lifetime 100, propagation 10, retention 30.
+@pytest.mark.parametrize(("now", "published", "signer"), [
+    (1000, [1], None),      # ZSK 1 published, the KSK signs until it has propagated
+    (1010, [1], 1),
+    (1099, [1], 1),
+    (1100, [1, 2], 1),      # ZSK 2 pre-published: ZSK 1 still signs
+    (1110, [1, 2], 2),      # ZSK 2 signs, ZSK 1 stays for its signatures in caches
+    (1139, [1, 2], 2),
+    (1140, [2], 2),         # ZSK 1 withdrawn: retention after it stopped signing
+    (1200, [2, 3], 2),
+])
+def test_zsk_schedule_prepublishes_and_retains(now: float, published: list[int],
+                                               signer: int | None) -> None:
+    schedule = Schedule(1000.0, 100.0, 10.0, 30.0)
+    assert schedule.published(now) == published
+    assert schedule.signer(now) == signer
+    assert schedule.next_change(now) > now
+
+
+def test_a_bad_key_policy_names_every_field(tmp_path: Path) -> None:
+    (tmp_path / "key-policy.yaml").write_text("split: yes please\nzsk_lifetime: soon\n"
+                                              "margin: 1h\nrolls: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        KeyPolicy.load(tmp_path)
+    text = str(caught.value)
+    for field in ("split", "zsk_lifetime", "rolls"):
+        assert field in text, field
+    assert "key-policy.yaml" in text
