@@ -44,6 +44,7 @@ from shadowdns.resolver.render import (
 )
 from shadowdns.resolver.snapshot import GeoContext, Snapshot
 from shadowdns.resolver.transfer import TransferConfig, Transfers
+from shadowdns.zones.keys import ZoneKey
 from shadowdns.zones.policy import DI
 from shadowdns.zones.zone import Zone
 
@@ -555,7 +556,7 @@ class QueryEngine:
         if zone is None:
             return None
         end = len(key) - 4
-        base = self._denial(zone, offset, key[:end], {signing.NXNAME},
+        base = self._denial(zone, negative_soa(zone), offset, key[:end], {signing.NXNAME},
                             key[end] << 8 | key[end + 1], "static", intern=False)
         if base is None:
             return None
@@ -834,11 +835,16 @@ class QueryEngine:
         zone_key = signer.keys.get(zone.origin)
         if zone_key is None:
             return None
+        owner = key[:-4]
+        table = self.table
+        unsigned = table.base.get(key)
+        if isinstance(unsigned, Regional):
+            derived = self._sign_regional(unsigned, zone, zone_key, key, qname, qtype)
+            if derived is not None:
+                return derived
         family = 4 if qtype == _A else 6
         af = socket.AF_INET if family == 4 else socket.AF_INET6
-        owner = key[:-4]
         di_text = di.name.to_text()
-        table = self.table
         variants: list[Template] = []
         kinds: list[str] = []
         rendered: dict[tuple[tuple[str, ...], int], Template] = {}
@@ -871,8 +877,63 @@ class QueryEngine:
         return Regional(ctx, table.intern_variants(tuple(variants)), first,
                         len(rendered) == 1)
 
+    def _sign_regional(self, unsigned: Regional, zone: Zone, zone_key: ZoneKey, key: bytes,
+                       qname: dns.name.Name, qtype: int) -> Regional | None:
+        """The signed base of a DI's A/AAAA question from its unsigned hand-rendered
+        variants (what prewarm compiled just before): each distinct variant's RRset is
+        read back from its bytes and signed, a NODATA variant becomes the signed denial,
+        so the routing decisions are not made twice. None when a variant is not of the
+        shape `_compile_di` renders (the caller then decides afresh)."""
+        signer = self.snapshot.signer
+        assert signer is not None
+        owner = key[:-4]
+        table = self.table
+        made: dict[bytes, Template] = {}
+        variants: list[Template] = []
+        for variant in unsigned.variants:
+            same = made.get(variant.body)
+            if same is None:
+                hdr = variant.hdr
+                count = hdr[4] << 8 | hdr[5]
+                body = variant.body_noopt
+                if count and hdr[6:10] == b"\x00\x00\x00\x00":
+                    rdatas: list[bytes] = []
+                    ttl = -1
+                    i = 0
+                    while i < len(body):
+                        if (body[i : i + 2] != b"\xc0\x0c" or i + 12 > len(body)
+                                or body[i + 2] << 8 | body[i + 3] != qtype):
+                            return None
+                        rr_ttl, size = struct.unpack_from("!IH", body, i + 6)
+                        if ttl not in (-1, rr_ttl):
+                            return None
+                        ttl = rr_ttl
+                        rdatas.append(body[i + 12 : i + 12 + size])
+                        i += 12 + size
+                    if len(rdatas) != count or i != len(body):
+                        return None
+                    signed = signing.signed_rrset_wire(signer, zone_key, owner, qtype, ttl,
+                                                       rdatas)
+                    same = Template(hdr[:4] + struct.pack("!HHH", count + 1, 0, 0), signed,
+                                    signed, 0)
+                elif not count:
+                    nodata = self._signed_denial(
+                        Result(authority=[negative_soa(zone)], zone=zone, final_name=qname),
+                        qname, qtype, len(key), "static", owner=owner)
+                    if nodata is None:
+                        return None
+                    same = nodata
+                else:
+                    return None
+                made[variant.body] = same
+            variants.append(table.intern(Template(same.hdr, same.body, same.body_noopt,
+                                                  variant.stat)))
+        return Regional(unsigned.ctx, table.intern_variants(tuple(variants)), unsigned.first,
+                        unsigned.uniform)
+
     def _signed_denial(self, result: Result, qname: dns.name.Name, qtype: int,
-                       question_len: int, kind: str, intern: bool = True) -> Template | None:
+                       question_len: int, kind: str, intern: bool = True,
+                       owner: bytes | None = None) -> Template | None:
         """The signed form of a plain NXDOMAIN/NODATA (only the zone's SOA in the
         authority section): NOERROR with the SOA, its RRSIG, the compact-denial NSEC at
         the name and its RRSIG (RFC 9824), or None for any other answer.
@@ -894,7 +955,7 @@ class QueryEngine:
         depth = len(zone.origin)
         if len(qname) > depth:
             above = qname.labels[-depth - 1].lower()
-            for name in (zone.soa[0].mname, zone.soa[0].rname):
+            for name in (soa[0].mname, soa[0].rname):
                 if (len(name) > depth and name.is_subdomain(zone.origin)
                         and name.labels[-depth - 1].lower() == above):
                     return None  # the SOA compresses against this question alone
@@ -911,17 +972,18 @@ class QueryEngine:
             heads[(id(soa), offset)] = (soa, tpl.body)
         types = ({signing.NXNAME} if result.rcode == dns.rcode.NXDOMAIN
                  else signing.types_at(zone, qname))
-        owner = qname.canonicalize().to_wire()
-        assert owner is not None
-        return self._denial(zone, offset, owner, types, qtype, kind, intern)
+        if owner is None:
+            owner = qname.canonicalize().to_wire()
+            assert owner is not None
+        return self._denial(zone, soa, offset, owner, types, qtype, kind, intern)
 
-    def _denial(self, zone: Zone, offset: int, owner: bytes, types: set[int], qtype: int,
-                kind: str, intern: bool) -> Template | None:
+    def _denial(self, zone: Zone, soa: dns.rrset.RRset, offset: int, owner: bytes,
+                types: set[int], qtype: int, kind: str, intern: bool) -> Template | None:
         """The signed denial template at `owner` (canonical wire) from the zone's signed
-        SOA part for the apex offset; None when that part was not made yet."""
+        SOA part (`soa`: its negative SOA) for the apex offset; None when that part was
+        not made yet."""
         signer = self.snapshot.signer
         assert signer is not None
-        soa = negative_soa(zone)
         known = signer.denial_heads.get((id(soa), offset))
         zone_key = signer.keys.get(zone.origin)
         if known is None or known[0] is not soa or zone_key is None:
