@@ -18,6 +18,8 @@ import dns.rdatatype
 import dns.rrset
 
 from tests.integration.test_dnssec import GEO, ZONE, _check_signatures, _serve, direct, shadowdns
+from tests.knotproc import free_port
+from tests.serverproc import ServerProcess
 
 ORIGIN = dns.name.from_text(ZONE)
 
@@ -144,5 +146,31 @@ def test_a_hand_roll_of_the_csk_publishes_its_successor_with_cds(tmp_path: Path)
         assert set(_sep(keys)) == {new} and [s.key_tag for s in sigs] == [new]
         assert _signer_of(probe, keys) == new
         assert shadowdns("dnssec", "ds", "--keys", str(keys_dir), ZONE).strip() == new_ds
+    finally:
+        server.stop()
+
+
+def test_worker_processes_publish_the_same_keys_under_a_split(tmp_path: Path) -> None:
+    """`--workers 2` on one key directory with a fresh split: both processes make or read
+    the same KSK and ZSK files (written aside and linked into place, so neither reads a
+    half-written key), and queries landing on either get one DNSKEY set."""
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir(mode=0o700)
+    (keys_dir / "key-policy.yaml").write_text("split: true\nzsk_lifetime: 30d\n")
+    zones = _short_ttl_zones(tmp_path)
+    args = ["serve", "--zones", str(zones), "--listen", f"127.0.0.1:{free_port()}", "--state",
+            str(tmp_path / "state.db"), "--dnssec-keys", str(keys_dir), "--workers", "2"]
+    server = ServerProcess(args).start()
+    try:
+        probe = _Server(server)
+        seen = set()
+        for _ in range(40):  # a new TCP connection each: the kernel spreads them
+            keys, _ = _dnskeys(probe)
+            seen.add(tuple(sorted(dns.dnssec.key_id(k) for k in keys)))
+        assert len(seen) == 1, seen
+        (tags,) = seen
+        assert len(tags) == 2, "the KSK and ZSK 1"
+        assert sorted(p.name for p in keys_dir.glob("*.pem")) == [
+            "geo.test.csk.pem", "geo.test.zsk.1.pem"]
     finally:
         server.stop()

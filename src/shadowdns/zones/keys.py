@@ -302,15 +302,24 @@ def _create(path: Path) -> bytes:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Write a new file, mode 0600, in a directory of mode 0700; one that exists wins."""
+    """Write a new file, mode 0600, in a directory of mode 0700; one that exists wins.
+
+    Written aside and linked into place: two processes making the same key (workers
+    starting together, a ZSK falling due in each) never see a half-written file, and the
+    link fails for the second."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        # O_EXCL: two workers starting together must not both write it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass
+    finally:
+        aside.unlink()
 
 
 def load_keys(keys_dir: Path, origins: Iterable[dns.name.Name],
@@ -330,7 +339,8 @@ def directory_state(keys_dir: Path) -> tuple[tuple[str, int], ...]:
     made, rolled or retired by another process or by hand."""
     try:
         return tuple(sorted((entry.name, entry.stat().st_mtime_ns)
-                            for entry in os.scandir(keys_dir)))
+                            for entry in os.scandir(keys_dir)
+                            if not entry.name.startswith(".")))  # files being written
     except OSError:
         return ()
 
