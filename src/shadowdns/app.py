@@ -128,6 +128,7 @@ class ServeConfig:
     demand_prefix_cap: int = 0  # queries one /24 or /56 adds to a (DI, region) a minute
     rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
+    udp_batch: bool = True  # recvmmsg/sendmmsg where the compiled helper is built
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
@@ -254,7 +255,8 @@ class Service:
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
         tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
                         config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
-        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1, rrl=self.rrl)
+        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1, rrl=self.rrl,
+                                udp_batch=config.udp_batch)
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
