@@ -23,6 +23,7 @@ import dns.rdatatype
 
 from shadowdns.gcwatch import WATCH
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.render import SHAPE_DO, SHAPE_EDNS
 from shadowdns.resolver.snapshot import Snapshot
 from shadowdns.zones.di_view import own_nodes
 
@@ -32,6 +33,13 @@ SLICE = 0.003  # seconds of compiling between two yields to the event loop
 # Questions compiled ahead at most (the rest compile on first use): about a kilobyte each
 # for DIs with their own resources, so a million DIs would not fit in memory.
 EAGER_LIMIT = 300_000
+# The query shapes compiled ahead before any query shows them, while the table holds at
+# most AHEAD_LIMIT questions: EDNS without DO (load generators, stub-like clients) and
+# with DO (validating resolvers, the usual clients of an authoritative server). Deriving
+# a shape on its first query made the first second ~35 % slower (every question of the
+# table derived then, beside the queries); beyond the limit the memory is not worth it.
+AHEAD_SHAPES = (SHAPE_EDNS, SHAPE_EDNS | SHAPE_DO)
+AHEAD_LIMIT = 100_000
 
 _IN = struct.pack("!H", 1)
 _A = struct.pack("!H", int(dns.rdatatype.A))
@@ -107,7 +115,7 @@ class Prewarm:
         self._index: Iterator[None] | None = None
         self._existing: set[bytes] = set()
         self._wake = asyncio.Event()
-        self._shapes = 0
+        self._questions = 0
         self.compiled = 0
         self.passes = 0
         self.started = time.monotonic()
@@ -121,6 +129,7 @@ class Prewarm:
         snapshot = self.engine.snapshot
         self._existing = set()
         names = sum(len(zone.names) for zone in snapshot.zones.zones.values())
+        self._questions = names + len(snapshot.dis)  # about: a name's types, DIs' A/AAAA
         self._index = (name_index(snapshot, self._existing, self.engine.table.apexes)
                        if names <= self.limit else None)
         self.started = time.monotonic()
@@ -137,6 +146,14 @@ class Prewarm:
         self._urgent.extend(list(self.engine.table.base))
         self._wake.set()
 
+    def _ahead(self) -> set[int]:
+        """The shapes to compile before queries show them (see AHEAD_SHAPES); signed DO
+        answers are left to the queries that ask (signing each variant costs more)."""
+        if self._questions > AHEAD_LIMIT:
+            return set()
+        signed = self.engine.snapshot.signer is not None
+        return {s for s in AHEAD_SHAPES if not (signed and s & SHAPE_DO)}
+
     @property
     def pending(self) -> bool:
         return bool(self._urgent) or self._rest is not None or self._index is not None
@@ -149,7 +166,7 @@ class Prewarm:
     def _fill(self, seconds: float) -> bool:
         engine = self.engine
         deadline = time.perf_counter() + seconds
-        shapes = tuple(sorted(engine.shapes_seen))
+        shapes = tuple(sorted(engine.shapes_seen | self._ahead()))
         urgent = self._urgent
         n = 0
         while self._index is not None:
