@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 ALL_VIEWS_UP_TO = 50_000
 # (DI, region) series the book follows at most: the busiest when more have demand.
 MAX_SERIES = 100_000
+# Settings the demand book is built with: a reload that changes one starts a new book.
+BOOK_SETTINGS = ("bucket", "history", "refit_every", "topup_after", "error_window",
+                 "degrade_factor", "plan_on")
 
 IO = Callable[..., Awaitable[Any]]
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
@@ -182,11 +185,11 @@ class Controller:
         # How far back the minute table is read on the first read (older history comes
         # from the 5-minute rollups): never further than the store keeps minutes, less the
         # time between two retention runs and the read's own lag.
-        self.minute_span = MINUTE_RETENTION_USED if minute_retention is None else min(
-            MINUTE_RETENTION_USED, minute_retention - 2 * settings.bucket - settle)
-        self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
-                               settings.topup_after, settings.error_window,
-                               settings.degrade_factor, forecasts=source == "model")
+        self.minute_retention = minute_retention
+        self.minute_span = self._minute_span(settings)
+        self.book = self._new_book(settings)
+        # settings of a reload, taken at the top of the loop's next turn (`use_settings`)
+        self._next_settings: AllocatorSettings | None = None
         self.read_until: int | None = None  # bucket start of the first bucket not read
         self.generations: deque[dict[str, Any]] = deque(maxlen=100)
         self.journal: deque[JournalEntry] = deque(maxlen=journal_size)
@@ -223,6 +226,48 @@ class Controller:
         """Run the allocation now (health change, operator action)."""
         self._wake.set()
 
+    def use_settings(self, settings: AllocatorSettings) -> None:
+        """Replace the settings (a reload of `allocator.yaml`): the loop takes them whole
+        between two runs, so no run sees half of each, and runs with them at once."""
+        self._next_settings = settings
+        self.wake()
+
+    def _adopt_settings(self) -> None:
+        new = self._next_settings
+        if new is None:
+            return
+        self._next_settings = None
+        old, self.settings = self.settings, new
+        self._demand_cache = None
+        if self.source in ("model", "observed"):
+            self.source = "model" if new.plan_on == "forecast" else "observed"
+        if new.fit_workers != old.fit_workers:
+            log.warning("allocator: fit_workers %d applies at the next start (%d now)",
+                        new.fit_workers, old.fit_workers)
+        if any(getattr(new, k) != getattr(old, k) for k in BOOK_SETTINGS):
+            # The book's buckets and error windows are shaped by these: start a new one
+            # from the store's history (fits under way were for the old one).
+            for task in list(self._fits):
+                task.cancel()
+            self.book = self._new_book(new)
+            self.minute_span = self._minute_span(new)
+            self.read_until = None
+            self._topup_seen.clear()
+            self.book_version += 1
+        log.info("allocator: new settings: %s, window %gs, %d pin(s), %d event(s)", new.mode,
+                 new.window, len(new.pins), len(new.events))
+
+    def _new_book(self, settings: AllocatorSettings) -> DemandBook:
+        return DemandBook(settings.bucket, settings.history, settings.refit_every,
+                          settings.topup_after, settings.error_window,
+                          settings.degrade_factor, forecasts=self.source == "model")
+
+    def _minute_span(self, settings: AllocatorSettings) -> float:
+        if self.minute_retention is None:
+            return MINUTE_RETENTION_USED
+        return min(MINUTE_RETENTION_USED,
+                   self.minute_retention - 2 * settings.bucket - self.settle)
+
     async def run(self) -> None:
         """Allocate every window and on wake-ups; move states every tick. Until cancelled."""
         next_window = self.clock.now()
@@ -230,6 +275,7 @@ class Controller:
         while True:
             now = self.clock.now()
             try:
+                self._adopt_settings()
                 if not self.leader():  # in a fleet only the leader allocates
                     self._wake.clear()
                     next_window = now + self.settings.tick  # run soon after taking over

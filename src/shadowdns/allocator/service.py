@@ -1,7 +1,9 @@
 """Wiring of the control loop into a running `Service` (called from `_start_control`).
 
-Settings come from `<zones>/allocator.yaml` (see `settings`), read at start by the loader
-of the zones (`resolver.snapshot.load_config`), so `check` refuses what `serve` would. Fits
+Settings come from `<zones>/allocator.yaml` (see `settings`), read by the loader of the
+zones (`resolver.snapshot.load_config`), so `check` refuses what `serve` would; a reload
+(SIGHUP, an API edit, a fleet change) that brings new ones hands them to the running loop
+(`use_settings`), and a refused one leaves the running settings as they were. Fits
 run in a small process pool (spawned, so the worker does not inherit the server's threads);
 the demand book and the planner run in worker threads; the store is used only through
 `service.run_in_io`.
@@ -63,3 +65,16 @@ async def start_control(service: Service) -> Controller | None:
     log.info("allocator: %s, window %gs, bucket %ds", settings.mode, settings.window,
              settings.bucket)
     return controller
+
+
+def use_settings(service: Service) -> None:
+    """The service loaded new allocator settings: give them to the loop, or start one."""
+    settings = service.loaded.allocator
+    control: Controller | None = service.control
+    if control is not None:
+        control.use_settings(settings)
+    elif settings.mode != "off":
+        async def start() -> None:
+            service.control = await start_control(service)
+
+        service.tasks.append(asyncio.get_running_loop().create_task(start()))
