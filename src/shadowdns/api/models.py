@@ -286,3 +286,26 @@ class StatusOut(BaseModel):
     generation: int
     zones: list[str]
     reload: ReloadOut
+
+
+# -- allocator.yaml ------------------------------------------------------------------------
+
+
+class AllocatorFile(BaseModel):
+    path: str = Field(description="the file in the zones directory")
+    state: Literal["applied", "absent", "changed", "invalid"] = Field(
+        description="applied: the file holds the running settings; absent: no file (the "
+                    "defaults run); changed: it differs and waits for a reload; invalid: a "
+                    "reload would refuse it (see problems)")
+    problems: list[str] = Field(default_factory=list, description="file:line: reason")
+
+
+class AllocatorDocument(BaseModel):
+    allocator: dict[str, Any] = Field(
+        description="the running settings, every key, in allocator.yaml's shape")
+    file: AllocatorFile
+
+
+class AllocatorItem(BaseModel):
+    id: str = Field(description="stable id of this entry (a digest of its content)")
+    config: dict[str, Any] = Field(description="the entry in allocator.yaml's shape")
