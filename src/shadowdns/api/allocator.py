@@ -33,13 +33,12 @@ from shadowdns.api.errors import (
 )
 from shadowdns.api.models import AllocatorDocument, AllocatorFile, AllocatorItem
 from shadowdns.errors import ConfigError, Problem
-from shadowdns.health.privilege import COMMANDS_REFUSED
+from shadowdns.health.privilege import COMMANDS_REFUSED, new_hook_commands
 
 router = APIRouter(prefix="/api/v1", tags=["allocator"])
 IfMatch = Annotated[str | None, Header(description="ETag the change is based on")]
 Section = Literal["events", "pins"]
 SECTIONS: tuple[Section, ...] = ("events", "pins")
-HOOKS = ("warmup", "drain")
 HEADER = "# managed by the shadowdns API: edits through the API rewrite this file\n"
 
 
@@ -90,9 +89,7 @@ def _refuse_new_commands(ctx: Ctx, old: AllocatorSettings, new: AllocatorSetting
     """403 for a hook command the running settings do not have (see the module docstring)."""
     if ctx.service.config.allow_commands:
         return
-    added = [name for name in HOOKS
-             if (hook := getattr(new, f"{name}_hook")) is not None and hook.command
-             and ((was := getattr(old, f"{name}_hook")) is None or was.command != hook.command)]
+    added = new_hook_commands(old, new)
     if added:
         problems = [problem_item(Problem("<api>", None, f"hooks.{name}.command: "
                                          f"{COMMANDS_REFUSED}")) for name in added]

@@ -29,7 +29,7 @@ AllocationState = Literal["warming", "ready", "draining", "released"]
 ANSWERING_STATES: frozenset[AllocationState] = frozenset({"ready", "draining"})
 """Allocation states whose shadows answer queries (a draining shadow answers until released)."""
 HealthStatus = Literal["up", "down"]
-ConfigKind = Literal["zone", "policy"]
+ConfigKind = Literal["zone", "policy", "allocator"]
 
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
 DEMAND_KINDS: tuple[DemandKind, ...] = ANSWER_KINDS
@@ -88,8 +88,9 @@ class ZoneRecord:
 
 def check_config_file(origin: str, kind: str, text: str = "") -> None:
     """Refuse a shared config file the store cannot keep or announce: an empty origin, one
-    over a notification payload (it is the payload), a kind other than "zone" or "policy",
-    or text containing NUL (PostgreSQL text cannot hold it)."""
+    over a notification payload (it is the payload), a kind other than "zone", "policy" or
+    "allocator" (`allocator.yaml`, stored under the origin "."), or text containing NUL
+    (PostgreSQL text cannot hold it)."""
     _check_choice("config file kind", kind, CONFIG_KINDS)
     if not origin:
         raise ValueError("config file origin must not be empty")
@@ -100,9 +101,10 @@ def check_config_file(origin: str, kind: str, text: str = "") -> None:
 
 @dataclass(frozen=True, slots=True)
 class ConfigFile:
-    """The text of one zone's master file ("zone") or policy file ("policy"), shared by
-    the nodes of a fleet; `updated_at` is when its text last changed. `kind` is one of
-    `CONFIG_KINDS` (checked), typed `str` so callers can key files by plain strings."""
+    """The text of one zone's master file ("zone") or policy file ("policy"), or of the
+    server's `allocator.yaml` ("allocator", origin "."), shared by the nodes of a fleet;
+    `updated_at` is when its text last changed. `kind` is one of `CONFIG_KINDS` (checked),
+    typed `str` so callers can key files by plain strings."""
 
     origin: str
     kind: str
