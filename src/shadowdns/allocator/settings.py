@@ -303,7 +303,9 @@ class AllocatorSettings:
         if "cross_probability" in values and not 0 < values["cross_probability"] <= 1:
             bad("cross_probability", "must be above 0 and at most 1")
         if "mode" in data:
-            if data["mode"] in MODES:
+            if data["mode"] is False:  # YAML 1.1 reads a bare `off` as false
+                values["mode"] = "off"
+            elif data["mode"] in MODES:
                 values["mode"] = data["mode"]
             else:
                 bad("mode", f"{data['mode']!r} is not one of {', '.join(MODES)}")

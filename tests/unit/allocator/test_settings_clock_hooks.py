@@ -132,3 +132,9 @@ def test_problems_in_list_items_carry_the_line_of_the_item(tmp_path: Path) -> No
         AllocatorSettings.load(tmp_path)
     assert [(p.line, p.reason) for p in err.value.problems] == [
         (4, "allocator.pins[1]: missing resource")]
+
+
+def test_a_bare_off_is_mode_off(tmp_path: Path) -> None:
+    """`mode: off` unquoted (YAML reads it as false) means off, as the docs write it."""
+    (tmp_path / "allocator.yaml").write_text("allocator: {mode: off}\n")
+    assert AllocatorSettings.load(tmp_path).mode == "off"
