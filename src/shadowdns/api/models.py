@@ -164,8 +164,13 @@ class ForecastSeries(BaseModel):
     chosen_at: float | None
     made_at: float | None
     recent_error: float | None = Field(
-        description="mean absolute error of this forecast against actual demand so far")
-    points: list[ForecastPointOut]
+        description="mean absolute error of the forecasts against actual demand so far")
+    threshold: float | None = Field(
+        default=None, description="the DI's threshold: demand per bucket that calls for a "
+                                  "shadow (null when the DI is no longer served)")
+    points: list[ForecastPointOut] = Field(
+        description="what was forecast for each bucket: past ones (as forecast before they "
+                    "began, kept for a few hours) and the newest forecast's")
     actual: list[ActualPoint]
     allocations: list[AllocationOut]
 

@@ -66,9 +66,12 @@ class Retention:
     minute: float = 2 * DAY
     five_minute: float = 60 * DAY
     hour: float = 730 * DAY
+    # forecast points of buckets now past (what was forecast for them, shown over the
+    # actuals): one row per series and bucket, so kept for the dashboard's span only
+    forecasts: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
-        for value in (self.minute, self.five_minute, self.hour):
+        for value in (self.minute, self.five_minute, self.hour, self.forecasts):
             if not value > 0:
                 raise ValueError(f"retention {value} must be positive")
 
@@ -220,6 +223,11 @@ class Forecast:
 
     def __post_init__(self) -> None:
         _check_choice("resolution", self.resolution, RESOLUTIONS)
+
+    @property
+    def first_ts(self) -> int:
+        """The first bucket this forecast covers (with no points: from when it was made)."""
+        return min(p.ts for p in self.points) if self.points else math.floor(self.made_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +410,9 @@ class Store(Protocol):
 
     # forecasts and model choice
     def write_forecasts(self, forecasts: Iterable[Forecast]) -> int:
-        """Each forecast replaces its series' previous one; returns points written."""
+        """Each forecast replaces its series' points from its first bucket on (those of
+        earlier buckets stay: what was forecast for them, until `Retention.forecasts`);
+        returns points written."""
         ...
 
     def read_forecasts(
@@ -410,7 +420,11 @@ class Store(Protocol):
         resolution: Resolution,
         di: str | None = None,
         region: str | None = None,
-    ) -> list[Forecast]: ...
+        past: bool = False,
+    ) -> list[Forecast]:
+        """The newest forecast of each series; with `past`, with the points kept of
+        earlier forecasts for the buckets before it."""
+        ...
     def write_model_choices(self, choices: Iterable[ModelChoice]) -> int: ...
     def read_model_choices(self, di: str | None = None) -> list[ModelChoice]: ...
 

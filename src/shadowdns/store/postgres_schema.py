@@ -355,7 +355,12 @@ ALTER TABLE config_files ADD CONSTRAINT config_files_kind_check
 """
 """`allocator.yaml` is shared through `config_files` too (kind "allocator", origin ".")."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = """
+CREATE INDEX forecasts_ts ON forecasts (ts);
+"""
+"""Forecast points of past buckets are kept until retention deletes them by time."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

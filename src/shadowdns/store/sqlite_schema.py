@@ -320,7 +320,13 @@ CREATE TABLE config_files_v8 (
     conn.execute("ALTER TABLE config_files_v8 RENAME TO config_files")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7, _v8)
+_V9 = """
+CREATE INDEX forecasts_ts ON forecasts (ts);
+"""
+"""Forecast points of past buckets are kept (what was forecast for them) until retention
+deletes them by time."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7, _v8, _V9)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """
