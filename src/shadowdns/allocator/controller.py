@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar
 
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
-from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.hooks import HookPayload, HookRunner
 from shadowdns.allocator.planner import (
     DemandView,
     DIView,
@@ -102,6 +102,68 @@ class JournalEntry:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class TTLCut:
+    """Answers of (di, region) carry `ttl` from `start` until `until`, when their answer
+    changes (a shadow ready, or gone), so caches let go of the old one in time."""
+
+    di: str
+    region: str
+    start: float
+    until: float
+    ttl: int
+
+    def to_config(self) -> dict[str, Any]:
+        """The entry as the audit log and `Service.apply_ttl_plan` take it."""
+        return {"di": self.di, "region": self.region, "from": self.start,
+                "until": self.until, "ttl": self.ttl}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerChange:
+    """A (DI, region) whose answer a generation changes once its shadows are ready and
+    the released ones drained."""
+
+    di: str
+    region: str
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    reason: str
+
+    def to_config(self) -> dict[str, Any]:
+        return {"di": self.di, "region": self.region, "before": list(self.before),
+                "after": list(self.after), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRecord:
+    """What one allocation run decided: recorded in the audit log (`to_config`), kept for
+    the API, and handed to `on_record` (the TTL plan). `generation` is set once written
+    (the store's generation in active mode, a counter of previews in preview mode)."""
+
+    ts: float
+    mode: str
+    method: str
+    seconds: float
+    candidates: int
+    pairs: int
+    notes: tuple[str, ...]
+    diff: Mapping[str, Any]
+    answers: tuple[AnswerChange, ...]
+    ttl: tuple[TTLCut, ...]
+    generation: int | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": self.ts, "mode": self.mode, "method": self.method, "seconds": self.seconds,
+            "candidates": self.candidates, "pairs": self.pairs, "notes": list(self.notes),
+            "diff": self.diff, "answers": [a.to_config() for a in self.answers],
+            "ttl": [c.to_config() for c in self.ttl]}
+        if self.generation is not None:
+            out["generation"] = self.generation
+        return out
+
+
 async def _direct(fn: Callable[..., Any], *args: object) -> Any:
     return fn(*args)
 
@@ -155,7 +217,7 @@ class Controller:
         source: Literal["model", "observed", "oracle"] = "model",
         oracle: Callable[[tuple[str, str], float, float], float] | None = None,
         leader: Callable[[], bool] | None = None,
-        on_record: Callable[[dict[str, Any]], None] | None = None,
+        on_record: Callable[[GenerationRecord], None] | None = None,
         all_views_up_to: int = ALL_VIEWS_UP_TO,
         max_series: int = MAX_SERIES,
         book_in_thread: bool | None = None,
@@ -191,7 +253,7 @@ class Controller:
         # settings of a reload, taken at the top of the loop's next turn (`use_settings`)
         self._next_settings: AllocatorSettings | None = None
         self.read_until: int | None = None  # bucket start of the first bucket not read
-        self.generations: deque[dict[str, Any]] = deque(maxlen=100)
+        self.generations: deque[GenerationRecord] = deque(maxlen=100)
         self.journal: deque[JournalEntry] = deque(maxlen=journal_size)
         self.last_plan: Plan | None = None
         self.preview_generation = 0
@@ -520,16 +582,16 @@ class Controller:
             record = (await asyncio.get_running_loop().run_in_executor(
                 None, _uncollected, self._record, result, views, allocations, down)
                 if self.solve_in_thread else self._record(result, views, allocations, down))
-            if self.on_record is not None and record["mode"] != "preview":
+            if self.on_record is not None and record.mode != "preview":
                 self.on_record(record)
             if self.settings.mode == "active" and result.changed:
-                await self._apply(result, record, views)
+                record = await self._apply(result, record, views)
             elif result.changed:
                 self.preview_generation += 1
-                record["generation"] = self.preview_generation
+                record = replace(record, generation=self.preview_generation)
                 await self.io(self.store.add_audit, AuditEntry(
                     now, None, "allocator.preview", f"preview {self.preview_generation}",
-                    None, json.dumps(record)))
+                    None, json.dumps(record.to_config())))
             self.generations.append(record)
         if self.write_forecasts and self._written_version != self.book_version:
             # Forecasts change only with the book (new buckets, fits, baselines): a run
@@ -562,22 +624,23 @@ class Controller:
         return out
 
     def _record(self, result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
-                down: frozenset[str]) -> dict[str, Any]:
-        return {
-            "ts": result.now, "mode": self.settings.mode, "method": result.method,
-            "seconds": round(result.seconds, 4), "candidates": result.candidates,
-            "pairs": result.pairs, "notes": list(result.notes), "diff": result.diff(),
-            "answers": answer_diff(result, views, allocations, down),
-            "ttl": ttl_plan(result, views, self.settings),
-        }
+                down: frozenset[str]) -> GenerationRecord:
+        return GenerationRecord(
+            ts=result.now, mode=self.settings.mode, method=result.method,
+            seconds=round(result.seconds, 4), candidates=result.candidates,
+            pairs=result.pairs, notes=tuple(result.notes), diff=result.diff(),
+            answers=tuple(answer_diff(result, views, allocations, down)),
+            ttl=tuple(ttl_plan(result, views, self.settings)),
+        )
 
-    async def _apply(self, result: Plan, record: dict[str, Any],
-                     views: Sequence[DIView]) -> None:
+    async def _apply(self, result: Plan, record: GenerationRecord,
+                     views: Sequence[DIView]) -> GenerationRecord:
+        """Write the plan as a new generation; returns `record` with its generation."""
         now = result.now
         ttl_of = {v.key: v.di.ttl for v in views}
         grace = self.settings.drain_grace
 
-        def write(store: Store) -> tuple[int, list[Allocation]]:
+        def write(store: Store) -> tuple[GenerationRecord, list[Allocation]]:
             generation = store.bump_generation()
             added = store.add_allocations([
                 NewAllocation(di=s.di, resource=s.resource, region=s.region, valid_from=now,
@@ -588,12 +651,13 @@ class Controller:
             for r in result.release:
                 until = now + ttl_of.get(r.allocation.di, 30) + grace
                 store.set_allocation_state(r.allocation.id, "draining", until)
-            record["generation"] = generation
+            written = replace(record, generation=generation)
             store.add_audit(AuditEntry(now, None, "allocator.generation",
-                                       f"generation {generation}", None, json.dumps(record)))
-            return generation, added
+                                       f"generation {generation}", None,
+                                       json.dumps(written.to_config())))
+            return written, added
 
-        generation, added = await self.io(write, self.store)
+        record, added = await self.io(write, self.store)
         self.allocations_total += len(added)
         self.releases_total += len(result.release)
         warmups = {(s.di, s.resource, s.region): s.warmup for s in result.add}
@@ -602,9 +666,8 @@ class Controller:
             warmup = warmups.get(a.key, 0.0)
             if self.settings.warmup_hook is not None:
                 self.warmups_pending.add(a.id)
-            self.hooks.fire(self.settings.warmup_hook, "warmup", {
-                "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
-                "ready_by": now + warmup, "generation": generation},
+            self.hooks.fire(self.settings.warmup_hook, HookPayload(
+                "warmup", a.di, a.resource, a.region, a.id, now + warmup, a.generation),
                 done=functools.partial(self._warmed, a))
             if self.health is not None:
                 self.health.probe_now(a.resource)
@@ -612,10 +675,11 @@ class Controller:
             a = r.allocation
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "draining", now))
         log.info("allocator: generation %d: +%d shadow(s), -%d (%s, %d candidate(s), %.3fs)",
-                 generation, len(added), len(result.release), result.method,
+                 record.generation, len(added), len(result.release), result.method,
                  result.candidates, result.seconds)
         if self.refresh is not None:
             await self.refresh()
+        return record
 
     # --- state machine -------------------------------------------------------------------
 
@@ -666,9 +730,8 @@ class Controller:
         for a, state, ts, _ in changes:
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, state, ts))
             if state == "released" and a.state == "draining":
-                self.hooks.fire(self.settings.drain_hook, "drain", {
-                    "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
-                    "ready_by": None, "generation": a.generation})
+                self.hooks.fire(self.settings.drain_hook, HookPayload(
+                    "drain", a.di, a.resource, a.region, a.id, None, a.generation))
             log.log(logging.INFO if len(changes) <= LOG_EACH_UP_TO else logging.DEBUG,
                     "allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
         if len(changes) > LOG_EACH_UP_TO:
@@ -729,7 +792,7 @@ class Controller:
             "misses": self.book.miss_total, "allocations": self.allocations_total,
             "releases": self.releases_total, "series": len(self.book.series),
             "refits": dict(self.book.refits),
-            "last": self.generations[-1] if self.generations else None,
+            "last": self.generations[-1].to_config() if self.generations else None,
             "errors": {f"{k[0]}|{k[1]}": v for k, v in self.book.errors().items()},
         }
 
@@ -761,7 +824,7 @@ def errors_by_model(errors: Mapping[tuple[str, str], Mapping[str, float]],
 
 
 def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
-                down: frozenset[str]) -> list[dict[str, Any]]:
+                down: frozenset[str]) -> list[AnswerChange]:
     """(DI, region) whose answer the plan changes once its shadows are ready and drained."""
     touched = {s.di for s in result.add} | {r.allocation.di for r in result.release}
     if not touched:
@@ -779,14 +842,13 @@ def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[All
             old = decide(view.policy, view.di, region, before.get(view.key, ()), down)
             new = decide(view.policy, view.di, region, after.get(view.key, ()), down)
             if [r.id for r in old.resources] != [r.id for r in new.resources]:
-                out.append({"di": view.key, "region": region,
-                            "before": [r.id for r in old.resources],
-                            "after": [r.id for r in new.resources], "reason": new.reason})
+                out.append(AnswerChange(view.key, region, tuple(r.id for r in old.resources),
+                                        tuple(r.id for r in new.resources), new.reason))
     return out
 
 
 def ttl_plan(result: Plan, views: Sequence[DIView],
-             settings: AllocatorSettings) -> list[dict[str, Any]]:
+             settings: AllocatorSettings) -> list[TTLCut]:
     """Shorter TTLs ahead of each planned change of a (DI, region)'s answer.
 
     A change at time T (a new shadow ready at now + warm-up, a released one gone at
@@ -798,13 +860,12 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
     for s in result.add:
         ttl = ttl_of.get(s.di, 30)
         at = result.now + s.warmup
-        out.append({"di": s.di, "region": s.region, "from": at - ttl, "until": at,
-                    "ttl": min(ttl, settings.ttl_floor)})
+        out.append(TTLCut(s.di, s.region, at - ttl, at, min(ttl, settings.ttl_floor)))
     for r in result.release:
         ttl = ttl_of.get(r.allocation.di, 30)
         at = result.now + ttl + settings.drain_grace
-        out.append({"di": r.allocation.di, "region": r.allocation.region,
-                    "from": at - ttl, "until": at, "ttl": min(ttl, settings.ttl_floor)})
+        out.append(TTLCut(r.allocation.di, r.allocation.region, at - ttl, at,
+                          min(ttl, settings.ttl_floor)))
     return out
 
 

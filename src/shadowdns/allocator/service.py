@@ -50,7 +50,7 @@ async def start_control(service: Service) -> Controller | None:
         minute_retention=service.config.retention.minute,
         source="model" if settings.plan_on == "forecast" else "observed",
         leader=lambda: bool(getattr(service, "leader", True)),
-        on_record=lambda record: service.apply_ttl_plan(record.get("ttl", [])),
+        on_record=lambda record: service.apply_ttl_plan([c.to_config() for c in record.ttl]),
         hooks=HookRunner(secret=service.config.hook_secret),
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.hooks import HookPayload, HookRunner
 from shadowdns.allocator.settings import AllocatorSettings, Hook, parse_duration
 from shadowdns.clock import SimulatedClock
 from shadowdns.errors import ConfigError
@@ -80,14 +80,16 @@ def test_command_hook_gets_json_and_environment(tmp_path: Path) -> None:
     runner = HookRunner()
 
     async def scenario() -> None:
-        runner.fire(Hook(command=(sys.executable, "-c", script)), "warmup",
-                    {"di": "app.", "resource": "s-jp", "region": "jp"})
-        runner.fire(Hook(command=(sys.executable, "-c", "raise SystemExit(2)")), "drain", {})
+        runner.fire(Hook(command=(sys.executable, "-c", script)),
+                    HookPayload("warmup", "app.", "s-jp", "jp", 7, 1000.0, 3))
+        runner.fire(Hook(command=(sys.executable, "-c", "raise SystemExit(2)")),
+                    HookPayload("drain", "app.", "s-jp", "jp", 7, None, 3))
         await runner.drain()
 
     asyncio.run(scenario())
-    assert json.loads(out.read_text()) == {"event": "warmup", "di": "app.",
-                                           "resource": "s-jp", "region": "jp", "env": "s-jp"}
+    assert json.loads(out.read_text()) == {
+        "event": "warmup", "di": "app.", "resource": "s-jp", "region": "jp", "allocation": 7,
+        "ready_by": 1000.0, "generation": 3, "env": "s-jp"}
     assert sorted((c.event, c.ok) for c in runner.calls) == [("drain", False), ("warmup", True)]
 
 
