@@ -150,3 +150,12 @@ def test_the_api_edits_allocator_yaml_and_the_running_allocator_follows(tmp_path
                            headers=op).status_code == 404
         assert http.get("/api/v1/allocator/events", headers=served.auth("reader")).json() == []
         assert "events" not in (served.zones / "allocator.yaml").read_text()
+
+        pin = http.post("/api/v1/allocator/pins", headers=op,
+                        json={"di": APP, "resource": "sb-eu-2", "region": "eu-west"})
+        assert pin.status_code == 201, pin.text
+        assert until(lambda: ask(served, APP) == [SHADOW_EU]), ask(served, APP)
+        unpinned = http.delete(f"/api/v1/allocator/pins/{pin.json()['id']}", headers=op)
+        assert unpinned.status_code == 204, unpinned.text
+        assert until(lambda: [a for a in allocations(http, served)
+                              if a["resource"] == "sb-eu-2" and a["state"] == "draining"])
