@@ -151,6 +151,11 @@ def test_the_api_edits_allocator_yaml_and_the_running_allocator_follows(tmp_path
         assert http.get("/api/v1/allocator/events", headers=served.auth("reader")).json() == []
         assert "events" not in (served.zones / "allocator.yaml").read_text()
 
+        unknown = http.post("/api/v1/allocator/pins", headers=op,
+                            json={"di": APP, "resource": "sb-xx", "region": "mars"})
+        assert unknown.status_code == 422, unknown.text
+        assert {p["path"] for p in unknown.json()["error"]["problems"]} == {
+            "body.resource", "body.region"}
         pin = http.post("/api/v1/allocator/pins", headers=op,
                         json={"di": APP, "resource": "sb-eu-2", "region": "eu-west"})
         assert pin.status_code == 201, pin.text

@@ -346,8 +346,11 @@ def plan(
         if p.active(now) and (p.di, p.resource, p.region) not in fixed_keys \
                 and (p.di, p.resource, p.region) not in draining:
             res = resources.get(p.resource)
+            view = by_key.get(p.di)
+            if res is None or view is None or p.region not in view.policy.locations:
+                continue  # names what no served policy has (logged when the file loads)
             add.append(Shadow(p.di, p.resource, p.region, 0.0, SETTINGS_PIN, True,
-                              0.0 if res is None else res.warmup, p.until))
+                              res.warmup, p.until))
 
     covered = {(a.di, a.region) for a in fixed} | {(s.di, s.region) for s in add}
     load: dict[str, float] = {}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from shadowdns.allocator.controller import Controller
 from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.settings import SETTINGS_FILE, unknown_references
 from shadowdns.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 async def start_control(service: Service) -> Controller | None:
     """Start the allocation loop unless `mode: off`; returns the controller."""
     settings = service.loaded.allocator  # read and checked by the loader, with the zones
+    warn_unknown(service)
     if settings.mode == "off":
         log.info("allocator: off")
         return None
@@ -67,11 +69,19 @@ async def start_control(service: Service) -> Controller | None:
     return controller
 
 
+def warn_unknown(service: Service) -> None:
+    """Log the pins and events of allocator.yaml that name what no served policy has."""
+    for problem in unknown_references(service.loaded.allocator,
+                                      service.loaded.policies.values(), SETTINGS_FILE):
+        log.warning("%s (ignored until the policy has it)", problem)
+
+
 def use_settings(service: Service) -> None:
     """The service loaded new allocator settings: give them to the loop, or start one."""
     settings = service.loaded.allocator
     control: Controller | None = service.control
     if control is not None:
+        warn_unknown(service)
         control.use_settings(settings)
     elif settings.mode != "off":
         async def start() -> None:

@@ -29,7 +29,7 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ import yaml
 
 from shadowdns.durations import parse_duration
 from shadowdns.errors import ConfigError, Problem
+from shadowdns.zones.policy import Policy
 
 Mode = Literal["off", "preview", "active"]
 MODES: tuple[Mode, ...] = ("off", "preview", "active")
@@ -388,6 +389,36 @@ class AllocatorSettings:
             return cls(**values)
         except ValueError as exc:
             raise ConfigError([Problem(source, None, f"allocator: {exc}")]) from None
+
+
+def unknown_references(settings: AllocatorSettings, policies: Iterable[Policy],
+                       source: str = "<allocator>",
+                       known: AllocatorSettings | None = None) -> list[Problem]:
+    """Pins and events naming a DI, resource or region the served policies lack (a pin of a
+    resource no policy has would stay warming forever); entries `known` has are skipped."""
+    by_di = {name.to_text(): policy for policy in policies for name in policy.dis}
+    problems: list[Problem] = []
+
+    def check(key: str, i: int, di: str, region: str, resource: str | None) -> None:
+        policy = by_di.get(di)
+        if policy is None:
+            problems.append(Problem(source, None, f"allocator.{key}[{i}].di: {di} is not a "
+                                    "served DI"))
+            return
+        if resource is not None and resource not in policy.resources:
+            problems.append(Problem(source, None, f"allocator.{key}[{i}].resource: no "
+                                    f"resource {resource!r} in the policy of {policy.origin}"))
+        if region not in policy.locations:
+            problems.append(Problem(source, None, f"allocator.{key}[{i}].region: no location "
+                                    f"{region!r} in the policy of {policy.origin}"))
+
+    for i, pin in enumerate(settings.pins):
+        if known is None or pin not in known.pins:
+            check("pins", i, pin.di, pin.region, pin.resource)
+    for i, event in enumerate(settings.events):
+        if known is None or event not in known.events:
+            check("events", i, event.di, event.region, None)
+    return problems
 
 
 # Fields written under their own keys by `to_config` (the rest are scalars named as in the file).

@@ -2,7 +2,8 @@
 
 The document is the running settings in the file's shape (`AllocatorSettings.to_config`),
 with an ETag and what the file on disk holds now. A change is validated by the file's own
-validator (`AllocatorSettings.from_mapping`: 422 naming every field, `body.<key>`), refuses a
+validator (`AllocatorSettings.from_mapping`: 422 naming every field, `body.<key>`; a new pin
+or event must name a served DI, a resource of its policy and one of its locations), refuses a
 hook command it does not already have unless the server runs with `--allow-commands` (403,
 ``body.hooks.<name>.command``: hooks run programs), rewrites `allocator.yaml` atomically and
 reloads through `ConfigFiles.apply`, so the running allocator takes it at once and the
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from fastapi import APIRouter, Body, Header, Response, status
 
-from shadowdns.allocator.settings import SETTINGS_FILE, AllocatorSettings
+from shadowdns.allocator.settings import SETTINGS_FILE, AllocatorSettings, unknown_references
 from shadowdns.api.config_files import Change, check_if_match, etag_of
 from shadowdns.api.context import Ctx, Operator, Reader
 from shadowdns.api.errors import (
@@ -98,9 +99,15 @@ def _refuse_new_commands(ctx: Ctx, old: AllocatorSettings, new: AllocatorSetting
 
 
 async def _write(ctx: Ctx, who: Operator, action: str, obj: str,
-                 settings: AllocatorSettings) -> AllocatorSettings:
+                 settings: AllocatorSettings, strip: str = "allocator") -> AllocatorSettings:
     """Write `settings` to allocator.yaml, reload and audit (caller holds the lock)."""
     before = _running(ctx)
+    unknown = unknown_references(settings, ctx.service.loaded.policies.values(), "<api>",
+                                 known=before)
+    if unknown:
+        problems = [problem_item(p, "body", strip) for p in unknown]
+        raise ApiError(422, "invalid", f"{len(problems)} pin(s) or event(s) name what no "
+                       "served policy has", problems)
     _refuse_new_commands(ctx, before, settings)
     body = settings.to_config(defaults=False)
     text = HEADER + yaml.safe_dump({"allocator": body} if body else {"allocator": None},
@@ -148,7 +155,8 @@ def _register(section: Section) -> None:
                 raise ApiError(409, "conflict", f"this {one} exists already",
                                [ProblemItem(path="body", message=f"{one} {_item_id(config)}")])
             await _write(ctx, who, f"allocator.{one}.create",
-                         f"allocator.{one}:{_item_id(config)}", settings)
+                         f"allocator.{one}:{_item_id(config)}", settings,
+                         strip=f"allocator.{section}[{len(entries)}]")
         return AllocatorItem(id=_item_id(config), config=config)
 
     async def remove(item_id: str, ctx: Ctx, who: Operator) -> Response:

@@ -133,6 +133,9 @@ def test_a_pin_removed_from_allocator_yaml_releases_its_shadow(policy: Policy) -
     kept = run(policy, {}, [ours, store_pin],
                settings=AllocatorSettings(pins=(Pin(APP, "s-br", "br"),)))
     assert kept.release == () and kept.add == ()
+    dangling = AllocatorSettings(pins=(Pin(APP, "s-none", "br"), Pin(APP, "s-br", "mars"),
+                                       Pin("other.example.", "s-br", "br")))
+    assert run(policy, {}, settings=dangling).add == ()  # names what no policy has
     gone = run(policy, {}, [ours, store_pin])
     assert [(r.allocation.id, r.reason) for r in gone.release] == [
         (1, "its pin is no longer in allocator.yaml")]
