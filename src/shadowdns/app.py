@@ -367,7 +367,10 @@ class Service:
         changed = [origin for origin, zone in loaded.zones.items()
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]
+        allocator_changed = loaded.allocator != self.loaded.allocator
         self.loaded = loaded
+        if allocator_changed:
+            self._allocator_changed()
         prepared = self._prepared
         self._users = prepared[1] if prepared is not None and prepared[0] is loaded else None
         self._prepared = None
@@ -458,6 +461,15 @@ class Service:
         from shadowdns.allocator.service import start_control
 
         self.control = await start_control(self)
+
+    def _allocator_changed(self) -> None:
+        """A reload brought new `allocator.yaml` settings: the running loop takes them (or
+        one starts, after `mode: off`). Nothing to do where no control plane was started."""
+        if not hasattr(self, "control"):
+            return
+        from shadowdns.allocator.service import use_settings
+
+        use_settings(self)
 
     async def _start_api(self) -> None:
         """REST API, dashboard and /metrics (api/) when config.api is set."""

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from shadowdns import __version__
-from shadowdns.api import admin, live, policy, status, zones
+from shadowdns.api import admin, allocator, live, policy, status, zones
 from shadowdns.api.context import ApiContext
 from shadowdns.api.errors import install_handlers
 from shadowdns.api.limits import BodyLimits
@@ -53,7 +53,7 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
     app.state.registry = registry
     app.state.collector = collector
     install_handlers(app)
-    for module in (zones, policy, live, admin, status):
+    for module in (zones, policy, allocator, live, admin, status):
         app.include_router(module.router)
     app.mount("/dashboard", StaticFiles(directory=status.dashboard_dir()), name="dashboard")
 

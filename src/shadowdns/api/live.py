@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import dns.exception
@@ -34,6 +35,7 @@ from shadowdns.api.models import (
 )
 from shadowdns.errors import ConfigError, StoreError
 from shadowdns.resolver.explain import explain_snapshot
+from shadowdns.resolver.snapshot import Config
 from shadowdns.store import Allocation, Forecast, NewAllocation, Store
 from shadowdns.store.base import RESOLUTION_SECONDS
 from shadowdns.zones.policy_file import policy_to_mapping
@@ -211,9 +213,10 @@ async def release(allocation_id: int, ctx: Ctx, who: Operator) -> AllocationOut:
 
 
 def _forecast_view(store: Store, resolution: ResolutionParam, di: str | None,
-                   region: str | None, since: float, now: float,
-                   limit: int) -> list[ForecastSeries]:
-    forecasts = {(f.di, f.region): f for f in store.read_forecasts(resolution, di, region)}
+                   region: str | None, since: float, now: float, limit: int,
+                   thresholds: Mapping[str, float] | None = None) -> list[ForecastSeries]:
+    forecasts = {(f.di, f.region): f
+                 for f in store.read_forecasts(resolution, di, region, past=True)}
     choices = {(c.di, c.region): c for c in store.read_model_choices(di)}
     step = RESOLUTION_SECONDS[resolution]
     demand = store.demand_series(resolution, since, now + step,
@@ -237,6 +240,7 @@ def _forecast_view(store: Store, resolution: ResolutionParam, di: str | None,
             chosen_at=c.chosen_at if c else None,
             made_at=f.made_at if f else None,
             recent_error=finite(sum(errors) / len(errors)) if errors else None,
+            threshold=None if thresholds is None else thresholds.get(key[0]),
             points=[ForecastPointOut(ts=p.ts, point=finite(p.point), upper=finite(p.upper))
                     for p in (f.points if f else ()) if p.ts >= since],
             actual=[ActualPoint(ts=ts, queries=q) for ts, q in actual],
@@ -260,7 +264,32 @@ async def forecasts(ctx: Ctx, who: Reader,
     name = None if di is None else di_text(di)
     now = time.time()
     return await ctx.io(_forecast_view, ctx.service.store, resolution, name, region,
-                        now - hours * 3600, now, limit)
+                        now - hours * 3600, now, limit, DIThresholds(ctx.service.loaded))
+
+
+class DIThresholds(Mapping[str, float]):
+    """Each served DI's threshold by its name as text, looked up per series shown (a
+    million DIs make no table)."""
+
+    def __init__(self, config: Config) -> None:
+        self._policies = tuple(config.policies.values())
+
+    def __getitem__(self, text: str) -> float:
+        try:
+            name = dns.name.from_text(text)
+        except dns.exception.DNSException:
+            raise KeyError(text) from None
+        for policy in self._policies:
+            found = policy.dis.get(name)
+            if found is not None:
+                return found.policy.threshold
+        raise KeyError(text)
+
+    def __iter__(self) -> Iterator[str]:
+        return (n.to_text() for p in self._policies for n in p.dis)
+
+    def __len__(self) -> int:
+        return sum(len(p.dis) for p in self._policies)
 
 
 # -- health ------------------------------------------------------------------------------
