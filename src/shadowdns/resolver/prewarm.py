@@ -23,8 +23,9 @@ import dns.rdatatype
 
 from shadowdns.gcwatch import WATCH
 from shadowdns.resolver.engine import QueryEngine
-from shadowdns.resolver.snapshot import Snapshot
+from shadowdns.resolver.snapshot import DITable, GeoContext, Snapshot
 from shadowdns.zones.di_view import own_nodes
+from shadowdns.zones.policy import DI
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,14 @@ def name_index(snapshot: Snapshot, existing: set[bytes],
                 yield None
 
 
-def questions(snapshot: Snapshot, first: Iterable[str] = ()) -> Iterator[bytes]:
+# A DI whose own A and AAAA to compile: (lowercase wire name, name, DI, its context)
+DIQuestion = tuple[bytes, dns.name.Name, DI, GeoContext]
+
+
+def questions(snapshot: Snapshot, first: Iterable[str] = ()
+              ) -> Iterator[bytes | DIQuestion]:
     """Every question with a table entry: the DIs named in `first`, then each zone's names
-    with their types, then every DI's A and AAAA."""
+    with their types, then every DI's A and AAAA (one `DIQuestion` each)."""
     dis = snapshot.dis
     for text in first:
         try:
@@ -85,11 +91,12 @@ def questions(snapshot: Snapshot, first: Iterable[str] = ()) -> Iterator[bytes]:
             for rdtype, covers in node:
                 if not covers and rdtype not in _SKIP:
                     yield wire + struct.pack("!H", rdtype) + _IN
-    for name in dis:
+    entries = (dis.entries() if isinstance(dis, DITable) else
+               ((name, *dis[name]) for name in dis))
+    for name, di, ctx in entries:
         wire = name.canonicalize().to_wire()
         assert wire is not None
-        yield wire + _A + _IN
-        yield wire + _AAAA + _IN
+        yield wire, name, di, ctx
 
 
 class Prewarm:
@@ -103,7 +110,7 @@ class Prewarm:
         self.limit = limit
         self.slice = slice_seconds
         self._urgent: deque[bytes] = deque()
-        self._rest: Iterator[bytes] | None = None
+        self._rest: Iterator[bytes | DIQuestion] | None = None
         self._index: Iterator[None] | None = None
         self._existing: set[bytes] = set()
         self._wake = asyncio.Event()
@@ -161,16 +168,25 @@ class Prewarm:
             elif time.perf_counter() >= deadline:
                 return False
         while True:
+            key: bytes | DIQuestion
             if urgent:
                 key = urgent.popleft()
             elif self._rest is not None and len(engine.table.base) < self.limit:
                 key = next(self._rest, b"")
+                if isinstance(key, tuple):
+                    wire, name, di, ctx = key
+                    if engine.prepare_di(wire, name, di, ctx, shapes):
+                        n += 1
+                    if not n & 31 and time.perf_counter() >= deadline:
+                        break
+                    continue
                 if not key:
                     self._rest = None
                     self.passes += 1
                     self.last_pass_seconds = time.monotonic() - self.started
-                    log.info("answer table filled: %d question(s) in %.2fs",
-                             len(engine.table.base), self.last_pass_seconds)
+                    log.info("answer table filled: %d question(s) and %d DI(s) in %.2fs",
+                             len(engine.table.base), len(engine.table.compact),
+                             self.last_pass_seconds)
                     WATCH.settle()  # the table lives until the next change: freeze it
                     continue
             else:

@@ -375,6 +375,12 @@ class DITable(Mapping[dns.name.Name, tuple[DI, GeoContext]]):
     def contexts(self) -> list[GeoContext]:
         return [ctx for _, ctx in self._parts]
 
+    def entries(self) -> Iterator[tuple[dns.name.Name, DI, GeoContext]]:
+        """Every DI with its context, read off the policies' tables (no lookups)."""
+        for dis, ctx in self._parts:
+            for name, di in dis.items():
+                yield name, di, ctx
+
 
 def build_snapshot(config: Config, live: LiveState | None = None,
                    generation: int = 0, previous: Snapshot | None = None) -> Snapshot:
