@@ -750,27 +750,24 @@ class QueryEngine:
             return None
         di_text = di.name.to_text()
         rows: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []  # (v4, v6, kind)
-        chosen = ctx.choices(di, di_text)
+        chosen = ctx.addresses_of(di, di_text)
         if chosen is None:  # the DI has shadows: decided region by region
             for ridx in range(len(ctx.regions)):
                 decision = ctx.decision(di, ridx)
                 rows.append((tuple(decision.addresses(4)), tuple(decision.addresses(6)),
                              decision.kind))
         else:
-            primaries, picks = chosen
+            addresses, picks = chosen
             for positions, picked in picks:
                 if len(positions) == 1:
-                    res = primaries[positions[0]]
-                    assert res is not None
-                    rows.append(((res.address,) if res.address else (),
-                                 (res.address6,) if res.address6 else (), picked))
+                    four, six = addresses[positions[0]]
+                    rows.append(((four,) if four else (), (six,) if six else (), picked))
                 else:
-                    picked_res = [primaries[i] for i in positions]
                     rows.append((
-                        tuple(dict.fromkeys(r.address for r in picked_res
-                                            if r is not None and r.address)),
-                        tuple(dict.fromkeys(r.address6 for r in picked_res
-                                            if r is not None and r.address6)),
+                        tuple(dict.fromkeys(a for a, _ in (addresses[i] for i in positions)
+                                            if a)),
+                        tuple(dict.fromkeys(a for _, a in (addresses[i] for i in positions)
+                                            if a)),
                         picked))
         regions = ctx.regions
         ttls = ctx.ttls

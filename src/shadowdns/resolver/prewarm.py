@@ -94,9 +94,10 @@ def questions(snapshot: Snapshot, first: Iterable[str] = ()
     entries = (dis.entries() if isinstance(dis, DITable) else
                ((name, *dis[name]) for name in dis))
     for name, di, ctx in entries:
-        wire = name.canonicalize().to_wire()
+        # lowercase wire bytes (length octets are below 64: lower() leaves them be)
+        wire = name.to_wire()
         assert wire is not None
-        yield wire, name, di, ctx
+        yield wire.lower(), name, di, ctx
 
 
 class Prewarm:

@@ -223,6 +223,20 @@ class ResourceTable(Mapping[str, Resource]):
             res, socket.inet_ntoa(self._address[row].to_bytes(4, "big")))
         return res
 
+    def peek(self, rid: str) -> tuple[Resource, str, str | None] | None:
+        """(a resource with `rid`'s fields but maybe another's id and IPv4 address, its
+        id, its IPv4 address), without making a `Resource`: what answers are compiled
+        from, a million DIs times five at load."""
+        row = self._rows.get(rid)
+        if row is None:
+            return None
+        shape = self._shape[row]
+        if shape < 0:
+            made = self._made[-1 - shape]
+            return made, made.id, made.address
+        return (self._made[shape], self._ids[row],
+                socket.inet_ntoa(self._address[row].to_bytes(4, "big")))
+
     def __getitem__(self, rid: str) -> Resource:
         return self._make(self._rows[rid])
 
