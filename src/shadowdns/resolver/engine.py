@@ -417,13 +417,22 @@ class QueryEngine:
             limit = 65535 if tcp else MAX_UDP_PLAIN
         lname = data[12 : i + 1].lower()  # the name with its root label
         qtc = data[i + 1 : qend]
-        key = lname + qtc
         table = self.table
-        tpl: Template | Regional | Compact | None = table.tables[shape].get(key)
-        if tpl is None:
-            tpl = table.compact.get(lname)
-            if (tpl is None or qtc not in (_A_IN, _AAAA_IN)
-                    or (shape & SHAPE_DO and self.snapshot.signer is not None)):
+        # A DI's own A or AAAA (most questions) is its compact entry, looked up first.
+        layout: Layout | None = None
+        placed = table.compact.get(lname)
+        if placed is not None and not (shape & SHAPE_DO and self.snapshot.signer is not None):
+            if qtc == _A_IN:
+                layout = placed.a
+                blob = placed.a_blob
+            elif qtc == _AAAA_IN:
+                layout = placed.aaaa
+                blob = placed.aaaa_blob
+        tpl: Template | Regional | Compact | None = None
+        if layout is None:
+            key = lname + qtc
+            tpl = table.tables[shape].get(key)
+            if tpl is None:
                 self.stats_misses += 1
                 if shape not in self.shapes_seen:
                     self.shapes_seen.add(shape)
@@ -432,15 +441,21 @@ class QueryEngine:
                 tpl = self._compile(key, shape)
                 if tpl is None:
                     return self._slow(data, tcp, addr)
+                if tpl.__class__ is Compact:
+                    # compiled just now: answered from the table it went into
+                    if self.table.compact.get(lname) is not tpl:
+                        return self._slow(data, tcp, addr)
+                    return self._fast(data, addr, tcp)
             else:
                 self.stats_hits += 1
         else:
             self.stats_hits += 1
         scope = 0
         records = b""
-        kind = tpl.__class__
-        if kind is Regional or kind is Compact:
-            regional: Regional | Compact = tpl  # type: ignore[assignment]
+        regional: Regional | Compact | None = (
+            placed if layout is not None else
+            tpl if tpl.__class__ is Regional else None)
+        if regional is not None:
             ctx = regional.ctx
             counted = b""
             if ecs and ecs[2] and (self._ecs_trust is None or self._trusts(addr)):
@@ -463,18 +478,12 @@ class QueryEngine:
                 counters.add(regional.first + ridx, counted, addr)
             else:
                 counters.counts[regional.first + ridx] += 1
-            if isinstance(regional, Regional):
-                if regional.uniform:
+            if layout is None:
+                if regional.uniform:  # type: ignore[union-attr]
                     scope = 0
-                tpl = regional.variants[ridx]
+                tpl = regional.variants[ridx]  # type: ignore[union-attr]
             else:
                 # compact: the region's records cut from the DI's blob, its header by shape
-                if qtc == _A_IN:
-                    layout = regional.a
-                    blob = regional.a_blob
-                else:
-                    layout = regional.aaaa
-                    blob = regional.aaaa_blob
                 if layout.uniform:
                     scope = 0
                 spans = layout.spans

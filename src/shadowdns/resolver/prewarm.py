@@ -2,7 +2,7 @@
 table and not from the compiler (Knot builds its geo answers at load the same way).
 
 Every question a client can get a table entry for (each name's own types, each DI's A and
-AAAA) is compiled after load, and again after whatever a change dropped, in priority
+AAAA, the latter as one compact entry per DI) is compiled after load, and again after whatever a change dropped, in priority
 order: what a change dropped (it was being asked for), then the DIs with demand since the
 last flush, then every name in zone order. It runs on the event loop in slices of a few
 milliseconds with a yield between them, so no answer waits longer than one slice; a
@@ -30,8 +30,8 @@ from shadowdns.zones.policy import DI
 log = logging.getLogger(__name__)
 
 SLICE = 0.003  # seconds of compiling between two yields to the event loop
-# Questions compiled ahead at most (the rest compile on first use): about a kilobyte each
-# for DIs with their own resources, so a million DIs would not fit in memory.
+# Questions compiled ahead at most (the rest compile on first use), not counting DIs' own
+# A and AAAA: those are one compact entry per DI (a few hundred bytes), made for every DI.
 EAGER_LIMIT = 300_000
 
 _IN = struct.pack("!H", 1)
