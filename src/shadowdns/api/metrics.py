@@ -123,13 +123,15 @@ class ServiceCollector(Collector):
                                   "queries parsed with dnspython (unusual shapes, errors)",
                                   value=engine.stats_slow)
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_entries",
-                                "templates in the current answer table", value=engine.table.size)
+                                "templates in the current answer table (a DI's own A and "
+                                "AAAA: one compact entry)", value=engine.table.size)
         yield GaugeMetricFamily("shadowdns_resolver_snapshot_generation",
                                 "generation of the answer snapshot being served",
                                 value=self.service.generation)
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_questions",
-                                "questions compiled in the answer table (all shapes)",
-                                value=len(engine.table.base))
+                                "questions compiled in the answer table (all shapes; a DI's "
+                                "A and AAAA count two)",
+                                value=len(engine.table.base) + 2 * len(engine.table.compact))
         yield CounterMetricFamily(
             "shadowdns_resolver_demand_capped", "queries answered but not counted as demand: "
             "their client prefix reached --demand-prefix-cap for that DI and region this "

@@ -2,11 +2,12 @@
 table and not from the compiler (Knot builds its geo answers at load the same way).
 
 Every question a client can get a table entry for (each name's own types, each DI's A and
-AAAA, the latter as one compact entry per DI) is compiled after load, and again after whatever a change dropped, in priority
-order: what a change dropped (it was being asked for), then the DIs with demand since the
-last flush, then every name in zone order. It runs on the event loop in slices of a few
-milliseconds with a yield between them, so no answer waits longer than one slice; a
-question that still misses is compiled on the spot by the query path.
+AAAA, the latter as one compact entry per DI) is compiled after load, and again after
+whatever a change dropped, in priority order: what a change dropped (it was being asked
+for), then the DIs with demand since the last flush, then every name in zone order. It
+runs on the event loop in slices of a few milliseconds with a yield between them, so no
+answer waits longer than one slice; a question that still misses is compiled on the spot
+by the query path.
 """
 
 from __future__ import annotations
