@@ -45,11 +45,12 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
     app = FastAPI(title="shadowdns", version=__version__, description=DESCRIPTION,
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
     registry = registry or CollectorRegistry(auto_describe=True)
-    collector = ServiceCollector(service)
+    ctx = context or ApiContext(service)
+    collector = ServiceCollector(service, ctx.health_summaries)
     registry.register(collector)
     api_metrics = ApiMetrics(registry)
     access = service.config.access_log
-    app.state.ctx = context or ApiContext(service)
+    app.state.ctx = ctx
     app.state.registry = registry
     app.state.collector = collector
     install_handlers(app)

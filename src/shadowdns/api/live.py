@@ -8,6 +8,7 @@ answer table follows at once instead of at the next poll.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -25,6 +26,7 @@ from shadowdns.api.models import (
     ForecastPointOut,
     ForecastSeries,
     GenerationOut,
+    HealthCount,
     HealthEventOut,
     KindRates,
     PinBody,
@@ -34,11 +36,12 @@ from shadowdns.api.models import (
     finite,
 )
 from shadowdns.errors import ConfigError, StoreError
+from shadowdns.health.summary import PER_RESOURCE_LIMIT, effective_state
 from shadowdns.resolver.explain import explain_snapshot
 from shadowdns.resolver.snapshot import Config
 from shadowdns.store import Allocation, Forecast, NewAllocation, Store
 from shadowdns.store.base import RESOLUTION_SECONDS
-from shadowdns.zones.policy_file import policy_to_mapping
+from shadowdns.zones.policy_file import check_to_mapping
 
 if TYPE_CHECKING:
     from shadowdns.allocator.controller import Controller
@@ -296,26 +299,48 @@ class DIThresholds(Mapping[str, float]):
 
 
 @router.get("/health", response_model=list[ResourceHealth], responses=RESPONSES_READ,
-            tags=["health"], summary="Every resource's state: probes, override, effective")
-async def health(ctx: Ctx, who: Reader) -> list[ResourceHealth]:
+            tags=["health"], summary="Resources' state: probes, override, effective (paged)")
+async def health(ctx: Ctx, who: Reader,
+                 offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=PER_RESOURCE_LIMIT)] = PER_RESOURCE_LIMIT,
+                 ) -> list[ResourceHealth]:
+    """Zone by zone in policy order, `limit` from `offset` on (the counts of all are at
+    /api/v1/health/summary): a page costs its own resources, not every resource."""
     states = {h.resource: h for h in await ctx.io(ctx.service.store.health_states)}
     out: list[ResourceHealth] = []
+    skip = offset
     for origin, policy in ctx.service.loaded.policies.items():
-        checks = (policy_to_mapping(policy).get("resources") or {})
-        for rid, res in policy.resources.items():
+        resources = policy.resources
+        if skip >= len(resources):
+            skip -= len(resources)
+            continue
+        for rid in itertools.islice(resources, skip, skip + limit - len(out)):
+            res = resources[rid]
             h = states.get(rid)
             probe = None if h is None else h.state
-            if res.override != "obey":
-                effective = res.override
-            else:
-                effective = "down" if probe == "down" else "up"
             out.append(ResourceHealth(
                 zone=origin.to_text(), resource=rid, location=res.location, role=res.role,
                 address=res.address, address6=res.address6, override=res.override,
-                probe_state=probe, state=effective,
+                probe_state=probe, state=effective_state(res, probe),
                 since=None if h is None else h.since, reason="" if h is None else h.reason,
-                check=(checks.get(rid) or {}).get("check")))
+                check=None if res.check is None else check_to_mapping(res.check)))
+        skip = 0
+        if len(out) >= limit:
+            break
     return out
+
+
+@router.get("/health/summary", response_model=list[HealthCount], responses=RESPONSES_READ,
+            tags=["health"], summary="How many resources are up and down, by zone, location "
+            "and role")
+async def health_summary(ctx: Ctx, who: Reader) -> list[HealthCount]:
+    """From per-policy counts kept while the policy is loaded, with the probes' current
+    states applied: cheap at any number of resources."""
+    states = {h.resource: h.state for h in await ctx.io(ctx.service.store.health_states)}
+    policies = ctx.service.loaded.policies
+    counts = await ctx.io(ctx.health_summaries.counts, policies, states)
+    return [HealthCount(zone=zone, location=location, role=role, state=state, resources=n)
+            for (zone, location, role, state), n in sorted(counts.items())]
 
 
 @router.get("/health/events", response_model=list[HealthEventOut], responses=RESPONSES_READ,

@@ -190,6 +190,14 @@ class ResourceHealth(BaseModel):
     check: dict[str, Any] | None
 
 
+class HealthCount(BaseModel):
+    zone: str
+    location: str
+    role: str
+    state: Literal["up", "down"] = Field(description="what answers use (override applied)")
+    resources: int
+
+
 class HealthEventOut(BaseModel):
     resource: str
     ts: float
