@@ -129,6 +129,7 @@ class ServeConfig:
     demand_prefix_cap: int = 0  # queries one /24 or /56 adds to a (DI, region) a minute
     rrl: RRLConfig = field(default_factory=RRLConfig)  # response rate limiting (rate 0: off)
     workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT)
+    udp_batch: bool = True  # recvmmsg/sendmmsg where the compiled helper is built
     node_id: str = "local"  # this node's name in a fleet
     health_quorum: int = 0  # nodes that must see a resource down (0: a majority)
     role: str = "main"  # "main" runs the control plane, API and probes; "worker" only answers
@@ -255,7 +256,8 @@ class Service:
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
         tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
                         config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
-        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1, rrl=self.rrl)
+        self.server = DNSServer(self.engine, tcp, reuse_port=config.workers > 1, rrl=self.rrl,
+                                udp_batch=config.udp_batch)
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -366,7 +368,10 @@ class Service:
         changed = [origin for origin, zone in loaded.zones.items()
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]
+        allocator_changed = loaded.allocator != self.loaded.allocator
         self.loaded = loaded
+        if allocator_changed:
+            self._allocator_changed()
         prepared = self._prepared
         self._users = prepared[1] if prepared is not None and prepared[0] is loaded else None
         self._prepared = None
@@ -457,6 +462,15 @@ class Service:
         from shadowdns.allocator.service import start_control
 
         self.control = await start_control(self)
+
+    def _allocator_changed(self) -> None:
+        """A reload brought new `allocator.yaml` settings: the running loop takes them (or
+        one starts, after `mode: off`). Nothing to do where no control plane was started."""
+        if not hasattr(self, "control"):
+            return
+        from shadowdns.allocator.service import use_settings
+
+        use_settings(self)
 
     async def _start_api(self) -> None:
         """REST API, dashboard and /metrics (api/) when config.api is set."""

@@ -3,9 +3,10 @@
 Nodes of a fleet keep serving from their own compiled tables; the store (PostgreSQL) is
 how they agree. This module holds the node's side of it:
 
-* zone and policy files are mirrored through the store: after a node loads new files it
-  publishes their text; the others receive a notification, write the text into their own
-  zones directory and reload — so a change through any node's API reaches every node;
+* zone and policy files, and `allocator.yaml` (kind "allocator", origin "."), are mirrored
+  through the store: after a node loads new files it publishes their text; the others
+  receive a notification, write the text into their own zones directory and reload — so a
+  change through any node's API reaches every node;
 * allocation and health changes arrive by notification (LISTEN/NOTIFY) and, in case one
   is missed, by comparing the store's change generation every few seconds;
 * demand counters are flushed in batches with an id, buffered (bounded) while the store is
@@ -14,9 +15,10 @@ how they agree. This module holds the node's side of it:
   its session); the others stand by.
 
 A file from the store is data from elsewhere, like a request to the API: a node started
-without `--allow-commands` does not take a policy file that adds a command health check
-(see `health.privilege`); it logs why, keeps its own file, and publishes that with its next
-change (so the fleet settles on the file without the new command). Nor does a node write a
+without `--allow-commands` does not take a policy file that adds a command health check, nor
+an `allocator.yaml` that adds or changes a hook command (see `health.privilege`); it logs
+why, keeps its own file, and publishes that with its next change (so the fleet settles on
+the file without the new command). Nor does a node write a
 file whose name would leave its zones directory.
 """
 
@@ -31,9 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dns.name
+import yaml
 
-from shadowdns.errors import PolicyError
-from shadowdns.health.privilege import COMMANDS_REFUSED, new_commands
+from shadowdns.allocator.settings import SETTINGS_FILE, AllocatorSettings
+from shadowdns.errors import ConfigError, PolicyError
+from shadowdns.health.privilege import COMMANDS_REFUSED, new_commands, new_hook_commands
 from shadowdns.store import DemandRow, Store
 from shadowdns.zones.loader import ZONE_SUFFIX, origin_for
 from shadowdns.zones.policy import Policy
@@ -44,19 +48,25 @@ log = logging.getLogger(__name__)
 
 CONFIG_CHANNEL = "shadowdns_config"
 LEADER_LOCK = "control"
+SETTINGS_ORIGIN = "."  # allocator.yaml belongs to no zone; the store keys it by this origin
 
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
     origin: str
-    kind: str  # "zone" | "policy"
+    kind: str  # "zone" | "policy" | "allocator"
     path: Path
     text: str
 
 
 def local_files(zones_dir: Path) -> list[LocalFile]:
-    """The zone and policy files of a zones directory, keyed by zone origin."""
+    """The zone and policy files of a zones directory, keyed by zone origin, and its
+    allocator.yaml."""
     out: list[LocalFile] = []
+    settings = zones_dir / SETTINGS_FILE
+    if settings.exists():
+        out.append(LocalFile(SETTINGS_ORIGIN, "allocator", settings,
+                             settings.read_text(encoding="utf-8")))
     for path in sorted(zones_dir.glob(f"*{ZONE_SUFFIX}")):
         origin = origin_for(path).to_text()
         out.append(LocalFile(origin, "zone", path, path.read_text(encoding="utf-8")))
@@ -83,6 +93,8 @@ def path_for(zones_dir: Path, origin: str, kind: str, known: dict[tuple[str, str
     found = known.get((origin, kind))
     if found is not None:
         return found
+    if kind == "allocator":
+        return zones_dir / SETTINGS_FILE
     zone_path = known.get((origin, "zone"))
     stem = (zone_path.name[: -len(ZONE_SUFFIX)] if zone_path is not None
             else origin.rstrip(".") or "root")
@@ -101,6 +113,8 @@ def refusal(zones_dir: Path, path: Path, origin: str, kind: str, text: str,
     """Why a node must not write this file from the store into `path` (None: it may)."""
     if path.parent != zones_dir:
         return f"{path.name} is not a file of the zones directory"
+    if kind == "allocator":
+        return None if allow_commands else _hook_refusal(path, text)
     # Only text holding "command" or an escape (YAML "\x63ommand") can name a command check.
     if kind != "policy" or allow_commands or ("command" not in text and "\\" not in text):
         return None
@@ -119,6 +133,25 @@ def refusal(zones_dir: Path, path: Path, origin: str, kind: str, text: str,
     if not added:
         return None
     fields = ", ".join(f"resources.{rid}.check.type" for rid in added)
+    return f"{fields}: {COMMANDS_REFUSED} (this node runs without it)"
+
+
+def _settings_of(text: str) -> AllocatorSettings | None:
+    try:
+        return AllocatorSettings.from_mapping(yaml.safe_load(text))
+    except (ConfigError, yaml.YAMLError):
+        return None
+
+
+def _hook_refusal(path: Path, text: str) -> str | None:
+    theirs = _settings_of(text)
+    if theirs is None:  # invalid: the reload refuses it, so it runs nothing
+        return None
+    mine = _settings_of(path.read_text(encoding="utf-8")) if path.exists() else None
+    added = new_hook_commands(mine, theirs)
+    if not added:
+        return None
+    fields = ", ".join(f"hooks.{name}.command" for name in added)
     return f"{fields}: {COMMANDS_REFUSED} (this node runs without it)"
 
 

@@ -15,9 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from shadowdns.store import HealthState, open_store
+from shadowdns.allocator.planner import reason_text
+from shadowdns.store import (
+    DemandRow,
+    Forecast,
+    ForecastPoint,
+    HealthState,
+    ModelChoice,
+    NewAllocation,
+    open_store,
+)
 from tests.unit.api.support import ServedApi, served_api
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -104,3 +114,65 @@ def test_dashboard_without_a_token_asks_for_one(tmp_path: Path, browser: Any) ->
         browser.get(served.url + "/")
         wait_for(browser, "#login:not([hidden])", 10)
         assert console_errors(browser) == []
+
+
+def seed_forecast_history(served: ServedApi, di: str, region: str, now: float) -> int:
+    """Two hours of demand, a forecast made an hour ago and the newest one, the model in use
+    and a ready shadow allocated on the forecast, as the allocator records them; returns
+    the first past bucket forecast."""
+    store = open_store(str(served.state))
+    step = 300
+    bucket = int(now // step * step)
+    try:
+        store.add_demand([DemandRow(di, region, bucket - 60 * (i + 1), "primary", 3 + i % 7)
+                          for i in range(120)])
+        store.rollup(now)
+        old = bucket - 3600
+        store.write_forecasts([Forecast(di, region, "5m", old, "ets", tuple(
+            ForecastPoint(old + i * step, 20.0 + i, 30.0 + i) for i in range(1, 13)))])
+        store.write_forecasts([Forecast(di, region, "5m", bucket, "ets", tuple(
+            ForecastPoint(bucket + i * step, 25.0, 40.0) for i in range(6)))])
+        store.write_model_choices([ModelChoice(di, region, "ets", 0.8, old)])
+        store.add_allocations([NewAllocation(
+            di, "sb-ap-1", region, bucket - 1800, 1, bucket - 1800, "ready",
+            reason=reason_text(why="forecast", predicted=31.5, observed=9.0, model="ets",
+                               threshold=20.0, p_cross=0.7))])
+    finally:
+        store.close()
+    return old + step
+
+
+def allocator_off(zones: Path) -> None:
+    (zones / "allocator.yaml").write_text("allocator: {mode: off}\n")
+
+
+def test_forecast_panel_shows_past_forecasts_threshold_model_and_shadow_spans(
+        tmp_path: Path, browser: Any) -> None:
+    """For a DI and region the panel draws the actuals, what was forecast for past buckets
+    and the newest forecast with its band, the DI's threshold, and each shadow's span with
+    its reason; the model in use is named. The API serves the same (past points kept)."""
+    from selenium.webdriver.common.by import By
+
+    di, region = "app.demo.shadowdns.test.", "ap-east"
+    with served_api(tmp_path, prepare=allocator_off) as served:
+        first_past = seed_forecast_history(served, di, region, time.time())
+        browser.get(f"{served.url}/#token={served.tokens['reader']}")
+        wait_for(browser, '#forecast-allocations tr[data-state="ready"]', 15)
+        wait_for(browser, "#forecast-chart canvas", 5)
+        info = browser.find_element(By.ID, "forecast-info").text
+        assert "model in use: ets" in info and "threshold 20" in info, info
+        row = browser.find_element(By.CSS_SELECTOR, '#forecast-allocations tr[data-state]')
+        assert "sb-ap-1" in row.text
+        assert "forecast · model ets · predicted 31.5 · observed 9" in row.text, row.text
+        legend = browser.find_element(By.CSS_SELECTOR, "#forecast-chart .u-legend").text
+        for label in ("actual", "forecast", "upper", "threshold"):
+            assert label in legend, legend
+        browser.save_screenshot(str(artifacts() / "dashboard-forecast.png"))
+        assert console_errors(browser) == []
+
+        [series] = httpx.get(f"{served.url}/api/v1/forecasts", params={"di": di},
+                             headers=served.auth("reader")).json()
+        assert series["threshold"] == 20 and series["model"] == "ets"
+        assert series["points"][0]["ts"] == first_past  # forecast an hour ago, kept
+        assert series["recent_error"] is not None
+        assert len(series["actual"]) >= 20

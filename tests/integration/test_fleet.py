@@ -115,6 +115,31 @@ def test_change_through_one_node_is_answered_by_the_other(pg: PostgresServer,
         b.stop()
 
 
+def test_allocator_settings_edited_on_one_node_run_on_the_other(pg: PostgresServer,
+                                                                tmp_path: Path) -> None:
+    """A pin added through node A's API reaches node B's allocator.yaml through the store,
+    B's running allocator takes it, and the pinned shadow answers on both nodes."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url, "--api", "127.0.0.1:0")
+    b = node(tmp_path, "node-b", url)
+    try:
+        secret = token(url)
+        body = json.dumps({"di": "app.geo.test.", "resource": "s-br", "region": "eu"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port(a)}/api/v1/allocator/pins", data=body.encode(),
+            method="POST", headers={"Authorization": f"Bearer {secret}",
+                                    "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 201
+        b.wait_log(r"allocator: new settings: active, window 300s, 1 pin", timeout=10)
+        assert "resource: s-br" in (tmp_path / "node-b" / "allocator.yaml").read_text()
+        for server in (a, b):
+            wait_answer(server, "app.geo.test.", ["203.0.113.40"], 10.0)
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_killing_the_leader_moves_the_control_plane(pg: PostgresServer,
                                                     tmp_path: Path) -> None:
     """Exactly one node leads; when it dies the other takes the lock."""

@@ -114,7 +114,11 @@ def test_planning_window_over_distinct_resources_while_answering(tmp_path: Path)
             if ready and max(ready) >= added:
                 break
             time.sleep(0.2)
-        time.sleep(2.0)
+        # then 250 more answers, however slowly a busy machine gets them
+        mark = len(answered)
+        deadline = time.monotonic() + 60
+        while len(answered) < mark + 250 and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         stop.set()
         thread.join(5)

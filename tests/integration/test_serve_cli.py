@@ -197,6 +197,32 @@ def test_ipv6_listener() -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("batch", ["--udp-batch", "--no-udp-batch"])
+def test_udp_answers_with_and_without_the_batch_helper(batch: str) -> None:
+    """Both UDP paths (recvmmsg/sendmmsg where built, one datagram at a time) answer a
+    burst of queries, each to its own id, and the server exits cleanly."""
+    server = serve(DIFF_ZONES, "--state", ":memory:", batch)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(5)
+        try:
+            queries = [dns.message.make_query("www.diff.test.", "A") for _ in range(100)]
+            for query in queries:
+                sock.sendto(query.to_wire(), (server.host, server.port))
+            ids = set()
+            for _ in queries:
+                reply = dns.message.from_wire(sock.recv(65535))
+                assert a_records(reply) == {"192.0.2.80", "192.0.2.81"}
+                ids.add(reply.id)
+        finally:
+            sock.close()
+        assert ids == {q.id for q in queries}
+        assert a_records(ask(server, "www.diff.test.", tcp=True)) == {"192.0.2.80",
+                                                                      "192.0.2.81"}
+    finally:
+        assert server.stop() == 0
+
+
 @pytest.fixture(scope="module")
 def identity_server() -> Iterator[ServerProcess]:
     proc = serve(DIFF_ZONES, "--state", ":memory:", "--nsid", "ns-test-1",

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar
 
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
-from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.hooks import HookPayload, HookRunner
 from shadowdns.allocator.planner import (
     DemandView,
     DIView,
@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 ALL_VIEWS_UP_TO = 50_000
 # (DI, region) series the book follows at most: the busiest when more have demand.
 MAX_SERIES = 100_000
+# Settings the demand book is built with: a reload that changes one starts a new book.
+BOOK_SETTINGS = ("bucket", "history", "refit_every", "topup_after", "error_window",
+                 "degrade_factor", "plan_on")
 
 IO = Callable[..., Awaitable[Any]]
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
@@ -97,6 +100,68 @@ class JournalEntry:
     region: str
     state: AllocationState
     ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class TTLCut:
+    """Answers of (di, region) carry `ttl` from `start` until `until`, when their answer
+    changes (a shadow ready, or gone), so caches let go of the old one in time."""
+
+    di: str
+    region: str
+    start: float
+    until: float
+    ttl: int
+
+    def to_config(self) -> dict[str, Any]:
+        """The entry as the audit log and `Service.apply_ttl_plan` take it."""
+        return {"di": self.di, "region": self.region, "from": self.start,
+                "until": self.until, "ttl": self.ttl}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerChange:
+    """A (DI, region) whose answer a generation changes once its shadows are ready and
+    the released ones drained."""
+
+    di: str
+    region: str
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    reason: str
+
+    def to_config(self) -> dict[str, Any]:
+        return {"di": self.di, "region": self.region, "before": list(self.before),
+                "after": list(self.after), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRecord:
+    """What one allocation run decided: recorded in the audit log (`to_config`), kept for
+    the API, and handed to `on_record` (the TTL plan). `generation` is set once written
+    (the store's generation in active mode, a counter of previews in preview mode)."""
+
+    ts: float
+    mode: str
+    method: str
+    seconds: float
+    candidates: int
+    pairs: int
+    notes: tuple[str, ...]
+    diff: Mapping[str, Any]
+    answers: tuple[AnswerChange, ...]
+    ttl: tuple[TTLCut, ...]
+    generation: int | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": self.ts, "mode": self.mode, "method": self.method, "seconds": self.seconds,
+            "candidates": self.candidates, "pairs": self.pairs, "notes": list(self.notes),
+            "diff": self.diff, "answers": [a.to_config() for a in self.answers],
+            "ttl": [c.to_config() for c in self.ttl]}
+        if self.generation is not None:
+            out["generation"] = self.generation
+        return out
 
 
 async def _direct(fn: Callable[..., Any], *args: object) -> Any:
@@ -152,7 +217,7 @@ class Controller:
         source: Literal["model", "observed", "oracle"] = "model",
         oracle: Callable[[tuple[str, str], float, float], float] | None = None,
         leader: Callable[[], bool] | None = None,
-        on_record: Callable[[dict[str, Any]], None] | None = None,
+        on_record: Callable[[GenerationRecord], None] | None = None,
         all_views_up_to: int = ALL_VIEWS_UP_TO,
         max_series: int = MAX_SERIES,
         book_in_thread: bool | None = None,
@@ -182,13 +247,13 @@ class Controller:
         # How far back the minute table is read on the first read (older history comes
         # from the 5-minute rollups): never further than the store keeps minutes, less the
         # time between two retention runs and the read's own lag.
-        self.minute_span = MINUTE_RETENTION_USED if minute_retention is None else min(
-            MINUTE_RETENTION_USED, minute_retention - 2 * settings.bucket - settle)
-        self.book = DemandBook(settings.bucket, settings.history, settings.refit_every,
-                               settings.topup_after, settings.error_window,
-                               settings.degrade_factor, forecasts=source == "model")
+        self.minute_retention = minute_retention
+        self.minute_span = self._minute_span(settings)
+        self.book = self._new_book(settings)
+        # settings of a reload, taken at the top of the loop's next turn (`use_settings`)
+        self._next_settings: AllocatorSettings | None = None
         self.read_until: int | None = None  # bucket start of the first bucket not read
-        self.generations: deque[dict[str, Any]] = deque(maxlen=100)
+        self.generations: deque[GenerationRecord] = deque(maxlen=100)
         self.journal: deque[JournalEntry] = deque(maxlen=journal_size)
         self.last_plan: Plan | None = None
         self.preview_generation = 0
@@ -223,6 +288,48 @@ class Controller:
         """Run the allocation now (health change, operator action)."""
         self._wake.set()
 
+    def use_settings(self, settings: AllocatorSettings) -> None:
+        """Replace the settings (a reload of `allocator.yaml`): the loop takes them whole
+        between two runs, so no run sees half of each, and runs with them at once."""
+        self._next_settings = settings
+        self.wake()
+
+    def _adopt_settings(self) -> None:
+        new = self._next_settings
+        if new is None:
+            return
+        self._next_settings = None
+        old, self.settings = self.settings, new
+        self._demand_cache = None
+        if self.source in ("model", "observed"):
+            self.source = "model" if new.plan_on == "forecast" else "observed"
+        if new.fit_workers != old.fit_workers:
+            log.warning("allocator: fit_workers %d applies at the next start (%d now)",
+                        new.fit_workers, old.fit_workers)
+        if any(getattr(new, k) != getattr(old, k) for k in BOOK_SETTINGS):
+            # The book's buckets and error windows are shaped by these: start a new one
+            # from the store's history (fits under way were for the old one).
+            for task in list(self._fits):
+                task.cancel()
+            self.book = self._new_book(new)
+            self.minute_span = self._minute_span(new)
+            self.read_until = None
+            self._topup_seen.clear()
+            self.book_version += 1
+        log.info("allocator: new settings: %s, window %gs, %d pin(s), %d event(s)", new.mode,
+                 new.window, len(new.pins), len(new.events))
+
+    def _new_book(self, settings: AllocatorSettings) -> DemandBook:
+        return DemandBook(settings.bucket, settings.history, settings.refit_every,
+                          settings.topup_after, settings.error_window,
+                          settings.degrade_factor, forecasts=self.source == "model")
+
+    def _minute_span(self, settings: AllocatorSettings) -> float:
+        if self.minute_retention is None:
+            return MINUTE_RETENTION_USED
+        return min(MINUTE_RETENTION_USED,
+                   self.minute_retention - 2 * settings.bucket - self.settle)
+
     async def run(self) -> None:
         """Allocate every window and on wake-ups; move states every tick. Until cancelled."""
         next_window = self.clock.now()
@@ -230,6 +337,7 @@ class Controller:
         while True:
             now = self.clock.now()
             try:
+                self._adopt_settings()
                 if not self.leader():  # in a fleet only the leader allocates
                     self._wake.clear()
                     next_window = now + self.settings.tick  # run soon after taking over
@@ -474,16 +582,16 @@ class Controller:
             record = (await asyncio.get_running_loop().run_in_executor(
                 None, _uncollected, self._record, result, views, allocations, down)
                 if self.solve_in_thread else self._record(result, views, allocations, down))
-            if self.on_record is not None and record["mode"] != "preview":
+            if self.on_record is not None and record.mode != "preview":
                 self.on_record(record)
             if self.settings.mode == "active" and result.changed:
-                await self._apply(result, record, views)
+                record = await self._apply(result, record, views)
             elif result.changed:
                 self.preview_generation += 1
-                record["generation"] = self.preview_generation
+                record = replace(record, generation=self.preview_generation)
                 await self.io(self.store.add_audit, AuditEntry(
                     now, None, "allocator.preview", f"preview {self.preview_generation}",
-                    None, json.dumps(record)))
+                    None, json.dumps(record.to_config())))
             self.generations.append(record)
         if self.write_forecasts and self._written_version != self.book_version:
             # Forecasts change only with the book (new buckets, fits, baselines): a run
@@ -516,22 +624,23 @@ class Controller:
         return out
 
     def _record(self, result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
-                down: frozenset[str]) -> dict[str, Any]:
-        return {
-            "ts": result.now, "mode": self.settings.mode, "method": result.method,
-            "seconds": round(result.seconds, 4), "candidates": result.candidates,
-            "pairs": result.pairs, "notes": list(result.notes), "diff": result.diff(),
-            "answers": answer_diff(result, views, allocations, down),
-            "ttl": ttl_plan(result, views, self.settings),
-        }
+                down: frozenset[str]) -> GenerationRecord:
+        return GenerationRecord(
+            ts=result.now, mode=self.settings.mode, method=result.method,
+            seconds=round(result.seconds, 4), candidates=result.candidates,
+            pairs=result.pairs, notes=tuple(result.notes), diff=result.diff(),
+            answers=tuple(answer_diff(result, views, allocations, down)),
+            ttl=tuple(ttl_plan(result, views, self.settings)),
+        )
 
-    async def _apply(self, result: Plan, record: dict[str, Any],
-                     views: Sequence[DIView]) -> None:
+    async def _apply(self, result: Plan, record: GenerationRecord,
+                     views: Sequence[DIView]) -> GenerationRecord:
+        """Write the plan as a new generation; returns `record` with its generation."""
         now = result.now
         ttl_of = {v.key: v.di.ttl for v in views}
         grace = self.settings.drain_grace
 
-        def write(store: Store) -> tuple[int, list[Allocation]]:
+        def write(store: Store) -> tuple[GenerationRecord, list[Allocation]]:
             generation = store.bump_generation()
             added = store.add_allocations([
                 NewAllocation(di=s.di, resource=s.resource, region=s.region, valid_from=now,
@@ -542,12 +651,13 @@ class Controller:
             for r in result.release:
                 until = now + ttl_of.get(r.allocation.di, 30) + grace
                 store.set_allocation_state(r.allocation.id, "draining", until)
-            record["generation"] = generation
+            written = replace(record, generation=generation)
             store.add_audit(AuditEntry(now, None, "allocator.generation",
-                                       f"generation {generation}", None, json.dumps(record)))
-            return generation, added
+                                       f"generation {generation}", None,
+                                       json.dumps(written.to_config())))
+            return written, added
 
-        generation, added = await self.io(write, self.store)
+        record, added = await self.io(write, self.store)
         self.allocations_total += len(added)
         self.releases_total += len(result.release)
         warmups = {(s.di, s.resource, s.region): s.warmup for s in result.add}
@@ -556,9 +666,8 @@ class Controller:
             warmup = warmups.get(a.key, 0.0)
             if self.settings.warmup_hook is not None:
                 self.warmups_pending.add(a.id)
-            self.hooks.fire(self.settings.warmup_hook, "warmup", {
-                "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
-                "ready_by": now + warmup, "generation": generation},
+            self.hooks.fire(self.settings.warmup_hook, HookPayload(
+                "warmup", a.di, a.resource, a.region, a.id, now + warmup, a.generation),
                 done=functools.partial(self._warmed, a))
             if self.health is not None:
                 self.health.probe_now(a.resource)
@@ -566,10 +675,11 @@ class Controller:
             a = r.allocation
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, "draining", now))
         log.info("allocator: generation %d: +%d shadow(s), -%d (%s, %d candidate(s), %.3fs)",
-                 generation, len(added), len(result.release), result.method,
+                 record.generation, len(added), len(result.release), result.method,
                  result.candidates, result.seconds)
         if self.refresh is not None:
             await self.refresh()
+        return record
 
     # --- state machine -------------------------------------------------------------------
 
@@ -620,9 +730,8 @@ class Controller:
         for a, state, ts, _ in changes:
             self.journal.append(JournalEntry(a.id, a.di, a.resource, a.region, state, ts))
             if state == "released" and a.state == "draining":
-                self.hooks.fire(self.settings.drain_hook, "drain", {
-                    "di": a.di, "resource": a.resource, "region": a.region, "allocation": a.id,
-                    "ready_by": None, "generation": a.generation})
+                self.hooks.fire(self.settings.drain_hook, HookPayload(
+                    "drain", a.di, a.resource, a.region, a.id, None, a.generation))
             log.log(logging.INFO if len(changes) <= LOG_EACH_UP_TO else logging.DEBUG,
                     "allocator: %s %s/%s for %s -> %s", a.id, a.di, a.resource, a.region, state)
         if len(changes) > LOG_EACH_UP_TO:
@@ -683,7 +792,7 @@ class Controller:
             "misses": self.book.miss_total, "allocations": self.allocations_total,
             "releases": self.releases_total, "series": len(self.book.series),
             "refits": dict(self.book.refits),
-            "last": self.generations[-1] if self.generations else None,
+            "last": self.generations[-1].to_config() if self.generations else None,
             "errors": {f"{k[0]}|{k[1]}": v for k, v in self.book.errors().items()},
         }
 
@@ -715,7 +824,7 @@ def errors_by_model(errors: Mapping[tuple[str, str], Mapping[str, float]],
 
 
 def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
-                down: frozenset[str]) -> list[dict[str, Any]]:
+                down: frozenset[str]) -> list[AnswerChange]:
     """(DI, region) whose answer the plan changes once its shadows are ready and drained."""
     touched = {s.di for s in result.add} | {r.allocation.di for r in result.release}
     if not touched:
@@ -733,14 +842,13 @@ def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[All
             old = decide(view.policy, view.di, region, before.get(view.key, ()), down)
             new = decide(view.policy, view.di, region, after.get(view.key, ()), down)
             if [r.id for r in old.resources] != [r.id for r in new.resources]:
-                out.append({"di": view.key, "region": region,
-                            "before": [r.id for r in old.resources],
-                            "after": [r.id for r in new.resources], "reason": new.reason})
+                out.append(AnswerChange(view.key, region, tuple(r.id for r in old.resources),
+                                        tuple(r.id for r in new.resources), new.reason))
     return out
 
 
 def ttl_plan(result: Plan, views: Sequence[DIView],
-             settings: AllocatorSettings) -> list[dict[str, Any]]:
+             settings: AllocatorSettings) -> list[TTLCut]:
     """Shorter TTLs ahead of each planned change of a (DI, region)'s answer.
 
     A change at time T (a new shadow ready at now + warm-up, a released one gone at
@@ -752,13 +860,12 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
     for s in result.add:
         ttl = ttl_of.get(s.di, 30)
         at = result.now + s.warmup
-        out.append({"di": s.di, "region": s.region, "from": at - ttl, "until": at,
-                    "ttl": min(ttl, settings.ttl_floor)})
+        out.append(TTLCut(s.di, s.region, at - ttl, at, min(ttl, settings.ttl_floor)))
     for r in result.release:
         ttl = ttl_of.get(r.allocation.di, 30)
         at = result.now + ttl + settings.drain_grace
-        out.append({"di": r.allocation.di, "region": r.allocation.region,
-                    "from": at - ttl, "until": at, "ttl": min(ttl, settings.ttl_floor)})
+        out.append(TTLCut(r.allocation.di, r.allocation.region, at - ttl, at,
+                          min(ttl, settings.ttl_floor)))
     return out
 
 

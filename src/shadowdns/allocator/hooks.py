@@ -27,7 +27,7 @@ import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -43,6 +43,25 @@ Done = Callable[[bool, str], None]  # called once with the hook's final (ok, det
 def signature(secret: bytes, body: bytes) -> str:
     """The value of `SIGNATURE_HEADER` for `body`."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class HookPayload:
+    """What a hook is told (see the module docstring)."""
+
+    event: Literal["warmup", "drain"]
+    di: str
+    resource: str
+    region: str
+    allocation: int
+    ready_by: float | None  # epoch seconds the shadow should be warm by; None for drain
+    generation: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body of the webhook and the command's stdin, `event` first."""
+        return {"event": self.event, "di": self.di, "resource": self.resource,
+                "region": self.region, "allocation": self.allocation,
+                "ready_by": self.ready_by, "generation": self.generation}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,30 +85,28 @@ class HookRunner:
         self.failures: dict[str, int] = {}  # event -> hooks that failed after every retry
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def fire(self, hook: Hook | None, event: str, payload: dict[str, Any],
-             done: Done | None = None) -> None:
-        """Start `hook` for `event` in the background (no-op without a hook); `done`
-        gets its final result."""
+    def fire(self, hook: Hook | None, payload: HookPayload, done: Done | None = None) -> None:
+        """Start `hook` for `payload.event` in the background (no-op without a hook);
+        `done` gets its final result."""
         if hook is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self._call_then(hook, event, payload, done))
+            self._call_then(hook, payload.event, payload.to_json(), done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call_then(self, hook: Hook, event: str, payload: dict[str, Any],
+    async def _call_then(self, hook: Hook, event: str, body: dict[str, Any],
                          done: Done | None) -> None:
         try:
-            ok, detail = await self.call(hook, event, payload)
+            ok, detail = await self.call(hook, event, body)
         except Exception as exc:  # a bug here must still settle the shadow
             log.exception("%s hook crashed", event)
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         if done is not None:
             done(ok, detail)
 
-    async def call(self, hook: Hook, event: str, payload: dict[str, Any]) -> tuple[bool, str]:
+    async def call(self, hook: Hook, event: str, body: dict[str, Any]) -> tuple[bool, str]:
         """Run the webhook and/or command, each with retries; (all worked, what happened)."""
-        body = {"event": event, **payload}
         results: list[tuple[bool, str]] = []
         if hook.url:
             raw = json.dumps(body, separators=(",", ":")).encode()

@@ -3,7 +3,9 @@ to the plan of the next generation (what to keep, add and release, and why).
 
 The safety rules of predictive autoscalers apply here, in this order:
 
-1. operator pins (store rows with `pinned`, and `pins:` in allocator.yaml) always hold;
+1. operator pins (store rows with `pinned`, and `pins:` in allocator.yaml) always hold; a
+   shadow made for a pin of allocator.yaml holds while that pin is there and active, and is
+   released when it leaves the file;
 2. calendar events ("event at T in region R") raise the planned demand over the model;
 3. a shadow is released only after *observed* demand stayed below the threshold for the
    DI's `min_hold` (counted from the end of the last bucket at or above it), and never
@@ -206,6 +208,10 @@ def reason_text(**fields: object) -> str:
                        for k, v in fields.items()}, separators=(",", ":"))
 
 
+SETTINGS_PIN = reason_text(why="pin")
+"""The reason of a shadow made for a pin of allocator.yaml (store pins carry the operator's)."""
+
+
 class _Geometry:
     """One policy's locations and standby resources as arrays: distances from every
     location to every resource, health, pools; built once per plan."""
@@ -312,9 +318,11 @@ def plan(
     for a in active:
         view = by_key.get(a.di)
         res = resources.get(a.resource)
-        pinned = a.pinned or a.key in pins_now
-        if pinned:
+        if a.key in pins_now or (a.pinned and a.reason != SETTINGS_PIN):
             fixed.append(a)
+            continue
+        if a.pinned:
+            release.append(Release(a, "its pin is no longer in allocator.yaml"))
             continue
         if view is None or res is None or not _in_pool(view, res, a.region, dist):
             release.append(Release(a, "no longer in the DI's standby pool"))
@@ -338,8 +346,11 @@ def plan(
         if p.active(now) and (p.di, p.resource, p.region) not in fixed_keys \
                 and (p.di, p.resource, p.region) not in draining:
             res = resources.get(p.resource)
-            add.append(Shadow(p.di, p.resource, p.region, 0.0, reason_text(why="pin"), True,
-                              0.0 if res is None else res.warmup, p.until))
+            view = by_key.get(p.di)
+            if res is None or view is None or p.region not in view.policy.locations:
+                continue  # names what no served policy has (logged when the file loads)
+            add.append(Shadow(p.di, p.resource, p.region, 0.0, SETTINGS_PIN, True,
+                              res.warmup, p.until))
 
     covered = {(a.di, a.region) for a in fixed} | {(s.di, s.region) for s in add}
     load: dict[str, float] = {}

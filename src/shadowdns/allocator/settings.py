@@ -28,17 +28,20 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import dns.exception
 import dns.name
 import yaml
 
 from shadowdns.durations import parse_duration
 from shadowdns.errors import ConfigError, Problem
+from shadowdns.zones.policy import Policy
 
 Mode = Literal["off", "preview", "active"]
 MODES: tuple[Mode, ...] = ("off", "preview", "active")
@@ -49,6 +52,8 @@ def parse_time(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a time")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a time")
         return float(value)
     if isinstance(value, datetime):
         stamp = value
@@ -62,8 +67,26 @@ def parse_time(value: object) -> float:
     return stamp.timestamp()
 
 
+def time_text(ts: float) -> str:
+    """ISO 8601 (UTC) text of epoch seconds: how times are written back (API, file)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
 def _di_name(text: str) -> str:
-    return dns.name.from_text(text).to_text()
+    try:
+        return dns.name.from_text(text).to_text()
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"{text!r} is not a DNS name: {exc}") from None
+
+
+def _finite(value: object) -> float:
+    """A number that JSON and the planner can carry (no NaN, no infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +102,13 @@ class Hook:
     timeout: float = 10.0
     retries: int = 3  # tries after the first, with backoff doubling from `backoff`
     backoff: float = 1.0
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {} if self.url is None else {"url": self.url}
+        if self.command:
+            out["command"] = list(self.command)
+        return {**out, "timeout": self.timeout, "retries": self.retries,
+                "backoff": self.backoff}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +126,14 @@ class Pin:
             self.until is None or now < self.until
         )
 
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"di": self.di, "resource": self.resource, "region": self.region}
+        if self.start is not None:
+            out["start"] = time_text(self.start)
+        if self.until is not None:
+            out["until"] = time_text(self.until)
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class CalendarEvent:
@@ -110,6 +148,13 @@ class CalendarEvent:
 
     def overlaps(self, since: float, until: float) -> bool:
         return self.start < until and since < self.end
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"di": self.di, "region": self.region,
+                               "start": time_text(self.start), "end": time_text(self.end)}
+        if self.demand is not None:
+            out["demand"] = self.demand
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +200,34 @@ class AllocatorSettings:
             raise ValueError("bucket must be at least 1 second")
         if self.topup_after < 1:
             raise ValueError("topup_after must be at least 1")
+
+    def to_config(self, defaults: bool = True) -> dict[str, Any]:
+        """The inner mapping of `allocator.yaml` that `from_mapping` reads back to these
+        settings; without `defaults`, only the keys that differ from them (for the file)."""
+        base = AllocatorSettings()
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _NOT_SCALAR or (not defaults and value == getattr(base, f.name)):
+                continue
+            if value is not None:
+                out[f.name] = value
+        caps: dict[str, Any] = {}
+        if self.global_cost_cap is not None:
+            caps["global"] = self.global_cost_cap
+        if self.region_cost_caps:
+            caps["regions"] = dict(self.region_cost_caps)
+        if caps or defaults:
+            out["cost_caps"] = caps
+        hooks = {name: hook.to_config() for name, hook in
+                 (("warmup", self.warmup_hook), ("drain", self.drain_hook)) if hook is not None}
+        if hooks or defaults:
+            out["hooks"] = hooks
+        if self.pins or defaults:
+            out["pins"] = [p.to_config() for p in self.pins]
+        if self.events or defaults:
+            out["events"] = [e.to_config() for e in self.events]
+        return out
 
     @classmethod
     def load(cls, zones_dir: Path) -> AllocatorSettings:
@@ -223,7 +296,7 @@ class AllocatorSettings:
                 else:
                     if isinstance(raw, bool) or not isinstance(raw, int | float):
                         raise ValueError(f"{raw!r} is not a number")
-                    values[key] = float(raw)
+                    values[key] = _finite(raw)
             except ValueError as exc:
                 bad(key, str(exc))
         if "quantile" in values and not 0 < values["quantile"] < 1:
@@ -231,7 +304,9 @@ class AllocatorSettings:
         if "cross_probability" in values and not 0 < values["cross_probability"] <= 1:
             bad("cross_probability", "must be above 0 and at most 1")
         if "mode" in data:
-            if data["mode"] in MODES:
+            if data["mode"] is False:  # YAML 1.1 reads a bare `off` as false
+                values["mode"] = "off"
+            elif data["mode"] in MODES:
                 values["mode"] = data["mode"]
             else:
                 bad("mode", f"{data['mode']!r} is not one of {', '.join(MODES)}")
@@ -257,7 +332,7 @@ class AllocatorSettings:
             else:
                 if caps.get("global") is not None:
                     try:
-                        values["global_cost_cap"] = float(caps["global"])
+                        values["global_cost_cap"] = _finite(caps["global"])
                     except (TypeError, ValueError):
                         bad("cost_caps.global", "must be a number")
                 regions = caps.get("regions") or {}
@@ -265,7 +340,7 @@ class AllocatorSettings:
                     bad("cost_caps.regions", "must map region to a number")
                 else:
                     try:
-                        values["region_cost_caps"] = {str(k): float(v)
+                        values["region_cost_caps"] = {str(k): _finite(v)
                                                       for k, v in regions.items()}
                     except (TypeError, ValueError):
                         bad("cost_caps.regions", "must map region to a number")
@@ -281,8 +356,14 @@ class AllocatorSettings:
                     bad(f"hooks.{name}", "needs url and/or command")
                     continue
                 command = spec.get("command") or ()
-                if isinstance(command, str) or not all(isinstance(a, str) for a in command):
+                if not isinstance(command, list | tuple) or not all(
+                        isinstance(a, str) for a in command):
                     bad(f"hooks.{name}.command", "must be a list of arguments")
+                    continue
+                url = spec.get("url")
+                if url is not None and not (isinstance(url, str)
+                                            and url.startswith(("http://", "https://"))):
+                    bad(f"hooks.{name}.url", "must be an http:// or https:// URL")
                     continue
                 try:
                     timeout = parse_duration(spec.get("timeout", 10))
@@ -298,7 +379,7 @@ class AllocatorSettings:
                 if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
                     bad(f"hooks.{name}.retries", "must be a whole number, 0 or more")
                     continue
-                values[f"{name}_hook"] = Hook(spec.get("url"), tuple(command), timeout,
+                values[f"{name}_hook"] = Hook(url, tuple(command), timeout,
                                               retries, backoff)
         values["pins"] = tuple(_items(data.get("pins"), "pins", bad, _pin))
         values["events"] = tuple(_items(data.get("events"), "events", bad, _event))
@@ -308,6 +389,41 @@ class AllocatorSettings:
             return cls(**values)
         except ValueError as exc:
             raise ConfigError([Problem(source, None, f"allocator: {exc}")]) from None
+
+
+def unknown_references(settings: AllocatorSettings, policies: Iterable[Policy],
+                       source: str = "<allocator>",
+                       known: AllocatorSettings | None = None) -> list[Problem]:
+    """Pins and events naming a DI, resource or region the served policies lack (a pin of a
+    resource no policy has would stay warming forever); entries `known` has are skipped."""
+    by_di = {name.to_text(): policy for policy in policies for name in policy.dis}
+    problems: list[Problem] = []
+
+    def check(key: str, i: int, di: str, region: str, resource: str | None) -> None:
+        policy = by_di.get(di)
+        if policy is None:
+            problems.append(Problem(source, None, f"allocator.{key}[{i}].di: {di} is not a "
+                                    "served DI"))
+            return
+        if resource is not None and resource not in policy.resources:
+            problems.append(Problem(source, None, f"allocator.{key}[{i}].resource: no "
+                                    f"resource {resource!r} in the policy of {policy.origin}"))
+        if region not in policy.locations:
+            problems.append(Problem(source, None, f"allocator.{key}[{i}].region: no location "
+                                    f"{region!r} in the policy of {policy.origin}"))
+
+    for i, pin in enumerate(settings.pins):
+        if known is None or pin not in known.pins:
+            check("pins", i, pin.di, pin.region, pin.resource)
+    for i, event in enumerate(settings.events):
+        if known is None or event not in known.events:
+            check("events", i, event.di, event.region, None)
+    return problems
+
+
+# Fields written under their own keys by `to_config` (the rest are scalars named as in the file).
+_NOT_SCALAR = frozenset({"region_cost_caps", "global_cost_cap", "warmup_hook", "drain_hook",
+                         "pins", "events"})
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -321,6 +437,10 @@ def _key_lines(text: str) -> dict[str, int]:
                     path = f"{prefix}.{key.value}" if prefix else str(key.value)
                     out.setdefault(path, key.start_mark.line + 1)
                     walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):  # pins[0], events[1]
+            for i, item in enumerate(node.value):
+                out.setdefault(f"{prefix}[{i}]", item.start_mark.line + 1)
+                walk(item, f"{prefix}[{i}]")
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -339,7 +459,7 @@ def _line_of(reason: str, lines: Mapping[str, int]) -> int | None:
     while path:
         if path in lines:
             return lines[path]
-        path = path.rpartition(".")[0]
+        path = path[:max(path.rfind("."), path.rfind("["), 0)]
     return None
 
 
@@ -355,7 +475,9 @@ def _items(raw: object, key: str, bad: Any, make: Any) -> list[Any]:
             if not isinstance(item, Mapping):
                 raise ValueError("must be a mapping")
             out.append(make(item))
-        except (KeyError, ValueError, TypeError) as exc:
+        except KeyError as exc:
+            bad(f"{key}[{i}]", f"missing {exc.args[0]}")
+        except (ValueError, TypeError) as exc:
             bad(f"{key}[{i}]", str(exc))
     return out
 
@@ -374,4 +496,4 @@ def _event(item: Mapping[str, Any]) -> CalendarEvent:
         raise ValueError("end must be after start")
     demand = item.get("demand")
     return CalendarEvent(_di_name(str(item["di"])), str(item["region"]), start, end,
-                         None if demand is None else float(demand))
+                         None if demand is None else _finite(demand))

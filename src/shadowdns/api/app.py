@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from shadowdns import __version__
-from shadowdns.api import admin, live, policy, status, zones
+from shadowdns.api import admin, allocator, live, policy, status, zones
 from shadowdns.api.context import ApiContext
 from shadowdns.api.errors import install_handlers
 from shadowdns.api.limits import BodyLimits
@@ -45,15 +45,16 @@ def create_app(service: Service, registry: CollectorRegistry | None = None,
     app = FastAPI(title="shadowdns", version=__version__, description=DESCRIPTION,
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
     registry = registry or CollectorRegistry(auto_describe=True)
-    collector = ServiceCollector(service)
+    ctx = context or ApiContext(service)
+    collector = ServiceCollector(service, ctx.health_summaries)
     registry.register(collector)
     api_metrics = ApiMetrics(registry)
     access = service.config.access_log
-    app.state.ctx = context or ApiContext(service)
+    app.state.ctx = ctx
     app.state.registry = registry
     app.state.collector = collector
     install_handlers(app)
-    for module in (zones, policy, live, admin, status):
+    for module in (zones, policy, allocator, live, admin, status):
         app.include_router(module.router)
     app.mount("/dashboard", StaticFiles(directory=status.dashboard_dir()), name="dashboard")
 

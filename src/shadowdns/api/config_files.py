@@ -18,8 +18,9 @@ kept) and its SOA serial is bumped on every change.
 Nothing sent here may make the server run a program or read a host file: zone text with
 `$INCLUDE` is refused (422 at its line), a policy that would add a command health check is
 refused (403 naming `check.type`, see `health.privilege`) unless the server runs with
-`--allow-commands`, and `apply` writes only `<name>.zone` and `<name>.policy.yaml` files
-directly in the zones directory (never `allocator.yaml`, where command hooks live).
+`--allow-commands`, and `apply` writes only `<name>.zone`, `<name>.policy.yaml` and
+`allocator.yaml` directly in the zones directory (`api.allocator` refuses a new hook command
+the same way).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import dns.rdatatype
 import dns.zone
 import yaml
 
+from shadowdns.allocator.settings import SETTINGS_FILE
 from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_from_config
 from shadowdns.app import RELOAD_FAILED
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
@@ -351,12 +353,14 @@ class ConfigFiles:
                        problems)
 
     def _check_target(self, path: Path) -> None:
-        """Only zone and policy files directly in the zones directory are the API's to write."""
+        """Only zone, policy and allocator files directly in the zones directory are the
+        API's to write."""
         name = path.name
         if path.parent != self.zones_dir or name.startswith(".") or not (
-                name.endswith(ZONE_SUFFIX) or name.endswith(POLICY_SUFFIX)):
-            raise ApiError(403, "forbidden", f"the API does not write {name}: only zone and "
-                           "policy files in the zones directory")
+                name.endswith(ZONE_SUFFIX) or name.endswith(POLICY_SUFFIX)
+                or name == SETTINGS_FILE):
+            raise ApiError(403, "forbidden", f"the API does not write {name}: only zone, "
+                           f"policy and {SETTINGS_FILE} files in the zones directory")
 
     def _load_problems(self) -> list[ProblemItem]:
         cfg = self.service.config

@@ -21,6 +21,7 @@ from shadowdns.api.auth import Principal, Role, check_token, hash_token, parse_b
 from shadowdns.api.config_files import ConfigFiles
 from shadowdns.api.errors import ApiError
 from shadowdns.api.limits import LoginGuard
+from shadowdns.health.summary import HealthSummaries
 from shadowdns.store import AuditEntry
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class ApiContext:
         self.started = time.time()
         self.kinds = KindRates(lambda: kind_totals(service.engine), kind_interval)
         self.logins = LoginGuard(service.config.api_login_failures)
+        self.health_summaries = HealthSummaries()  # /metrics and /api/v1/health read it
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the store's thread."""

@@ -8,7 +8,9 @@ answer table follows at once instead of at the next poll.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import dns.exception
@@ -24,6 +26,7 @@ from shadowdns.api.models import (
     ForecastPointOut,
     ForecastSeries,
     GenerationOut,
+    HealthCount,
     HealthEventOut,
     KindRates,
     PinBody,
@@ -33,10 +36,12 @@ from shadowdns.api.models import (
     finite,
 )
 from shadowdns.errors import ConfigError, StoreError
+from shadowdns.health.summary import PER_RESOURCE_LIMIT, effective_state
 from shadowdns.resolver.explain import explain_snapshot
+from shadowdns.resolver.snapshot import Config
 from shadowdns.store import Allocation, Forecast, NewAllocation, Store
 from shadowdns.store.base import RESOLUTION_SECONDS
-from shadowdns.zones.policy_file import policy_to_mapping
+from shadowdns.zones.policy_file import check_to_mapping
 
 if TYPE_CHECKING:
     from shadowdns.allocator.controller import Controller
@@ -211,9 +216,10 @@ async def release(allocation_id: int, ctx: Ctx, who: Operator) -> AllocationOut:
 
 
 def _forecast_view(store: Store, resolution: ResolutionParam, di: str | None,
-                   region: str | None, since: float, now: float,
-                   limit: int) -> list[ForecastSeries]:
-    forecasts = {(f.di, f.region): f for f in store.read_forecasts(resolution, di, region)}
+                   region: str | None, since: float, now: float, limit: int,
+                   thresholds: Mapping[str, float] | None = None) -> list[ForecastSeries]:
+    forecasts = {(f.di, f.region): f
+                 for f in store.read_forecasts(resolution, di, region, past=True)}
     choices = {(c.di, c.region): c for c in store.read_model_choices(di)}
     step = RESOLUTION_SECONDS[resolution]
     demand = store.demand_series(resolution, since, now + step,
@@ -237,6 +243,7 @@ def _forecast_view(store: Store, resolution: ResolutionParam, di: str | None,
             chosen_at=c.chosen_at if c else None,
             made_at=f.made_at if f else None,
             recent_error=finite(sum(errors) / len(errors)) if errors else None,
+            threshold=None if thresholds is None else thresholds.get(key[0]),
             points=[ForecastPointOut(ts=p.ts, point=finite(p.point), upper=finite(p.upper))
                     for p in (f.points if f else ()) if p.ts >= since],
             actual=[ActualPoint(ts=ts, queries=q) for ts, q in actual],
@@ -260,33 +267,80 @@ async def forecasts(ctx: Ctx, who: Reader,
     name = None if di is None else di_text(di)
     now = time.time()
     return await ctx.io(_forecast_view, ctx.service.store, resolution, name, region,
-                        now - hours * 3600, now, limit)
+                        now - hours * 3600, now, limit, DIThresholds(ctx.service.loaded))
+
+
+class DIThresholds(Mapping[str, float]):
+    """Each served DI's threshold by its name as text, looked up per series shown (a
+    million DIs make no table)."""
+
+    def __init__(self, config: Config) -> None:
+        self._policies = tuple(config.policies.values())
+
+    def __getitem__(self, text: str) -> float:
+        try:
+            name = dns.name.from_text(text)
+        except dns.exception.DNSException:
+            raise KeyError(text) from None
+        for policy in self._policies:
+            found = policy.dis.get(name)
+            if found is not None:
+                return found.policy.threshold
+        raise KeyError(text)
+
+    def __iter__(self) -> Iterator[str]:
+        return (n.to_text() for p in self._policies for n in p.dis)
+
+    def __len__(self) -> int:
+        return sum(len(p.dis) for p in self._policies)
 
 
 # -- health ------------------------------------------------------------------------------
 
 
 @router.get("/health", response_model=list[ResourceHealth], responses=RESPONSES_READ,
-            tags=["health"], summary="Every resource's state: probes, override, effective")
-async def health(ctx: Ctx, who: Reader) -> list[ResourceHealth]:
+            tags=["health"], summary="Resources' state: probes, override, effective (paged)")
+async def health(ctx: Ctx, who: Reader,
+                 offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=PER_RESOURCE_LIMIT)] = PER_RESOURCE_LIMIT,
+                 ) -> list[ResourceHealth]:
+    """Zone by zone in policy order, `limit` from `offset` on (the counts of all are at
+    /api/v1/health/summary): a page costs its own resources, not every resource."""
     states = {h.resource: h for h in await ctx.io(ctx.service.store.health_states)}
     out: list[ResourceHealth] = []
+    skip = offset
     for origin, policy in ctx.service.loaded.policies.items():
-        checks = (policy_to_mapping(policy).get("resources") or {})
-        for rid, res in policy.resources.items():
+        resources = policy.resources
+        if skip >= len(resources):
+            skip -= len(resources)
+            continue
+        for rid in itertools.islice(resources, skip, skip + limit - len(out)):
+            res = resources[rid]
             h = states.get(rid)
             probe = None if h is None else h.state
-            if res.override != "obey":
-                effective = res.override
-            else:
-                effective = "down" if probe == "down" else "up"
             out.append(ResourceHealth(
                 zone=origin.to_text(), resource=rid, location=res.location, role=res.role,
                 address=res.address, address6=res.address6, override=res.override,
-                probe_state=probe, state=effective,
+                probe_state=probe, state=effective_state(res, probe),
                 since=None if h is None else h.since, reason="" if h is None else h.reason,
-                check=(checks.get(rid) or {}).get("check")))
+                check=None if res.check is None else check_to_mapping(res.check)))
+        skip = 0
+        if len(out) >= limit:
+            break
     return out
+
+
+@router.get("/health/summary", response_model=list[HealthCount], responses=RESPONSES_READ,
+            tags=["health"], summary="How many resources are up and down, by zone, location "
+            "and role")
+async def health_summary(ctx: Ctx, who: Reader) -> list[HealthCount]:
+    """From per-policy counts kept while the policy is loaded, with the probes' current
+    states applied: cheap at any number of resources."""
+    states = {h.resource: h.state for h in await ctx.io(ctx.service.store.health_states)}
+    policies = ctx.service.loaded.policies
+    counts = await ctx.io(ctx.health_summaries.counts, policies, states)
+    return [HealthCount(zone=zone, location=location, role=role, state=state, resources=n)
+            for (zone, location, role, state), n in sorted(counts.items())]
 
 
 @router.get("/health/events", response_model=list[HealthEventOut], responses=RESPONSES_READ,

@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from shadowdns.gcwatch import WATCH
+from shadowdns.health.summary import PER_RESOURCE_LIMIT, HealthSummaries, effective_state
 from shadowdns.store import HealthState, Store
 
 if TYPE_CHECKING:
@@ -77,9 +78,10 @@ def _rcode(value: int) -> str:
 class ServiceCollector(Collector):
     """Metric families of one running service, computed when scraped."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, summaries: HealthSummaries | None = None) -> None:
         self.service = service
         self.view = StoreView()
+        self.summaries = summaries or HealthSummaries()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._resolver()
@@ -121,13 +123,15 @@ class ServiceCollector(Collector):
                                   "queries parsed with dnspython (unusual shapes, errors)",
                                   value=engine.stats_slow)
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_entries",
-                                "templates in the current answer table", value=engine.table.size)
+                                "templates in the current answer table (a DI's own A and "
+                                "AAAA: one compact entry)", value=engine.table.size)
         yield GaugeMetricFamily("shadowdns_resolver_snapshot_generation",
                                 "generation of the answer snapshot being served",
                                 value=self.service.generation)
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_questions",
-                                "questions compiled in the answer table (all shapes)",
-                                value=len(engine.table.base))
+                                "questions compiled in the answer table (all shapes; a DI's "
+                                "A and AAAA count two)",
+                                value=len(engine.table.base) + 2 * len(engine.table.compact))
         yield CounterMetricFamily(
             "shadowdns_resolver_demand_capped", "queries answered but not counted as demand: "
             "their client prefix reached --demand-prefix-cap for that DI and region this "
@@ -273,21 +277,30 @@ class ServiceCollector(Collector):
         override = GaugeMetricFamily("shadowdns_health_override",
                                      "operator override (1 for the override in force)",
                                      labels=["resource", "override"])
-        for origin, policy in self.service.loaded.policies.items():
-            for rid, res in policy.resources.items():
-                h = probed.get(rid)
-                if res.override != "obey":
-                    effective = res.override == "up"
-                else:
-                    effective = h is None or h.state == "up"
-                up.add_metric([origin.to_text(), rid, res.location, res.role],
-                              1 if effective else 0)
-                override.add_metric([rid, res.override], 1)
+        policies = self.service.loaded.policies
+        for origin, policy in policies.items():
+            # one by one only where it says something the counts below do not (at most
+            # PER_RESOURCE_LIMIT, or the checked and overridden ones): a scrape of five
+            # million resources would walk them all on the event loop
+            for res in self.summaries.listed(origin, policy, PER_RESOURCE_LIMIT):
+                h = probed.get(res.id)
+                state = effective_state(res, None if h is None else h.state)
+                up.add_metric([origin.to_text(), res.id, res.location, res.role],
+                              1 if state == "up" else 0)
+                override.add_metric([res.id, res.override], 1)
         for rid, h in sorted(probed.items()):
             probe.add_metric([rid], 1 if h.state == "up" else 0)
+        counted = GaugeMetricFamily(
+            "shadowdns_health_resources", "resources by zone, location, role and effective "
+            "state (override applied), from per-policy counts",
+            labels=["zone", "location", "role", "state"])
+        states = {rid: h.state for rid, h in probed.items()}
+        for labels, count in sorted(self.summaries.counts(policies, states).items()):
+            counted.add_metric(list(labels), count)
         yield up
         yield probe
         yield override
+        yield counted
         monitor: Any = getattr(self.service, "health", None)
         latencies: Any = getattr(monitor, "latencies", None)
         if callable(latencies):

@@ -164,8 +164,13 @@ class ForecastSeries(BaseModel):
     chosen_at: float | None
     made_at: float | None
     recent_error: float | None = Field(
-        description="mean absolute error of this forecast against actual demand so far")
-    points: list[ForecastPointOut]
+        description="mean absolute error of the forecasts against actual demand so far")
+    threshold: float | None = Field(
+        default=None, description="the DI's threshold: demand per bucket that calls for a "
+                                  "shadow (null when the DI is no longer served)")
+    points: list[ForecastPointOut] = Field(
+        description="what was forecast for each bucket: past ones (as forecast before they "
+                    "began, kept for a few hours) and the newest forecast's")
     actual: list[ActualPoint]
     allocations: list[AllocationOut]
 
@@ -183,6 +188,14 @@ class ResourceHealth(BaseModel):
     since: float | None
     reason: str
     check: dict[str, Any] | None
+
+
+class HealthCount(BaseModel):
+    zone: str
+    location: str
+    role: str
+    state: Literal["up", "down"] = Field(description="what answers use (override applied)")
+    resources: int
 
 
 class HealthEventOut(BaseModel):
@@ -286,3 +299,26 @@ class StatusOut(BaseModel):
     generation: int
     zones: list[str]
     reload: ReloadOut
+
+
+# -- allocator.yaml ------------------------------------------------------------------------
+
+
+class AllocatorFile(BaseModel):
+    path: str = Field(description="the file in the zones directory")
+    state: Literal["applied", "absent", "changed", "invalid"] = Field(
+        description="applied: the file holds the running settings; absent: no file (the "
+                    "defaults run); changed: it differs and waits for a reload; invalid: a "
+                    "reload would refuse it (see problems)")
+    problems: list[str] = Field(default_factory=list, description="file:line: reason")
+
+
+class AllocatorDocument(BaseModel):
+    allocator: dict[str, Any] = Field(
+        description="the running settings, every key, in allocator.yaml's shape")
+    file: AllocatorFile
+
+
+class AllocatorItem(BaseModel):
+    id: str = Field(description="stable id of this entry (a digest of its content)")
+    config: dict[str, Any] = Field(description="the entry in allocator.yaml's shape")

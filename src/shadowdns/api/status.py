@@ -97,6 +97,8 @@ async def metrics(request: Request, ctx: Ctx) -> Response:
     try:
         collector.view = await asyncio.wait_for(
             ctx.io(read_store_view, ctx.service.store), STORE_TIMEOUT)
+        # a policy loaded since the last scrape is counted off the event loop
+        await ctx.io(ctx.health_summaries.warm, ctx.service.loaded.policies)
     except Exception as exc:
         log.warning("metrics: cannot read the store: %s", exc)
         from dataclasses import replace

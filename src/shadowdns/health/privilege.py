@@ -8,12 +8,14 @@ store) may keep a command check the file on this host already has for the same r
 with the same arguments, but may not add or change one, unless the server runs with
 `--allow-commands`, which makes every operator token root-equivalent.
 
-Allocator hooks with a `command` live only in `allocator.yaml`, which neither the API nor
-the fleet writes, so they always come from the host.
+Allocator hooks with a `command` (in `allocator.yaml`) follow the same rule: the API and
+the fleet's store may keep the command a hook of this host's file has, not add or change
+one (`new_hook_commands`).
 """
 
 from __future__ import annotations
 
+from shadowdns.allocator.settings import AllocatorSettings
 from shadowdns.zones.policy import Policy
 
 COMMANDS_REFUSED = (
@@ -33,3 +35,14 @@ def new_commands(before: Policy | None, after: Policy) -> list[str]:
     """The resources of `after` whose command check `before` does not already have."""
     kept = command_checks(before)
     return sorted(rid for rid, argv in command_checks(after).items() if kept.get(rid) != argv)
+
+
+def new_hook_commands(before: AllocatorSettings | None, after: AllocatorSettings) -> list[str]:
+    """The hooks of `after` ("warmup", "drain") whose command `before` does not have."""
+    out = []
+    for name in ("warmup", "drain"):
+        hook = getattr(after, f"{name}_hook")
+        was = None if before is None else getattr(before, f"{name}_hook")
+        if hook is not None and hook.command and (was is None or was.command != hook.command):
+            out.append(name)
+    return out

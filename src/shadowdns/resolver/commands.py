@@ -125,6 +125,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the listening ports with SO_REUSEPORT "
                             "(default 1)")
+    serve.add_argument("--udp-batch", action=argparse.BooleanOptionalAction, default=True,
+                       help="read and answer UDP with recvmmsg/sendmmsg where the compiled "
+                            "helper is built (default); --no-udp-batch: one recvfrom and "
+                            "sendto per datagram")
     serve.add_argument("--answer-only", action="store_true",
                        help="only answer queries: no demand counting to the store, health "
                             "probes, forecasts, allocator or API (e.g. to measure their cost)")
@@ -332,6 +336,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_max_body=api_max_body,
         api_login_failures=login_failures,
         workers=args.workers,
+        udp_batch=args.udp_batch,
         answer_only=args.answer_only,
         allow_commands=args.allow_commands,
         hook_secret=(None if args.hook_secret_file is None else

@@ -58,11 +58,15 @@ MAX_CACHED = 1_500_000  # shape entries (~600 B each with their base): ~0.9 GB a
 MAX_ECS_OPTS = 100_000  # per shape: client subnets whose echoed OPT is kept
 MAX_NEGATIVE = 10_000  # shared negative templates (zones x apex offsets x rcodes x qtypes)
 MAX_SIGNED_MISSING = 100_000  # signed denials of missing names, per (question, shape)
+MAX_SHARED_BLOBS = 100_000  # distinct record blobs of compact DI answers kept for sharing
 IN = int(dns.rdataclass.IN)
 CH = int(dns.rdataclass.CH)
 _TRANSFER = {int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)}
 _A = int(dns.rdatatype.A)
-_ADDRESS = {_A, int(dns.rdatatype.AAAA)}
+_AAAA = int(dns.rdatatype.AAAA)
+_A_IN = b"\x00\x01\x00\x01"  # type A, class IN as they end a question
+_AAAA_IN = b"\x00\x1c\x00\x01"
+_ADDRESS = {_A, _AAAA}
 _META = {int(dns.rdatatype.OPT), int(dns.rdatatype.TSIG), int(dns.rdatatype.TKEY),
          int(dns.rdatatype.MAILA), int(dns.rdatatype.MAILB)}
 
@@ -105,18 +109,54 @@ class Regional:
         self.uniform = uniform
 
 
+class Layout:
+    """What DIs routed alike share in a compact answer: per region the header (flags and
+    counts) with its query counter, where its records sit in the DI's blob, whether every
+    region gets the same bytes; and, filled on first use, each shape's headers."""
+
+    __slots__ = ("heads", "shaped", "spans", "uniform")
+
+    def __init__(self, heads: tuple[Template, ...], spans: tuple[int, ...],
+                 uniform: bool) -> None:
+        self.heads = heads  # base templates: hdr and stat, no body
+        self.spans = spans  # region i's records are blob[spans[2i]:spans[2i + 1]]
+        self.uniform = uniform
+        self.shaped: list[tuple[Template, ...] | None] = [None] * SHAPE_COUNT
+
+
+class Compact:
+    """A DI's own A and AAAA answers, kept as only what differs between DIs: the record
+    bytes of each region (`*_blob`, addresses and TTLs) and a shared `Layout`. One per DI
+    name serves every unsigned shape, so a million DIs with their own addresses fit in
+    a few hundred bytes each; the reply is the header, question, records and OPT joined
+    at query time. `first` is the DI's first demand counter (as in `Regional`)."""
+
+    __slots__ = ("a", "a_blob", "aaaa", "aaaa_blob", "ctx", "first")
+
+    def __init__(self, ctx: GeoContext, first: int, a: Layout, a_blob: bytes,
+                 aaaa: Layout, aaaa_blob: bytes) -> None:
+        self.ctx = ctx
+        self.first = first
+        self.a = a
+        self.a_blob = a_blob
+        self.aaaa = aaaa
+        self.aaaa_blob = aaaa_blob
+
+
 class AnswerTable:
     """Templates per shape and question, filled on first use and thrown away with the snapshot.
 
     One dict per shape avoids building a tuple key per packet. Answers compress the owner
     name against the question, so the bytes after the question are often the same for many
     names (every DI routed to the same addresses): templates and per-region variant tuples
-    are interned, and a million DIs share a few thousand templates.
+    are interned, and a million DIs share a few thousand templates. A DI's own A and AAAA
+    answers are one `Compact` entry per name instead (`compact`), looked up when the shape
+    table misses.
     """
 
-    __slots__ = ("address_answers", "apexes", "base", "deps", "existing", "negative",
-                 "nxdomain", "shared", "shared_variants", "signed", "signed_missing", "size",
-                 "tables")
+    __slots__ = ("apexes", "base", "blobs", "compact", "deps", "existing", "layouts",
+                 "negative", "no_family", "nodata", "nxdomain", "shared", "shared_variants",
+                 "signed", "signed_missing", "size", "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
@@ -128,12 +168,20 @@ class AnswerTable:
         self.signed: dict[bytes, Template | Regional] = {}
         # question + shape byte -> signed denial of a name that does not exist
         self.signed_missing: dict[bytes, Template] = {}
+        # DI name (lowercase wire) -> its own A and AAAA answers for unsigned shapes
+        # (compiled by `_compile_di`; counted in `size`, one per DI).
+        self.compact: dict[bytes, Compact] = {}
+        self.layouts: dict[tuple[tuple[Template, ...], tuple[int, ...], bool], Layout] = {}
+        # record blobs of DIs routed to the same addresses, shared (up to MAX_SHARED_BLOBS:
+        # DIs with addresses of their own share none)
+        self.blobs: dict[bytes, bytes] = {}
+        # (NODATA, kinds, TTLs) -> the layout and blob of a family no region has
+        self.no_family: dict[tuple[Template, tuple[str, ...], tuple[int, ...]],
+                             tuple[Layout, bytes]] = {}
+        # (zone, question length, qtype) -> a DI's NODATA and the labels it is not for
+        self.nodata: dict[tuple[dns.name.Name, int, int], tuple[Template, frozenset[bytes]]] = {}
         self.shared: dict[Template, Template] = {}
         self.shared_variants: dict[tuple[Template, ...], tuple[Template, ...]] = {}
-        # (qtype, addresses, TTL, query counter) -> base template of a plain address
-        # answer, whose bytes after the question do not depend on the name (owner =
-        # pointer to it): DIs routed to the same addresses share it
-        self.address_answers: dict[tuple[int, tuple[str, ...], int, int], Template] = {}
         # DI name -> base keys whose answer is that DI's routing decision: what a change of
         # its shadows, health or TTL must recompile (and nothing else).
         self.deps: dict[str, list[bytes]] = {}
@@ -209,6 +257,12 @@ class QueryEngine:
         self._stat_keys: list[tuple[int, int, str, str]] = [(0, 0, "slow", "-")]
         self.stat_counts: list[int] = [0]
         self._region_stat: dict[tuple[int, str, str], int] = {}  # (qtype, kind, region)
+        # per-region answer kinds, shared: a million DIs have a handful of distinct ones
+        self._kinds: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # compact answers' parts DIs share: (qtype, kind, region, answers) -> header with
+        # its counter; (qtype, TTL) -> the bytes before an address
+        self._compact_heads: dict[tuple[int, str, str, int], Template] = {}
+        self._rr_prefix: dict[tuple[int, int], bytes] = {}
 
     def _set_identity(self, identity: Identity) -> None:
         self._payload = identity.payload
@@ -258,10 +312,19 @@ class QueryEngine:
             return []
         table = self.table
         dropped: list[bytes] = []
+        compact = table.compact
         for di in touched:
             for key in table.deps.pop(di, ()):
                 if table.drop(key):
                     dropped.append(key)
+            try:
+                wire = dns.name.from_text(di).canonicalize().to_wire()
+            except dns.exception.DNSException:
+                continue
+            assert wire is not None
+            if compact.pop(wire, None) is not None:
+                table.size -= 1
+                dropped += (wire + _A_IN, wire + _AAAA_IN)
         return dropped
 
     def refresh_signatures(self) -> bool:
@@ -353,22 +416,47 @@ class QueryEngine:
             if qend != n:
                 return self._slow(data, tcp, addr)
             limit = 65535 if tcp else MAX_UDP_PLAIN
-        key = data[12:i].lower() + data[i:qend]
-        tpl = self.table.tables[shape].get(key)
-        if tpl is None:
-            self.stats_misses += 1
-            if shape not in self.shapes_seen:
-                self.shapes_seen.add(shape)
-                if self.on_new_shape is not None:
-                    self.on_new_shape()
-            tpl = self._compile(key, shape)
+        lname = data[12 : i + 1].lower()  # the name with its root label
+        qtc = data[i + 1 : qend]
+        table = self.table
+        # A DI's own A or AAAA (most questions) is its compact entry, looked up first.
+        layout: Layout | None = None
+        placed = table.compact.get(lname)
+        if placed is not None and not (shape & SHAPE_DO and self.snapshot.signer is not None):
+            if qtc == _A_IN:
+                layout = placed.a
+                blob = placed.a_blob
+            elif qtc == _AAAA_IN:
+                layout = placed.aaaa
+                blob = placed.aaaa_blob
+        tpl: Template | Regional | Compact | None = None
+        if layout is None:
+            key = lname + qtc
+            tpl = table.tables[shape].get(key)
             if tpl is None:
-                return self._slow(data, tcp, addr)
+                self.stats_misses += 1
+                if shape not in self.shapes_seen:
+                    self.shapes_seen.add(shape)
+                    if self.on_new_shape is not None:
+                        self.on_new_shape()
+                tpl = self._compile(key, shape)
+                if tpl is None:
+                    return self._slow(data, tcp, addr)
+                if tpl.__class__ is Compact:
+                    # compiled just now: answered from the table it went into
+                    if self.table.compact.get(lname) is not tpl:
+                        return self._slow(data, tcp, addr)
+                    return self._fast(data, addr, tcp)
+            else:
+                self.stats_hits += 1
         else:
             self.stats_hits += 1
         scope = 0
-        if tpl.__class__ is Regional:
-            regional: Regional = tpl
+        records = b""
+        regional: Regional | Compact | None = (
+            placed if layout is not None else
+            tpl if tpl.__class__ is Regional else None)
+        if regional is not None:
             ctx = regional.ctx
             counted = b""
             if ecs and ecs[2] and (self._ecs_trust is None or self._trusts(addr)):
@@ -391,9 +479,20 @@ class QueryEngine:
                 counters.add(regional.first + ridx, counted, addr)
             else:
                 counters.counts[regional.first + ridx] += 1
-            if regional.uniform:
-                scope = 0
-            tpl = regional.variants[ridx]
+            if layout is None:
+                if regional.uniform:  # type: ignore[union-attr]
+                    scope = 0
+                tpl = regional.variants[ridx]  # type: ignore[union-attr]
+            else:
+                # compact: the region's records cut from the DI's blob, its header by shape
+                if layout.uniform:
+                    scope = 0
+                spans = layout.spans
+                records = blob[spans[2 * ridx] : spans[2 * ridx + 1]]
+                row = layout.shaped[shape]
+                if row is None:
+                    row = self._shape_layout(layout, shape)
+                tpl = row[ridx]
         self.stat_counts[tpl.stat] += 1  # type: ignore[union-attr]
         if ecs:
             # The OPT echoing a client subnet is the same bytes for every query from that
@@ -408,9 +507,10 @@ class QueryEngine:
                 opt = built
                 if len(self._ecs_opts[shape]) < MAX_ECS_OPTS:
                     self._ecs_opts[shape][ecs] = (scope, opt)
-            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body_noopt + opt  # type: ignore[union-attr]
+            resp = (data[:2] + tpl.hdr + data[12:qend] + records  # type: ignore[union-attr]
+                    + tpl.body_noopt + opt)  # type: ignore[union-attr]
         else:
-            resp = data[:2] + tpl.hdr + data[12:qend] + tpl.body  # type: ignore[union-attr]
+            resp = data[:2] + tpl.hdr + data[12:qend] + records + tpl.body  # type: ignore[union-attr]
         if len(resp) > limit:
             return self._slow(data, tcp, addr)
         return resp
@@ -437,7 +537,7 @@ class QueryEngine:
         opts = self._nsid_wire[shape] + option
         return self._opt_ecs_head[shape] + struct.pack("!H", len(opts)) + opts
 
-    def _compile(self, key: bytes, shape: int) -> Template | Regional | None:
+    def _compile(self, key: bytes, shape: int) -> Template | Regional | Compact | None:
         """Resolve a question on a table miss and remember its template.
 
         The question is resolved and rendered once, without EDNS and RD (the *base*); the
@@ -446,8 +546,12 @@ class QueryEngine:
         A name that does not exist gets the shared negative template of its zone and is
         not remembered (random names would fill the table).
         """
-        table = self.table
         signed = bool(shape & SHAPE_DO) and self.snapshot.signer is not None
+        if not signed:
+            compact = self._compact_for(key)
+            if compact is not None:
+                return compact
+        table = self.table
         base = (table.signed if signed else table.base).get(key)
         if base is None and signed:
             known = table.signed_missing.get(key + bytes([shape]))
@@ -571,12 +675,18 @@ class QueryEngine:
         """Compile one question ahead of its queries: its base, and its template for each
         of `shapes` not yet in the table. False when it has no table entry (not ours,
         not cacheable, or a name that does not exist)."""
+        if self._compact_for(key) is not None:
+            if self.snapshot.signer is None:
+                return True
+            shapes = [shape for shape in shapes if shape & SHAPE_DO]  # the signed ones
+        else:
+            table = self.table
+            if key not in table.base:
+                found = self._compile_base(key)
+                if found is None or not found[1]:
+                    return False
+                table.base[key] = found[0]
         table = self.table
-        if key not in table.base:
-            found = self._compile_base(key)
-            if found is None or not found[1]:
-                return False
-            table.base[key] = found[0]
         if self.snapshot.signer is not None and key not in table.signed:
             # signed zones: the signed base too, so the first DO query of a cold server
             # derives its shape from it instead of signing on the spot
@@ -616,12 +726,6 @@ class QueryEngine:
             dynamic = snap.dis.get(qname)
             if dynamic is not None:
                 direct = self._compile_di_signed(key, dynamic[0], dynamic[1], qname, qtype)
-                if direct is not None:
-                    return direct, True
-        if qtype in _ADDRESS and not signed:
-            dynamic = snap.dis.get(qname)
-            if dynamic is not None:
-                direct = self._compile_di(key, dynamic[0], dynamic[1], qname, qtype)
                 if direct is not None:
                     return direct, True
         result = resolve(snap.zones, qname, qtype)
@@ -698,91 +802,231 @@ class QueryEngine:
         made = Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
         return self.table.intern(made) if intern else made
 
-    def _compile_di(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
-                    qtype: int) -> Regional | None:
-        """A DI's own A/AAAA question, rendered by hand from each region's routing choice
-        (a region without an address of the family gets the zone's shared NODATA); None
-        (the full path) when a DNAME could redirect the name.
+    def _compile_di(self, name: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name
+                    ) -> Compact | None:
+        """A DI's own A and AAAA answers as a `Compact` entry, rendered by hand from each
+        region's routing choice (a region without an address of the family gets the zone's
+        shared NODATA); None (the full path) when a DNAME could redirect the name.
 
         Hand-written on purpose: it is what a cold table and every change of health or TTL
         compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
         dnspython renders for the same answer (owner = a pointer to the question), which
-        the fast-vs-slow property test checks.
+        the fast-vs-slow property tests check.
         """
         zone = self.snapshot.zones.zones.get(ctx.policy.origin)
         if zone is None or zone.dnames:
             return None
         di_text = di.name.to_text()
-        v4 = qtype == _A
-        rows: list[tuple[tuple[str, ...], str]] = []
-        chosen = ctx.choices(di, di_text)
+        rows: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []  # (v4, v6, kind)
+        chosen = ctx.addresses_of(di, di_text)
         if chosen is None:  # the DI has shadows: decided region by region
             for ridx in range(len(ctx.regions)):
                 decision = ctx.decision(di, ridx)
-                rows.append((tuple(decision.addresses(4 if v4 else 6)), decision.kind))
+                rows.append((tuple(decision.addresses(4)), tuple(decision.addresses(6)),
+                             decision.kind))
         else:
-            primaries, picks = chosen
+            addresses, picks = chosen
             for positions, picked in picks:
                 if len(positions) == 1:
-                    res = primaries[positions[0]]
-                    one = res.address if v4 else res.address6  # type: ignore[union-attr]
-                    rows.append(((one,) if one else (), picked))
+                    four, six = addresses[positions[0]]
+                    rows.append(((four,) if four else (), (six,) if six else (), picked))
                 else:
-                    rows.append((tuple(dict.fromkeys(
-                        a for a in ((primaries[i].address if v4 else primaries[i].address6)  # type: ignore[union-attr]
-                                    for i in positions) if a)), picked))
-        size = 4 if v4 else 16
-        af = socket.AF_INET if v4 else socket.AF_INET6
-        table = self.table
-        answers = table.address_answers
-        ttls = ctx.ttls
+                    rows.append((
+                        tuple(dict.fromkeys(a for a, _ in (addresses[i] for i in positions)
+                                            if a)),
+                        tuple(dict.fromkeys(a for _, a in (addresses[i] for i in positions)
+                                            if a)),
+                        picked))
         regions = ctx.regions
-        stat_of = self._region_stat
-        variants: list[Template] = []
-        kinds: list[str] = []
-        first_row = None
+        ttls = ctx.ttls
+        row_ttls = [ttls.get((di_text, region), di.ttl) if ttls else di.ttl
+                    for region in regions]
+        kinds = tuple(row[2] for row in rows)
+        kinds = self._kinds.setdefault(kinds, kinds)
+        built = []
+        for v4 in (True, False):
+            made = self._compact_family(zone, qname, len(name) + 4, regions, v4, rows,
+                                        row_ttls, kinds)
+            if made is None:
+                return None
+            built.append(made)
+        (a, a_blob), (aaaa, aaaa_blob) = built
+        first = self.counters.block(di_text, regions, kinds)
+        return Compact(ctx, first, a, a_blob, aaaa, aaaa_blob)
+
+    def _compact_family(self, zone: Zone, qname: dns.name.Name, question_len: int,
+                        regions: tuple[str, ...], v4: bool,
+                        rows: list[tuple[tuple[str, ...], tuple[str, ...], str]],
+                        row_ttls: list[int], kinds: tuple[str, ...]
+                        ) -> tuple[Layout, bytes] | None:
+        """The shared layout and the DI's record blob of one address family.
+
+        A million DIs go through here at load, so what DIs share is looked up, not made:
+        each region's header (by type, kind, region, answer count), the record prefix (by
+        type and TTL), and the whole result of a family no region has addresses of."""
+        qtype = _A if v4 else _AAAA
+        at_family = 0 if v4 else 1
+        table = self.table
+        if not any(row[at_family] for row in rows):
+            # NODATA everywhere (the AAAA of an IPv4-only DI): shared by every DI with the
+            # same kinds and TTLs whose NODATA is the zone's shared one
+            nodata = self._nodata(zone, qname, qtype, question_len)
+            if nodata is None:
+                return None
+            known_key = (nodata, kinds, tuple(row_ttls))
+            known = table.no_family.get(known_key)
+            if known is None:
+                known = self._family(qtype, regions, at_family, rows, row_ttls, kinds, nodata)
+                if len(table.no_family) < MAX_NEGATIVE:
+                    table.no_family[known_key] = known
+            return known
+        nodata = None
+        if not all(row[at_family] for row in rows):
+            nodata = self._nodata(zone, qname, qtype, question_len)
+            if nodata is None:
+                return None
+        return self._family(qtype, regions, at_family, rows, row_ttls, kinds, nodata)
+
+    def _family(self, qtype: int, regions: tuple[str, ...], at_family: int,
+                rows: list[tuple[tuple[str, ...], tuple[str, ...], str]],
+                row_ttls: list[int], kinds: tuple[str, ...], nodata: Template | None
+                ) -> tuple[Layout, bytes]:
+        table = self.table
+        heads_of = self._compact_heads
+        prefix_of = self._rr_prefix
+        af = socket.AF_INET if qtype == _A else socket.AF_INET6
+        inet_pton = socket.inet_pton
+        heads: list[Template] = []
+        offsets: dict[bytes, int] = {}  # distinct records -> where they start in the blob
+        pieces: list[bytes] = []
+        spans: list[int] = []
+        at = 0
+        first_row = (rows[0][at_family], row_ttls[0])
         uniform = True
-        nodata: Template | None = None
-        for ridx, (addresses, kind) in enumerate(rows):
-            ttl = ttls.get((di_text, regions[ridx]), di.ttl) if ttls else di.ttl
+        for ridx, row in enumerate(rows):
+            addresses = row[at_family]
+            ttl = row_ttls[ridx]
             # as the slow path sets the ECS scope: by the region's addresses and TTL
-            if first_row is None:
-                first_row = (addresses, ttl)
-            elif (addresses, ttl) != first_row:
+            if uniform and (addresses, ttl) != first_row:
                 uniform = False
-            region = regions[ridx]
-            stat = stat_of.get((qtype, kind, region))
-            if stat is None:
-                stat = stat_of[(qtype, kind, region)] = self.stat_slot(qtype, 0, kind, region)
-            if not addresses:
-                # NODATA here (no address of this family, e.g. the AAAA of an IPv4-only
-                # DI): the zone's shared negative body, counted like any region's answer
-                if nodata is None:
-                    nodata = self._negative(
-                        Result(authority=[negative_soa(zone)], zone=zone), qname, qtype,
-                        len(key))
-                    if nodata is None:
-                        return None
-                variants.append(table.intern(
-                    Template(nodata.hdr, nodata.body, nodata.body_noopt, stat)))
-                kinds.append(kind)
-                continue
-            known = (qtype, addresses, ttl, stat)
-            variant = answers.get(known)
-            if variant is None:
-                head = b"\xc0\x0c" + struct.pack("!HHIH", qtype, IN, ttl, size)
-                body = b"".join([head + socket.inet_pton(af, a) for a in addresses])
-                hdr = b"\x84\x00\x00\x01" + struct.pack("!HHH", len(addresses), 0, 0)
-                variant = answers[known] = Template(hdr, body, body, stat)
-            variants.append(variant)
-            kinds.append(kind)
-        first = self.counters.block(di_text, regions, tuple(kinds))
-        deps = table.deps.get(di_text)
-        if deps is None:
-            table.deps[di_text] = [key]
-        else:
-            deps.append(key)
-        return Regional(ctx, table.intern_variants(tuple(variants)), first, uniform)
+            count = len(addresses)
+            head_key = (qtype, kinds[ridx], regions[ridx], count)
+            head = heads_of.get(head_key)
+            if head is None:
+                stat = self._region_stat.get(head_key[:3])
+                if stat is None:
+                    stat = self._region_stat[head_key[:3]] = self.stat_slot(
+                        qtype, 0, kinds[ridx], regions[ridx])
+                if count:
+                    hdr = b"\x84\x00\x00\x01" + struct.pack("!HHH", count, 0, 0)
+                else:
+                    assert nodata is not None
+                    hdr = nodata.hdr
+                head = heads_of[head_key] = Template(hdr, b"", b"", stat)
+            heads.append(head)
+            if count:
+                prefix = prefix_of.get((qtype, ttl))
+                if prefix is None:
+                    prefix = prefix_of[(qtype, ttl)] = b"\xc0\x0c" + struct.pack(
+                        "!HHIH", qtype, IN, ttl, 4 if qtype == _A else 16)
+                if count == 1:
+                    records = prefix + inet_pton(af, addresses[0])
+                else:
+                    records = b"".join([prefix + inet_pton(af, a) for a in addresses])
+            else:
+                # NODATA here (no address of this family in this region): the zone's
+                # shared negative body, counted like any region's answer
+                assert nodata is not None
+                records = nodata.body_noopt
+            start = offsets.get(records)
+            if start is None:
+                start = offsets[records] = at
+                pieces.append(records)
+                at += len(records)
+            spans += (start, start + len(records))
+        blob = b"".join(pieces)
+        shared = table.blobs.get(blob)
+        if shared is not None:
+            blob = shared
+        elif len(table.blobs) < MAX_SHARED_BLOBS:
+            table.blobs[blob] = blob
+        layout_key = (tuple(heads), tuple(spans), uniform)
+        layout = table.layouts.get(layout_key)
+        if layout is None:
+            layout = table.layouts[layout_key] = Layout(*layout_key)
+        return layout, blob
+
+    def _nodata(self, zone: Zone, qname: dns.name.Name, qtype: int, question_len: int
+                ) -> Template | None:
+        """The zone's NODATA for a DI name without addresses of a family: `_negative`'s
+        shared template, kept per (zone, question length, type) so that a million DIs do
+        not each look the SOA up; a name whose label above the apex is one the SOA's names
+        have (they compress against it) gets its own, as `_negative` decides."""
+        key = (zone.origin, question_len, qtype)
+        known = self.table.nodata.get(key)
+        depth = len(zone.origin)
+        if known is not None and (len(qname) <= depth
+                                  or qname.labels[-depth - 1].lower() not in known[1]):
+            return known[0]
+        made = self._negative(Result(authority=[negative_soa(zone)], zone=zone), qname,
+                              qtype, question_len)
+        if made is not None and known is None and len(self.table.nodata) < MAX_NEGATIVE:
+            soa = zone.soa[0]
+            special = frozenset(n.labels[-depth - 1].lower() for n in (soa.mname, soa.rname)
+                                if len(n) > depth and n.is_subdomain(zone.origin))
+            if len(qname) <= depth or qname.labels[-depth - 1].lower() not in special:
+                self.table.nodata[key] = (made, special)
+        return made
+
+    def _shape_layout(self, layout: Layout, shape: int) -> tuple[Template, ...]:
+        """A layout's headers for one shape (RD, OPT counted; the OPT after the records),
+        derived once per layout and shape."""
+        row = tuple(self._derive(head, shape) for head in layout.heads)
+        layout.shaped[shape] = row
+        return row
+
+    def _compact_for(self, key: bytes) -> Compact | None:
+        """The compact entry answering `key` if it is a DI's own unsigned A/AAAA question
+        (compiled now if need be), else None."""
+        end = len(key) - 4
+        qtc = key[end:]
+        if qtc not in (_A_IN, _AAAA_IN):
+            return None
+        name = key[:end]
+        table = self.table
+        known = table.compact.get(name)
+        if known is not None:
+            return known
+        try:
+            qname = dns.name.from_wire(key, 0)[0]
+        except dns.exception.DNSException:
+            return None
+        dynamic = self.snapshot.dis.get(qname)
+        if dynamic is None:
+            return None
+        return self._add_compact(name, dynamic[0], dynamic[1], qname)
+
+    def _add_compact(self, name: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name
+                     ) -> Compact | None:
+        table = self.table
+        if table.size >= self.max_cached:
+            self.table = table = AnswerTable()  # full: as `_compile` does
+        made = self._compile_di(name, di, ctx, qname)
+        if made is not None:
+            table.compact[name] = made
+            table.size += 1
+        return made
+
+    def prepare_di(self, name: bytes, qname: dns.name.Name, di: DI, ctx: GeoContext,
+                   shapes: Collection[int]) -> bool:
+        """`prepare` for a DI's own A and AAAA, told the DI (`name`: its lowercase wire
+        name): what the prewarm does a million times at load, without parsing names."""
+        if name not in self.table.compact and self._add_compact(name, di, ctx, qname) is None:
+            return any([self.prepare(name + q, shapes) for q in (_A_IN, _AAAA_IN)])
+        if self.snapshot.signer is not None:
+            for q in (_A_IN, _AAAA_IN):
+                self.prepare(name + q, shapes)  # the signed shapes
+        return True
 
     def _compile_regional(self, key: bytes, static: Result, di: DI, ctx: GeoContext,
                           qname: dns.name.Name, qtype: int, signed: bool = False

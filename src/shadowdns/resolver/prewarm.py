@@ -2,11 +2,12 @@
 table and not from the compiler (Knot builds its geo answers at load the same way).
 
 Every question a client can get a table entry for (each name's own types, each DI's A and
-AAAA) is compiled after load, and again after whatever a change dropped, in priority
-order: what a change dropped (it was being asked for), then the DIs with demand since the
-last flush, then every name in zone order. It runs on the event loop in slices of a few
-milliseconds with a yield between them, so no answer waits longer than one slice; a
-question that still misses is compiled on the spot by the query path.
+AAAA, the latter as one compact entry per DI) is compiled after load, and again after
+whatever a change dropped, in priority order: what a change dropped (it was being asked
+for), then the DIs with demand since the last flush, then every name in zone order. It
+runs on the event loop in slices of a few milliseconds with a yield between them, so no
+answer waits longer than one slice; a question that still misses is compiled on the spot
+by the query path.
 """
 
 from __future__ import annotations
@@ -23,15 +24,24 @@ import dns.rdatatype
 
 from shadowdns.gcwatch import WATCH
 from shadowdns.resolver.engine import QueryEngine
-from shadowdns.resolver.snapshot import Snapshot
+from shadowdns.resolver.render import SHAPE_DO, SHAPE_EDNS
+from shadowdns.resolver.snapshot import DITable, GeoContext, Snapshot
 from shadowdns.zones.di_view import own_nodes
+from shadowdns.zones.policy import DI
 
 log = logging.getLogger(__name__)
 
 SLICE = 0.003  # seconds of compiling between two yields to the event loop
-# Questions compiled ahead at most (the rest compile on first use): about a kilobyte each
-# for DIs with their own resources, so a million DIs would not fit in memory.
+# Questions compiled ahead at most (the rest compile on first use), not counting DIs' own
+# A and AAAA: those are one compact entry per DI (a few hundred bytes), made for every DI.
 EAGER_LIMIT = 300_000
+# The query shapes compiled ahead before any query shows them, while the table holds at
+# most AHEAD_LIMIT questions: EDNS without DO (load generators, stub-like clients) and
+# with DO (validating resolvers, the usual clients of an authoritative server). Deriving
+# a shape on its first query made the first second ~35 % slower (every question of the
+# table derived then, beside the queries); beyond the limit the memory is not worth it.
+AHEAD_SHAPES = (SHAPE_EDNS, SHAPE_EDNS | SHAPE_DO)
+AHEAD_LIMIT = 100_000
 
 _IN = struct.pack("!H", 1)
 _A = struct.pack("!H", int(dns.rdatatype.A))
@@ -66,9 +76,14 @@ def name_index(snapshot: Snapshot, existing: set[bytes],
                 yield None
 
 
-def questions(snapshot: Snapshot, first: Iterable[str] = ()) -> Iterator[bytes]:
+# A DI whose own A and AAAA to compile: (lowercase wire name, name, DI, its context)
+DIQuestion = tuple[bytes, dns.name.Name, DI, GeoContext]
+
+
+def questions(snapshot: Snapshot, first: Iterable[str] = ()
+              ) -> Iterator[bytes | DIQuestion]:
     """Every question with a table entry: the DIs named in `first`, then each zone's names
-    with their types, then every DI's A and AAAA."""
+    with their types, then every DI's A and AAAA (one `DIQuestion` each)."""
     dis = snapshot.dis
     for text in first:
         try:
@@ -85,11 +100,13 @@ def questions(snapshot: Snapshot, first: Iterable[str] = ()) -> Iterator[bytes]:
             for rdtype, covers in node:
                 if not covers and rdtype not in _SKIP:
                     yield wire + struct.pack("!H", rdtype) + _IN
-    for name in dis:
-        wire = name.canonicalize().to_wire()
+    entries = (dis.entries() if isinstance(dis, DITable) else
+               ((name, *dis[name]) for name in dis))
+    for name, di, ctx in entries:
+        # lowercase wire bytes (length octets are below 64: lower() leaves them be)
+        wire = name.to_wire()
         assert wire is not None
-        yield wire + _A + _IN
-        yield wire + _AAAA + _IN
+        yield wire.lower(), name, di, ctx
 
 
 class Prewarm:
@@ -103,11 +120,11 @@ class Prewarm:
         self.limit = limit
         self.slice = slice_seconds
         self._urgent: deque[bytes] = deque()
-        self._rest: Iterator[bytes] | None = None
+        self._rest: Iterator[bytes | DIQuestion] | None = None
         self._index: Iterator[None] | None = None
         self._existing: set[bytes] = set()
         self._wake = asyncio.Event()
-        self._shapes = 0
+        self._questions = 0
         self.compiled = 0
         self.passes = 0
         self.started = time.monotonic()
@@ -121,6 +138,7 @@ class Prewarm:
         snapshot = self.engine.snapshot
         self._existing = set()
         names = sum(len(zone.names) for zone in snapshot.zones.zones.values())
+        self._questions = names + len(snapshot.dis)  # about: a name's types, DIs' A/AAAA
         self._index = (name_index(snapshot, self._existing, self.engine.table.apexes)
                        if names <= self.limit else None)
         self.started = time.monotonic()
@@ -137,6 +155,14 @@ class Prewarm:
         self._urgent.extend(list(self.engine.table.base))
         self._wake.set()
 
+    def _ahead(self) -> set[int]:
+        """The shapes to compile before queries show them (see AHEAD_SHAPES); signed DO
+        answers are left to the queries that ask (signing each variant costs more)."""
+        if self._questions > AHEAD_LIMIT:
+            return set()
+        signed = self.engine.snapshot.signer is not None
+        return {s for s in AHEAD_SHAPES if not (signed and s & SHAPE_DO)}
+
     @property
     def pending(self) -> bool:
         return bool(self._urgent) or self._rest is not None or self._index is not None
@@ -149,7 +175,7 @@ class Prewarm:
     def _fill(self, seconds: float) -> bool:
         engine = self.engine
         deadline = time.perf_counter() + seconds
-        shapes = tuple(sorted(engine.shapes_seen))
+        shapes = tuple(sorted(engine.shapes_seen | self._ahead()))
         urgent = self._urgent
         n = 0
         while self._index is not None:
@@ -161,16 +187,25 @@ class Prewarm:
             elif time.perf_counter() >= deadline:
                 return False
         while True:
+            key: bytes | DIQuestion
             if urgent:
                 key = urgent.popleft()
             elif self._rest is not None and len(engine.table.base) < self.limit:
                 key = next(self._rest, b"")
+                if isinstance(key, tuple):
+                    wire, name, di, ctx = key
+                    if engine.prepare_di(wire, name, di, ctx, shapes):
+                        n += 1
+                    if not n & 31 and time.perf_counter() >= deadline:
+                        break
+                    continue
                 if not key:
                     self._rest = None
                     self.passes += 1
                     self.last_pass_seconds = time.monotonic() - self.started
-                    log.info("answer table filled: %d question(s) in %.2fs",
-                             len(engine.table.base), self.last_pass_seconds)
+                    log.info("answer table filled: %d question(s) and %d DI(s) in %.2fs",
+                             len(engine.table.base), len(engine.table.compact),
+                             self.last_pass_seconds)
                     WATCH.settle()  # the table lives until the next change: freeze it
                     continue
             else:

@@ -53,13 +53,14 @@ class Decision:
         return out
 
 
-def is_up(resource: Resource, down: Collection[str]) -> bool:
-    """Operator override wins over the probes' view."""
+def is_up(resource: Resource, down: Collection[str], rid: str | None = None) -> bool:
+    """Operator override wins over the probes' view (`rid`: the resource's id when
+    `resource` holds only its other fields, a compact table's shape)."""
     if resource.override == "up":
         return True
     if resource.override == "down":
         return False
-    return resource.id not in down
+    return (resource.id if rid is None else rid) not in down
 
 
 def decide(

@@ -29,7 +29,7 @@ AllocationState = Literal["warming", "ready", "draining", "released"]
 ANSWERING_STATES: frozenset[AllocationState] = frozenset({"ready", "draining"})
 """Allocation states whose shadows answer queries (a draining shadow answers until released)."""
 HealthStatus = Literal["up", "down"]
-ConfigKind = Literal["zone", "policy"]
+ConfigKind = Literal["zone", "policy", "allocator"]
 
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
 DEMAND_KINDS: tuple[DemandKind, ...] = ANSWER_KINDS
@@ -66,9 +66,12 @@ class Retention:
     minute: float = 2 * DAY
     five_minute: float = 60 * DAY
     hour: float = 730 * DAY
+    # forecast points of buckets now past (what was forecast for them, shown over the
+    # actuals): one row per series and bucket, so kept for the dashboard's span only
+    forecasts: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
-        for value in (self.minute, self.five_minute, self.hour):
+        for value in (self.minute, self.five_minute, self.hour, self.forecasts):
             if not value > 0:
                 raise ValueError(f"retention {value} must be positive")
 
@@ -88,8 +91,9 @@ class ZoneRecord:
 
 def check_config_file(origin: str, kind: str, text: str = "") -> None:
     """Refuse a shared config file the store cannot keep or announce: an empty origin, one
-    over a notification payload (it is the payload), a kind other than "zone" or "policy",
-    or text containing NUL (PostgreSQL text cannot hold it)."""
+    over a notification payload (it is the payload), a kind other than "zone", "policy" or
+    "allocator" (`allocator.yaml`, stored under the origin "."), or text containing NUL
+    (PostgreSQL text cannot hold it)."""
     _check_choice("config file kind", kind, CONFIG_KINDS)
     if not origin:
         raise ValueError("config file origin must not be empty")
@@ -100,9 +104,10 @@ def check_config_file(origin: str, kind: str, text: str = "") -> None:
 
 @dataclass(frozen=True, slots=True)
 class ConfigFile:
-    """The text of one zone's master file ("zone") or policy file ("policy"), shared by
-    the nodes of a fleet; `updated_at` is when its text last changed. `kind` is one of
-    `CONFIG_KINDS` (checked), typed `str` so callers can key files by plain strings."""
+    """The text of one zone's master file ("zone") or policy file ("policy"), or of the
+    server's `allocator.yaml` ("allocator", origin "."), shared by the nodes of a fleet;
+    `updated_at` is when its text last changed. `kind` is one of `CONFIG_KINDS` (checked),
+    typed `str` so callers can key files by plain strings."""
 
     origin: str
     kind: str
@@ -218,6 +223,11 @@ class Forecast:
 
     def __post_init__(self) -> None:
         _check_choice("resolution", self.resolution, RESOLUTIONS)
+
+    @property
+    def first_ts(self) -> int:
+        """The first bucket this forecast covers (with no points: from when it was made)."""
+        return min(p.ts for p in self.points) if self.points else math.floor(self.made_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +410,9 @@ class Store(Protocol):
 
     # forecasts and model choice
     def write_forecasts(self, forecasts: Iterable[Forecast]) -> int:
-        """Each forecast replaces its series' previous one; returns points written."""
+        """Each forecast replaces its series' points from its first bucket on (those of
+        earlier buckets stay: what was forecast for them, until `Retention.forecasts`);
+        returns points written."""
         ...
 
     def read_forecasts(
@@ -408,7 +420,11 @@ class Store(Protocol):
         resolution: Resolution,
         di: str | None = None,
         region: str | None = None,
-    ) -> list[Forecast]: ...
+        past: bool = False,
+    ) -> list[Forecast]:
+        """The newest forecast of each series; with `past`, with the points kept of
+        earlier forecasts for the buckets before it."""
+        ...
     def write_model_choices(self, choices: Iterable[ModelChoice]) -> int: ...
     def read_model_choices(self, di: str | None = None) -> list[ModelChoice]: ...
 

@@ -344,8 +344,9 @@ class PostgresStore(SQLStore):
     # forecasts and model choice
 
     def write_forecasts(self, forecasts: Iterable[Forecast]) -> int:
-        """Each forecast replaces the stored one of its (di, region, resolution); one
-        transaction for all. Returns the number of points written."""
+        """Each forecast replaces the points of its (di, region, resolution) from its first
+        bucket on (see `Store.write_forecasts`); one transaction for all. Returns the number
+        of points written."""
         latest: dict[tuple[str, str, str], Forecast] = {}
         written = 0
         for f in forecasts:
@@ -357,10 +358,12 @@ class PostgresStore(SQLStore):
         points = [(f, p) for key in keys for f in (latest[key],) for p in f.points]
         with self._write() as cur:
             cur.execute(
-                "DELETE FROM forecasts f"
-                " USING unnest(%s::text[], %s::text[], %s::text[]) AS k (resolution, di, region)"
-                " WHERE f.resolution = k.resolution AND f.di = k.di AND f.region = k.region",
-                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+                "DELETE FROM forecasts f USING unnest(%s::text[], %s::text[], %s::text[],"
+                " %s::bigint[]) AS k (resolution, di, region, first_ts)"
+                " WHERE f.resolution = k.resolution AND f.di = k.di AND f.region = k.region"
+                " AND f.ts >= k.first_ts",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                 [latest[k].first_ts for k in keys]),
             )
             cur.execute(
                 "INSERT INTO forecasts (resolution, di, region, ts, made_at, point, upper, model)"

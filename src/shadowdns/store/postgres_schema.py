@@ -348,7 +348,19 @@ ALTER TABLE api_tokens ADD COLUMN expires_at double precision;
 """
 """Optional token expiry (epoch seconds; NULL never expires)."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = """
+ALTER TABLE config_files DROP CONSTRAINT config_files_kind_check;
+ALTER TABLE config_files ADD CONSTRAINT config_files_kind_check
+    CHECK (kind IN ('zone', 'policy', 'allocator'));
+"""
+"""`allocator.yaml` is shared through `config_files` too (kind "allocator", origin ".")."""
+
+_V8 = """
+CREATE INDEX forecasts_ts ON forecasts (ts);
+"""
+"""Forecast points of past buckets are kept until retention deletes them by time."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -256,14 +256,16 @@ class SQLiteStore(SQLStore):
     # forecasts and model choice
 
     def write_forecasts(self, forecasts: Iterable[Forecast]) -> int:
-        """Each forecast replaces the stored one of its (di, region, resolution); one
-        transaction for all. Returns the number of points written."""
+        """Each forecast replaces the points of its (di, region, resolution) from its first
+        bucket on (see `Store.write_forecasts`); one transaction for all. Returns the number
+        of points written."""
         written = 0
         with self._write() as conn:
             for f in forecasts:
                 conn.execute(
-                    "DELETE FROM forecasts WHERE resolution = ? AND di = ? AND region = ?",
-                    (f.resolution, f.di, f.region),
+                    "DELETE FROM forecasts WHERE resolution = ? AND di = ? AND region = ?"
+                    " AND ts >= ?",
+                    (f.resolution, f.di, f.region, f.first_ts),
                 )
                 conn.executemany(
                     "INSERT INTO forecasts"

@@ -299,7 +299,34 @@ ALTER TABLE api_tokens ADD COLUMN expires_at REAL;
 """
 """Optional token expiry (epoch seconds; NULL never expires)."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7)
+
+
+def _v8(db: sqlite_utils.Database) -> None:
+    """`allocator.yaml` is shared through `config_files` too (kind "allocator"): the
+    table is rebuilt with the wider CHECK (SQLite cannot alter one), inside `migrate`'s
+    transaction."""
+    conn = db.conn
+    conn.execute("""
+CREATE TABLE config_files_v8 (
+    origin TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('zone', 'policy', 'allocator')),
+    text TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (origin, kind)
+)""")
+    conn.execute("INSERT INTO config_files_v8 (origin, kind, text, updated_at)"
+                 " SELECT origin, kind, text, updated_at FROM config_files")
+    conn.execute("DROP TABLE config_files")
+    conn.execute("ALTER TABLE config_files_v8 RENAME TO config_files")
+
+
+_V9 = """
+CREATE INDEX forecasts_ts ON forecasts (ts);
+"""
+"""Forecast points of past buckets are kept (what was forecast for them) until retention
+deletes them by time."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7, _v8, _V9)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

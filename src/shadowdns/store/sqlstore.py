@@ -367,6 +367,8 @@ class SQLStore(Closing):
                 self._q("DELETE FROM demand_batches WHERE last_bucket < ?"),
                 (now - self.retention.seconds("minute"),),
             )
+            conn.execute(self._q("DELETE FROM forecasts WHERE ts < ?"),
+                         (int(now - self.retention.forecasts),))
         return deleted
 
     def demand_series(
@@ -582,8 +584,11 @@ class SQLStore(Closing):
         resolution: Resolution,
         di: str | None = None,
         region: str | None = None,
+        past: bool = False,
     ) -> list[Forecast]:
-        """Stored forecasts of `resolution` (optionally of one di / region), by series."""
+        """Stored forecasts of `resolution` (optionally of one di / region), by series: the
+        newest forecast's points, and with `past` also those kept of earlier forecasts for
+        the buckets before it (see `Store.write_forecasts`)."""
         sql = (
             "SELECT di, region, made_at, model, ts, point, upper FROM forecasts"
             " WHERE resolution = ?"
@@ -595,16 +600,18 @@ class SQLStore(Closing):
         if region is not None:
             sql += " AND region = ?"
             params.append(region)
-        grouped: dict[SeriesKey, tuple[float, str, list[ForecastPoint]]] = {}
+        grouped: dict[SeriesKey, list[tuple[float, str, ForecastPoint]]] = {}
         for row_di, row_region, made_at, model, ts, point, upper in self._read(
             self._q(sql + " ORDER BY di, region, ts"), params
         ):
-            entry = grouped.setdefault((row_di, row_region), (made_at, model, []))
-            entry[2].append(ForecastPoint(ts, point, upper))
-        return [
-            Forecast(d, r, resolution, made_at, model, tuple(points))
-            for (d, r), (made_at, model, points) in grouped.items()
-        ]
+            grouped.setdefault((row_di, row_region), []).append(
+                (made_at, model, ForecastPoint(ts, point, upper)))
+        out = []
+        for (d, r), rows in grouped.items():
+            made_at, model, _ = max(rows, key=lambda row: row[0])
+            points = tuple(p for at, _, p in rows if past or at == made_at)
+            out.append(Forecast(d, r, resolution, made_at, model, points))
+        return out
 
     def read_model_choices(self, di: str | None = None) -> list[ModelChoice]:
         sql = "SELECT di, region, model, error, chosen_at FROM model_choices"

@@ -1322,11 +1322,12 @@ def _resource_to(res: Resource) -> dict[str, Any]:
     out["role"] = res.role
     out.update(_non_default(res, _RESOURCE_DEFAULTS, ("capacity", "cost", "warmup", "override")))
     if res.check is not None:
-        out["check"] = _check_to(res.check)
+        out["check"] = check_to_mapping(res.check)
     return out
 
 
-def _check_to(check: HealthCheck) -> dict[str, Any]:
+def check_to_mapping(check: HealthCheck) -> dict[str, Any]:
+    """A health check as the policy file writes it (only what differs from defaults)."""
     defaults = HealthCheck(type=check.type)
     keys = (*_CHECK_COMMON[1:], *_CHECK_KEYS[check.type])
     out: dict[str, Any] = {"type": check.type}

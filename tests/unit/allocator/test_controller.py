@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from shadowdns.allocator.controller import ALL_VIEWS_UP_TO, Controller
 from shadowdns.allocator.hooks import HookRunner
-from shadowdns.allocator.settings import AllocatorSettings, Hook
+from shadowdns.allocator.settings import AllocatorSettings, Hook, Pin
 from shadowdns.clock import SimulatedClock
 from shadowdns.store.base import DemandRow, Retention
 from shadowdns.store.sqlite import SQLiteStore
@@ -318,5 +319,32 @@ def test_a_pin_from_allocator_yaml_ends_at_its_until() -> None:
         assert store.list_allocations() == []
         await ctl.run_window(until + 60)  # the pin is over: nothing is made again
         assert store.list_allocations() == []
+
+    asyncio.run(scenario())
+
+
+def test_new_settings_are_taken_whole_between_runs() -> None:
+    """`use_settings` changes nothing until the loop's next turn; then planning settings
+    (a pin) apply to the same book, and a book-shaping one (bucket) starts a new book that
+    reads its history again."""
+    store = SQLiteStore(":memory:")
+    clock = SimulatedClock(T0)
+    policy = make_policy()
+    seed(store, "jp", 5, 30, T0)
+    ctl, _ = controller(store, policy, clock)
+
+    async def scenario() -> None:
+        await ctl.run_window(clock.now())
+        book = ctl.book
+        pinned = replace(ctl.settings, pins=(Pin(APP, "s-jp", "jp"),))
+        ctl.use_settings(pinned)
+        assert ctl.settings.pins == () and ctl._wake.is_set()
+        ctl._adopt_settings()
+        assert ctl.settings is pinned and ctl.book is book
+        await ctl.run_window(clock.now())
+        assert [(a.resource, a.pinned) for a in store.list_allocations(True)] == [("s-jp", True)]
+        ctl.use_settings(replace(pinned, bucket=300))
+        ctl._adopt_settings()
+        assert ctl.book is not book and ctl.read_until is None
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from shadowdns.allocator.hooks import SIGNATURE_HEADER, HookRunner
+from shadowdns.allocator.hooks import SIGNATURE_HEADER, HookPayload, HookRunner
 from shadowdns.allocator.settings import AllocatorSettings, Hook
 from shadowdns.errors import ConfigError
 
@@ -32,7 +32,7 @@ def run(statuses: list[int], hook: Hook, secret: bytes | None = None
     runner = HookRunner(transport=httpx.MockTransport(answer), secret=secret, sleep=sleep)
 
     async def scenario() -> None:
-        runner.fire(hook, "warmup", {"di": "app.", "resource": "s-jp"},
+        runner.fire(hook, HookPayload("warmup", "app.", "s-jp", "jp", 1, 0.0, 1),
                     done=lambda ok, detail: results.append((ok, detail)))
         await runner.drain()
 
@@ -62,7 +62,9 @@ def test_a_secret_signs_the_exact_body_with_hmac_sha256() -> None:
     """The signature header is the HMAC-SHA256 of the bytes sent; none without a secret."""
     [request], _, _, _ = run([204], Hook(url="http://127.0.0.1:9/w"), secret=b"s3cret")
     body = request.content
-    assert json.loads(body) == {"event": "warmup", "di": "app.", "resource": "s-jp"}
+    assert json.loads(body) == {"event": "warmup", "di": "app.", "resource": "s-jp",
+                                "region": "jp", "allocation": 1, "ready_by": 0.0,
+                                "generation": 1}
     expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert request.headers[SIGNATURE_HEADER] == expected
     [unsigned], _, _, _ = run([204], Hook(url="http://127.0.0.1:9/w"))

@@ -122,6 +122,25 @@ def test_operator_pins_win_over_the_model(policy: Policy) -> None:
     assert result.release == ()
 
 
+def test_a_pin_removed_from_allocator_yaml_releases_its_shadow(policy: Policy) -> None:
+    """The shadow made for a settings pin holds while the pin is there (even with no
+    demand), and is released once the pin is gone; a store pin is not affected."""
+    made = run(policy, {}, settings=AllocatorSettings(pins=(Pin(APP, "s-br", "br"),)))
+    [shadow] = made.add
+    ours = replace(alloc(1, "s-br", "br", pinned=True, created=NOW - 99999),
+                   reason=shadow.reason)
+    store_pin = alloc(2, "s-jp", "jp", pinned=True, created=NOW - 99999)
+    kept = run(policy, {}, [ours, store_pin],
+               settings=AllocatorSettings(pins=(Pin(APP, "s-br", "br"),)))
+    assert kept.release == () and kept.add == ()
+    dangling = AllocatorSettings(pins=(Pin(APP, "s-none", "br"), Pin(APP, "s-br", "mars"),
+                                       Pin("other.example.", "s-br", "br")))
+    assert run(policy, {}, settings=dangling).add == ()  # names what no policy has
+    gone = run(policy, {}, [ours, store_pin])
+    assert [(r.allocation.id, r.reason) for r in gone.release] == [
+        (1, "its pin is no longer in allocator.yaml")]
+
+
 def test_calendar_event_raises_demand_over_the_forecast(policy: Policy) -> None:
     """An event in region R during the planned window allocates there with why=event."""
     settings = AllocatorSettings(events=(CalendarEvent(APP, "br", NOW - 10, NOW + 3600),))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowdns.allocator.hooks import HookRunner
+from shadowdns.allocator.hooks import HookPayload, HookRunner
 from shadowdns.allocator.settings import AllocatorSettings, Hook, parse_duration
 from shadowdns.clock import SimulatedClock
 from shadowdns.errors import ConfigError
@@ -80,12 +80,63 @@ def test_command_hook_gets_json_and_environment(tmp_path: Path) -> None:
     runner = HookRunner()
 
     async def scenario() -> None:
-        runner.fire(Hook(command=(sys.executable, "-c", script)), "warmup",
-                    {"di": "app.", "resource": "s-jp", "region": "jp"})
-        runner.fire(Hook(command=(sys.executable, "-c", "raise SystemExit(2)")), "drain", {})
+        runner.fire(Hook(command=(sys.executable, "-c", script)),
+                    HookPayload("warmup", "app.", "s-jp", "jp", 7, 1000.0, 3))
+        runner.fire(Hook(command=(sys.executable, "-c", "raise SystemExit(2)")),
+                    HookPayload("drain", "app.", "s-jp", "jp", 7, None, 3))
         await runner.drain()
 
     asyncio.run(scenario())
-    assert json.loads(out.read_text()) == {"event": "warmup", "di": "app.",
-                                           "resource": "s-jp", "region": "jp", "env": "s-jp"}
+    assert json.loads(out.read_text()) == {
+        "event": "warmup", "di": "app.", "resource": "s-jp", "region": "jp", "allocation": 7,
+        "ready_by": 1000.0, "generation": 3, "env": "s-jp"}
     assert sorted((c.event, c.ok) for c in runner.calls) == [("drain", False), ("warmup", True)]
+
+
+@pytest.mark.parametrize("raw", [
+    {},
+    {"mode": "preview", "window": "2m", "cost_caps": {"global": 10, "regions": {"jp": 3}},
+     "hooks": {"warmup": {"url": "http://127.0.0.1:9/w", "command": ["/bin/true"]}},
+     "pins": [{"di": "app.example.com", "resource": "s", "region": "jp",
+               "until": "2026-12-01T00:00:00"}],
+     "events": [{"di": "a.example.", "region": "br", "start": 1_700_000_000,
+                 "end": "2026-01-01T12:00:00Z", "demand": 5}]},
+], ids=["defaults", "everything"])
+def test_settings_round_trip_through_their_config(raw: dict[str, object]) -> None:
+    """`to_config` (every key, or only those off the defaults) reads back to the same
+    settings: what the API shows can be sent back unchanged."""
+    settings = AllocatorSettings.from_mapping({"allocator": raw})
+    for defaults in (True, False):
+        assert AllocatorSettings.from_mapping(settings.to_config(defaults)) == settings
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ({"serve_well_km": float("nan")}, "allocator.serve_well_km: nan is not a finite number"),
+    ({"cost_caps": {"global": float("inf")}}, "allocator.cost_caps.global"),
+    ({"events": [{"di": "a" * 70, "region": "x", "start": 1, "end": 2}]},
+     "allocator.events[0]: " + repr("a" * 70) + " is not a DNS name"),
+    ({"hooks": {"drain": {"command": 5}}}, "allocator.hooks.drain.command"),
+    ({"hooks": {"drain": {"url": "file:///etc/passwd"}}}, "allocator.hooks.drain.url"),
+    ({"pins": [{"di": "a."}]}, "allocator.pins[0]: missing resource"),
+], ids=["nan", "infinite-cap", "long-label", "command-not-list", "url-scheme", "missing"])
+def test_bad_values_are_problems_not_crashes(raw: dict[str, object], reason: str) -> None:
+    """Input the API or a file can carry is reported as a problem naming its key."""
+    with pytest.raises(ConfigError) as err:
+        AllocatorSettings.from_mapping(raw)
+    assert reason in str(err.value)
+
+
+def test_problems_in_list_items_carry_the_line_of_the_item(tmp_path: Path) -> None:
+    """A bad pin or event is reported at its own line of allocator.yaml."""
+    (tmp_path / "allocator.yaml").write_text(
+        "allocator:\n  pins:\n    - {di: a., resource: r, region: x}\n    - {di: b.}\n")
+    with pytest.raises(ConfigError) as err:
+        AllocatorSettings.load(tmp_path)
+    assert [(p.line, p.reason) for p in err.value.problems] == [
+        (4, "allocator.pins[1]: missing resource")]
+
+
+def test_a_bare_off_is_mode_off(tmp_path: Path) -> None:
+    """`mode: off` unquoted (YAML reads it as false) means off, as the docs write it."""
+    (tmp_path / "allocator.yaml").write_text("allocator: {mode: off}\n")
+    assert AllocatorSettings.load(tmp_path).mode == "off"

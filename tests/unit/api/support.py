@@ -12,7 +12,7 @@ import asyncio
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -150,10 +150,14 @@ def make_tokens(state: Path) -> dict[str, str]:
 
 
 @contextmanager
-def served_api(tmp_path: Path, *extra: str) -> Iterator[ServedApi]:
-    """Start `shadowdns serve` with the API on port 0; the URL comes from its log."""
+def served_api(tmp_path: Path, *extra: str,
+               prepare: Callable[[Path], None] | None = None) -> Iterator[ServedApi]:
+    """Start `shadowdns serve` with the API on port 0; the URL comes from its log.
+    `prepare` gets the zones directory (a copy of the demo's) before the server starts."""
     zones = tmp_path / "zones"
     shutil.copytree(demo_zones_dir(), zones)
+    if prepare is not None:
+        prepare(zones)
     state = tmp_path / "state.db"
     tokens = make_tokens(state)
     server = ServerProcess(["serve", "--zones", str(zones), "--listen", "127.0.0.1:0",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from shadowdns.store import DemandRow, Forecast, ForecastPoint, HealthState, ModelChoice
 from tests.unit.api.support import ZONE, Api
 
@@ -131,3 +133,40 @@ def test_deleting_a_di_retires_its_series_forecasts_and_allocations(api: Api) ->
     assert [c.di for c in api.in_store(store.read_model_choices)] == [shop]
     history = api.get("/api/v1/allocations/history")
     assert [(a["di"], a["state"]) for a in history] == [(APP, "released")]
+
+
+def test_health_summary_and_metrics_follow_health_changes(api: Api) -> None:
+    """The per-zone counts (/api/v1/health/summary, shadowdns_health_resources) are kept
+    per policy, not walked per request, yet a probe going down and up again shows in both
+    at the next request; pages of /api/v1/health add up to the whole list."""
+    def summary() -> dict[tuple[str, str, str], int]:
+        return {(c["location"], c["role"], c["state"]): c["resources"]
+                for c in api.get("/api/v1/health/summary")}
+
+    def scraped() -> dict[tuple[str, str, str], float]:
+        text = api.http.get("/metrics").text
+        return {(s.labels["location"], s.labels["role"], s.labels["state"]): s.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "shadowdns_health_resources" for s in family.samples}
+
+    before = summary()
+    assert before[("us-east", "primary", "up")] == 1
+    assert ("us-east", "primary", "down") not in before
+    assert sum(before.values()) == 5
+    now = time.time()
+    api.in_store(api.service.store.set_health_state,
+                 HealthState("web-us-1", "down", now, "connect refused"))
+    down = summary()
+    assert ("us-east", "primary", "up") not in down
+    assert down[("us-east", "primary", "down")] == 1
+    assert scraped()[("us-east", "primary", "down")] == 1
+    api.in_store(api.service.store.set_health_state,
+                 HealthState("web-us-1", "up", now + 1, "probe ok"))
+    assert summary() == before
+    assert scraped()[("us-east", "primary", "up")] == 1
+    whole = [h["resource"] for h in api.get("/api/v1/health")]
+    pages = [h["resource"] for offset in range(0, 6, 2)
+             for h in api.get("/api/v1/health", offset=offset, limit=2)]
+    assert pages == whole and len(whole) == 5
+    bad = api.http.get("/api/v1/health", headers=api.auth("reader"), params={"limit": 0})
+    assert bad.status_code == 422 and "limit" in bad.text

@@ -8,6 +8,7 @@ are tested against the real server in tests/integration/test_privilege.py.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from shadowdns.api.config_files import Change, ConfigFiles
 from shadowdns.api.errors import ApiError
+from shadowdns.resolver.commands import demo_zones_dir
 from tests.unit.api.support import ZONE, Api, running_api
 
 BASE = f"/api/v1/zones/{ZONE}"
@@ -129,11 +131,11 @@ def test_zone_import_with_include_is_refused(api: Api) -> None:
     assert api.zone_file.read_bytes() == before
 
 
-def test_the_api_writes_only_zone_and_policy_files(api: Api) -> None:
-    """allocator.yaml (where command hooks live) and files elsewhere are never written."""
+def test_the_api_writes_only_zone_policy_and_allocator_files(api: Api) -> None:
+    """Files elsewhere, hidden files and other names are never written."""
     files = ConfigFiles(api.service)
-    for target in (api.zones / "allocator.yaml", api.zones.parent / "x.zone",
-                   api.zones / ".hidden.zone"):
+    for target in (api.zones / "allocator.yml", api.zones.parent / "x.zone",
+                   api.zones.parent / "allocator.yaml", api.zones / ".hidden.zone"):
         with pytest.raises(ApiError) as info:
             asyncio.run(files.apply([Change(target, "allocator: {}\n")]))
         assert info.value.status == 403
@@ -156,3 +158,32 @@ def test_reading_a_zone_follows_include_only_inside_the_zones_directory(api: Api
     assert "root:x:0" not in response.text and "/bin/" not in response.text
     [problem] = response.json()["error"]["problems"]
     assert problem["line"] == text.count("\n") + 1
+
+
+def test_allocator_hook_commands_come_only_from_the_host(tmp_path: Path) -> None:
+    """PUT /allocator refuses a new or changed hook command (403, the field named, the file
+    untouched) but keeps one the host's file already has while other keys change; with
+    --allow-commands it takes a new one."""
+    source = tmp_path / "source"
+    shutil.copytree(demo_zones_dir(), source)
+    (source / "allocator.yaml").write_text(
+        "allocator:\n  hooks: {drain: {command: [/bin/true]}}\n")
+    with running_api(tmp_path / "a", source) as api:
+        doc = api.get("/api/v1/allocator")["allocator"]
+        assert doc["hooks"]["drain"]["command"] == ["/bin/true"]
+        before = (api.zones / "allocator.yaml").read_text()
+        for hooks in ({"drain": {"command": EVIL}},
+                      {**doc["hooks"], "warmup": {"command": EVIL}}):
+            response = api.call("PUT", "/api/v1/allocator", {**doc, "hooks": hooks})
+            assert response.status_code == 403, response.text
+            assert problems(response)[0].startswith("body.hooks.")
+            assert (api.zones / "allocator.yaml").read_text() == before
+        kept = api.call("PUT", "/api/v1/allocator", {**doc, "window": 120})
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["allocator"]["hooks"]["drain"]["command"] == ["/bin/true"]
+    with running_api(tmp_path / "b", source, allow_commands=True) as api:
+        doc = api.get("/api/v1/allocator")["allocator"]
+        taken = api.call("PUT", "/api/v1/allocator",
+                         {**doc, "hooks": {"warmup": {"command": ["/bin/echo"]}}})
+        assert taken.status_code == 200, taken.text
+        assert api.service.loaded.allocator.warmup_hook is not None

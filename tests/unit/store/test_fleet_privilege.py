@@ -95,3 +95,35 @@ def test_a_store_file_whose_name_leaves_the_zones_directory_is_not_written(
     store.put_config_file("../escape.", "zone", "$TTL 300\n")
     assert fleet.sync_from_store(store, zones, at_start=False) is False
     assert not (zones.parent / "escape.zone").exists()
+
+
+SETTINGS = "allocator:\n  window: 5m\n  hooks: {drain: {command: [/bin/true]}}\n"
+
+
+@pytest.mark.parametrize(("theirs", "taken"), [
+    ("allocator:\n  window: 10m\n  hooks: {drain: {command: [/bin/true]}}\n", True),
+    ("allocator:\n  window: 5m\n  hooks: {drain: {command: [/bin/sh, -c, id]}}\n", False),
+    ("allocator:\n  hooks: {drain: {command: [/bin/true]}, warmup: {command: [id]}}\n", False),
+], ids=["same-command", "changed-command", "new-command"])
+def test_allocator_yaml_travels_through_the_store_without_new_hook_commands(
+        node: tuple[Store, Path], theirs: str, taken: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """allocator.yaml is published like a policy file and taken from the store, unless the
+    store's copy adds or changes a hook command (then the node keeps its own and logs the
+    field)."""
+    store, zones = node
+    (zones / "allocator.yaml").write_text(SETTINGS)
+    assert fleet.publish(store, zones) == 1
+    assert {(f.origin, f.kind) for f in store.config_files()} >= {(".", "allocator")}
+    store.put_config_file(".", "allocator", theirs)
+    with caplog.at_level(logging.ERROR, logger="shadowdns.fleet"):
+        assert fleet.sync_from_store(store, zones, at_start=False) is taken
+    assert (zones / "allocator.yaml").read_text() == (theirs if taken else SETTINGS)
+    assert taken or ("hooks." in caplog.text and "--allow-commands" in caplog.text)
+
+
+def test_a_node_without_allocator_yaml_takes_the_fleets(node: tuple[Store, Path]) -> None:
+    store, zones = node
+    store.put_config_file(".", "allocator", "allocator: {window: 2m}\n")
+    assert fleet.sync_from_store(store, zones, at_start=False) is True
+    assert (zones / "allocator.yaml").read_text() == "allocator: {window: 2m}\n"

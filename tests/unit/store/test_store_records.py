@@ -45,9 +45,15 @@ def _forecast(di: str, made_at: float, points: list[int], model: str = "ets") ->
 def test_write_forecasts_replaces_the_previous_forecast_of_each_series(
     store: Store,
 ) -> None:
-    """A new forecast of a series replaces all its old points; other series are kept."""
+    """A new forecast of a series replaces its old points from its first bucket on; the
+    points of earlier buckets stay (what was forecast for them), the series is read with
+    the newest forecast's time and model, and other series are kept."""
     store.write_forecasts([_forecast("a.", 1.0, [300, 600, 900]), _forecast("b.", 1.0, [300])])
     assert store.write_forecasts([_forecast("a.", 2.0, [600, 1200], model="lstm")]) == 2
+    assert store.read_forecasts("5m", past=True) == [
+        _forecast("a.", 2.0, [300, 600, 1200], model="lstm"),
+        _forecast("b.", 1.0, [300]),
+    ]
     assert store.read_forecasts("5m") == [
         _forecast("a.", 2.0, [600, 1200], model="lstm"),
         _forecast("b.", 1.0, [300]),
@@ -142,3 +148,11 @@ def test_health_observations_keep_each_nodes_latest_view(store: Store) -> None:
     assert [(o.node, o.state, o.ts) for o in seen] == [("node-a", "down", 110.0),
                                                        ("node-b", "down", 105.0)]
     assert [o.node for o in store.health_observations(since=108.0)] == ["node-a"]
+
+
+def test_retention_drops_forecast_points_of_buckets_past_it(store: Store) -> None:
+    """Forecast points older than `Retention.forecasts` go with the retention run."""
+    keep = store.retention.forecasts
+    store.write_forecasts([_forecast("a.", 1.0, [300, 600, 900])])
+    store.apply_retention(600 + keep)
+    assert store.read_forecasts("5m", past=True) == [_forecast("a.", 1.0, [600, 900])]

@@ -187,33 +187,75 @@
 
   function width(id) { return Math.max(300, $(id).clientWidth - 4); }
 
-  function markerPlugin() {
+  function selectedSeries() {
+    var s = $("series-select").value;
+    return forecasts.filter(function (f) { return f.di + " " + f.region === s; })[0];
+  }
+
+  /* each shadow of the series as a shaded span from allocated to released (or now) */
+  function spanPlugin() {
     return {
       hooks: {
-        draw: [function (u) {
-          var s = $("series-select").value;
-          var series = forecasts.filter(function (f) { return f.di + " " + f.region === s; })[0];
+        drawClear: [function (u) {
+          var series = selectedSeries();
           if (!series) { return; }
           var ctx = u.ctx;
           var min = u.scales.x.min;
           var max = u.scales.x.max;
           ctx.save();
-          ctx.lineWidth = 2 * devicePixelRatio;
           series.allocations.forEach(function (a) {
-            [[a.valid_from, "#1f9d55"], [a.valid_until, "#9aa3ad"]].forEach(function (m) {
-              if (m[0] === null || m[0] < min || m[0] > max) { return; }
-              var x = Math.round(u.valToPos(m[0], "x", true));
-              ctx.strokeStyle = m[1];
-              ctx.beginPath();
-              ctx.moveTo(x, u.bbox.top);
-              ctx.lineTo(x, u.bbox.top + u.bbox.height);
-              ctx.stroke();
-            });
+            var from = Math.max(a.valid_from, min);
+            var until = Math.min(a.valid_until === null ? Date.now() / 1000 : a.valid_until, max);
+            if (until <= from) { return; }
+            var x0 = u.valToPos(from, "x", true);
+            var x1 = u.valToPos(until, "x", true);
+            ctx.fillStyle = a.state === "ready" ? "rgba(31,157,85,0.12)" :
+              a.state === "warming" ? "rgba(201,138,0,0.12)" : "rgba(107,116,128,0.10)";
+            ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
+            ctx.strokeStyle = "#1f9d55";
+            ctx.lineWidth = 2 * devicePixelRatio;
+            ctx.beginPath();
+            ctx.moveTo(Math.round(x0), u.bbox.top);
+            ctx.lineTo(Math.round(x0), u.bbox.top + u.bbox.height);
+            ctx.stroke();
           });
           ctx.restore();
         }]
       }
     };
+  }
+
+  /* an allocation's reason is compact JSON ({"why": ..., "model": ..., ...}) */
+  function reasonText(reason) {
+    var r;
+    try { r = JSON.parse(reason); } catch (e) { return reason || ""; }
+    if (!r || typeof r !== "object") { return String(reason); }
+    var parts = [r.why || "?"];
+    if (r.model) { parts.push("model " + r.model); }
+    if (typeof r.predicted === "number") { parts.push("predicted " + r.predicted.toFixed(1)); }
+    if (typeof r.observed === "number") { parts.push("observed " + r.observed.toFixed(0)); }
+    if (typeof r.p_cross === "number") { parts.push("P(cross) " + r.p_cross.toFixed(2)); }
+    if (typeof r.threshold === "number") { parts.push("threshold " + r.threshold); }
+    return parts.join(" · ");
+  }
+
+  function renderSpans(f) {
+    var body = $("forecast-allocations").tBodies[0];
+    clear(body);
+    var rows = f ? f.allocations.slice().sort(function (a, b) { return b.valid_from - a.valid_from; }) : [];
+    if (!rows.length) {
+      body.appendChild(el("tr", {}, [el("td", { colspan: "4", "class": "muted",
+        text: "no shadow allocated for this DI and region in this span" })]));
+    }
+    rows.forEach(function (a) {
+      body.appendChild(el("tr", { "data-allocation": String(a.id), "data-state": a.state }, [
+        el("td", { text: a.resource + (a.pinned ? " (pinned)" : "") }),
+        el("td", { text: a.state }),
+        el("td", { text: hhmmss(a.valid_from) + " – " +
+          (a.valid_until === null ? "" : hhmmss(a.valid_until)) }),
+        el("td", { "class": "reason", title: a.reason, text: reasonText(a.reason) })
+      ]));
+    });
   }
 
   function forecastData(f) {
@@ -225,10 +267,12 @@
     f.actual.forEach(function (p) { actual[p.ts] = p.queries; });
     f.points.forEach(function (p) { point[p.ts] = p.point; upper[p.ts] = p.upper; });
     var lastActual = f.actual.length ? f.actual[f.actual.length - 1].ts : -Infinity;
+    var threshold = f.threshold === null || f.threshold === undefined ? null : f.threshold;
     return [x,  /* a bucket with no row had no queries, up to the last one recorded */
       x.map(function (t) { return t in actual ? actual[t] : (t < lastActual ? 0 : null); }),
       x.map(function (t) { return t in point ? point[t] : null; }),
-      x.map(function (t) { return t in upper ? upper[t] : null; })];
+      x.map(function (t) { return t in upper ? upper[t] : null; }),
+      x.map(function () { return threshold; })];
   }
 
   function renderForecast() {
@@ -245,8 +289,9 @@
       if (keys.indexOf(previous) >= 0) { select.value = previous; }
       select.hidden = !keys.length;
     }
-    var f = forecasts.filter(function (s) { return s.di + " " + s.region === select.value; })[0];
+    var f = selectedSeries();
     var box = $("forecast-chart");
+    renderSpans(f);
     if (!f || (!f.actual.length && !f.points.length)) {
       if (forecastChart) { forecastChart.destroy(); forecastChart = null; }
       clear(box);
@@ -254,7 +299,8 @@
       $("forecast-info").textContent = "";
       return;
     }
-    $("forecast-info").textContent = "model " + (f.model || "-") +
+    $("forecast-info").textContent = "model in use: " + (f.model || "-") +
+      (f.threshold !== null ? " · threshold " + f.threshold : "") +
       (f.model_error !== null ? " · backtest error " + f.model_error.toFixed(3) : "") +
       (f.recent_error !== null ? " · recent error " + f.recent_error.toFixed(1) : "");
     var data = forecastData(f);
@@ -266,10 +312,12 @@
         { label: "actual", stroke: "#1d232b", width: 2 },
         { label: "forecast", stroke: "#2b6cb0", dash: [6, 4], width: 2,
           points: { show: false } },
-        { label: "upper", stroke: "rgba(43,108,176,0.4)", width: 1, points: { show: false } }],
+        { label: "upper", stroke: "rgba(43,108,176,0.4)", width: 1, points: { show: false } },
+        { label: "threshold", stroke: "#d64545", dash: [2, 3], width: 1,
+          points: { show: false } }],
       bands: [{ series: [3, 2], fill: "rgba(43,108,176,0.15)" }],
       axes: [{}, { label: "queries per bucket" }],
-      plugins: [markerPlugin()]
+      plugins: [spanPlugin()]
     }, data, box);
   }
 
