@@ -44,7 +44,6 @@ from shadowdns.resolver.render import (
 )
 from shadowdns.resolver.snapshot import GeoContext, Snapshot
 from shadowdns.resolver.transfer import TransferConfig, Transfers
-from shadowdns.zones.keys import ZoneKey
 from shadowdns.zones.policy import DI
 from shadowdns.zones.zone import Zone
 
@@ -1081,11 +1080,6 @@ class QueryEngine:
             return None
         owner = key[:-4]
         table = self.table
-        unsigned = table.base.get(key)
-        if isinstance(unsigned, Regional):
-            derived = self._sign_regional(unsigned, zone, zone_key, key, qname, qtype)
-            if derived is not None:
-                return derived
         family = 4 if qtype == _A else 6
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         di_text = di.name.to_text()
@@ -1120,60 +1114,6 @@ class QueryEngine:
         table.deps.setdefault(di_text, []).append(key)
         return Regional(ctx, table.intern_variants(tuple(variants)), first,
                         len(rendered) == 1)
-
-    def _sign_regional(self, unsigned: Regional, zone: Zone, zone_key: ZoneKey, key: bytes,
-                       qname: dns.name.Name, qtype: int) -> Regional | None:
-        """The signed base of a DI's A/AAAA question from its unsigned hand-rendered
-        variants (what prewarm compiled just before): each distinct variant's RRset is
-        read back from its bytes and signed, a NODATA variant becomes the signed denial,
-        so the routing decisions are not made twice. None when a variant is not of the
-        shape `_compile_di` renders (the caller then decides afresh)."""
-        signer = self.snapshot.signer
-        assert signer is not None
-        owner = key[:-4]
-        table = self.table
-        made: dict[bytes, Template] = {}
-        variants: list[Template] = []
-        for variant in unsigned.variants:
-            same = made.get(variant.body)
-            if same is None:
-                hdr = variant.hdr
-                count = hdr[4] << 8 | hdr[5]
-                body = variant.body_noopt
-                if count and hdr[6:10] == b"\x00\x00\x00\x00":
-                    rdatas: list[bytes] = []
-                    ttl = -1
-                    i = 0
-                    while i < len(body):
-                        if (body[i : i + 2] != b"\xc0\x0c" or i + 12 > len(body)
-                                or body[i + 2] << 8 | body[i + 3] != qtype):
-                            return None
-                        rr_ttl, size = struct.unpack_from("!IH", body, i + 6)
-                        if ttl not in (-1, rr_ttl):
-                            return None
-                        ttl = rr_ttl
-                        rdatas.append(body[i + 12 : i + 12 + size])
-                        i += 12 + size
-                    if len(rdatas) != count or i != len(body):
-                        return None
-                    signed = signing.signed_rrset_wire(signer, zone_key, owner, qtype, ttl,
-                                                       rdatas)
-                    same = Template(hdr[:4] + struct.pack("!HHH", count + 1, 0, 0), signed,
-                                    signed, 0)
-                elif not count:
-                    nodata = self._signed_denial(
-                        Result(authority=[negative_soa(zone)], zone=zone, final_name=qname),
-                        qname, qtype, len(key), "static", owner=owner)
-                    if nodata is None:
-                        return None
-                    same = nodata
-                else:
-                    return None
-                made[variant.body] = same
-            variants.append(table.intern(Template(same.hdr, same.body, same.body_noopt,
-                                                  variant.stat)))
-        return Regional(unsigned.ctx, table.intern_variants(tuple(variants)), unsigned.first,
-                        unsigned.uniform)
 
     def _signed_denial(self, result: Result, qname: dns.name.Name, qtype: int,
                        question_len: int, kind: str, intern: bool = True,
