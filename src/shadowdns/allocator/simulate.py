@@ -336,6 +336,10 @@ def simulate(
     history: float = 14 * 86400.0,
     quantile: float = 0.9,
     cross_probability: float | None = 0.5,
+    price: float = 1.0,
+    budget: float | None = None,
+    decision: Literal["value", "threshold"] = "value",
+    persistence: bool = True,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -355,7 +359,11 @@ def simulate(
     settings = AllocatorSettings(mode="active", window=float(bucket), bucket=bucket,
                                  tick=float(bucket), history=history, refit_every=refit_every,
                                  drain_grace=30.0, serve_well_km=500.0,
-                                 cross_probability=cross_probability)
+                                 cross_probability=cross_probability, price=price,
+                                 shadow_minutes_per_day=budget, persistence=persistence,
+                                 # reactive is the threshold rule with its hold, by definition
+                                 decision="threshold" if policy_name == "reactive"
+                                 else decision)
     figures = asyncio.run(_run(series, policy_name, policy, bucket, settings, executor,
                                progress))
     figures = {"policy": policy_name, "lead_time": lead, **figures,
