@@ -29,7 +29,8 @@ RESOURCES = {"jp": "s-jp2", "kr": "s-kr", "br": "s-br"}
 def test_the_budget_is_never_exceeded(paths: list[list[float]], held: list[bool],
                                       pinned: list[bool], minutes: float, scale: float,
                                       decision: str) -> None:
-    """keep + add (pins aside) × window ≤ the minutes left."""
+    """keep + add (pins aside) × (window + drain) + released × drain ≤ the minutes left:
+    the next window and every drain to come are paid for."""
     policy = make_policy(max_shadows=3, threshold=50.0, lead_time=900.0)
     demand = {(APP, r): DemandView(APP, r, max(p), p[0], "ets", path=tuple(p),
                                    path_start=NOW) for r, p in zip(REGIONS, paths, strict=True)}
@@ -41,6 +42,9 @@ def test_the_budget_is_never_exceeded(paths: list[list[float]], held: list[bool]
                   budget=Budget(minutes, scale))
     pins = {a.id for a in allocations if a.pinned}
     held_next = [a for a in result.keep if a.id not in pins] + list(result.add)
-    assert len(held_next) * s.window / 60 <= minutes + 1e-6
+    drain = (s.drain_grace + policy.dis[next(iter(policy.dis))].ttl) / 60
+    released = [r for r in result.release if r.allocation.id not in pins]
+    assert len(held_next) * (s.window / 60 + drain) + len(released) * drain \
+        <= minutes + 1e-6 or not held_next
     assert pins <= {a.id for a in result.keep}
     assert math.isfinite(sum(a.demand for a in result.add))

@@ -227,6 +227,7 @@ class Controller:
         self.budget_day: int | None = None
         self.budget_spent = 0.0
         self._spent_at: float | None = None
+        self._drain_ttl = 0
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -472,7 +473,8 @@ class Controller:
             self._demand_cache = (key, demand)
         states = await self.io(self.store.health_states)
         down = frozenset(h.resource for h in states if h.state == "down")
-        budget = self._budget(now, allocations)
+        self._drain_ttl = max((v.di.ttl for v in views), default=0)
+        budget = self._budget(now)
         args = (now, views, demand, allocations, down, self.settings, None, budget)
         if self.solve_in_thread:
             result = await asyncio.get_running_loop().run_in_executor(
@@ -505,25 +507,28 @@ class Controller:
             await self._write_forecasts(views, now)
         return result
 
-    def _budget(self, now: float, allocations: Sequence[Allocation]) -> Budget | None:
-        """Charge the shadows held since the last run to the day's budget; at a new day,
-        move the price by how the last day spent (under budget: cheaper, over: dearer)."""
+    def _budget(self, now: float) -> Budget | None:
+        """Charge what the last plan held (its shadows for the time since, its releases for
+        their drain) to the day's budget; at a new day, move the price by how the last day
+        spent (under budget: cheaper, over: dearer)."""
         per_day = self.settings.shadow_minutes_per_day
         if per_day is None:
             return None
-        day = math.floor(now / 86400.0)
-        if self._spent_at is not None:
-            self.budget_spent += len(allocations) * max(0.0, now - self._spent_at) / 60.0
+        last = self.last_plan
+        if self._spent_at is not None and last is not None:
+            since = max(0.0, now - self._spent_at) / 60.0
+            drain = (self.settings.drain_grace + self._drain_ttl) / 60.0
+            self.budget_spent += (len(last.keep) + len(last.add)) * since \
+                + len(last.release) * min(since, drain)
         self._spent_at = now
+        day = math.floor(now / 86400.0)
         if self.budget_day != day:
             if self.budget_day is not None:
                 used = self.budget_spent / per_day
                 self.price_scale = min(100.0, max(0.01, self.price_scale
                                                   * min(2.0, max(0.5, used))))
             self.budget_day, self.budget_spent = day, 0.0
-        draining = sum(1 for a in allocations if a.state == "draining")
-        left = per_day - self.budget_spent - draining * self.settings.window / 60.0
-        return Budget(max(0.0, left), self.price_scale)
+        return Budget(max(0.0, per_day - self.budget_spent), self.price_scale)
 
     def demand_views(self, views: Sequence[DIView], now: float) -> dict[tuple[str, str],
                                                                          DemandView]:

@@ -548,18 +548,23 @@ def plan(
             dem_region.append(regions.setdefault(info[1], len(regions)))
 
     if budget is not None:
-        # the budget: every shadow held over the next window costs window minutes; pins
-        # are the operator's and always hold, the rest go by what keeping them is worth
-        slots = math.floor(budget.minutes_left / (window / 60.0) + 1e-9) - len(add) \
-            - len(releasable)
+        # the budget: every shadow held over the next window costs window minutes and
+        # keeps its drain (TTL + grace) in reserve, every released one its drain; pins are
+        # the operator's and always hold, the rest go by what keeping them is worth
+        wm = window / 60.0
+        dm = min(wm, (settings.drain_grace + max((v.di.ttl for v in dis), default=0)) / 60.0)
         movable = sorted((a for a in fixed if a.id not in pinned_ids),
                          key=lambda a: score.get(a.id, 0.0), reverse=True)
-        room = max(0, slots - (len(fixed) - len(movable)))
+        base = (len(fixed) - len(movable) + len(add) + len(releasable)) * (wm + dm) \
+            + (len(release) + len(movable)) * dm
+        spare = budget.minutes_left - base + 1e-9
+        room = max(0, min(len(movable), math.floor(spare / wm)))
         for a in movable[room:]:
             fixed.remove(a)
             release.append(Release(a, reason_text(why="budget",
                                                   minutes_left=round(budget.minutes_left, 1))))
-        free = max(0, room - len(movable))
+        spare -= room * wm
+        free = max(0, math.floor(spare / (wm + dm))) if spare > 0 else 0
         if len(dem_value) > free:
             best = sorted(range(len(dem_value)), key=lambda i: -dem_score[i])[:free]
             pair_d, pair_r, pair_w = _only_rows(sorted(best), pair_d, pair_r, pair_w)

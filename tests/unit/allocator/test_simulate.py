@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -155,3 +156,16 @@ def test_a_percentile_threshold_is_at_least_one_query() -> None:
     assert threshold_for("p75", [sparse]) == 1.0
     assert threshold_for("p50", [np.arange(101.0)]) == 50.0
     assert threshold_for("0", [sparse]) == 0.0
+
+
+def test_a_daily_budget_of_shadow_minutes_is_kept_day_by_day() -> None:
+    """With budget.shadow_minutes_per_day at a third of what the unbudgeted run spends, no
+    simulated day spends more than the budget (and the shadows still serve)."""
+    series = multi_region(daily(4), "svc.sim.")[:2]
+    free = simulate(series, "predictive", 900, STEP, "p75", model="snaive")
+    days = len(series[0].values) * STEP / 86400
+    budget = free["shadow_minutes"] / days / 3
+    capped = simulate(series, "predictive", 900, STEP, "p75", model="snaive", budget=budget)
+    assert 0 < capped["shadow_minutes"] <= budget * math.ceil(days + 1)
+    assert max(capped["day_shadow_minutes"].values()) <= budget + 1e-6
+    assert capped["local_share"] > 0

@@ -116,12 +116,13 @@ def test_an_old_shadow_leaves_only_when_its_successor_is_ready() -> None:
 
 
 def test_the_budget_keeps_the_most_valuable_and_never_more() -> None:
-    """Minutes for two shadows over the next window: of three worth keeping the two worth
+    """Minutes for two shadows over the next window (each with its drain of TTL + grace,
+    1 minute, in reserve) and the third one's drain: of three worth keeping the two worth
     most stay, and nothing new is added; a pin holds whatever the budget."""
     current = [alloc(1, "jp", "s-jp", NOW - 3600), alloc(2, "kr", "s-kr", NOW - 3600),
                alloc(3, "br", "s-br", NOW - 3600)]
     demand = [path("jp", [300.0] * 8), path("kr", [100.0] * 8), path("br", [60.0] * 8)]
-    result = run(demand, current, Budget(minutes_left=2 * BUCKET / 60))
+    result = run(demand, current, Budget(minutes_left=2 * (BUCKET / 60 + 1) + 1))
     assert sorted(a.id for a in result.keep) == [1, 2]
     assert [r.allocation.id for r in result.release] == [3] and result.add == ()
     none_left = run(demand, current, Budget(minutes_left=0.0))
