@@ -350,8 +350,9 @@ def _sweep(args: argparse.Namespace, series: list[Series],
             if not args.json:
                 print(f"lead time {format_duration(lead)}, bucket {args.bucket} s, "
                       f"threshold {args.threshold}\n{TABLE_HEAD}")
-                print("\n".join(table(label(str(args.trace)), reactive, others, cells,
-                                      args.bucket)), flush=True)
+                stem = args.trace.name.removesuffix(".gz").removesuffix(".csv")
+                print("\n".join(table(stem, reactive, others, cells, args.bucket)),
+                      flush=True)
             if args.plot is not None:
                 out = args.plot if len(leads) == 1 else args.plot.with_name(
                     f"{args.plot.stem}-{format_duration(lead)}{args.plot.suffix}")
