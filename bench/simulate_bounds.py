@@ -1,7 +1,7 @@
 """Every shared trace's frontiers: each policy swept over its knob, at its own minutes.
 
     .venv/bin/python -m bench.simulate_bounds [--data tests/data/traffic] [--out DIR] \
-        [--traces STEM ...] [--prices 1 0.5] [--lead-times 15m] [--plots DIR] [--jobs 2]
+        [--traces STEM ...] [--prices 0.5 1] [--lead-times 15m] [--plots DIR] [--jobs 2]
 
 For each trace file: reactive with its minimum hold swept (0 … 2 h) and `always` make the
 reactive frontier; predictive and the oracle run at each `--prices` (the first is the
@@ -60,8 +60,8 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "shadowdns-simulate")
     parser.add_argument("--traces", nargs="+", default=None, metavar="NAME",
                         help="only the trace files with these names (without .csv[.gz])")
-    parser.add_argument("--prices", nargs="+", default=["1"])
-    parser.add_argument("--oracle-prices", nargs="+", default=["1"])
+    parser.add_argument("--prices", nargs="+", default=["0.5"])
+    parser.add_argument("--oracle-prices", nargs="+", default=["0.5"])
     parser.add_argument("--lead-times", nargs="+", default=["15m"])
     parser.add_argument("--plots", type=Path, default=None, metavar="DIR")
     parser.add_argument("--jobs", type=int, default=2)

@@ -31,7 +31,7 @@ from shadowdns.predictor.series import Series
 
 HOLDS: tuple[float, ...] = (0.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0)
 """Reactive's knob, swept: the minimum hold (s) after the last bucket at the threshold."""
-PRICES: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5, 0.25)
+PRICES: tuple[float, ...] = (2.0, 1.0, 0.5, 0.25)
 """Predictive's and the oracle's knob, swept: the price of a shadow-bucket, × threshold."""
 LEAD_TIMES: tuple[float, ...] = (300.0, 900.0, 1800.0, 3600.0)
 

@@ -11,7 +11,7 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
       bucket: 5m               # demand bucket the forecasts work on (60 s multiples)
       cross_probability: 0.5   # allocate on the forecast when P(demand >= threshold) >= this
       decision: value          # value: expected demand over a life vs its minutes | threshold
-      price: 1.0               # a shadow-bucket must serve price × threshold queries to pay
+      price: 0.5               # a shadow-bucket must serve price × threshold queries to pay
       lookahead: 1h            # how far past the lead time a shadow's life is valued
       persistence: true        # correct the path by how the last bucket's surprise lasts
       budget: {shadow_minutes_per_day: 20000}   # a hard cap; the price follows it day by day
@@ -153,7 +153,7 @@ class AllocatorSettings:
     # "value": a shadow is allocated or kept when the forecast's expected demand over its
     # life pays for its minutes (see `planner.life_value`); "threshold": the old rule
     decision: Literal["value", "threshold"] = "value"
-    price: float = 1.0
+    price: float = 0.5
     lookahead: float = 3600.0
     shadow_minutes_per_day: float | None = None
     persistence: bool = True  # the value rule's path follows residuals that persist

@@ -344,7 +344,7 @@ def simulate(
     history: float = 14 * 86400.0,
     quantile: float = 0.9,
     cross_probability: float | None = 0.5,
-    price: float = 1.0,
+    price: float = 0.5,
     budget: float | None = None,
     decision: Literal["value", "threshold"] = "value",
     persistence: bool = True,

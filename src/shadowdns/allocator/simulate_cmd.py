@@ -82,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="allocate on the forecast when P(demand >= threshold) in the "
                           "window is at least P (default 0.5); 'off': when the forecast "
                           "quantile crosses")
-    sim.add_argument("--price", default=1.0, type=_positive, metavar="X",
+    sim.add_argument("--price", default=0.5, type=_positive, metavar="X",
                      help="predictive/oracle: a shadow pays when each of its buckets is "
-                          "expected to serve X × the threshold (default 1)")
+                          "expected to serve X × the threshold (default 0.5)")
     sim.add_argument("--budget", default=None, type=_positive, metavar="MINUTES",
                      help="predictive/oracle: shadow-minutes per day, a hard cap (the "
                           "price then follows the budget day by day)")

@@ -117,14 +117,15 @@ def test_predictive_beats_the_reactive_frontier_on_periodic_bursts() -> None:
     """Bursts of two buckets every hour are over before a reactive shadow (15 minutes of
     lead) is ready: reaction serves them only by holding its shadows through the hour.
     The period is found after three cycles and each burst pre-warmed a lead time ahead
-    (the burst pays for its warm-up at a threshold of 20, the hour between does not), so
+    (at a threshold of 40, the default price of half of it per shadow-bucket: the burst
+    pays for its warm-up, the hour between does not), so
     predictive serves more at its own minutes than reactive at the same minutes, and
     covers a good part of the way to the ideal."""
     series = apps_to_regions([bursts(2, 12, 2, 100.0, seed) for seed in (1, 2)])
     series = [Series(f"t{i}.sim.|{s.key.split('|')[1]}", s.values, s.step, s.start)
               for i, s in enumerate(series)]
-    frontier = reactive_frontier(series, "20")
-    r = simulate(series, "predictive", 900, STEP, "20")
+    frontier = reactive_frontier(series, "40")
+    r = simulate(series, "predictive", 900, STEP, "40")
     at = frontier_at(frontier, r["shadow_minutes"])
     cells = busiest_cells(series)
     ideal = ideal_share(cells, STEP, r["shadow_minutes"],

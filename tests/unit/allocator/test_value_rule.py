@@ -35,7 +35,7 @@ def run(demand: list[DemandView], allocations: list[Allocation] | None = None,
         budget: Budget | None = None, max_shadows: int = 4):
     policy = make_policy(max_shadows=max_shadows, threshold=THRESHOLD, lead_time=LEAD)
     return plan(NOW, di_views([policy]), {(APP, v.region): v for v in demand},
-                allocations or [], frozenset(), AllocatorSettings(), budget=budget)
+                allocations or [], frozenset(), AllocatorSettings(price=1.0), budget=budget)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_the_budget_and_price_settings_are_validated_naming_each_field() -> None
         "budget": {"shadow_minutes_per_day": 1440}}})
     assert (good.decision, good.price, good.lookahead, good.persistence,
             good.shadow_minutes_per_day) == ("threshold", 0.5, 1800.0, False, 1440.0)
-    assert AllocatorSettings().decision == "value" and AllocatorSettings().price == 1.0
+    assert AllocatorSettings().decision == "value" and AllocatorSettings().price == 0.5
     with pytest.raises(ConfigError) as err:
         AllocatorSettings.from_mapping({"decision": "maybe", "price": 0, "persistence": 1,
                                         "budget": {"shadow_minutes_per_day": -5}})
