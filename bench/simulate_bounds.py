@@ -1,7 +1,8 @@
 """Every shared trace's frontiers: each policy swept over its knob, at its own minutes.
 
     .venv/bin/python -m bench.simulate_bounds [--data tests/data/traffic] [--out DIR] \
-        [--traces STEM ...] [--prices 0.5 1] [--lead-times 15m] [--plots DIR] [--jobs 2]
+        [--traces STEM ...] [--prices 0.5 1] [--lead-times 15m] [--plots DIR] [--jobs 2] \
+        [--cached-only]
 
 For each trace file: reactive with its minimum hold swept (0 … 2 h) and `always` make the
 reactive frontier; predictive and the oracle run at each `--prices` (the first is the
@@ -39,10 +40,13 @@ from shadowdns.allocator.simulate_cmd import load_trace, trace_files
 BUCKET = 300
 
 
-def run(trace: Path, policy: str, out: Path, extra: list[str]) -> dict[str, Any]:
+def run(trace: Path, policy: str, out: Path, extra: list[str],
+        cached_only: bool = False) -> dict[str, Any] | None:
     tag = "".join(extra).replace("-", "").replace(" ", "")
     cache = out / (f"{name(trace)}.{policy}.json" if not tag
                    else f"{name(trace)}.{policy}.{tag}.json")
+    if not cache.exists() and cached_only:
+        return None
     if not cache.exists():
         cmd = [sys.executable, "-m", "shadowdns", "simulate", "--trace", str(trace),
                "--policy", policy, "--bucket", "5m", "--threshold", "p75", "--json",
@@ -65,6 +69,8 @@ def main() -> None:
     parser.add_argument("--lead-times", nargs="+", default=["15m"])
     parser.add_argument("--plots", type=Path, default=None, metavar="DIR")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cached-only", action="store_true",
+                        help="run nothing: tabulate the runs already in --out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     traces = [t for t in trace_files(args.data)
@@ -84,8 +90,10 @@ def main() -> None:
     # the slow ones first, so the pool stays busy to the end
     jobs.sort(key=lambda j: j[2] != "predictive")
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda j: run(j[0], j[2], args.out, j[4]), jobs))
-    found = {(j[0], j[1], j[2], j[3]): r for j, r in zip(jobs, results, strict=True)}
+        results = list(pool.map(lambda j: run(j[0], j[2], args.out, j[4], args.cached_only),
+                                jobs))
+    found = {(j[0], j[1], j[2], j[3]): r for j, r in zip(jobs, results, strict=True)
+             if r is not None}
     print(TABLE_HEAD)
     for lead in args.lead_times:
         for trace in traces:
@@ -95,6 +103,8 @@ def main() -> None:
                 if t == trace and ld == lead:
                     key = "reactive" if policy == "always" else policy
                     curves.setdefault(key, []).append(Point.from_figures(knob, r))
+            if "reactive" not in curves:
+                continue
             label = name(trace) if len(args.lead_times) == 1 else f"{name(trace)} ({lead})"
             others = curves.get("predictive", []) + curves.get("oracle", [])
             print("\n".join(table(label, curves["reactive"], others, cells, BUCKET)),

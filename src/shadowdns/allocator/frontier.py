@@ -134,8 +134,8 @@ def plot(path: Path, title: str, curves: Mapping[str, Sequence[Point]],
         ideal.extend((p.minutes, ideal_share(cells, bucket, p.minutes, p.di_minutes))
                      for p in ordered)
     ideal.sort()
-    ax.plot([x for x, _ in ideal], [y for _, y in ideal], linestyle=":", color="grey",
-            label="ideal (each DI's busiest cells)")
+    ax.plot([x for x, _ in ideal], [y for _, y in ideal], linestyle="none", marker="x",
+            color="grey", label="ideal at each run's minutes (each DI's busiest cells)")
     ax.set_xlabel("shadow-minutes")
     ax.set_ylabel("local share")
     ax.set_ylim(0, 1.02)
