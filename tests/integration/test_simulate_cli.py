@@ -139,3 +139,32 @@ def test_a_gzipped_app_trace_and_a_gzipped_trace_of_another_shape(tmp_path: Path
                           "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "series.csv.gz" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_sweep_prints_each_policys_frontier_next_to_the_ideal(tmp_path: Path) -> None:
+    """`--sweep`: reactive over its hold (0 … 2 h) and always, predictive and the oracle
+    over the prices, each run with the reactive frontier and the ideal at its minutes; with
+    --json one object per run naming its knob. A bad price is a usage error naming it."""
+    trace = tmp_path / "trace.csv"
+    write_multi(trace)
+    common = ["simulate", "--trace", str(trace), "--threshold", "100", "--sweep",
+              "--prices", "1", "--model", "snaive", "--workers", "0"]
+    out = subprocess.run([sys.executable, "-m", "shadowdns", *common], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| trace |")]
+    assert rows[0].startswith("| trace | policy | knob | local_share | shadow_minutes")
+    knobs = [row.split("|")[3].strip() for row in rows[1:]]
+    assert knobs == ["hold 0m", "hold 10m", "hold 20m", "hold 30m", "hold 45m", "hold 1h",
+                     "hold 90m", "hold 2h", "always", "price 1", "price 1"]
+    always = rows[9].split("|")
+    assert float(always[4]) == 1.0 and always[8].strip() == "+0%"
+    lines = subprocess.run([sys.executable, "-m", "shadowdns", *common, "--json"],
+                           capture_output=True, text=True, check=True,
+                           timeout=300).stdout.splitlines()
+    runs = [json.loads(line) for line in lines]
+    assert [(r["policy"], r["knob"]) for r in runs][-2:] == [("predictive", "price 1"),
+                                                             ("oracle", "price 1")]
+    assert all("local_share" in r and "shadow_minutes" in r for r in runs)
+    bad = subprocess.run([sys.executable, "-m", "shadowdns", *common[:-4], "--prices", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--prices" in bad.stderr and "above 0" in bad.stderr

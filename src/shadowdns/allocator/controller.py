@@ -36,7 +36,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
 from shadowdns.allocator.hooks import HookPayload, HookRunner
+from shadowdns.allocator.persistence import Persistence
 from shadowdns.allocator.planner import (
+    Budget,
     DemandView,
     DIView,
     Plan,
@@ -281,6 +283,16 @@ class Controller:
         # stop DNS answers. One thread owns it, so the book is never touched by two at once.
         self.book_in_thread = solve_in_thread if book_in_thread is None else book_in_thread
         self._book_pool: ThreadPoolExecutor | None = None
+        # the shadow-minutes budget: spent in the current day, and the price multiplier
+        # each day's spending sets for the next (the Lagrangian price of a shadow-minute)
+        self.price_scale = 1.0
+        # residual persistence over the longest life a path covers (a 2 h lead at most)
+        self.persistence = Persistence(math.ceil((7200.0 + settings.lookahead)
+                                                 / settings.bucket) + 1)
+        self.budget_day: int | None = None
+        self.budget_spent = 0.0
+        self._spent_at: float | None = None
+        self._drain_ttl = 0
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -569,7 +581,9 @@ class Controller:
             self._demand_cache = (key, demand)
         states = await self.io(self.store.health_states)
         down = frozenset(h.resource for h in states if h.state == "down")
-        args = (now, views, demand, allocations, down, self.settings)
+        self._drain_ttl = max((v.di.ttl for v in views), default=0)
+        budget = self._budget(now)
+        args = (now, views, demand, allocations, down, self.settings, None, budget)
         if self.solve_in_thread:
             result = await asyncio.get_running_loop().run_in_executor(
                 None, _uncollected, plan, *args)
@@ -601,25 +615,65 @@ class Controller:
             await self._write_forecasts(views, now)
         return result
 
+    def _budget(self, now: float) -> Budget | None:
+        """Charge what the last plan held (its shadows for the time since, its releases for
+        their drain) to the day's budget; at a new day, move the price by how the last day
+        spent (under budget: cheaper, over: dearer)."""
+        per_day = self.settings.shadow_minutes_per_day
+        if per_day is None:
+            return None
+        last = self.last_plan
+        if self._spent_at is not None and last is not None:
+            since = max(0.0, now - self._spent_at) / 60.0
+            drain = (self.settings.drain_grace + self._drain_ttl) / 60.0
+            self.budget_spent += (len(last.keep) + len(last.add)) * since \
+                + len(last.release) * min(since, drain)
+        self._spent_at = now
+        day = math.floor(now / 86400.0)
+        if self.budget_day != day:
+            if self.budget_day is not None:
+                used = self.budget_spent / per_day
+                self.price_scale = min(100.0, max(0.01, self.price_scale
+                                                  * min(2.0, max(0.5, used))))
+            self.budget_day, self.budget_spent = day, 0.0
+        return Budget(max(0.0, per_day - self.budget_spent), self.price_scale)
+
     def demand_views(self, views: Sequence[DIView], now: float) -> dict[tuple[str, str],
                                                                          DemandView]:
         """Planned demand per series: the model's band (or, in the simulator, the last
-        observed bucket alone, or the future itself)."""
+        observed bucket alone, or the future itself), with the forecast's mean path over
+        the lead time and `lookahead` for the value rule."""
         out = {}
         window = self.settings.window
+        bucket = self.settings.bucket
         keys = {v.key: v for v in views}
+        value_rule = self.settings.decision == "value"
+        if len(self.persistence.state) > len(self.book.series) + 1000:
+            self.persistence.forget(set(self.book.series))
         for key in self.book.series:
             view = keys.get(key[0])
             if view is None:
                 continue
             since, until = now + view.lead, now + view.lead + window
             seen = self.book.view(key, since, until)
+            steps = math.ceil((view.lead + self.settings.lookahead) / bucket) + 1
             if self.source == "observed":
                 seen = replace(seen, predicted=0.0, p_cross=0.0, model="observed")
             elif self.source == "oracle" and self.oracle is not None:
                 # the future itself: demand crosses with certainty or not at all
                 seen = replace(seen, predicted=self.oracle(key, since, until), p_cross=None,
                                model="oracle")
+                if value_rule:
+                    at = math.floor(now / bucket) * bucket
+                    seen = replace(seen, path_start=float(at), path=tuple(
+                        self.oracle(key, at + i * bucket, at + (i + 1) * bucket)
+                        for i in range(steps)))
+            elif value_rule and seen.model != "none":
+                start, point, _ = self.book.forecast(key, steps)
+                if self.settings.persistence:
+                    point = self.persistence.correct(key, round(start / bucket), point,
+                                                     seen.observed)
+                seen = replace(seen, path=tuple(point.tolist()), path_start=float(start))
             out[key] = seen
         return out
 

@@ -65,6 +65,29 @@ class DemandView:
     last_above: float | None = None  # last bucket end with observed demand >= threshold
     topup: bool = False  # actual demand beat the forecast band K buckets in a row
     p_cross: float | None = None  # P(demand >= threshold) in the window; None: unknown
+    # expected demand per bucket from `path_start` on (the forecast's mean path over a
+    # shadow's whole life); None: no forecast, the threshold rule decides
+    path: tuple[float, ...] | None = None
+    path_start: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What shadows may still cost: the shadow-minutes left in the current budget day
+    (`allocator.yaml` `budget.shadow_minutes_per_day`), and the price multiplier the
+    controller learnt from how the last days spent it (`Controller.price_scale`)."""
+
+    minutes_left: float
+    price_scale: float = 1.0
+
+
+def life_value(path: npt.NDArray[np.float64], start: int, price: float) -> float:
+    """The best net value of a shadow serving from bucket `start` of `path` on: the most,
+    over every life of H >= 1 buckets, of sum(path[start:start + H] - price). A spell that
+    pauses and comes back is worth bridging when what comes back pays for the pause."""
+    if start >= len(path):
+        return -math.inf
+    return float(np.cumsum(path[start:] - price).max())
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +325,22 @@ def plan(
     down: frozenset[str],
     settings: AllocatorSettings,
     window: float | None = None,
+    budget: Budget | None = None,
 ) -> Plan:
     """Decide the next generation (see the module docstring for the rules)."""
     window = settings.window if window is None else window
+    bucket = float(settings.bucket)
+    scale = 1.0 if budget is None else budget.price_scale
+
+    def price_of(view: DIView, seen: DemandView | None) -> float | None:
+        """Queries a shadow-bucket must serve to pay for itself; None: threshold rule."""
+        if settings.decision != "value" or seen is None or seen.path is None:
+            return None
+        return settings.price * scale * view.di.policy.threshold
+
+    def offset(seen: DemandView, at: float) -> int:
+        return max(0, math.ceil((at - seen.path_start) / bucket - 1e-9))
+
     dist = _Distances()
     by_key = {v.key: v for v in dis}
     resources = resource_map(v.policy for v in dis)
@@ -315,11 +351,19 @@ def plan(
     releasable: dict[tuple[str, str], Allocation] = {}
     release: list[Release] = []
     pins_now = {(p.di, p.resource, p.region) for p in settings.pins if p.active(now)}
+    score: dict[int, float] = {}  # allocation id -> what keeping it is worth (budget order)
+    pinned_ids: set[int] = set()
+    newest_ready: dict[tuple[str, str], float] = {}
+    for a in active:
+        if a.state == "ready":
+            newest_ready[(a.di, a.region)] = max(newest_ready.get((a.di, a.region), -math.inf),
+                                                 a.created_at)
     for a in active:
         view = by_key.get(a.di)
         res = resources.get(a.resource)
         if a.key in pins_now or (a.pinned and a.reason != SETTINGS_PIN):
             fixed.append(a)
+            pinned_ids.add(a.id)
             continue
         if a.pinned:
             release.append(Release(a, "its pin is no longer in allocator.yaml"))
@@ -330,11 +374,24 @@ def plan(
         if not is_up(res, down):
             release.append(Release(a, f"resource {a.resource} is down: replaced"))
             continue
+        if newest_ready.get((a.di, a.region), -math.inf) > a.created_at:
+            release.append(Release(a, "replaced: its successor is ready"))
+            continue
         seen = demand.get((a.di, a.region))
         last_above = None if seen is None else seen.last_above
         planned_until = a.created_at + view.lead + window
-        held = now < planned_until or (
-            last_above is not None and now - last_above < view.di.policy.min_hold)
+        price = price_of(view, seen)
+        if price is not None and seen is not None and seen.path is not None:
+            # keep while what it will serve from now (warm: no lead to pay again) pays
+            # for its minutes over some life ahead; scale in on the forecast
+            worth = life_value(np.asarray(seen.path, dtype=np.float64),
+                               offset(seen, max(now, a.created_at + view.lead)), price)
+            score[a.id] = worth
+            held = now < planned_until or worth > 0
+        else:
+            score[a.id] = seen.observed if seen is not None else 0.0
+            held = now < planned_until or (
+                last_above is not None and now - last_above < view.di.policy.min_hold)
         if held or (a.di, a.region) in releasable:
             fixed.append(a)
         else:
@@ -367,6 +424,7 @@ def plan(
     # --- candidates -------------------------------------------------------------------
     res_index: dict[str, int] = {}
     dem_value: list[float] = []
+    dem_score: list[float] = []
     dem_group: list[int] = []
     dem_region: list[int] = []
     dem_info: list[tuple[DIView, str, str, float, float, str, float | None]] = []
@@ -398,16 +456,31 @@ def plan(
             observed = seen.observed if seen else 0.0
             value = max(predicted, observed)
             p_cross = seen.p_cross if seen is not None else None
-            if p_cross is not None and p_min is not None:
-                forecast_wants = p_cross >= p_min
+            price = price_of(view, seen)
+            net = value
+            if price is not None and seen is not None and seen.path is not None:
+                # expected served demand over the best life from when it would be ready,
+                # less the price of all its minutes, warm-up included
+                start = offset(seen, now + view.lead)
+                mean = np.asarray(seen.path, dtype=np.float64)
+                life = life_value(mean, start, price)
+                net = life - price * start
+                # and not sooner than needed: a start one window later that nets more
+                # (its first bucket does not pay) is left to the next run
+                now_pays = net > 0 and life >= life_value(mean, start + 1, price)
+                value = max(value, threshold) if now_pays else 0.0
+                why = "forecast"
             else:
-                forecast_wants = predicted >= threshold
-            if forecast_wants:
-                value = max(value, threshold)
-            elif observed < threshold:
-                value = 0.0  # neither the forecast nor the last bucket crosses
-            why = "forecast" if forecast_wants and (predicted >= observed
-                                                    or observed < threshold) else "observed"
+                if p_cross is not None and p_min is not None:
+                    forecast_wants = p_cross >= p_min
+                else:
+                    forecast_wants = predicted >= threshold
+                if forecast_wants:
+                    value = max(value, threshold)
+                elif observed < threshold:
+                    value = 0.0  # neither the forecast nor the last bucket crosses
+                why = "forecast" if forecast_wants and (predicted >= observed
+                                                        or observed < threshold) else "observed"
             if seen is not None and seen.topup:
                 why = "topup"
             for ev in events.get((view.key, region), ()):
@@ -424,6 +497,7 @@ def plan(
             dem_info.append((view, region, why, predicted, observed,
                              seen.model if seen else "none", p_cross))
             dem_value.append(value)
+            dem_score.append(net)
         if not rows:
             continue
         first = len(dem_value) - len(rows)
@@ -474,13 +548,43 @@ def plan(
         # drop the wanted rows that found no resource, keeping the order of the rest
         kept_values = [dem_value[i] for i in keep_dem]
         kept_info = [dem_info[i] for i in keep_dem]
-        del dem_value[first:], dem_info[first:]
+        kept_score = [dem_score[i] for i in keep_dem]
+        del dem_value[first:], dem_info[first:], dem_score[first:]
         dem_value.extend(kept_values)
         dem_info.extend(kept_info)
+        dem_score.extend(kept_score)
         g = groups.setdefault(view.key, len(groups))
         for info in kept_info:
             dem_group.append(g)
             dem_region.append(regions.setdefault(info[1], len(regions)))
+
+    if budget is not None:
+        # the budget: every shadow held over the next window costs window minutes and
+        # keeps its drain (TTL + grace) in reserve, every released one its drain; pins are
+        # the operator's and always hold, the rest go by what keeping them is worth
+        wm = window / 60.0
+        dm = min(wm, (settings.drain_grace + max((v.di.ttl for v in dis), default=0)) / 60.0)
+        movable = sorted((a for a in fixed if a.id not in pinned_ids),
+                         key=lambda a: score.get(a.id, 0.0), reverse=True)
+        base = (len(fixed) - len(movable) + len(add) + len(releasable)) * (wm + dm) \
+            + (len(release) + len(movable)) * dm
+        spare = budget.minutes_left - base + 1e-9
+        room = max(0, min(len(movable), math.floor(spare / wm)))
+        for a in movable[room:]:
+            fixed.remove(a)
+            release.append(Release(a, reason_text(why="budget",
+                                                  minutes_left=round(budget.minutes_left, 1))))
+        spare -= room * wm
+        free = max(0, math.floor(spare / (wm + dm))) if spare > 0 else 0
+        if len(dem_value) > free:
+            best = sorted(range(len(dem_value)), key=lambda i: -dem_score[i])[:free]
+            pair_d, pair_r, pair_w = _only_rows(sorted(best), pair_d, pair_r, pair_w)
+            dem_value = [dem_value[i] for i in sorted(best)]
+            dem_info = [dem_info[i] for i in sorted(best)]
+            dem_group = [dem_group[i] for i in sorted(best)]
+            dem_region = [dem_region[i] for i in sorted(best)]
+            if not best:
+                notes.append("budget: no shadow-minutes left for new shadows")
 
     res_ids = list(res_index)
     group_limit = np.zeros(len(groups), dtype=np.int64)
@@ -528,11 +632,18 @@ def plan(
         add.append(Shadow(view.key, resource, region, dem_value[pair_d[p]], reason,
                           warmup=resources[resource].warmup))
     keep = list(fixed)
+    coming = {(s.di, s.region) for s in add} | {(a.di, a.region) for a in fixed
+                                                  if a.state == "warming"}
     for series, a in releasable.items():
         if a.id in kept_releasable:
             keep.append(a)
+        elif series in wanted and series in coming and a.state == "ready":
+            keep.append(a)  # still wanted: it serves until its replacement is ready
         elif series in wanted:
             release.append(Release(a, "moved to a better resource"))
+        elif price_of(by_key[a.di], demand.get(series)) is not None:
+            release.append(Release(a, reason_text(
+                why="forecast: the spell ends", worth=round(score.get(a.id, 0.0), 3))))
         else:
             view = by_key[a.di]
             release.append(Release(a, reason_text(
@@ -541,6 +652,19 @@ def plan(
     return Plan(now, tuple(sorted(keep, key=lambda a: a.id)), tuple(add), tuple(release),
                 candidates=len(dem_value), pairs=problem.n_pairs, method=solution.method,
                 seconds=solution.seconds, notes=tuple(notes), wanted=wanted)
+
+
+def _only_rows(rows: Sequence[int], pair_d: list[int], pair_r: list[int],
+               pair_w: list[float]) -> tuple[list[int], list[int], list[float]]:
+    """The pairs of the kept demand rows, renumbered to the rows' new positions."""
+    where = {old: new for new, old in enumerate(rows)}
+    out_d, out_r, out_w = [], [], []
+    for d, r, w in zip(pair_d, pair_r, pair_w, strict=True):
+        if d in where:
+            out_d.append(where[d])
+            out_r.append(r)
+            out_w.append(w)
+    return out_d, out_r, out_w
 
 
 def resource_map(policies: Iterable[Policy]) -> Mapping[str, Resource]:

@@ -10,6 +10,11 @@ text such as `90s`, `15m`, `2h`, `1d`; times are epoch seconds or ISO 8601.
       window: 5m               # allocation period
       bucket: 5m               # demand bucket the forecasts work on (60 s multiples)
       cross_probability: 0.5   # allocate on the forecast when P(demand >= threshold) >= this
+      decision: value          # value: expected demand over a life vs its minutes | threshold
+      price: 0.5               # a shadow-bucket must serve price × threshold queries to pay
+      lookahead: 1h            # how far past the lead time a shadow's life is valued
+      persistence: true        # correct the path by how the last bucket's surprise lasts
+      budget: {shadow_minutes_per_day: 20000}   # a hard cap; the price follows it day by day
       plan_on: forecast        # forecast | observed (the reactive rule: the last bucket only)
       lstm: false              # auto's fits train the LSTM per series too (torch; ~1 CPU-s each)
       topup_after: 3           # K: buckets above the forecast band before a reactive top-up
@@ -190,6 +195,13 @@ class AllocatorSettings:
     # bucket alone (the reactive rule: no forecast is made or trusted)
     plan_on: Literal["forecast", "observed"] = "forecast"
     lstm: bool = False  # `auto` fits include the LSTM (see `forecasting.fit_job`)
+    # "value": a shadow is allocated or kept when the forecast's expected demand over its
+    # life pays for its minutes (see `planner.life_value`); "threshold": the old rule
+    decision: Literal["value", "threshold"] = "value"
+    price: float = 0.5
+    lookahead: float = 3600.0
+    shadow_minutes_per_day: float | None = None
+    persistence: bool = True  # the value rule's path follows residuals that persist
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -200,6 +212,8 @@ class AllocatorSettings:
             raise ValueError("bucket must be at least 1 second")
         if self.topup_after < 1:
             raise ValueError("topup_after must be at least 1")
+        if self.price <= 0:
+            raise ValueError("price must be positive")
 
     def to_config(self, defaults: bool = True) -> dict[str, Any]:
         """The inner mapping of `allocator.yaml` that `from_mapping` reads back to these
@@ -273,10 +287,11 @@ class AllocatorSettings:
             "bucket": ("int_duration", None), "topup_after": ("int", None),
             "ttl_floor": ("int", None), "milp_max_pairs": ("int", None),
             "nearest_resources": ("int", None), "error_window": ("int", None),
-            "fit_workers": ("int", None),
+            "fit_workers": ("int", None), "price": ("number", None),
+            "lookahead": ("duration", None),
         }
         known = {*scalars, "mode", "solver", "plan_on", "lstm", "cost_caps", "hooks", "pins",
-                 "events"}
+                 "events", "decision", "budget", "persistence"}
         for key in data:
             if key not in known:
                 bad(str(key), f"unknown key (known: {', '.join(sorted(known))})")
@@ -320,6 +335,28 @@ class AllocatorSettings:
                 values["plan_on"] = data["plan_on"]
             else:
                 bad("plan_on", "must be forecast or observed")
+        if "price" in values and values["price"] <= 0:
+            bad("price", "must be above 0")
+        if "decision" in data:
+            if data["decision"] in ("value", "threshold"):
+                values["decision"] = data["decision"]
+            else:
+                bad("decision", "must be value or threshold")
+        budget = data.get("budget")
+        if budget is not None:
+            if not isinstance(budget, Mapping) or set(budget) - {"shadow_minutes_per_day"}:
+                bad("budget", "must be a mapping with shadow_minutes_per_day")
+            else:
+                raw = budget.get("shadow_minutes_per_day")
+                if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+                    bad("budget.shadow_minutes_per_day", f"{raw!r} is not a number above 0")
+                else:
+                    values["shadow_minutes_per_day"] = float(raw)
+        if "persistence" in data:
+            if isinstance(data["persistence"], bool):
+                values["persistence"] = data["persistence"]
+            else:
+                bad("persistence", "must be true or false")
         if "lstm" in data:
             if isinstance(data["lstm"], bool):
                 values["lstm"] = data["lstm"]

@@ -281,6 +281,7 @@ async def _run(
     served = np.zeros_like(truth, dtype=bool)
     shadow_seconds = 0.0
     di_seconds = dict.fromkeys((di for di, _ in keys), 0.0)
+    day_seconds: dict[int, float] = {}
     for alloc, life in lives.items():
         born = life.get("warming")
         if born is None:
@@ -289,6 +290,11 @@ async def _run(
         shadow_seconds += max(0.0, gone - born)
         di = where[alloc][0]
         di_seconds[di] = di_seconds.get(di, 0.0) + max(0.0, gone - born)
+        day = math.floor(born / 86400)
+        while day * 86400 < gone:  # split over UTC days: what a daily budget counts
+            part = min(gone, (day + 1) * 86400) - max(born, day * 86400)
+            day_seconds[day] = day_seconds.get(day, 0.0) + max(0.0, part)
+            day += 1
         ready = life.get("ready")
         if ready is None:
             continue
@@ -309,6 +315,8 @@ async def _run(
     figures["models"] = models
     # per DI: what `bench.simulate_bounds` gives its ideal allocator, DI by DI
     figures["di_shadow_minutes"] = {di: round(sec / 60.0, 1) for di, sec in di_seconds.items()}
+    figures["day_shadow_minutes"] = {str(day): round(sec / 60.0, 1)
+                                     for day, sec in sorted(day_seconds.items())}
     return figures
 
 
@@ -336,6 +344,10 @@ def simulate(
     history: float = 14 * 86400.0,
     quantile: float = 0.9,
     cross_probability: float | None = 0.5,
+    price: float = 0.5,
+    budget: float | None = None,
+    decision: Literal["value", "threshold"] = "value",
+    persistence: bool = True,
     executor: Executor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -355,7 +367,11 @@ def simulate(
     settings = AllocatorSettings(mode="active", window=float(bucket), bucket=bucket,
                                  tick=float(bucket), history=history, refit_every=refit_every,
                                  drain_grace=30.0, serve_well_km=500.0,
-                                 cross_probability=cross_probability)
+                                 cross_probability=cross_probability, price=price,
+                                 shadow_minutes_per_day=budget, persistence=persistence,
+                                 # reactive is the threshold rule with its hold, by definition
+                                 decision="threshold" if policy_name == "reactive"
+                                 else decision)
     figures = asyncio.run(_run(series, policy_name, policy, bucket, settings, executor,
                                progress))
     figures = {"policy": policy_name, "lead_time": lead, **figures,

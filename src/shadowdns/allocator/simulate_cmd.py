@@ -18,6 +18,7 @@ import csv
 import gzip
 import json
 import logging
+import math
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -28,18 +29,31 @@ from typing import IO, Any
 import dns.name
 import numpy as np
 
+from shadowdns.allocator.frontier import (
+    HOLDS,
+    PRICES,
+    TABLE_HEAD,
+    Point,
+    busiest_cells,
+    format_duration,
+    plot,
+    table,
+)
 from shadowdns.allocator.simulate import (
     POLICIES,
     SIM_ORIGIN,
+    PolicyName,
     apps_to_regions,
     label,
     multi_region,
+    rebucket,
     simulate,
 )
 from shadowdns.durations import duration_arg, parse_duration
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.output import Progress
 from shadowdns.predictor.series import Series, parse_timestamp, parse_value, read_input, sum_counts
+from shadowdns.zones.policy import Policy
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -68,6 +82,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="allocate on the forecast when P(demand >= threshold) in the "
                           "window is at least P (default 0.5); 'off': when the forecast "
                           "quantile crosses")
+    sim.add_argument("--price", default=0.5, type=_positive, metavar="X",
+                     help="predictive/oracle: a shadow pays when each of its buckets is "
+                          "expected to serve X × the threshold (default 0.5)")
+    sim.add_argument("--budget", default=None, type=_positive, metavar="MINUTES",
+                     help="predictive/oracle: shadow-minutes per day, a hard cap (the "
+                          "price then follows the budget day by day)")
+    sim.add_argument("--decision", default="value", choices=("value", "threshold"),
+                     help="predictive/oracle: the value rule (default) or the threshold "
+                          "rule with min_hold (reactive always uses the threshold rule)")
+    sim.add_argument("--no-persistence", dest="persistence", action="store_false",
+                     help="predictive: plan on the model's path alone, uncorrected by how "
+                          "the last bucket's surprise persists")
     sim.add_argument("--min-hold", default="30m", type=duration_arg, metavar="DURATION",
                      help="a shadow is kept at least this long (default 30m)")
     sim.add_argument("--ttl", default=30, type=int, help="answer TTL (default 30)")
@@ -77,6 +103,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sim.add_argument("--write-trace", type=Path, default=None, metavar="OUT.csv",
                      help="also write the multi-region trace that is replayed")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument("--sweep", action="store_true",
+                     help="sweep each policy's knob (reactive: min hold 0..2h and always; "
+                          "predictive, oracle: --prices) and print the frontiers next to "
+                          "the ideal at each run's minutes (Markdown; --json: one object "
+                          "per run)")
+    sim.add_argument("--prices", default=",".join(str(x) for x in PRICES), type=_floats,
+                     metavar="X,...", help=f"--sweep: prices (default {PRICES})")
+    sim.add_argument("--lead-times", default=None, type=_durations, metavar="D,...",
+                     help="--sweep: one sweep per lead time (e.g. 5m,15m,30m,60m)")
+    sim.add_argument("--plot", type=Path, default=None, metavar="OUT.png",
+                     help="--sweep: draw the frontiers (needs the `plot` extra: matplotlib)")
     sim.set_defaults(handler=cmd_simulate)
 
 
@@ -89,6 +126,24 @@ def _probability(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r}: a probability or 'off'") from None
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError("the probability must be above 0 and at most 1")
+    return value
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(_positive(part) for part in text.split(",") if part.strip())
+
+
+def _durations(text: str) -> tuple[float, ...]:
+    return tuple(duration_arg(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
     return value
 
 
@@ -228,6 +283,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                        f"name it <origin>{POLICY_SUFFIX}")])
         policy = load_policy(args.policy_file,
                              dns.name.from_text(name[: -len(POLICY_SUFFIX)]))
+    if args.sweep:
+        return _sweep(args, series, policy)
     executor = None
     if args.policy == "predictive" and args.workers > 0:
         executor = ProcessPoolExecutor(args.workers,
@@ -238,6 +295,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                            model=args.model, refit_every=args.refit_every,
                            quantile=args.quantile,
                            cross_probability=args.cross_probability,
+                           price=args.price, budget=args.budget, decision=args.decision,
+                           persistence=args.persistence,
                            executor=executor,
                            progress=Progress(f"simulate {args.policy}", "buckets"))
     finally:
@@ -250,4 +309,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for key, value in figures.items():
         print(f"{key:<16} {value}")
     sys.stdout.flush()
+    return 0
+
+
+def _sweep(args: argparse.Namespace, series: list[Series],
+           policy: Policy | None) -> int:
+    """`simulate --sweep`: every policy over its knob, per lead time, as frontier tables."""
+    cells = busiest_cells([rebucket(s, args.bucket) for s in series])
+    executor = None
+    if args.workers > 0:
+        executor = ProcessPoolExecutor(args.workers,
+                                       mp_context=multiprocessing.get_context("spawn"))
+    leads = args.lead_times or (args.lead_time,)
+    try:
+        for lead in leads:
+            def run(policy_name: PolicyName, knob: str, lead: float = lead,
+                    **kw: Any) -> Point:
+                figures = simulate(
+                    series, policy_name, lead, args.bucket, args.threshold, policy=policy,
+                    ttl=args.ttl, model=args.model, refit_every=args.refit_every,
+                    quantile=args.quantile, cross_probability=args.cross_probability,
+                    budget=args.budget, decision=args.decision,
+                    persistence=args.persistence,
+                    executor=executor if policy_name == "predictive" else None,
+                    progress=Progress(f"simulate {policy_name} {knob}", "buckets"), **kw)
+                if args.json:
+                    print(json.dumps({**figures, "knob": knob, "trace": str(args.trace)}),
+                          flush=True)
+                return Point.from_figures(knob, figures)
+
+            reactive = [run("reactive", f"hold {format_duration(h)}", min_hold=h)
+                        for h in HOLDS]
+            reactive.append(run("always", "always"))
+            curves: dict[str, list[Point]] = {"reactive": reactive}
+            names: tuple[PolicyName, ...] = ("predictive", "oracle")
+            for name in names:
+                curves[name] = [run(name, f"price {x:g}", price=x)
+                                for x in args.prices]
+            others = [p for name in ("predictive", "oracle") for p in curves[name]]
+            if not args.json:
+                print(f"lead time {format_duration(lead)}, bucket {args.bucket} s, "
+                      f"threshold {args.threshold}\n{TABLE_HEAD}")
+                stem = args.trace.name.removesuffix(".gz").removesuffix(".csv")
+                print("\n".join(table(stem, reactive, others, cells, args.bucket)),
+                      flush=True)
+            if args.plot is not None:
+                out = args.plot if len(leads) == 1 else args.plot.with_name(
+                    f"{args.plot.stem}-{format_duration(lead)}{args.plot.suffix}")
+                plot(out, f"{args.trace.name}, lead {format_duration(lead)}", curves, cells,
+                     args.bucket)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
     return 0
