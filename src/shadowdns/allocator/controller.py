@@ -34,6 +34,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar
 
+import numpy as np
+
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
 from shadowdns.allocator.hooks import HookRunner
 from shadowdns.allocator.planner import (
@@ -376,31 +378,16 @@ class Controller:
     def feed(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
              params: Mapping[str, SeriesParams]) -> bool:
         """Observe `rows` (minute or coarser buckets) up to `cut`; new top-up flagged?"""
-        bucket = self.settings.bucket
-        last = cut // bucket - 1
-        for key, points in rows.items():
-            if key[0] not in params:
-                continue
-            sums: dict[int, float] = {}
-            for start, queries in points:
-                idx = start // bucket
-                sums[idx] = sums.get(idx, 0.0) + queries
-            for idx in sorted(sums):
-                if idx <= last:
-                    self.book.observe(key, idx, sums[idx], params[key[0]])
-        for key in list(self.book.series):
-            if key[0] in params:  # no row up to `last` means no queries
-                self.book.observe(key, last, 0.0, params[key[0]])
+        self.book.advance(rows, cut // self.settings.bucket - 1, params)
+        flagged = self.book.topup_keys()
         fresh = False
-        for key, state in self.book.series.items():
-            if state.topup and key not in self._topup_seen:
-                self._topup_seen.add(key)
-                self.topups += 1
-                fresh = True
-                log.info("forecast miss: %s/%s above the %s band %d bucket(s) in a row: "
-                            "top-up", key[0], key[1], state.model, state.misses)
-            elif not state.topup:
-                self._topup_seen.discard(key)
+        for key in sorted(flagged - self._topup_seen):
+            state = self.book.series[key]
+            self.topups += 1
+            fresh = True
+            log.info("forecast miss: %s/%s above the %s band %d bucket(s) in a row: "
+                     "top-up", key[0], key[1], state.model, state.misses)
+        self._topup_seen = flagged
         return fresh
 
     async def run_fits(self, now: float) -> None:
@@ -497,23 +484,20 @@ class Controller:
                                                                          DemandView]:
         """Planned demand per series: the model's band (or, in the simulator, the last
         observed bucket alone, or the future itself)."""
-        out = {}
         window = self.settings.window
-        keys = {v.key: v for v in views}
-        for key in self.book.series:
-            view = keys.get(key[0])
-            if view is None:
-                continue
-            since, until = now + view.lead, now + view.lead + window
-            seen = self.book.view(key, since, until)
-            if self.source == "observed":
-                seen = replace(seen, predicted=0.0, p_cross=0.0, model="observed")
-            elif self.source == "oracle" and self.oracle is not None:
-                # the future itself: demand crosses with certainty or not at all
-                seen = replace(seen, predicted=self.oracle(key, since, until), p_cross=None,
-                               model="oracle")
-            out[key] = seen
-        return out
+        lead = {v.key: v.lead for v in views}
+        keys = [key for key in self.book.series if key[0] in lead]
+        since = np.array([now + lead[key[0]] for key in keys])
+        seen = self.book.views(keys, since, since + window)
+        if self.source == "observed":
+            seen = [replace(s, predicted=0.0, p_cross=0.0, model="observed") for s in seen]
+        elif self.source == "oracle" and self.oracle is not None:
+            # the future itself: demand crosses with certainty or not at all
+            oracle = self.oracle
+            seen = [replace(s, predicted=oracle(key, a, a + window), p_cross=None,
+                            model="oracle")
+                    for key, s, a in zip(keys, seen, since.tolist(), strict=True)]
+        return dict(zip(keys, seen, strict=True))
 
     def _record(self, result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
                 down: frozenset[str]) -> dict[str, Any]:
@@ -655,24 +639,29 @@ class Controller:
         horizons = {v.key: math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
                     for v in views}
         out = []
-        for key, state in self.book.series.items():
-            if key[0] not in horizons or state.fitted is None:
-                continue
-            first, point, upper = self.book.forecast(key, horizons[key[0]])
-            out.append(Forecast(key[0], key[1], resolution, now, state.model, tuple(
-                ForecastPoint(first + i * self.settings.bucket, float(p), float(u))
-                for i, (p, u) in enumerate(zip(point, upper, strict=True)))))
+        keys = [key for key in self.book.series if key[0] in horizons]
+        models = self.book.models()
+        if keys:
+            first, point, upper = self.book.forecasts_of(keys, max(horizons.values()))
+            step = self.settings.bucket
+            for key, points, uppers in zip(keys, point.tolist(), upper.tolist(), strict=True):
+                horizon = horizons[key[0]]
+                if math.isnan(points[0]):
+                    continue
+                out.append(Forecast(key[0], key[1], resolution, now, models[key], tuple(
+                    ForecastPoint(first + i * step, p, u)
+                    for i, (p, u) in enumerate(zip(points[:horizon], uppers[:horizon],
+                                                   strict=True)))))
         # The model in use per series and its rolling error (MAE over seasonal naive's),
         # for the API and the per-model error metric.
         errors = self.book.errors()
+        models = self.book.models()
         choices = [
-            ModelChoice(key[0], key[1], self.book.series[key].model,
-                        figures["relative"], now)
+            ModelChoice(key[0], key[1], models[key], figures["relative"], now)
             for key, figures in errors.items()
-            if key in self.book.series and math.isfinite(figures["relative"])
+            if key in models and math.isfinite(figures["relative"])
         ]
-        self.model_errors = errors_by_model(errors, {k: state.model for k, state in
-                                                     list(self.book.series.items())})
+        self.model_errors = errors_by_model(errors, models)
         return out, choices
 
     def report(self) -> dict[str, Any]:
