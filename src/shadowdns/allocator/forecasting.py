@@ -435,7 +435,7 @@ class DemandBook:
         self.advance({key: [(bucket_index * self.bucket, value)]}, bucket_index,
                      {key[0]: p})
 
-    def advance(self, rows: Mapping[SeriesKey, Iterable[tuple[int, float]]], last: int,
+    def advance(self, rows: Mapping[SeriesKey, Sequence[tuple[int, float]]], last: int,
                 params: Mapping[str, SeriesParams]) -> None:
         """Observe `rows` — (bucket start in seconds, queries) per series; minutes or
         coarser, several per bucket are summed — up to and including bucket index `last`.
@@ -443,26 +443,26 @@ class DemandBook:
         is added from its first bucket when its DI has `params`."""
         start = self.end
         born: dict[int, list[int]] = {}
-        idx_parts: list[IntArray] = []
-        row_parts: list[IntArray] = []
-        val_parts: list[FloatArray] = []
-        for key, points in rows.items():
-            pts = np.asarray(list(points), dtype=np.float64).reshape(-1, 2)
-            idx = (pts[:, 0] // self.bucket).astype(np.int64)
-            keep = idx <= last
-            if start is not None:
-                keep &= idx >= start
-            if not keep.any():
-                continue
-            i = self.index.get(key)
-            if i is None:
-                if key[0] not in params:
-                    continue
-                i = self._add(key, int(idx[keep].min()))
-                born.setdefault(int(self.birth[i]), []).append(i)
-            idx_parts.append(idx[keep])
-            row_parts.append(np.full(int(keep.sum()), i, dtype=np.int64))
-            val_parts.append(pts[keep, 1])
+        counts = [len(points) for points in rows.values()]
+        flat = np.array([p for points in rows.values() for p in points],
+                        dtype=np.float64).reshape(-1, 2)
+        known = [self.index.get(key, -1) for key in rows]
+        series = np.repeat(np.array(known, dtype=np.int64), counts)
+        bucket_of = (flat[:, 0] // self.bucket).astype(np.int64)
+        keep = bucket_of <= last
+        if start is not None:
+            keep &= bucket_of >= start
+        if -1 in known:  # new series: from their first bucket, when their DI has params
+            firsts = np.full(len(known), np.iinfo(np.int64).max)
+            owner = np.repeat(np.arange(len(known)), counts)
+            np.minimum.at(firsts, owner[keep], bucket_of[keep])
+            for j, key in enumerate(rows):
+                if known[j] == -1 and firsts[j] <= last and key[0] in params:
+                    i = self._add(key, int(firsts[j]))
+                    born.setdefault(int(self.birth[i]), []).append(i)
+                    known[j] = i
+            series = np.repeat(np.array(known, dtype=np.int64), counts)
+        keep &= series >= 0
         self._update_params(params)
         if start is None:
             if not born:
@@ -471,17 +471,16 @@ class DemandBook:
         if last < start:
             return
         n = len(self.keys)
-        flat_idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
-        flat_row = np.concatenate(row_parts) if row_parts else np.zeros(0, np.int64)
-        flat_val = np.concatenate(val_parts) if val_parts else np.zeros(0)
+        flat_idx, flat_row, flat_val = bucket_of[keep], series[keep], flat[keep, 1]
         order = np.argsort(flat_idx, kind="stable")
         flat_idx, flat_row, flat_val = flat_idx[order], flat_row[order], flat_val[order]
-        step_block = 256
+        step_block = max(1, min(256, (1 << 22) // max(1, n)))  # ~32 MB of buckets at once
         for c0 in range(start, last + 1, step_block):
             c1 = min(last + 1, c0 + step_block)
             lo, hi = np.searchsorted(flat_idx, [c0, c1])
-            block = np.zeros((c1 - c0, n))
-            np.add.at(block, (flat_idx[lo:hi] - c0, flat_row[lo:hi]), flat_val[lo:hi])
+            cell = (flat_idx[lo:hi] - c0) * n + flat_row[lo:hi]
+            block = np.bincount(cell, weights=flat_val[lo:hi],
+                                minlength=(c1 - c0) * n).reshape(c1 - c0, n)
             for t in range(c0, c1):
                 self._step(t, block[t - c0], np.array(born.get(t, []), dtype=np.int64))
         self._keep_misses()
@@ -561,16 +560,18 @@ class DemandBook:
     def _hstep_errors(self, idx: int, y: FloatArray, old: IntArray) -> None:
         """The signed errors of the forecasts made `s` buckets before `idx`, per step s."""
         h = self._width
-        window = self.hstep_window
-        for s in range(h):
-            slot = (idx - s) % h
-            r = old[(self.pending_origin[old, slot] == idx - s) & (s < self.horizon[old])]
-            if not len(r):
-                continue
-            pos = self.hstep_pos[r, s]
-            self.hstep[r, s, pos] = y[r] - self.pending[r, slot, s]
-            self.hstep_pos[r, s] = (pos + 1) % window
-            self.hstep_count[r, s] = np.minimum(self.hstep_count[r, s] + 1, window)
+        steps = np.arange(h)
+        slots = (idx - steps) % h
+        ok = ((self.pending_origin[old][:, slots] == idx - steps[None, :])
+              & (steps[None, :] < self.horizon[old][:, None]))
+        at, s = np.nonzero(ok)
+        if not len(at):
+            return
+        r = old[at]
+        pos = self.hstep_pos[r, s]
+        self.hstep[r, s, pos] = y[r] - self.pending[r, slots[s], s]
+        self.hstep_pos[r, s] = (pos + 1) % self.hstep_window
+        self.hstep_count[r, s] = np.minimum(self.hstep_count[r, s] + 1, self.hstep_window)
 
     def _judge(self, idx: int, crossed: BoolArray, old: IntArray) -> None:
         """Bucket `idx` arrived: mark the calls it belongs to, score those it completes."""
