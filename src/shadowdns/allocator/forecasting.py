@@ -119,6 +119,9 @@ the book's memory is two weeks of buckets and two days of errors per series."""
 
 MAX_MISSES = 1000
 
+TIME_MAJOR = frozenset({"values", "err_model", "err_naive", "err_covered", "hstep"})
+"""Rings indexed by bucket number with the series axis last (see `DemandBook._specs`)."""
+
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
             quantile: float, lstm: bool = False) -> Fitted:
@@ -259,10 +262,8 @@ class DemandBook:
     # one row per series (see `_specs`)
     birth: IntArray
     streak: IntArray
-    err_pos: IntArray
     err_count: IntArray
     pending_origin: IntArray
-    hstep_pos: IntArray
     hstep_count: IntArray
     call_first: IntArray
     call_end: IntArray
@@ -329,7 +330,9 @@ class DemandBook:
     # --- the arrays ----------------------------------------------------------------------
 
     def _specs(self) -> dict[str, tuple[tuple[int, ...], Any, Any]]:
-        """name -> (shape past the series axis, dtype, fill) of every per-series array."""
+        """name -> (shape past the series axis, dtype, fill) of every per-series array.
+        The rings written every bucket (`TIME_MAJOR`) have the series axis last: one
+        bucket's write for every series is then one contiguous stretch of memory."""
         w, h, c = self.error_window, self._width, OPEN_CALLS
         return {
             "birth": ((), np.int64, 0), "values": ((self.max_len,), STORED, 0.0),
@@ -338,10 +341,9 @@ class DemandBook:
             "streak": ((), np.int64, 0), "topup": ((), np.bool_, False),
             "err_model": ((w,), STORED, 0.0), "err_naive": ((w,), STORED, 0.0),
             "err_covered": ((w,), STORED, 0.0),
-            "err_pos": ((), np.int64, 0), "err_count": ((), np.int64, 0),
+            "err_count": ((), np.int64, 0),
             "pending": ((h, h), np.float64, 0.0), "pending_origin": ((h,), np.int64, -1),
-            "hstep": ((h, self.hstep_window), STORED, 0.0),
-            "hstep_pos": ((h,), np.int64, 0), "hstep_count": ((h,), np.int64, 0),
+            "hstep": ((self.hstep_window, h), STORED, 0.0), "hstep_count": ((h,), np.int64, 0),
             "call_first": ((c,), np.int64, 0), "call_end": ((c,), np.int64, 0),
             "call_raw": ((c,), np.float64, 0.0), "call_hit": ((c,), np.bool_, False),
             "call_head": ((), np.int64, 0), "call_count": ((), np.int64, 0),
@@ -358,28 +360,41 @@ class DemandBook:
     def _alloc(self, size: int, cap: int) -> None:
         """Grow every array to `cap` series (keeping the first `size`)."""
         for name, (shape, dtype, fill) in self._specs().items():
-            new = np.full((cap, *shape), fill, dtype=dtype)
+            if name in TIME_MAJOR:
+                new = np.zeros((*shape, cap), dtype=dtype)
+            elif fill == 0:
+                new = np.zeros((cap, *shape), dtype=dtype)  # untouched pages cost nothing
+            else:
+                new = np.full((cap, *shape), fill, dtype=dtype)
             old = getattr(self, name, None)
             if old is not None and size:
-                new[:size] = old[:size]
+                if name in TIME_MAJOR:
+                    new[..., :size] = old[..., :size]
+                else:
+                    new[:size] = old[:size]
             setattr(self, name, new)
         self._cap = cap
+
+    def reserve(self, count: int) -> None:
+        """Room for `count` series in all (one growth instead of many doublings)."""
+        if count > self._cap:
+            self._alloc(len(self.keys), max(count, 2 * self._cap))
 
     def _widen(self, width: int) -> None:
         """Keep `width` steps of forecast per origin (a DI's horizon grew)."""
         n = len(self.keys)
-        old_pending, old_origin = self.pending, self.pending_origin
-        old_hstep = (self.hstep, self.hstep_pos, self.hstep_count)
+        old_hstep, old_count = self.hstep, self.hstep_count
         self._width = width
-        for name in ("pending", "pending_origin", "hstep", "hstep_pos", "hstep_count"):
+        for name in ("pending", "pending_origin", "hstep", "hstep_count"):
             shape, dtype, fill = self._specs()[name]
-            setattr(self, name, np.full((self._cap, *shape), fill, dtype=dtype))
+            if name in TIME_MAJOR:
+                setattr(self, name, np.zeros((*shape, self._cap), dtype=dtype))
+            else:
+                setattr(self, name, np.full((self._cap, *shape), fill, dtype=dtype))
         # origins are slotted by (origin % width): the old forecasts do not carry over
-        del old_pending, old_origin
-        w = old_hstep[0].shape[1]
-        self.hstep[:n, :w] = old_hstep[0][:n]
-        self.hstep_pos[:n, :w] = old_hstep[1][:n]
-        self.hstep_count[:n, :w] = old_hstep[2][:n]
+        w = old_hstep.shape[1]
+        self.hstep[:, :w, :n] = old_hstep[:, :, :n]
+        self.hstep_count[:n, :w] = old_count[:n]
 
     def lengths(self) -> IntArray:
         """Buckets kept per series."""
@@ -397,7 +412,7 @@ class DemandBook:
         """The last `n` buckets of `rows` (same length), oldest first, as float64."""
         assert self.end is not None
         cols = np.arange(self.end - n, self.end) % self.max_len
-        out: FloatArray = self.values[rows[:, None], cols[None, :]].astype(np.float64)
+        out: FloatArray = self.values[np.ix_(cols, rows)].T.astype(np.float64)
         return out
 
     def history(self, i: int) -> FloatArray:
@@ -456,6 +471,13 @@ class DemandBook:
             firsts = np.full(len(known), np.iinfo(np.int64).max)
             owner = np.repeat(np.arange(len(known)), counts)
             np.minimum.at(firsts, owner[keep], bucket_of[keep])
+            new = [key for j, key in enumerate(rows)
+                   if known[j] == -1 and firsts[j] <= last and key[0] in params]
+            if new:  # widen and grow once, while the arrays are the smallest
+                width = max(max(1, params[key[0]].horizon) for key in new)
+                if width > self._width:
+                    self._widen(width)
+                self.reserve(len(self.keys) + len(new))
             for j, key in enumerate(rows):
                 if known[j] == -1 and firsts[j] <= last and key[0] in params:
                     i = self._add(key, int(firsts[j]))
@@ -497,11 +519,14 @@ class DemandBook:
         return i
 
     def _update_params(self, params: Mapping[str, SeriesParams]) -> None:
+        changed: dict[SeriesParams, list[int]] = {}
         for di, rows in self._rows_of_di.items():
             p = params.get(di) if di in params else None
             if p is not None and p != self._di_params.get(di):
                 self._di_params[di] = p
-                self._set_params(rows, p)
+                changed.setdefault(p, []).extend(rows)
+        for p, rows in changed.items():  # one assignment per distinct policy
+            self._set_params(rows, p)
 
     def _step(self, idx: int, y: FloatArray, born: IntArray) -> None:
         """Every series observes bucket `idx` (`y` per series; `born`: its first)."""
@@ -512,8 +537,7 @@ class DemandBook:
         self.end = idx + 1
         if not self.forecasts:
             self.last_above[:n][live & crossed] = (idx + 1) * self.bucket
-            rows = np.flatnonzero(live)
-            self.values[rows, idx % L] = y[rows]
+            self.values[idx % L, :n] = y  # not born yet: never read
             return
         old = np.flatnonzero(live & (self.birth[:n] < idx))
         self._score(idx, y, old)
@@ -521,7 +545,7 @@ class DemandBook:
         self._judge(idx, crossed, old)
         self.last_above[:n][live & crossed] = (idx + 1) * self.bucket
         rows = np.flatnonzero(live)
-        self.values[rows, idx % L] = y[rows]
+        self.values[idx % L, :n] = y  # not born yet: never read
         for group in self.kernels.batches():
             group.kernel.update(y[group.positions])
         if len(born):
@@ -548,13 +572,12 @@ class DemandBook:
         self.topup[r] = (streak >= self.topup_after) & (v >= self.threshold[r])
         L = self.max_len
         before = np.minimum(idx - self.birth[r], L)
-        naive = np.where(before >= self.season, self.values[r, (idx - self.season) % L],
-                         np.where(before > 0, self.values[r, (idx - 1) % L], v))
-        pos = self.err_pos[r]
-        self.err_model[r, pos] = np.abs(v - pt)
-        self.err_naive[r, pos] = np.abs(v - naive)
-        self.err_covered[r, pos] = v <= up
-        self.err_pos[r] = (pos + 1) % self.error_window
+        naive = np.where(before >= self.season, self.values[(idx - self.season) % L, r],
+                         np.where(before > 0, self.values[(idx - 1) % L, r], v))
+        pos = idx % self.error_window
+        self.err_model[pos, r] = np.abs(v - pt)
+        self.err_naive[pos, r] = np.abs(v - naive)
+        self.err_covered[pos, r] = v <= up
         self.err_count[r] = np.minimum(self.err_count[r] + 1, self.error_window)
 
     def _hstep_errors(self, idx: int, y: FloatArray, old: IntArray) -> None:
@@ -564,14 +587,13 @@ class DemandBook:
         slots = (idx - steps) % h
         ok = ((self.pending_origin[old][:, slots] == idx - steps[None, :])
               & (steps[None, :] < self.horizon[old][:, None]))
-        at, s = np.nonzero(ok)
-        if not len(at):
-            return
-        r = old[at]
-        pos = self.hstep_pos[r, s]
-        self.hstep[r, s, pos] = y[r] - self.pending[r, slots[s], s]
-        self.hstep_pos[r, s] = (pos + 1) % self.hstep_window
-        self.hstep_count[r, s] = np.minimum(self.hstep_count[r, s] + 1, self.hstep_window)
+        pos = idx % self.hstep_window
+        for s in range(h):
+            r = old[ok[:, s]]
+            if len(r):
+                self.hstep[pos, s, r] = y[r] - self.pending[r, slots[s], s]
+                self.hstep_count[r, s] = np.minimum(self.hstep_count[r, s] + 1,
+                                                    self.hstep_window)
 
     def _judge(self, idx: int, crossed: BoolArray, old: IntArray) -> None:
         """Bucket `idx` arrived: mark the calls it belongs to, score those it completes."""
@@ -639,7 +661,6 @@ class DemandBook:
     def _forget_forecasts(self, rows: IntArray | int) -> None:
         """A new model or season: its errors are not the old one's."""
         self.hstep_count[rows] = 0
-        self.hstep_pos[rows] = 0
         self.pending_origin[rows] = -1
 
     def calibrated(self, rows: IntArray | int, raw: FloatArray | float) -> FloatArray:
@@ -802,23 +823,31 @@ class DemandBook:
         self.real_fit[r] = True
         self.selected[r] = bool(fitted.scores) or request.model != "auto"
         self.fitted_len[r] = self.length(r)
-        self.err_pos[r] = self.err_count[r] = 0
+        self.err_count[r] = 0
         self.degraded[r] = False
         self.refits[request.reason] = self.refits.get(request.reason, 0) + 1
         self._forget_forecasts(r)
         point, upper = fitted.kernel.forecast(self._width)
         self._remember(np.array([r]), point, upper)
 
-    def _valid(self, rows: IntArray) -> BoolArray:
-        out: BoolArray = np.arange(self.error_window)[None, :] < self.err_count[rows][:, None]
+    def _recent(self, count: IntArray, window: int) -> BoolArray:
+        """(window, len(count)): which slots of a ring indexed by bucket number hold one of
+        the newest `count` entries (every ring is written each bucket since it was
+        cleared, the last time at the clock's last bucket)."""
+        assert self.end is not None
+        age = (self.end - 1 - np.arange(window)) % window
+        out: BoolArray = age[:, None] < count[None, :]
         return out
+
+    def _valid(self, rows: IntArray) -> BoolArray:
+        return self._recent(self.err_count[rows], self.error_window)
 
     def _degraded(self, rows: IntArray) -> BoolArray:
         if not len(rows):
             return np.zeros(0, dtype=bool)
         valid = self._valid(rows)
-        model = np.where(valid, self.err_model[rows], 0.0).sum(axis=1, dtype=np.float64)
-        naive = np.where(valid, self.err_naive[rows], 0.0).sum(axis=1, dtype=np.float64)
+        model = np.where(valid, self.err_model[:, rows], 0.0).sum(axis=0, dtype=np.float64)
+        naive = np.where(valid, self.err_naive[:, rows], 0.0).sum(axis=0, dtype=np.float64)
         enough = self.err_count[rows] >= max(12, self.error_window // 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             out: BoolArray = enough & (naive > 0) & (model / naive > self.degrade_factor)
@@ -852,7 +881,7 @@ class DemandBook:
             assert self.end is not None
             r = rows[have]
             last_above[have] = self.last_above[r]
-            observed[have] = self.values[r, (self.end - 1) % self.max_len]
+            observed[have] = self.values[(self.end - 1) % self.max_len, r]
         above = [None if math.isnan(a) else a for a in last_above.tolist()]
         if not self.forecasts:
             return [DemandView(k[0], k[1], observed=o, last_above=a) if h
@@ -904,14 +933,16 @@ class DemandBook:
             count = self.hstep_count[rows, ring]
             prob = (pt[:, j] >= threshold).astype(np.float64)
             enough = np.flatnonzero((count >= MIN_HSTEP_ERRORS) & inside[:, j])
-            for c0 in range(0, len(enough), CHUNK):
-                part = enough[c0:c0 + CHUNK]
-                errors = self.hstep[rows[part], ring[part]]
-                valid = np.arange(window)[None, :] < count[part][:, None]
-                hits = np.count_nonzero(
-                    valid & (pt[part, j][:, None] + errors >= threshold[part][:, None]),
-                    axis=1)
-                prob[part] = hits / count[part]
+            for g in np.unique(ring[enough]).tolist():
+                same = enough[ring[enough] == g]
+                for c0 in range(0, len(same), CHUNK):
+                    part = same[c0:c0 + CHUNK]
+                    errors = self.hstep[:, g, rows[part]]  # (window, len(part))
+                    valid = self._recent(count[part], window)
+                    hits = np.count_nonzero(
+                        valid & (pt[part, j][None, :] + errors >= threshold[part][None, :]),
+                        axis=0)
+                    prob[part] = hits / count[part]
             best = np.maximum(best, np.where(inside[:, j], prob, 0.0))
         self._call(rows, first + lo, first + hi, best)
         out_p = np.zeros(len(some))
@@ -959,9 +990,10 @@ class DemandBook:
             return {}
         valid = self._valid(rows)
         count = self.err_count[rows].astype(np.float64)
-        mae = np.where(valid, self.err_model[rows], 0.0).sum(axis=1) / count
-        naive = np.where(valid, self.err_naive[rows], 0.0).sum(axis=1) / count
-        covered = np.where(valid, self.err_covered[rows], 0.0).sum(axis=1) / count
+        mae = np.where(valid, self.err_model[:, rows], 0.0).sum(axis=0, dtype=np.float64) / count
+        naive = np.where(valid, self.err_naive[:, rows], 0.0).sum(axis=0, dtype=np.float64) / count
+        covered = np.where(valid, self.err_covered[:, rows], 0.0).sum(axis=0,
+                                                                    dtype=np.float64) / count
         with np.errstate(divide="ignore", invalid="ignore"):
             relative = np.where(naive > 0, mae / naive, np.nan)
         keys = self.keys

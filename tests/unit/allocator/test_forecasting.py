@@ -96,7 +96,7 @@ def test_a_degraded_model_is_refitted() -> None:
     [request] = book.due_fits(0.0)
     book.apply_fit(request, fit_job("snaive", request.values, 24, 2, request.start, 0.9), 0.0)
     row = book.index[KEY]
-    book.err_model[row], book.err_naive[row], book.err_covered[row] = 50.0, 1.0, 0.0
+    book.err_model[:, row], book.err_naive[:, row], book.err_covered[:, row] = 50.0, 1.0, 0.0
     book.err_count[row] = 24
     [again] = book.due_fits(1.0)
     assert again.reason.startswith("forecast error degraded")
