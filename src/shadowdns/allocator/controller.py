@@ -338,7 +338,7 @@ class Controller:
                 split = math.ceil((cut - self.minute_span) / bucket) * bucket
                 older = await self.io(self.store.demand_series, "5m", since, split, dis)
                 newer = await self.io(self.store.demand_series, "minute", split, cut, dis)
-                rows = {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
+                rows = await self._on_book(_merged, older, newer)  # 100k series: seconds
             else:
                 rows = await self.io(self.store.demand_series, "minute", since, cut, dis)
         elif cut <= self.read_until:
@@ -749,6 +749,13 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
         out.append({"di": r.allocation.di, "region": r.allocation.region,
                     "from": at - ttl, "until": at, "ttl": min(ttl, settings.ttl_floor)})
     return out
+
+
+def _merged(older: Mapping[tuple[str, str], list[tuple[int, int]]],
+            newer: Mapping[tuple[str, str], list[tuple[int, int]]]
+            ) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """The rollups' and the minutes' points of each series, older first."""
+    return {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
 
 
 def _uncollected(fn: Callable[..., T], *args: Any) -> T:

@@ -149,6 +149,28 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
     return fitted
 
 
+CONVERT = 1 << 16
+"""Points converted from Python to numpy per call: numpy holds the GIL for the whole of
+one conversion, and the first read of 100,000 series brings tens of millions of points,
+so it goes in slices that the event loop's thread can run between."""
+
+
+def _points_array(rows: Iterable[Sequence[tuple[int, float]]], total: int) -> FloatArray:
+    """(start, queries) of every series' points, one after the other, as an (n, 2) array."""
+    out = np.empty((total, 2))
+    at = 0
+    chunk: list[tuple[int, float]] = []
+    for points in rows:
+        chunk.extend(points)
+        if len(chunk) >= CONVERT:
+            out[at:at + len(chunk)] = chunk
+            at += len(chunk)
+            chunk = []
+    if chunk:
+        out[at:at + len(chunk)] = chunk
+    return out
+
+
 def _bins(p: FloatArray) -> IntArray:
     out: IntArray = np.clip((p * CALIBRATION_BINS).astype(np.int64), 0, CALIBRATION_BINS - 1)
     return out
@@ -459,8 +481,7 @@ class DemandBook:
         start = self.end
         born: dict[int, list[int]] = {}
         counts = [len(points) for points in rows.values()]
-        flat = np.array([p for points in rows.values() for p in points],
-                        dtype=np.float64).reshape(-1, 2)
+        flat = _points_array(rows.values(), sum(counts))
         known = [self.index.get(key, -1) for key in rows]
         series = np.repeat(np.array(known, dtype=np.int64), counts)
         bucket_of = (flat[:, 0] // self.bucket).astype(np.int64)
