@@ -213,9 +213,10 @@ class Controller:
             | None = None
         self._resource_cache: tuple[tuple[Policy, ...], dict[str, Resource]] | None = None
         self._all_views: list[DIView] | None = None
-        # The book's per-bucket work is Python per series: digesting two weeks of history
-        # for thousands of series takes tens of seconds, which on the event loop would
-        # stop DNS answers. One thread owns it, so the book is never touched by two at once.
+        # The book's work is numpy over all series, but digesting two weeks of history for
+        # 100,000 series still takes minutes, and its Python between the array operations
+        # would stop DNS answers on the event loop. One thread owns it, so the book is
+        # never touched by two at once.
         self.book_in_thread = solve_in_thread if book_in_thread is None else book_in_thread
         self._book_pool: ThreadPoolExecutor | None = None
 
