@@ -29,6 +29,8 @@ import argparse
 import math
 import os
 import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -138,6 +140,21 @@ class Sampler(threading.Thread):
         return max((s[2] for s in self.samples if start <= s[0] <= end), default=math.nan)
 
 
+def wait_for_quiet(sampler: Sampler, since: float, quiet: float = 20.0,
+                   busy: float = 0.3) -> float:
+    """When the serving process has used under `busy` of a core for `quiet` seconds, after
+    having used more (the first read is done): the monotonic time it went quiet."""
+    worked = False
+    while True:
+        time.sleep(1.0)
+        now = time.monotonic()
+        used = sampler.cpu_between(now - quiet, now)
+        if not worked:
+            worked = sampler.cpu_between(since, now) > 5.0
+        elif now - since > quiet and used < busy * quiet:
+            return now - quiet
+
+
 def dnsperf(port: int, seconds: float, queries: Path) -> float:
     out = subprocess.run(
         ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
@@ -155,13 +172,27 @@ def main() -> None:
     parser.add_argument("--buckets", type=int, default=2, help="buckets to watch after start")
     parser.add_argument("--model", default="auto")
     parser.add_argument("--dnsperf-seconds", type=float, default=20.0)
+    parser.add_argument("--seeded", type=Path, metavar="DIR",
+                        help="copy zones/ and state.db from DIR (a --keep of an earlier run) "
+                        "instead of seeding: the history then ends when that run seeded it")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy the seeded zones/ and state.db to DIR before serving")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shadowdns-scale-") as tmp:
         root = Path(tmp)
         began = time.monotonic()
-        rows = write_setup(root, args.dis, args.days, args.every, args.model)
-        print(f"{4 * args.dis:,} series, {args.days:g} days, {rows:,} demand rows seeded in "
-              f"{time.monotonic() - began:.0f} s", flush=True)
+        if args.seeded:
+            shutil.copytree(args.seeded / "zones", root / "zones")
+            shutil.copy(args.seeded / "state.db", root / "state.db")
+            print(f"seeded state copied from {args.seeded}", flush=True)
+        else:
+            rows = write_setup(root, args.dis, args.days, args.every, args.model)
+            print(f"{4 * args.dis:,} series, {args.days:g} days, {rows:,} demand rows seeded "
+                  f"in {time.monotonic() - began:.0f} s", flush=True)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(root / "zones", args.keep / "zones", dirs_exist_ok=True)
+                shutil.copy(root / "state.db", args.keep / "state.db")
         queries = root / "queries.txt"
         queries.write_text("".join(f"app{k}.sc.test. A\n" for k in range(min(args.dis, 5000))))
         run(root, args, queries)
@@ -189,17 +220,20 @@ def run(root: Path, args: argparse.Namespace, queries: Path) -> None:
             raise SystemExit("the server did not start:\n" + log_path.read_text()[-3000:])
         listening = time.monotonic()
         print(f"listening after {listening - started:.1f} s", flush=True)
-        # until the end of the watched buckets' reads
-        wall = time.time()
-        next_read = (wall // BUCKET + 1) * BUCKET + SETTLE
-        total = next_read - wall + args.buckets * BUCKET + 60.0
         query = dns.message.make_query("app1.sc.test.", "A", use_edns=0, options=[
             dns.edns.ECSOption("198.18.1.0", 24)]).to_wire()
         trace_path = root / "gaps.bin"
         probe = subprocess.Popen(
-            [sys.executable, "-m", "bench.gap_probe", str(port), "--seconds", f"{total:.0f}",
+            [sys.executable, "-m", "bench.gap_probe", str(port), "--seconds", "7200",
              "--out", str(trace_path), "--interval", "0.002", "--query", query.hex()],
             cwd=Path(__file__).resolve().parent.parent)
+        digested = wait_for_quiet(sampler, listening)
+        print(f"start done (first read of the history, its digestion, the first window) "
+              f"{digested - listening:.0f} s after listening: serving process CPU "
+              f"{sampler.cpu_between(started, digested):.0f} s, RSS up to "
+              f"{sampler.rss_max(started, digested):,.0f} MiB", flush=True)
+        wall = time.time()
+        next_read = (wall // BUCKET + 1) * BUCKET + SETTLE
         # bucket 1: CPU of the window's work alone (only the probe asks); later buckets:
         # dnsperf from the moment the read starts, and again mid-bucket
         windows: list[float] = []
@@ -214,16 +248,19 @@ def run(root: Path, args: argparse.Namespace, queries: Path) -> None:
             during.append(dnsperf(port, args.dnsperf_seconds, queries))
             time.sleep(max(0.0, read_at + BUCKET / 2 - time.time()))
             quiet.append(dnsperf(port, args.dnsperf_seconds, queries))
-        probe.wait(timeout=total + 120)
+        time.sleep(max(0.0, next_read + args.buckets * BUCKET - 5 - time.time()))
+        probe.send_signal(signal.SIGINT)
+        probe.wait(timeout=120)
         trace = gap_probe.read(trace_path)
         first_read_at = windows[0]
-        sends = (trace.sends[0], trace.sends[-1])
-        gap, gap_at = gap_probe.longest_gap(trace.replies, *sends)
-        send_gap, _ = gap_probe.longest_gap(trace.sends, *sends)
-        print(f"start (history digested, first fits): serving process CPU "
-              f"{sampler.cpu_between(started, first_read_at):.1f} s over "
-              f"{first_read_at - started:.0f} s, RSS up to "
-              f"{sampler.rss_max(started, first_read_at):,.0f} MiB")
+        since_start = (trace.sends[0], digested)
+        steady = (digested, trace.sends[-1])
+        for what, (lo, hi) in (("during the start", since_start), ("afterwards", steady)):
+            gap, gap_at = gap_probe.longest_gap(trace.replies, lo, hi)
+            send_gap, _ = gap_probe.longest_gap(trace.sends, lo, hi)
+            print(f"longest gap between answers {what}: {1000 * gap:.1f} ms "
+                  f"({gap_at - listening:.0f} s after listening; the probe's own longest "
+                  f"send gap {1000 * send_gap:.1f} ms)")
         cpu = sampler.cpu_between(first_read_at - 2, first_read_at + BUCKET - 2)
         print(f"one bucket's window (new bucket, forecasts, plan, writes; no load): serving "
               f"process CPU {cpu:.1f} s in its 5 minutes, RSS "
@@ -231,8 +268,6 @@ def run(root: Path, args: argparse.Namespace, queries: Path) -> None:
         for i, (busy, calm) in enumerate(zip(during, quiet, strict=True)):
             print(f"bucket {i + 2}: dnsperf {busy:,.0f} q/s from the read on, "
                   f"{calm:,.0f} q/s mid-bucket ({busy / calm:.2f}x)")
-        print(f"longest gap between answers: {1000 * gap:.1f} ms ({gap_at - listening:.0f} s "
-              f"after listening; the probe's own longest send gap {1000 * send_gap:.1f} ms)")
         stalls = re.findall(r"event loop stalled (\d+) ms", log_path.read_text())
         if stalls:
             print(f"event-loop stalls over 50 ms (serve --stall-trace 50): {len(stalls)}, "
