@@ -62,6 +62,7 @@ series that missed are touched one by one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import deque
@@ -149,26 +150,32 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
     return fitted
 
 
-CONVERT = 1 << 16
+CONVERT = 1 << 14
 """Points converted from Python to numpy per call: numpy holds the GIL for the whole of
 one conversion, and the first read of 100,000 series brings tens of millions of points,
-so it goes in slices that the event loop's thread can run between."""
+so it goes in slices (a few ms each) that the event loop's thread can run between."""
 
 
 def _points_array(rows: Iterable[Sequence[tuple[int, float]]], total: int) -> FloatArray:
     """(start, queries) of every series' points, one after the other, as an (n, 2) array."""
-    out = np.empty((total, 2))
+    out = np.empty(2 * total)
     at = 0
     chunk: list[tuple[int, float]] = []
+
+    def convert() -> None:
+        nonlocal at
+        n = 2 * len(chunk)
+        out[at:at + n] = np.fromiter(itertools.chain.from_iterable(chunk), np.float64, n)
+        at += n
+        chunk.clear()
+
     for points in rows:
         chunk.extend(points)
         if len(chunk) >= CONVERT:
-            out[at:at + len(chunk)] = chunk
-            at += len(chunk)
-            chunk = []
+            convert()
     if chunk:
-        out[at:at + len(chunk)] = chunk
-    return out
+        convert()
+    return out.reshape(-1, 2)
 
 
 def _bins(p: FloatArray) -> IntArray:
