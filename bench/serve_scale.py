@@ -142,16 +142,13 @@ class Sampler(threading.Thread):
 
 def wait_for_quiet(sampler: Sampler, since: float, quiet: float = 20.0,
                    busy: float = 0.3) -> float:
-    """When the serving process has used under `busy` of a core for `quiet` seconds, after
-    having used more (the first read is done): the monotonic time it went quiet."""
-    worked = False
+    """When the serving process has used under `busy` of a core for `quiet` seconds since
+    `since` (the history is read: the first window's fits and writes are done): the
+    monotonic time it went quiet."""
     while True:
         time.sleep(1.0)
         now = time.monotonic()
-        used = sampler.cpu_between(now - quiet, now)
-        if not worked:
-            worked = sampler.cpu_between(since, now) > 5.0
-        elif now - since > quiet and used < busy * quiet:
+        if now - since > quiet and sampler.cpu_between(now - quiet, now) < busy * quiet:
             return now - quiet
 
 
@@ -227,7 +224,9 @@ def run(root: Path, args: argparse.Namespace, queries: Path) -> None:
             [sys.executable, "-m", "bench.gap_probe", str(port), "--seconds", "7200",
              "--out", str(trace_path), "--interval", "0.002", "--query", query.hex()],
             cwd=Path(__file__).resolve().parent.parent)
-        digested = wait_for_quiet(sampler, listening)
+        while "demand history read" not in log_path.read_text():
+            time.sleep(1.0)
+        digested = wait_for_quiet(sampler, time.monotonic())
         print(f"start done (first read of the history, its digestion, the first window) "
               f"{digested - listening:.0f} s after listening: serving process CPU "
               f"{sampler.cpu_between(started, digested):.0f} s, RSS up to "

@@ -346,11 +346,15 @@ class Controller:
             return False
         else:
             rows = await self.io(self.store.demand_series, "minute", self.read_until, cut, dis)
+        first_read = self.read_until is None
         self.read_until = cut
         if len(rows) + len(self.book.series) > self.max_series:
             rows = self._busiest(rows)
         fresh = await self._on_book(self._feed_settled, rows, cut, params)
         self.book_version += 1
+        if first_read:  # the history: minutes at 100,000 series, worth a line
+            log.info("allocator: demand history read: %d series up to %s, %.1f s",
+                     len(self.book.series), cut, self.clock.now() - now)
         return fresh
 
     def _feed_settled(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
