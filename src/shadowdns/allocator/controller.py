@@ -76,6 +76,7 @@ ALL_VIEWS_UP_TO = 50_000
 MAX_SERIES = 100_000
 
 IO = Callable[..., Awaitable[Any]]
+FITS_IN_FLIGHT = 8  # fits submitted to the process pool at once (see `Controller`)
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
@@ -201,6 +202,10 @@ class Controller:
         self.releases_total = 0
         self._wake = asyncio.Event()
         self._fits: set[asyncio.Task[None]] = set()
+        # Fits handed to the pool at once: submitting a window's 1,389 first fits of a
+        # 100,000-series fleet in one go blocked the event loop 20 s in the pool's wake-up
+        # pipe; the others wait here, where waiting costs nothing.
+        self._fit_slots = asyncio.Semaphore(FITS_IN_FLIGHT)
         self._topup_seen: set[tuple[str, str]] = set()
         self.all_views_up_to = all_views_up_to
         self.max_series = max_series
@@ -337,11 +342,15 @@ class Controller:
             since = cut - self.settings.history
             if bucket % 300 == 0 and cut - since > self.minute_span:
                 split = math.ceil((cut - self.minute_span) / bucket) * bucket
-                older = await self.io(self.store.demand_series, "5m", since, split, dis)
-                newer = await self.io(self.store.demand_series, "minute", split, cut, dis)
+                # the history is tens of millions of tuples at 100,000 series: read with
+                # collections paused (a full one walked them for 2 s, no answer meanwhile)
+                read = self.store.demand_series
+                older = await self.io(_uncollected, read, "5m", since, split, dis)
+                newer = await self.io(_uncollected, read, "minute", split, cut, dis)
                 rows = await self._on_book(_merged, older, newer)  # 100k series: seconds
             else:
-                rows = await self.io(self.store.demand_series, "minute", since, cut, dis)
+                rows = await self.io(_uncollected, self.store.demand_series, "minute", since,
+                                     cut, dis)
         elif cut <= self.read_until:
             return False
         else:
@@ -410,10 +419,11 @@ class Controller:
                                      request.horizon, request.start, request.quantile,
                                      self.settings.lstm)
                 else:
-                    fitted = await loop.run_in_executor(
-                        self.fit_executor, fit_job, request.model, request.values,
-                        request.season, request.horizon, request.start, request.quantile,
-                        self.settings.lstm)
+                    async with self._fit_slots:
+                        fitted = await loop.run_in_executor(
+                            self.fit_executor, fit_job, request.model, request.values,
+                            request.season, request.horizon, request.start,
+                            request.quantile, self.settings.lstm)
             except Exception as exc:
                 log.warning("fit of %s/%s failed: %s", *request.key, exc)
                 fitted = None
