@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import select
+import signal
 import socket
 import struct
 import time
@@ -40,7 +41,9 @@ def probe(port: int, seconds: float, interval: float, queries: list[bytes],
     end = clock() + seconds
     next_send = clock()
     seq = 0
-    while True:
+    stop = []  # SIGINT ends the probe early, trace kept (a run whose length is not known)
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    while not stop:
         now = clock()
         if now >= end:
             break

@@ -34,6 +34,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar
 
+import numpy as np
+
 from shadowdns.allocator.forecasting import DemandBook, FitRequest, SeriesParams, fit_job
 from shadowdns.allocator.hooks import HookPayload, HookRunner
 from shadowdns.allocator.persistence import Persistence
@@ -79,6 +81,7 @@ BOOK_SETTINGS = ("bucket", "history", "refit_every", "topup_after", "error_windo
                  "degrade_factor", "plan_on")
 
 IO = Callable[..., Awaitable[Any]]
+FITS_IN_FLIGHT = 8  # fits submitted to the process pool at once (see `Controller`)
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
@@ -266,6 +269,10 @@ class Controller:
         self.releases_total = 0
         self._wake = asyncio.Event()
         self._fits: set[asyncio.Task[None]] = set()
+        # Fits handed to the pool at once: submitting a window's 1,389 first fits of a
+        # 100,000-series fleet in one go blocked the event loop 20 s in the pool's wake-up
+        # pipe; the others wait here, where waiting costs nothing.
+        self._fit_slots = asyncio.Semaphore(FITS_IN_FLIGHT)
         self._topup_seen: set[tuple[str, str]] = set()
         self.all_views_up_to = all_views_up_to
         self.max_series = max_series
@@ -278,9 +285,10 @@ class Controller:
             | None = None
         self._resource_cache: tuple[tuple[Policy, ...], Mapping[str, Resource]] | None = None
         self._all_views: list[DIView] | None = None
-        # The book's per-bucket work is Python per series: digesting two weeks of history
-        # for thousands of series takes tens of seconds, which on the event loop would
-        # stop DNS answers. One thread owns it, so the book is never touched by two at once.
+        # The book's work is numpy over all series, but digesting two weeks of history for
+        # 100,000 series still takes minutes, and its Python between the array operations
+        # would stop DNS answers on the event loop. One thread owns it, so the book is
+        # never touched by two at once.
         self.book_in_thread = solve_in_thread if book_in_thread is None else book_in_thread
         self._book_pool: ThreadPoolExecutor | None = None
         # the shadow-minutes budget: spent in the current day, and the price multiplier
@@ -454,20 +462,28 @@ class Controller:
             since = cut - self.settings.history
             if bucket % 300 == 0 and cut - since > self.minute_span:
                 split = math.ceil((cut - self.minute_span) / bucket) * bucket
-                older = await self.io(self.store.demand_series, "5m", since, split, dis)
-                newer = await self.io(self.store.demand_series, "minute", split, cut, dis)
-                rows = {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
+                # the history is tens of millions of tuples at 100,000 series: read with
+                # collections paused (a full one walked them for 2 s, no answer meanwhile)
+                read = self.store.demand_series
+                older = await self.io(_uncollected, read, "5m", since, split, dis)
+                newer = await self.io(_uncollected, read, "minute", split, cut, dis)
+                rows = await self._on_book(_merged, older, newer)  # 100k series: seconds
             else:
-                rows = await self.io(self.store.demand_series, "minute", since, cut, dis)
+                rows = await self.io(_uncollected, self.store.demand_series, "minute", since,
+                                     cut, dis)
         elif cut <= self.read_until:
             return False
         else:
             rows = await self.io(self.store.demand_series, "minute", self.read_until, cut, dis)
+        first_read = self.read_until is None
         self.read_until = cut
         if len(rows) + len(self.book.series) > self.max_series:
             rows = self._busiest(rows)
         fresh = await self._on_book(self._feed_settled, rows, cut, params)
         self.book_version += 1
+        if first_read:  # the history: minutes at 100,000 series, worth a line
+            log.info("allocator: demand history read: %d series up to %s, %.1f s",
+                     len(self.book.series), cut, self.clock.now() - now)
         return fresh
 
     def _feed_settled(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
@@ -496,31 +512,16 @@ class Controller:
     def feed(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
              params: Mapping[str, SeriesParams]) -> bool:
         """Observe `rows` (minute or coarser buckets) up to `cut`; new top-up flagged?"""
-        bucket = self.settings.bucket
-        last = cut // bucket - 1
-        for key, points in rows.items():
-            if key[0] not in params:
-                continue
-            sums: dict[int, float] = {}
-            for start, queries in points:
-                idx = start // bucket
-                sums[idx] = sums.get(idx, 0.0) + queries
-            for idx in sorted(sums):
-                if idx <= last:
-                    self.book.observe(key, idx, sums[idx], params[key[0]])
-        for key in list(self.book.series):
-            if key[0] in params:  # no row up to `last` means no queries
-                self.book.observe(key, last, 0.0, params[key[0]])
+        self.book.advance(rows, cut // self.settings.bucket - 1, params)
+        flagged = self.book.topup_keys()
         fresh = False
-        for key, state in self.book.series.items():
-            if state.topup and key not in self._topup_seen:
-                self._topup_seen.add(key)
-                self.topups += 1
-                fresh = True
-                log.info("forecast miss: %s/%s above the %s band %d bucket(s) in a row: "
-                            "top-up", key[0], key[1], state.model, state.misses)
-            elif not state.topup:
-                self._topup_seen.discard(key)
+        for key in sorted(flagged - self._topup_seen):
+            state = self.book.series[key]
+            self.topups += 1
+            fresh = True
+            log.info("forecast miss: %s/%s above the %s band %d bucket(s) in a row: "
+                     "top-up", key[0], key[1], state.model, state.misses)
+        self._topup_seen = flagged
         return fresh
 
     async def run_fits(self, now: float) -> None:
@@ -538,10 +539,11 @@ class Controller:
                                      request.horizon, request.start, request.quantile,
                                      self.settings.lstm)
                 else:
-                    fitted = await loop.run_in_executor(
-                        self.fit_executor, fit_job, request.model, request.values,
-                        request.season, request.horizon, request.start, request.quantile,
-                        self.settings.lstm)
+                    async with self._fit_slots:
+                        fitted = await loop.run_in_executor(
+                            self.fit_executor, fit_job, request.model, request.values,
+                            request.season, request.horizon, request.start,
+                            request.quantile, self.settings.lstm)
             except Exception as exc:
                 log.warning("fit of %s/%s failed: %s", *request.key, exc)
                 fitted = None
@@ -642,40 +644,48 @@ class Controller:
                                                                          DemandView]:
         """Planned demand per series: the model's band (or, in the simulator, the last
         observed bucket alone, or the future itself), with the forecast's mean path over
-        the lead time and `lookahead` for the value rule."""
-        out = {}
+        the lead time and `lookahead` for the value rule (one batch call for every series,
+        as the views are)."""
         window = self.settings.window
         bucket = self.settings.bucket
-        keys = {v.key: v for v in views}
+        lead = {v.key: v.lead for v in views}
+        keys = [key for key in self.book.series if key[0] in lead]
+        since = np.array([now + lead[key[0]] for key in keys])
+        seen = self.book.views(keys, since, since + window)
         value_rule = self.settings.decision == "value"
         if len(self.persistence.state) > len(self.book.series) + 1000:
             self.persistence.forget(set(self.book.series))
-        for key in self.book.series:
-            view = keys.get(key[0])
-            if view is None:
-                continue
-            since, until = now + view.lead, now + view.lead + window
-            seen = self.book.view(key, since, until)
-            steps = math.ceil((view.lead + self.settings.lookahead) / bucket) + 1
-            if self.source == "observed":
-                seen = replace(seen, predicted=0.0, p_cross=0.0, model="observed")
-            elif self.source == "oracle" and self.oracle is not None:
-                # the future itself: demand crosses with certainty or not at all
-                seen = replace(seen, predicted=self.oracle(key, since, until), p_cross=None,
-                               model="oracle")
+        steps = [math.ceil((lead[key[0]] + self.settings.lookahead) / bucket) + 1
+                 for key in keys] if value_rule else []
+        if self.source == "observed":
+            seen = [replace(s, predicted=0.0, p_cross=0.0, model="observed") for s in seen]
+        elif self.source == "oracle" and self.oracle is not None:
+            # the future itself: demand crosses with certainty or not at all
+            oracle = self.oracle
+            at = math.floor(now / bucket) * bucket
+            told = []
+            for i, (key, s, a) in enumerate(zip(keys, seen, since.tolist(), strict=True)):
+                s = replace(s, predicted=oracle(key, a, a + window), p_cross=None,
+                            model="oracle")
                 if value_rule:
-                    at = math.floor(now / bucket) * bucket
-                    seen = replace(seen, path_start=float(at), path=tuple(
-                        self.oracle(key, at + i * bucket, at + (i + 1) * bucket)
-                        for i in range(steps)))
-            elif value_rule and seen.model != "none":
-                start, point, _ = self.book.forecast(key, steps)
-                if self.settings.persistence:
-                    point = self.persistence.correct(key, round(start / bucket), point,
-                                                     seen.observed)
-                seen = replace(seen, path=tuple(point.tolist()), path_start=float(start))
-            out[key] = seen
-        return out
+                    s = replace(s, path_start=float(at), path=tuple(
+                        oracle(key, at + j * bucket, at + (j + 1) * bucket)
+                        for j in range(steps[i])))
+                told.append(s)
+            seen = told
+        elif value_rule:
+            modelled = [i for i, s in enumerate(seen) if s.model != "none"]
+            if modelled:
+                start, points, _ = self.book.forecasts_of([keys[i] for i in modelled],
+                                                          max(steps[i] for i in modelled))
+                for row, i in enumerate(modelled):
+                    point = points[row, :steps[i]]
+                    if self.settings.persistence:
+                        point = self.persistence.correct(keys[i], round(start / bucket),
+                                                         point, seen[i].observed)
+                    seen[i] = replace(seen[i], path=tuple(point.tolist()),
+                                      path_start=float(start))
+        return dict(zip(keys, seen, strict=True))
 
     def _record(self, result: Plan, views: Sequence[DIView], allocations: Sequence[Allocation],
                 down: frozenset[str]) -> GenerationRecord:
@@ -818,24 +828,29 @@ class Controller:
         horizons = {v.key: math.ceil((v.lead + self.settings.window) / self.settings.bucket) + 1
                     for v in views}
         out = []
-        for key, state in self.book.series.items():
-            if key[0] not in horizons or state.fitted is None:
-                continue
-            first, point, upper = self.book.forecast(key, horizons[key[0]])
-            out.append(Forecast(key[0], key[1], resolution, now, state.model, tuple(
-                ForecastPoint(first + i * self.settings.bucket, float(p), float(u))
-                for i, (p, u) in enumerate(zip(point, upper, strict=True)))))
+        keys = [key for key in self.book.series if key[0] in horizons]
+        models = self.book.models()
+        if keys:
+            first, point, upper = self.book.forecasts_of(keys, max(horizons.values()))
+            step = self.settings.bucket
+            for key, points, uppers in zip(keys, point.tolist(), upper.tolist(), strict=True):
+                horizon = horizons[key[0]]
+                if math.isnan(points[0]):
+                    continue
+                out.append(Forecast(key[0], key[1], resolution, now, models[key], tuple(
+                    ForecastPoint(first + i * step, p, u)
+                    for i, (p, u) in enumerate(zip(points[:horizon], uppers[:horizon],
+                                                   strict=True)))))
         # The model in use per series and its rolling error (MAE over seasonal naive's),
         # for the API and the per-model error metric.
         errors = self.book.errors()
+        models = self.book.models()
         choices = [
-            ModelChoice(key[0], key[1], self.book.series[key].model,
-                        figures["relative"], now)
+            ModelChoice(key[0], key[1], models[key], figures["relative"], now)
             for key, figures in errors.items()
-            if key in self.book.series and math.isfinite(figures["relative"])
+            if key in models and math.isfinite(figures["relative"])
         ]
-        self.model_errors = errors_by_model(errors, {k: state.model for k, state in
-                                                     list(self.book.series.items())})
+        self.model_errors = errors_by_model(errors, models)
         return out, choices
 
     def report(self) -> dict[str, Any]:
@@ -921,6 +936,13 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
         out.append(TTLCut(r.allocation.di, r.allocation.region, at - ttl, at,
                           min(ttl, settings.ttl_floor)))
     return out
+
+
+def _merged(older: Mapping[tuple[str, str], list[tuple[int, int]]],
+            newer: Mapping[tuple[str, str], list[tuple[int, int]]]
+            ) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """The rollups' and the minutes' points of each series, older first."""
+    return {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
 
 
 def _uncollected(fn: Callable[..., T], *args: Any) -> T:

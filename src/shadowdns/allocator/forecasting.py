@@ -47,28 +47,46 @@ keeps them.
 Dynamic adjustment lives here too: a bucket whose actual demand exceeds the upper band
 forecast for it one bucket earlier is a *miss*; `topup_after` misses in a row (with demand
 at the threshold) flag the series for a reactive top-up, and the misses are kept.
+
+Layout: one engine for 100,000 series. Every series is a row number; its kernel lives in
+the predictor's batch kernels (`predictor.fleet.Rows`, one batch per model family and
+shape, as `forecast run`'s fleet), and everything else the book keeps of it is a row of a
+numpy array: the last `history` of buckets (a ring indexed by bucket number), the rolling
+one-step errors, the forecasts of the last origins and their signed errors per step, the
+open calls and their calibration. All series share one clock (`end`: every read observes
+the last complete bucket for all of them), so advancing the book by a bucket, forecasting
+the window and answering the planner are a few numpy operations per batch and per array,
+not a Python loop per series; only fits (a bounded number per window) and the few
+series that missed are touched one by one.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from shadowdns.allocator.planner import DemandView
 from shadowdns.predictor.base import FitSpec, Fitted, quiet
-from shadowdns.predictor.baseline import baseline
-from shadowdns.predictor.last import LastValue
+from shadowdns.predictor.baseline import SeasonalNaive
+from shadowdns.predictor.fleet import Rows
+from shadowdns.predictor.last import LastValue, last_values
 from shadowdns.predictor.periods import MIN_CYCLES, calendar_periods, detect
 from shadowdns.predictor.series import FloatArray
+from shadowdns.predictor.state import Kernel, SeasonalNaiveKernel
 
 log = logging.getLogger(__name__)
 
 SeriesKey = tuple[str, str]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 MIN_HSTEP_ERRORS = 24
 """Errors a step needs before `p_cross` uses them; until then the point forecast decides
@@ -81,6 +99,29 @@ outweighs the raw probability once it holds more calls than this."""
 
 FIRST_PERIOD_CHECK = 12
 """Buckets a series needs before its period is first looked for (3 cycles of 4)."""
+
+OPEN_CALLS = 32
+"""Crossing calls a series keeps open (not yet judged) at most; a newer one drops the
+oldest unjudged, as a full deque would. One call per window: 32 cover a lead time of
+2.5 hours at 5-minute windows."""
+
+MIN_FITS = 256
+"""Fit jobs `due_fits` hands out per call at least. A fleet gets more: four times its share
+of refits per bucket (each series once per `refit_every`), so first fits of a big fleet
+are spread over windows instead of queued all at once."""
+
+CHUNK = 8192
+"""Series per block when a window's crossing probabilities are counted: keeps the
+temporaries (block × 2 days of errors) to tens of MB."""
+
+STORED = np.float32
+"""Buckets and errors are stored as float32: counts are integers (exact below 2**24), and
+the book's memory is two weeks of buckets and two days of errors per series."""
+
+MAX_MISSES = 1000
+
+TIME_MAJOR = frozenset({"values", "err_model", "err_naive", "err_covered", "hstep"})
+"""Rings indexed by bucket number with the series axis last (see `DemandBook._specs`)."""
 
 
 def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: int,
@@ -109,58 +150,37 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
     return fitted
 
 
-def _bin(p: float) -> int:
-    return min(CALIBRATION_BINS - 1, max(0, int(p * CALIBRATION_BINS)))
+CONVERT = 1 << 14
+"""Points converted from Python to numpy per call: numpy holds the GIL for the whole of
+one conversion, and the first read of 100,000 series brings tens of millions of points,
+so it goes in slices (a few ms each) that the event loop's thread can run between."""
 
 
-class Ring:
-    """The newest `size` numbers of a stream in one numpy array, oldest first.
+def _points_array(rows: Iterable[Sequence[tuple[int, float]]], total: int) -> FloatArray:
+    """(start, queries) of every series' points, one after the other, as an (n, 2) array."""
+    out = np.empty(2 * total)
+    at = 0
+    chunk: list[tuple[int, float]] = []
 
-    The book keeps weeks of buckets and days of forecast errors for up to 100,000 series;
-    as Python lists and deques of floats that is ~32 bytes a number (~260 KB a series, 26
-    GB for the fleet), here it is 8 bytes plus 1/8 slack. Appends are amortised O(1):
-    the buffer grows by doubling up to `size` + slack, then shifts left once per slack
-    appends. `view()` is contiguous and copy-free.
-    """
+    def convert() -> None:
+        nonlocal at
+        n = 2 * len(chunk)
+        out[at:at + n] = np.fromiter(itertools.chain.from_iterable(chunk), np.float64, n)
+        at += n
+        chunk.clear()
 
-    __slots__ = ("_buf", "_hi", "_lo", "size")
+    for points in rows:
+        chunk.extend(points)
+        if len(chunk) >= CONVERT:
+            convert()
+    if chunk:
+        convert()
+    return out.reshape(-1, 2)
 
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._buf: FloatArray = np.empty(min(16, self.size))
-        self._lo = 0
-        self._hi = 0
 
-    def append(self, value: float) -> bool:
-        """Add `value`; True when the oldest number fell out."""
-        if self._hi == len(self._buf):
-            limit = self.size + max(8, self.size // 8)
-            kept = self._hi - self._lo
-            if len(self._buf) < limit:
-                grown = np.empty(min(limit, 2 * len(self._buf)))
-                grown[:kept] = self._buf[self._lo:self._hi]
-                self._buf = grown
-            else:
-                self._buf[:kept] = self._buf[self._lo:self._hi]
-            self._lo, self._hi = 0, kept
-        self._buf[self._hi] = value
-        self._hi += 1
-        if self._hi - self._lo > self.size:
-            self._lo += 1
-            return True
-        return False
-
-    def view(self) -> FloatArray:
-        return self._buf[self._lo:self._hi]
-
-    def last(self) -> float:
-        return float(self._buf[self._hi - 1])
-
-    def clear(self) -> None:
-        self._lo = self._hi = 0
-
-    def __len__(self) -> int:
-        return self._hi - self._lo
+def _bins(p: FloatArray) -> IntArray:
+    out: IntArray = np.clip((p * CALIBRATION_BINS).astype(np.int64), 0, CALIBRATION_BINS - 1)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,47 +208,6 @@ class Miss:
     streak: int
 
 
-@dataclass
-class SeriesState:
-    key: SeriesKey
-    start: int  # bucket index of values[0]
-    values: Ring
-    fitted: Fitted | None = None
-    model: str = "none"
-    fitted_at: float | None = None
-    fitted_len: int = 0
-    fit_pending: bool = False
-    real_fit: bool = False
-    selected: bool = False  # the real fit chose its model by validation (not a fallback)
-    next_upper: float | None = None
-    next_point: float | None = None
-    misses: int = 0
-    topup: bool = False
-    last_above: float | None = None
-    # rolling one-step figures: |actual - point|, |actual - seasonal naive|, 1.0 if covered
-    model_errors: Ring = field(default_factory=lambda: Ring(288))
-    naive_errors: Ring = field(default_factory=lambda: Ring(288))
-    covered: Ring = field(default_factory=lambda: Ring(288))
-    degraded: bool = False
-    # forecasts made at recent origins: (bucket index of their first step, point per step)
-    pending: deque[tuple[int, FloatArray]] = field(default_factory=deque)
-    # signed errors (actual - point) of those forecasts, one ring per step ahead
-    hstep_errors: list[Ring] = field(default_factory=list)
-    # the season of a young series found in its history (0: none, the daily one), and the
-    # history length when it was last looked for
-    period: int = 0
-    checked_len: int = 0
-    # crossing calls answered and not yet judged: [first bucket, end bucket, raw p, crossed]
-    calls: deque[list[float]] = field(default_factory=lambda: deque(maxlen=64))
-    # per probability bin: calls judged (decayed) and how many of them crossed
-    calibration: FloatArray = field(default_factory=lambda: np.zeros((2, CALIBRATION_BINS)))
-
-    @property
-    def end(self) -> int:
-        """Bucket index after the last observed one."""
-        return self.start + len(self.values)
-
-
 @dataclass(frozen=True, slots=True)
 class SeriesParams:
     """Per-series knobs from the DI's policy."""
@@ -239,8 +218,112 @@ class SeriesParams:
     horizon: int = 4
 
 
+class SeriesRow:
+    """One series as the controller, the API and the simulator read it: a view of its row
+    in the book's arrays (made on access, holds nothing)."""
+
+    __slots__ = ("book", "i", "key")
+
+    def __init__(self, book: DemandBook, i: int, key: SeriesKey) -> None:
+        self.book, self.i, self.key = book, i, key
+
+    @property
+    def model(self) -> str:
+        return str(self.book.model[self.i])
+
+    @property
+    def topup(self) -> bool:
+        return bool(self.book.topup[self.i])
+
+    @property
+    def misses(self) -> int:
+        return int(self.book.streak[self.i])
+
+    @property
+    def real_fit(self) -> bool:
+        return bool(self.book.real_fit[self.i])
+
+    @property
+    def period(self) -> int:
+        return int(self.book.period[self.i])
+
+    @property
+    def end(self) -> int:
+        """Bucket index after the last observed one."""
+        return self.book.end or 0
+
+    @property
+    def start(self) -> int:
+        """Bucket index of the oldest bucket kept."""
+        return self.end - self.book.length(self.i)
+
+    @property
+    def values(self) -> FloatArray:
+        """The buckets kept, oldest first (a copy)."""
+        return self.book.history(self.i)
+
+    @property
+    def fitted(self) -> Fitted | None:
+        kernel = self.book.kernels.kernel(self.i)
+        return None if kernel is None else Fitted(self.model, kernel)
+
+
+class _Series(Mapping[SeriesKey, SeriesRow]):
+    def __init__(self, book: DemandBook) -> None:
+        self._book = book
+
+    def __getitem__(self, key: SeriesKey) -> SeriesRow:
+        return SeriesRow(self._book, self._book.index[key], key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._book.index
+
+    def __iter__(self) -> Iterator[SeriesKey]:
+        return iter(list(self._book.keys))  # a copy: the book thread may add
+
+    def __len__(self) -> int:
+        return len(self._book.keys)
+
+
 class DemandBook:
     """Every series the allocator plans for (see the module docstring)."""
+
+    # one row per series (see `_specs`)
+    birth: IntArray
+    streak: IntArray
+    err_count: IntArray
+    pending_origin: IntArray
+    hstep_count: IntArray
+    call_first: IntArray
+    call_end: IntArray
+    call_head: IntArray
+    call_count: IntArray
+    period: IntArray
+    checked_len: IntArray
+    fitted_len: IntArray
+    horizon: IntArray
+    values: npt.NDArray[Any]
+    last_above: npt.NDArray[Any]
+    next_point: npt.NDArray[Any]
+    next_upper: npt.NDArray[Any]
+    err_model: npt.NDArray[Any]
+    err_naive: npt.NDArray[Any]
+    err_covered: npt.NDArray[Any]
+    pending: npt.NDArray[Any]
+    hstep: npt.NDArray[Any]
+    call_raw: npt.NDArray[Any]
+    calibration: npt.NDArray[Any]
+    fitted_at: npt.NDArray[Any]
+    threshold: npt.NDArray[Any]
+    quantile: npt.NDArray[Any]
+    topup: BoolArray
+    call_hit: BoolArray
+    fit_pending: BoolArray
+    real_fit: BoolArray
+    selected: BoolArray
+    degraded: BoolArray
+    model: npt.NDArray[np.object_]
+    p_model: npt.NDArray[np.object_]
 
     def __init__(self, bucket: int, history: float = 14 * 86400.0,
                  refit_every: float = 86400.0, topup_after: int = 3,
@@ -255,14 +338,132 @@ class DemandBook:
         self.hstep_window = 2 * self.season
         self.refit_every = refit_every
         self.topup_after = topup_after
-        self.error_window = error_window
+        self.error_window = max(1, error_window)
         self.degrade_factor = degrade_factor
         self.calendar = calendar_periods(bucket, self.season)
-        self.series: dict[SeriesKey, SeriesState] = {}
-        self.params: dict[SeriesKey, SeriesParams] = {}
-        self.misses: deque[Miss] = deque(maxlen=1000)
+        self.keys: list[SeriesKey] = []
+        self.index: dict[SeriesKey, int] = {}
+        self.series: Mapping[SeriesKey, SeriesRow] = _Series(self)
+        self.kernels = Rows()
+        self.end: int | None = None  # bucket index after the last one every series saw
+        self.misses: deque[Miss] = deque(maxlen=MAX_MISSES)
         self.miss_total = 0
         self.refits: dict[str, int] = {}
+        self._rows_of_di: dict[str, list[int]] = {}
+        self._di_params: dict[str, SeriesParams] = {}
+        self._width = 1  # steps of forecast kept per origin: the longest horizon
+        self._misses_seen: list[tuple[int, IntArray, FloatArray, FloatArray, IntArray]] = []
+        self._cap = 0
+        self._alloc(0, 16)
+
+    # --- the arrays ----------------------------------------------------------------------
+
+    def _specs(self) -> dict[str, tuple[tuple[int, ...], Any, Any]]:
+        """name -> (shape past the series axis, dtype, fill) of every per-series array.
+        The rings written every bucket (`TIME_MAJOR`) have the series axis last: one
+        bucket's write for every series is then one contiguous stretch of memory."""
+        w, h, c = self.error_window, self._width, OPEN_CALLS
+        return {
+            "birth": ((), np.int64, 0), "values": ((self.max_len,), STORED, 0.0),
+            "last_above": ((), np.float64, np.nan),
+            "next_point": ((), np.float64, np.nan), "next_upper": ((), np.float64, np.nan),
+            "streak": ((), np.int64, 0), "topup": ((), np.bool_, False),
+            "err_model": ((w,), STORED, 0.0), "err_naive": ((w,), STORED, 0.0),
+            "err_covered": ((w,), STORED, 0.0),
+            "err_count": ((), np.int64, 0),
+            "pending": ((h, h), np.float64, 0.0), "pending_origin": ((h,), np.int64, -1),
+            "hstep": ((self.hstep_window, h), STORED, 0.0), "hstep_count": ((h,), np.int64, 0),
+            "call_first": ((c,), np.int64, 0), "call_end": ((c,), np.int64, 0),
+            "call_raw": ((c,), np.float64, 0.0), "call_hit": ((c,), np.bool_, False),
+            "call_head": ((), np.int64, 0), "call_count": ((), np.int64, 0),
+            "calibration": ((2, CALIBRATION_BINS), np.float64, 0.0),
+            "period": ((), np.int64, 0), "checked_len": ((), np.int64, 0),
+            "fitted_len": ((), np.int64, 0), "fitted_at": ((), np.float64, np.nan),
+            "fit_pending": ((), np.bool_, False), "real_fit": ((), np.bool_, False),
+            "selected": ((), np.bool_, False), "degraded": ((), np.bool_, False),
+            "model": ((), object, "none"), "p_model": ((), object, "auto"),
+            "threshold": ((), np.float64, 100.0), "quantile": ((), np.float64, 0.9),
+            "horizon": ((), np.int64, 4),
+        }
+
+    def _alloc(self, size: int, cap: int) -> None:
+        """Grow every array to `cap` series (keeping the first `size`)."""
+        for name, (shape, dtype, fill) in self._specs().items():
+            if name in TIME_MAJOR:
+                new = np.zeros((*shape, cap), dtype=dtype)
+            elif fill == 0:
+                new = np.zeros((cap, *shape), dtype=dtype)  # untouched pages cost nothing
+            else:
+                new = np.full((cap, *shape), fill, dtype=dtype)
+            old = getattr(self, name, None)
+            if old is not None and size:
+                if name in TIME_MAJOR:
+                    new[..., :size] = old[..., :size]
+                else:
+                    new[:size] = old[:size]
+            setattr(self, name, new)
+        self._cap = cap
+
+    def reserve(self, count: int) -> None:
+        """Room for `count` series in all (one growth instead of many doublings)."""
+        if count > self._cap:
+            self._alloc(len(self.keys), max(count, 2 * self._cap))
+
+    def _widen(self, width: int) -> None:
+        """Keep `width` steps of forecast per origin (a DI's horizon grew)."""
+        n = len(self.keys)
+        old_hstep, old_count = self.hstep, self.hstep_count
+        self._width = width
+        for name in ("pending", "pending_origin", "hstep", "hstep_count"):
+            shape, dtype, fill = self._specs()[name]
+            if name in TIME_MAJOR:
+                setattr(self, name, np.zeros((*shape, self._cap), dtype=dtype))
+            else:
+                setattr(self, name, np.full((self._cap, *shape), fill, dtype=dtype))
+        # origins are slotted by (origin % width): the old forecasts do not carry over
+        w = old_hstep.shape[1]
+        self.hstep[:, :w, :n] = old_hstep[:, :, :n]
+        self.hstep_count[:n, :w] = old_count[:n]
+
+    def lengths(self) -> IntArray:
+        """Buckets kept per series."""
+        n = len(self.keys)
+        if self.end is None:
+            return np.zeros(n, dtype=np.int64)
+        out: IntArray = np.clip(self.end - self.birth[:n], 0, self.max_len)
+        return out
+
+    def length(self, i: int) -> int:
+        return 0 if self.end is None else max(0, min(self.end - int(self.birth[i]),
+                                                      self.max_len))
+
+    def _window(self, rows: IntArray, n: int) -> FloatArray:
+        """The last `n` buckets of `rows` (same length), oldest first, as float64."""
+        assert self.end is not None
+        cols = np.arange(self.end - n, self.end) % self.max_len
+        out: FloatArray = self.values[np.ix_(cols, rows)].T.astype(np.float64)
+        return out
+
+    def history(self, i: int) -> FloatArray:
+        out: FloatArray = self._window(np.array([i]), self.length(i))[0]
+        return out
+
+    def params_of(self, i: int) -> SeriesParams:
+        return SeriesParams(str(self.p_model[i]), float(self.threshold[i]),
+                            float(self.quantile[i]), int(self.horizon[i]))
+
+    def _set_params(self, rows: Sequence[int], p: SeriesParams) -> None:
+        self.p_model[rows] = p.model
+        self.threshold[rows] = p.threshold
+        self.quantile[rows] = p.quantile
+        self.horizon[rows] = max(1, p.horizon)
+        if max(1, p.horizon) > self._width:
+            self._widen(max(1, p.horizon))
+
+    def set_params(self, params: Mapping[SeriesKey, SeriesParams]) -> None:
+        for key, p in params.items():
+            if key in self.index:
+                self._set_params([self.index[key]], p)
 
     # --- observing ------------------------------------------------------------------------
 
@@ -270,312 +471,571 @@ class DemandBook:
                 params: SeriesParams | None = None) -> None:
         """Record the complete bucket `bucket_index` (start = index × bucket) of `key`.
 
-        Buckets of one series must come in order; skipped buckets count zero queries.
+        Every series the book follows is advanced to it (the book has one clock); a
+        bucket before the book's clock is ignored (already seen).
         """
-        if params is not None:
-            self.params[key] = params
-        p = self.params.get(key, SeriesParams())
-        state = self.series.get(key)
-        if state is None:
-            window = self.error_window
-            state = SeriesState(key, bucket_index, Ring(self.max_len),
-                                model_errors=Ring(window), naive_errors=Ring(window),
-                                covered=Ring(window))
-            self.series[key] = state
-        if bucket_index < state.end:
-            return  # already seen (a re-read of the same bucket)
-        for idx in range(state.end, bucket_index + 1):
-            self._step(state, p, idx, value if idx == bucket_index else 0.0)
+        p = params or (self.params_of(self.index[key]) if key in self.index
+                       else SeriesParams())
+        self.advance({key: [(bucket_index * self.bucket, value)]}, bucket_index,
+                     {key[0]: p})
 
-    def _step(self, state: SeriesState, p: SeriesParams, idx: int, value: float) -> None:
-        ts = idx * self.bucket
-        if not self.forecasts:
-            if value >= p.threshold:
-                state.last_above = ts + self.bucket
-            if state.values.append(float(value)):
-                state.start += 1
+    def advance(self, rows: Mapping[SeriesKey, Sequence[tuple[int, float]]], last: int,
+                params: Mapping[str, SeriesParams]) -> None:
+        """Observe `rows` — (bucket start in seconds, queries) per series; minutes or
+        coarser, several per bucket are summed — up to and including bucket index `last`.
+        Every series the book follows advances to `last` (no row: no queries); a series
+        is added from its first bucket when its DI has `params`."""
+        start = self.end
+        born: dict[int, list[int]] = {}
+        counts = [len(points) for points in rows.values()]
+        flat = _points_array(rows.values(), sum(counts))
+        known = [self.index.get(key, -1) for key in rows]
+        series = np.repeat(np.array(known, dtype=np.int64), counts)
+        bucket_of = (flat[:, 0] // self.bucket).astype(np.int64)
+        keep = bucket_of <= last
+        if start is not None:
+            keep &= bucket_of >= start
+        if -1 in known:  # new series: from their first bucket, when their DI has params
+            firsts = np.full(len(known), np.iinfo(np.int64).max)
+            owner = np.repeat(np.arange(len(known)), counts)
+            np.minimum.at(firsts, owner[keep], bucket_of[keep])
+            new = [key for j, key in enumerate(rows)
+                   if known[j] == -1 and firsts[j] <= last and key[0] in params]
+            if new:  # widen and grow once, while the arrays are the smallest
+                width = max(max(1, params[key[0]].horizon) for key in new)
+                if width > self._width:
+                    self._widen(width)
+                self.reserve(len(self.keys) + len(new))
+            for j, key in enumerate(rows):
+                if known[j] == -1 and firsts[j] <= last and key[0] in params:
+                    i = self._add(key, int(firsts[j]))
+                    born.setdefault(int(self.birth[i]), []).append(i)
+                    known[j] = i
+            series = np.repeat(np.array(known, dtype=np.int64), counts)
+        keep &= series >= 0
+        self._update_params(params)
+        if start is None:
+            if not born:
+                return
+            start = min(born)
+        if last < start:
             return
-        if state.next_upper is not None and state.next_point is not None:
-            if value > state.next_upper:
-                state.misses += 1
-                self.miss_total += 1
-                self.misses.append(Miss(state.key[0], state.key[1], ts, value,
-                                        state.next_upper, state.misses))
-            else:
-                state.misses = 0
-            state.topup = state.misses >= self.topup_after and value >= p.threshold
-            naive_idx = len(state.values) - self.season
-            naive = (float(state.values.view()[naive_idx]) if naive_idx >= 0
-                     else (state.values.last() if len(state.values) else value))
-            state.model_errors.append(abs(value - state.next_point))
-            state.naive_errors.append(abs(value - naive))
-            state.covered.append(1.0 if value <= state.next_upper else 0.0)
-        for first, points in state.pending:
-            step = idx - first
-            if 0 <= step < len(points):
-                self._hstep(state, step).append(float(value) - float(points[step]))
-        self._judge(state, idx, value >= p.threshold)
-        if value >= p.threshold:
-            state.last_above = ts + self.bucket
-        if state.values.append(float(value)):
-            state.start += 1
-        if state.fitted is None:
-            self._baseline(state, p)
-        else:
-            state.fitted.kernel.update(np.array([value], dtype=np.float64))
-        self._remember(state, p)
+        n = len(self.keys)
+        flat_idx, flat_row, flat_val = bucket_of[keep], series[keep], flat[keep, 1]
+        order = np.argsort(flat_idx, kind="stable")
+        flat_idx, flat_row, flat_val = flat_idx[order], flat_row[order], flat_val[order]
+        step_block = max(1, min(256, (1 << 22) // max(1, n)))  # ~32 MB of buckets at once
+        for c0 in range(start, last + 1, step_block):
+            c1 = min(last + 1, c0 + step_block)
+            lo, hi = np.searchsorted(flat_idx, [c0, c1])
+            cell = (flat_idx[lo:hi] - c0) * n + flat_row[lo:hi]
+            block = np.bincount(cell, weights=flat_val[lo:hi],
+                                minlength=(c1 - c0) * n).reshape(c1 - c0, n)
+            for t in range(c0, c1):
+                self._step(t, block[t - c0], np.array(born.get(t, []), dtype=np.int64))
+        self._keep_misses()
 
-    def _remember(self, state: SeriesState, p: SeriesParams) -> None:
-        """Forecast the next `horizon` steps from the current state: keep the points to
-        score them when their buckets arrive, and the next step's for the miss check."""
-        assert state.fitted is not None
-        kernel = state.fitted.kernel
-        point, upper = kernel.forecast(max(1, p.horizon))
-        state.next_point, state.next_upper = float(point[0, 0]), float(upper[0, 0])
-        while state.pending and state.pending[0][0] + len(state.pending[0][1]) <= kernel.t:
-            state.pending.popleft()
-        if state.pending and state.pending[-1][0] == kernel.t:
-            state.pending.pop()  # a refit re-forecast the same origin: keep the newer
-        state.pending.append((kernel.t, point[0].copy()))
+    def _add(self, key: SeriesKey, birth: int) -> int:
+        i = len(self.keys)
+        if i == self._cap:
+            self._alloc(i, 2 * self._cap)
+        self.keys.append(key)
+        self.index[key] = i
+        self.birth[i] = birth
+        self._rows_of_di.setdefault(key[0], []).append(i)
+        self._di_params.pop(key[0], None)  # its new series need the DI's parameters
+        return i
 
-    def _judge(self, state: SeriesState, idx: int, crossed: bool) -> None:
+    def _update_params(self, params: Mapping[str, SeriesParams]) -> None:
+        changed: dict[SeriesParams, list[int]] = {}
+        for di, rows in self._rows_of_di.items():
+            p = params.get(di) if di in params else None
+            if p is not None and p != self._di_params.get(di):
+                self._di_params[di] = p
+                changed.setdefault(p, []).extend(rows)
+        for p, rows in changed.items():  # one assignment per distinct policy
+            self._set_params(rows, p)
+
+    def _step(self, idx: int, y: FloatArray, born: IntArray) -> None:
+        """Every series observes bucket `idx` (`y` per series; `born`: its first)."""
+        n = len(self.keys)
+        L = self.max_len
+        live = self.birth[:n] <= idx
+        crossed = y >= self.threshold[:n]
+        self.end = idx + 1
+        if not self.forecasts:
+            self.last_above[:n][live & crossed] = (idx + 1) * self.bucket
+            self.values[idx % L, :n] = y  # not born yet: never read
+            return
+        old = np.flatnonzero(live & (self.birth[:n] < idx))
+        self._score(idx, y, old)
+        self._hstep_errors(idx, y, old)
+        self._judge(idx, crossed, old)
+        self.last_above[:n][live & crossed] = (idx + 1) * self.bucket
+        rows = np.flatnonzero(live)
+        self.values[idx % L, :n] = y  # not born yet: never read
+        for group in self.kernels.batches():
+            group.kernel.update(y[group.positions])
+        if len(born):
+            self.kernels.put(born, SeasonalNaiveKernel(
+                y[born][:, None].astype(np.float64), np.zeros((len(born), 1)), idx + 1))
+            self.model[born] = "last"
+            self.fitted_len[born] = 1
+        point, upper = self._forecast_all(self._width)
+        self._remember(rows, point[rows], upper[rows])
+
+    def _score(self, idx: int, y: FloatArray, old: IntArray) -> None:
+        """Misses, top-up flags and the rolling one-step errors of the series that had a
+        forecast for `idx`."""
+        r = old[np.isfinite(self.next_upper[old])]
+        if not len(r):
+            return
+        v, up, pt = y[r], self.next_upper[r], self.next_point[r]
+        miss = v > up
+        streak = np.where(miss, self.streak[r] + 1, 0)
+        self.streak[r] = streak
+        if miss.any():
+            self.miss_total += int(miss.sum())
+            self._misses_seen.append((idx, r[miss], v[miss], up[miss], streak[miss]))
+        self.topup[r] = (streak >= self.topup_after) & (v >= self.threshold[r])
+        L = self.max_len
+        before = np.minimum(idx - self.birth[r], L)
+        naive = np.where(before >= self.season, self.values[(idx - self.season) % L, r],
+                         np.where(before > 0, self.values[(idx - 1) % L, r], v))
+        pos = idx % self.error_window
+        self.err_model[pos, r] = np.abs(v - pt)
+        self.err_naive[pos, r] = np.abs(v - naive)
+        self.err_covered[pos, r] = v <= up
+        self.err_count[r] = np.minimum(self.err_count[r] + 1, self.error_window)
+
+    def _hstep_errors(self, idx: int, y: FloatArray, old: IntArray) -> None:
+        """The signed errors of the forecasts made `s` buckets before `idx`, per step s."""
+        h = self._width
+        steps = np.arange(h)
+        slots = (idx - steps) % h
+        ok = ((self.pending_origin[old][:, slots] == idx - steps[None, :])
+              & (steps[None, :] < self.horizon[old][:, None]))
+        pos = idx % self.hstep_window
+        for s in range(h):
+            r = old[ok[:, s]]
+            if len(r):
+                self.hstep[pos, s, r] = y[r] - self.pending[r, slots[s], s]
+                self.hstep_count[r, s] = np.minimum(self.hstep_count[r, s] + 1,
+                                                    self.hstep_window)
+
+    def _judge(self, idx: int, crossed: BoolArray, old: IntArray) -> None:
         """Bucket `idx` arrived: mark the calls it belongs to, score those it completes."""
-        for call in state.calls:
-            if call[0] > idx:
+        r = old[self.call_count[old] > 0]
+        if not len(r):
+            return
+        c = OPEN_CALLS
+        age = (np.arange(c)[None, :] - self.call_head[r][:, None]) % c
+        open_ = age < self.call_count[r][:, None]
+        inside = open_ & (self.call_first[r] <= idx) & (idx < self.call_end[r])
+        self.call_hit[r] |= inside & crossed[r][:, None]
+        decay = 1.0 - 1.0 / self.hstep_window
+        for _ in range(c):
+            head = self.call_head[r]
+            done = (self.call_count[r] > 0) & (self.call_end[r, head] <= idx + 1)
+            r, head = r[done], head[done]
+            if not len(r):
                 break
-            if crossed and idx < call[1]:
-                call[3] = 1.0
-        while state.calls and state.calls[0][1] <= idx + 1:
-            _, _, raw, hit = state.calls.popleft()
-            state.calibration *= 1.0 - 1.0 / self.hstep_window
-            state.calibration[:, _bin(raw)] += (1.0, hit)
+            raw, hit = self.call_raw[r, head], self.call_hit[r, head]
+            b = _bins(raw)
+            self.calibration[r] *= decay
+            self.calibration[r, 0, b] += 1.0
+            self.calibration[r, 1, b] += hit
+            self.call_head[r] = (head + 1) % c
+            self.call_count[r] -= 1
 
-    def calibrated(self, state: SeriesState, raw: float) -> float:
+    def _keep_misses(self) -> None:
+        """The newest `MAX_MISSES` misses of the last advance, as `Miss` records."""
+        picked: list[tuple[int, IntArray, FloatArray, FloatArray, IntArray]] = []
+        room = MAX_MISSES
+        for idx, r, v, up, streak in reversed(self._misses_seen):
+            if room <= 0:
+                break
+            picked.append((idx, r[-room:], v[-room:], up[-room:], streak[-room:]))
+            room -= len(r[-room:])
+        for idx, r, v, up, streak in reversed(picked):
+            for i, a, u, k in zip(r.tolist(), v.tolist(), up.tolist(), streak.tolist(),
+                                  strict=True):
+                di, region = self.keys[i]
+                self.misses.append(Miss(di, region, idx * self.bucket, a, u, k))
+        self._misses_seen = []
+
+    def _forecast_all(self, horizon: int) -> tuple[FloatArray, FloatArray]:
+        """(point, upper) of every series for `horizon` steps from the clock (NaN: none)."""
+        n = len(self.keys)
+        point = np.full((n, horizon), np.nan)
+        upper = np.full((n, horizon), np.nan)
+        for group in self.kernels.batches():
+            p, u = group.kernel.forecast(horizon)
+            point[group.positions] = p
+            upper[group.positions] = u
+        return point, upper
+
+    def _remember(self, rows: IntArray, point: FloatArray, upper: FloatArray) -> None:
+        """Keep the forecasts of `rows` from the clock: the next step's for the miss
+        check, all steps to score them when their buckets arrive."""
+        assert self.end is not None
+        self.next_point[rows] = point[:, 0]
+        self.next_upper[rows] = upper[:, 0]
+        slot = self.end % self._width
+        w = min(point.shape[1], self._width)
+        self.pending[rows, slot, :w] = point[:, :w]
+        self.pending_origin[rows, slot] = self.end
+
+    def _forget_forecasts(self, rows: IntArray | int) -> None:
+        """A new model or season: its errors are not the old one's."""
+        self.hstep_count[rows] = 0
+        self.pending_origin[rows] = -1
+
+    def calibrated(self, rows: IntArray | int, raw: FloatArray | float) -> FloatArray:
         """`raw` as the observed frequency of crossing of the calls in its bin (see the
         module docstring)."""
-        calls, hits = state.calibration[:, _bin(raw)]
-        return float((hits + CALIBRATION_PRIOR * raw) / (calls + CALIBRATION_PRIOR))
+        r = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        p = np.atleast_1d(np.asarray(raw, dtype=np.float64))
+        b = _bins(p)
+        calls, hits = self.calibration[r, 0, b], self.calibration[r, 1, b]
+        out: FloatArray = (hits + CALIBRATION_PRIOR * p) / (calls + CALIBRATION_PRIOR)
+        return out
 
-    def _hstep(self, state: SeriesState, step: int) -> Ring:
-        while len(state.hstep_errors) <= step:
-            state.hstep_errors.append(Ring(self.hstep_window))
-        return state.hstep_errors[step]
-
-    def p_cross(self, state: SeriesState, points: FloatArray, steps: list[int],
-                threshold: float) -> float:
-        """P(actual >= threshold) for forecast steps `steps` (0 = next bucket) with point
-        forecasts `points`: the highest over the steps, each from that step's recent
-        signed errors (see the module docstring)."""
-        best = 0.0
-        for step, point in zip(steps, points.tolist(), strict=True):
-            errors = (state.hstep_errors[min(step, len(state.hstep_errors) - 1)].view()
-                      if state.hstep_errors else ())
-            if len(errors) < MIN_HSTEP_ERRORS:
-                prob = 1.0 if point >= threshold else 0.0
-            else:
-                prob = float(np.count_nonzero(point + errors >= threshold)) / len(errors)
-            best = max(best, prob)
-        return best
-
-    def season_of(self, state: SeriesState) -> int:
-        """The season `state`'s baseline and fits use: its period, else a day."""
-        return state.period or self.season
-
-    def _baseline(self, state: SeriesState, p: SeriesParams) -> None:
-        """The inline model of a series without a real fit: the seasonal naive at its
-        period when one was found, else its last bucket (nothing is known yet, so plan
-        as the reactive rule does; a daily fit can choose better after two days)."""
-        spec = FitSpec(season=self.season_of(state), horizon=max(1, p.horizon),
-                       start=state.start, quantile=p.quantile)
-        values = state.values.view().copy()
-        with quiet():
-            state.fitted = (baseline(values, spec) if state.period
-                            else LastValue().fit(values, spec))
-        state.model = state.fitted.model
-        state.fitted_len = len(state.values)
+    def season_of(self, rows: IntArray) -> IntArray:
+        """The season the baselines and fits of `rows` use: their period, else a day."""
+        out: IntArray = np.where(self.period[rows] > 0, self.period[rows], self.season)
+        return out
 
     def refresh_baselines(self) -> int:
         """Refit the inline model of series without a real fit each time their history
         has grown by a quarter (once per window at most), so its band is measured on the
-        history there is, at O(log n) refits per series; returns how many were refitted."""
-        if not self.forecasts:
+        history there is, at O(log n) refits per series — in batches of one length, period
+        and horizon; returns how many were refitted."""
+        if not self.forecasts or self.end is None:
             return 0
-        done = 0
-        for key, state in self.series.items():
-            n = len(state.values)
-            if not state.real_fit and n and 4 * n >= 5 * state.fitted_len + 4:
-                p = self.params.get(key, SeriesParams())
-                self._baseline(state, p)
-                self._remember(state, p)
-                done += 1
-        return done
+        n = len(self.keys)
+        length = self.lengths()
+        due = np.flatnonzero(~self.real_fit[:n] & (length > 0)
+                             & (4 * length >= 5 * self.fitted_len[:n] + 4))
+        self._baselines(due)
+        return len(due)
+
+    def _baselines(self, rows: IntArray) -> None:
+        """The inline model of `rows`: the seasonal naive at its period when one was found,
+        else its last bucket (nothing is known yet, so plan as the reactive rule does; a
+        daily fit can choose better after two days)."""
+        if not len(rows):
+            return
+        assert self.end is not None
+        length = self.lengths()[rows]
+        keys = np.stack([length, self.period[rows], self.horizon[rows],
+                         np.round(self.quantile[rows] * 1e6).astype(np.int64)], axis=1)
+        shapes, which = np.unique(keys, axis=0, return_inverse=True)
+        for g, (m, period, horizon, _) in enumerate(shapes.tolist()):
+            group = rows[which.reshape(-1) == g]
+            spec = FitSpec(season=period or self.season, horizon=max(1, horizon),
+                           start=self.end - m, quantile=float(self.quantile[group[0]]))
+            values = self._window(group, m)
+            kernel: Kernel
+            with quiet():
+                if period:
+                    kernel = SeasonalNaive().fit_many(values, spec)
+                else:
+                    kernel = last_values(values, spec)
+            self.kernels.put(group, kernel)
+            self.model[group] = "snaive" if period else "last"
+            self.fitted_len[group] = m
+            point, upper = kernel.forecast(self._width)
+            self._remember(group, point, upper)
 
     # --- fitting -------------------------------------------------------------------------
 
     def due_fits(self, now: float, keys: Iterable[SeriesKey] | None = None) -> list[FitRequest]:
         """Fit jobs due now: series with two days of history and no daily fit yet, fits
         older than `refit_every`, series whose rolling error degraded; and young series
-        whose period was found (see the module docstring)."""
+        whose period was found (see the module docstring). At most `MIN_FITS`, or the
+        fleet's share (see there): the others are due again at the next call."""
         out: list[FitRequest] = []
-        if not self.forecasts:
+        if not self.forecasts or self.end is None:
             return out
-        young: list[tuple[SeriesState, SeriesParams]] = []
-        for key in (self.series if keys is None else keys):
-            state = self.series.get(key)
-            if state is None or state.fit_pending:
-                continue
-            p = self.params.get(key, SeriesParams())
-            n = len(state.values)
-            if n < 2 * self.season + max(1, p.horizon):
-                if n >= FIRST_PERIOD_CHECK and 4 * n >= 5 * state.checked_len:
-                    young.append((state, p))
-                continue
-            reason = None
-            if not state.real_fit or state.period:
-                reason = "first fit"
-                if state.period:
-                    state.period = 0  # a day holds every period the book looks for
-                    state.hstep_errors.clear()
-                    state.pending.clear()
-            elif not state.selected and 4 * n >= 5 * state.fitted_len:
-                reason = "history grew: selecting the model again"
-            elif state.fitted_at is not None and now - state.fitted_at >= self.refit_every:
-                reason = "scheduled refit"
-            elif self._degraded(state):
-                reason = "forecast error degraded: re-selecting the model"
-            if reason is not None:
-                out.append(self._request(state, p, reason))
-        out.extend(self._young_fits(young))
+        n = len(self.keys)
+        rows = (np.arange(n) if keys is None else
+                np.array([self.index[k] for k in keys if k in self.index], dtype=np.int64))
+        rows = rows[~self.fit_pending[rows]]
+        budget = max(MIN_FITS, math.ceil(4 * n * self.bucket / self.refit_every))
+        length = self.lengths()[rows]
+        horizon = np.maximum(1, self.horizon[rows])
+        young = length < 2 * self.season + horizon
+        checks = rows[young & (length >= FIRST_PERIOD_CHECK)
+                      & (4 * length >= 5 * self.checked_len[rows])]
+        grown, grown_len = rows[~young], length[~young]
+        first = ~self.real_fit[grown] | (self.period[grown] > 0)
+        grew = ~first & ~self.selected[grown] & (4 * grown_len >= 5 * self.fitted_len[grown])
+        age = now - self.fitted_at[grown]
+        scheduled = ~first & ~grew & np.isfinite(age) & (age >= self.refit_every)
+        rest = ~first & ~grew & ~scheduled
+        degraded = np.zeros(len(grown), dtype=bool)
+        degraded[rest] = self._degraded(grown[rest])
+        reasons = np.select([first, grew, scheduled, degraded],
+                            [1, 2, 3, 4], default=0)
+        names = {1: "first fit", 2: "history grew: selecting the model again",
+                 3: "scheduled refit", 4: "forecast error degraded: re-selecting the model"}
+        chosen = np.flatnonzero(reasons)[:budget]
+        for i in chosen.tolist():
+            r = int(grown[i])
+            if reasons[i] == 1 and self.period[r]:
+                self.period[r] = 0  # a day holds every period the book looks for
+                self._forget_forecasts(r)
+            out.append(self._request(r, names[int(reasons[i])]))
+        out.extend(self._young_fits(checks, budget - len(out)))
         return out
 
-    def _request(self, state: SeriesState, p: SeriesParams, reason: str) -> FitRequest:
-        state.fit_pending = True
-        return FitRequest(state.key, p.model, state.values.view().copy(),
-                          self.season_of(state), max(1, p.horizon), state.start, p.quantile,
-                          state.end, reason)
+    def _request(self, r: int, reason: str) -> FitRequest:
+        assert self.end is not None
+        self.fit_pending[r] = True
+        m = self.length(r)
+        return FitRequest(self.keys[r], str(self.p_model[r]), self.history(r),
+                          int(self.season_of(np.array([r]))[0]), int(max(1, self.horizon[r])),
+                          self.end - m, float(self.quantile[r]), self.end, reason)
 
-    def _young_fits(self, young: list[tuple[SeriesState, SeriesParams]]) -> list[FitRequest]:
+    def _young_fits(self, young: IntArray, budget: int) -> list[FitRequest]:
         """Look for the period of young series (those of one length in one batch); switch
         the baseline of those with a new one to it, and fit those with enough cycles."""
-        by_len: dict[int, list[tuple[SeriesState, SeriesParams]]] = {}
-        for state, p in young:
-            by_len.setdefault(len(state.values), []).append((state, p))
         out: list[FitRequest] = []
+        if not len(young) or budget <= 0:
+            return out
         allowed = set(self.calendar)
-        for n, group in by_len.items():
-            found = detect(np.stack([state.values.view() for state, _ in group]),
-                           prefer=self.calendar)
-            for (state, p), period in zip(group, found.tolist(), strict=True):
-                state.checked_len = n
+        length = self.lengths()[young]
+        for n in np.unique(length).tolist():
+            group = young[length == n]
+            found = detect(self._window(group, n), prefer=self.calendar)
+            self.checked_len[group] = n
+            rebase: list[int] = []
+            for r, period in zip(group.tolist(), found.tolist(), strict=True):
                 # none, or not a wall-clock period: keep what was found before
-                changed = period in allowed and period != state.period
+                changed = period in allowed and period != self.period[r]
                 if changed:
-                    state.period = period
-                    state.hstep_errors.clear()
-                    state.pending.clear()
-                    if not state.real_fit:
-                        self._baseline(state, p)
-                        self._remember(state, p)
-                if not state.period or n < MIN_CYCLES * state.period + max(1, p.horizon):
+                    self.period[r] = period
+                    self._forget_forecasts(r)
+                    if not self.real_fit[r]:
+                        rebase.append(r)
+                horizon = max(1, int(self.horizon[r]))
+                if not self.period[r] or n < MIN_CYCLES * self.period[r] + horizon:
                     continue
-                if not state.real_fit:
-                    out.append(self._request(state, p, "period found"))
+                if len(out) >= budget:
+                    continue
+                if not self.real_fit[r]:
+                    out.append(self._request(r, "period found"))
                 elif changed:
-                    out.append(self._request(state, p, "period changed"))
-                elif n >= 2 * state.fitted_len:
-                    out.append(self._request(state, p, "history doubled"))
+                    out.append(self._request(r, "period changed"))
+                elif n >= 2 * self.fitted_len[r]:
+                    out.append(self._request(r, "history doubled"))
+            self._baselines(np.array(rebase, dtype=np.int64))
         return out
 
     def apply_fit(self, request: FitRequest, fitted: Fitted | None, now: float) -> None:
         """Swap a finished fit in (None: it failed), catching up on newer buckets."""
-        state = self.series.get(request.key)
-        if state is None:
+        r = self.index.get(request.key)
+        if r is None or self.end is None:
             return
-        state.fit_pending = False
+        self.fit_pending[r] = False
         if fitted is None:
-            state.fitted_at = now  # do not retry every window
+            self.fitted_at[r] = now  # do not retry every window
             return
-        missing = state.values.view()[len(state.values) - (state.end - request.upto):] \
-            if state.end > request.upto else np.zeros(0)
-        for value in missing.tolist():
-            fitted.kernel.update(np.array([value], dtype=np.float64))
-        state.fitted = fitted
-        state.model = fitted.model
-        state.fitted_at = now
-        state.real_fit = True
-        state.selected = bool(fitted.scores) or request.model != "auto"
-        state.fitted_len = len(state.values)
-        for ring in (state.model_errors, state.naive_errors, state.covered):
-            ring.clear()
-        state.degraded = False
+        if self.end > request.upto:
+            for value in self.history(r)[-(self.end - request.upto):].tolist():
+                fitted.kernel.update(np.array([value], dtype=np.float64))
+        self.kernels.put(np.array([r]), fitted.kernel)
+        self.model[r] = fitted.model
+        self.fitted_at[r] = now
+        self.real_fit[r] = True
+        self.selected[r] = bool(fitted.scores) or request.model != "auto"
+        self.fitted_len[r] = self.length(r)
+        self.err_count[r] = 0
+        self.degraded[r] = False
         self.refits[request.reason] = self.refits.get(request.reason, 0) + 1
-        state.hstep_errors.clear()  # the new model's errors are not the old one's
-        state.pending.clear()
-        self._remember(state, self.params.get(request.key, SeriesParams()))
+        self._forget_forecasts(r)
+        point, upper = fitted.kernel.forecast(self._width)
+        self._remember(np.array([r]), point, upper)
 
-    def _degraded(self, state: SeriesState) -> bool:
-        if len(state.model_errors) < max(12, self.error_window // 2):
-            return False
-        model = float(state.model_errors.view().sum(dtype=np.float64))
-        naive = float(state.naive_errors.view().sum(dtype=np.float64))
-        state.degraded = naive > 0 and model / naive > self.degrade_factor
-        return state.degraded
+    def _recent(self, count: IntArray, window: int) -> BoolArray:
+        """(window, len(count)): which slots of a ring indexed by bucket number hold one of
+        the newest `count` entries (every ring is written each bucket since it was
+        cleared, the last time at the clock's last bucket)."""
+        assert self.end is not None
+        age = (self.end - 1 - np.arange(window)) % window
+        out: BoolArray = age[:, None] < count[None, :]
+        return out
+
+    def _valid(self, rows: IntArray) -> BoolArray:
+        return self._recent(self.err_count[rows], self.error_window)
+
+    def _degraded(self, rows: IntArray) -> BoolArray:
+        if not len(rows):
+            return np.zeros(0, dtype=bool)
+        valid = self._valid(rows)
+        model = np.where(valid, self.err_model[:, rows], 0.0).sum(axis=0, dtype=np.float64)
+        naive = np.where(valid, self.err_naive[:, rows], 0.0).sum(axis=0, dtype=np.float64)
+        enough = self.err_count[rows] >= max(12, self.error_window // 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: BoolArray = enough & (naive > 0) & (model / naive > self.degrade_factor)
+        self.degraded[rows[enough]] = out[enough]
+        return out
 
     # --- asking --------------------------------------------------------------------------
 
     def view(self, key: SeriesKey, since: float, until: float) -> DemandView:
-        """Forecast upper quantile (max over buckets overlapping [since, until)), the
-        calibrated probability of crossing the threshold there, the last observed bucket,
-        and the hysteresis and top-up facts of `key`. The call is remembered (once per
-        window) and judged when its buckets arrive (see the module docstring)."""
-        state = self.series.get(key)
-        if state is not None and len(state.values) and not self.forecasts:
-            return DemandView(key[0], key[1], observed=state.values.last(),
-                              last_above=state.last_above)
-        if state is None or state.fitted is None or not len(state.values):
-            return DemandView(key[0], key[1])
-        kernel = state.fitted.kernel
-        first = kernel.t  # bucket index the next forecast step stands for
-        last_needed = math.ceil(until / self.bucket)
-        horizon = max(1, last_needed - first + 1)
-        point, upper = kernel.forecast(horizon)
-        starts = (first + np.arange(horizon)) * self.bucket
-        overlap = (starts < until) & (starts + self.bucket > since)
-        predicted = float(upper[0, overlap].max()) if overlap.any() else 0.0
-        p = self.params.get(key, SeriesParams())
-        p_cross = 0.0
-        if overlap.any():
-            steps = np.flatnonzero(overlap)
-            raw = self.p_cross(state, point[0, overlap], steps.tolist(), p.threshold)
-            window = (first + int(steps[0]), first + int(steps[-1]) + 1)
-            if not state.calls or state.calls[-1][0] < window[0]:  # one call per window
-                state.calls.append([window[0], window[1], raw, 0.0])
-            p_cross = self.calibrated(state, raw)
-        return DemandView(key[0], key[1], predicted=predicted, observed=state.values.last(),
-                          model=state.model, last_above=state.last_above, topup=state.topup,
-                          p_cross=p_cross)
+        """`views` of one series."""
+        [out] = self.views([key], np.array([since]), np.array([until]))
+        return out
+
+    def views(self, keys: Sequence[SeriesKey], since: FloatArray, until: FloatArray
+              ) -> list[DemandView]:
+        """Per series: forecast upper quantile (max over buckets overlapping [since,
+        until)), the calibrated probability of crossing the threshold there, the last
+        observed bucket, and the hysteresis and top-up facts. Each call is remembered
+        (once per window) and judged when its buckets arrive (see the module docstring).
+        All series at once: a few array operations whatever their number."""
+        known = [self.index.get(k) for k in keys]
+        rows = np.array([-1 if i is None else i for i in known], dtype=np.int64)
+        have = rows >= 0
+        if self.end is None:
+            have[:] = False
+        elif len(rows):
+            have &= self.lengths()[np.maximum(rows, 0)] > 0
+        last_above = np.full(len(rows), np.nan)
+        observed = np.zeros(len(rows))
+        if have.any():
+            assert self.end is not None
+            r = rows[have]
+            last_above[have] = self.last_above[r]
+            observed[have] = self.values[(self.end - 1) % self.max_len, r]
+        above = [None if math.isnan(a) else a for a in last_above.tolist()]
+        if not self.forecasts:
+            return [DemandView(k[0], k[1], observed=o, last_above=a) if h
+                    else DemandView(k[0], k[1]) for k, h, o, a in
+                    zip(keys, have.tolist(), observed.tolist(), above, strict=True)]
+        predicted = np.zeros(len(rows))
+        p_cross = np.zeros(len(rows))
+        with_model = have.copy()
+        if have.any():
+            assert self.end is not None
+            with_model[have] = np.isfinite(self.next_point[rows[have]])
+            sel = np.flatnonzero(with_model)
+            predicted[sel], p_cross[sel] = self._window_views(
+                rows[sel], np.asarray(since)[sel], np.asarray(until)[sel])
+        models = self.model[np.maximum(rows, 0)].tolist() if len(rows) else []
+        topups = self.topup[np.maximum(rows, 0)].tolist() if len(rows) else []
+        return [DemandView(k[0], k[1], predicted=pr, observed=o, model=m, last_above=a,
+                           topup=t, p_cross=pc) if ok else DemandView(k[0], k[1])
+                for k, ok, pr, o, m, a, t, pc in zip(
+                    keys, with_model.tolist(), predicted.tolist(), observed.tolist(),
+                    models, above, topups, p_cross.tolist(), strict=True)]
+
+    def _window_views(self, rows: IntArray, since: FloatArray, until: FloatArray
+                      ) -> tuple[FloatArray, FloatArray]:
+        assert self.end is not None
+        first = self.end  # bucket index the next forecast step stands for
+        lo = np.maximum(0, np.floor(since / self.bucket).astype(np.int64) - first)
+        hi = np.ceil(until / self.bucket).astype(np.int64) - first
+        some = hi > lo
+        predicted = np.zeros(len(rows))
+        p_cross = np.zeros(len(rows))
+        if not some.any():
+            return predicted, p_cross
+        rows, lo, hi = rows[some], lo[some], hi[some]
+        horizon = int(hi.max())
+        point, upper = self._forecast_all(horizon)
+        width = int((hi - lo).max())
+        steps = lo[:, None] + np.arange(width)[None, :]
+        inside = steps < hi[:, None]
+        steps = np.minimum(steps, horizon - 1)
+        pt = point[rows[:, None], steps]
+        up = np.where(inside, upper[rows[:, None], steps], -np.inf)
+        best = np.zeros(len(rows))
+        threshold = self.threshold[rows]
+        window = self.hstep_window
+        for j in range(width):
+            ring = np.clip(np.minimum(steps[:, j], self.horizon[rows] - 1), 0,
+                           self._width - 1)
+            count = self.hstep_count[rows, ring]
+            prob = (pt[:, j] >= threshold).astype(np.float64)
+            enough = np.flatnonzero((count >= MIN_HSTEP_ERRORS) & inside[:, j])
+            for g in np.unique(ring[enough]).tolist():
+                same = enough[ring[enough] == g]
+                for c0 in range(0, len(same), CHUNK):
+                    part = same[c0:c0 + CHUNK]
+                    errors = self.hstep[:, g, rows[part]]  # (window, len(part))
+                    valid = self._recent(count[part], window)
+                    hits = np.count_nonzero(
+                        valid & (pt[part, j][None, :] + errors >= threshold[part][None, :]),
+                        axis=0)
+                    prob[part] = hits / count[part]
+            best = np.maximum(best, np.where(inside[:, j], prob, 0.0))
+        self._call(rows, first + lo, first + hi, best)
+        out_p = np.zeros(len(some))
+        out_c = np.zeros(len(some))
+        out_p[some] = np.maximum(up.max(axis=1), 0.0)
+        out_c[some] = self.calibrated(rows, best)
+        return out_p, out_c
+
+    def _call(self, rows: IntArray, first: IntArray, end: IntArray, raw: FloatArray) -> None:
+        """Remember the crossing calls (one per window per series) to judge them later."""
+        c = OPEN_CALLS
+        count = self.call_count[rows]
+        newest = self.call_first[rows, (self.call_head[rows] + count - 1) % c]
+        new = (count == 0) | (newest < first)
+        rows, first, end, raw = rows[new], first[new], end[new], raw[new]
+        full = self.call_count[rows] == c
+        self.call_head[rows[full]] = (self.call_head[rows[full]] + 1) % c
+        self.call_count[rows[full]] -= 1
+        slot = (self.call_head[rows] + self.call_count[rows]) % c
+        self.call_first[rows, slot] = first
+        self.call_end[rows, slot] = end
+        self.call_raw[rows, slot] = raw
+        self.call_hit[rows, slot] = False
+        self.call_count[rows] += 1
 
     def forecast(self, key: SeriesKey, horizon: int) -> tuple[int, FloatArray, FloatArray]:
         """(first bucket start, point, upper) of the next `horizon` buckets of `key`."""
-        state = self.series[key]
-        assert state.fitted is not None
-        point, upper = state.fitted.kernel.forecast(horizon)
-        return state.fitted.kernel.t * self.bucket, point[0], upper[0]
+        first, point, upper = self.forecasts_of([key], horizon)
+        return first, point[0], upper[0]
+
+    def forecasts_of(self, keys: Sequence[SeriesKey], horizon: int
+                     ) -> tuple[int, FloatArray, FloatArray]:
+        """(first bucket start, point, upper) of `keys` for the next `horizon` buckets:
+        rows of NaN for a series without a model."""
+        assert self.end is not None
+        rows = np.array([self.index[k] for k in keys], dtype=np.int64)
+        point, upper = self._forecast_all(max(1, horizon))
+        return self.end * self.bucket, point[rows], upper[rows]
 
     def errors(self) -> dict[SeriesKey, dict[str, float]]:
         """Rolling figures per series: MAE, seasonal-naive MAE, their ratio, band coverage."""
-        out: dict[SeriesKey, dict[str, float]] = {}
-        for key, state in list(self.series.items()):  # a copy: the book thread may add
-            n = len(state.model_errors)
-            if n == 0:
-                continue
-            mae = float(state.model_errors.view().mean())
-            naive = float(state.naive_errors.view().mean())
-            out[key] = {"n": float(n), "mae": mae, "naive_mae": naive,
-                        "relative": mae / naive if naive > 0 else math.nan,
-                        "coverage": float(state.covered.view().mean()),
-                        "misses_in_a_row": float(state.misses)}
-        return out
+        n = len(self.keys)
+        rows = np.flatnonzero(self.err_count[:n] > 0)
+        if not len(rows):
+            return {}
+        valid = self._valid(rows)
+        count = self.err_count[rows].astype(np.float64)
+        mae = np.where(valid, self.err_model[:, rows], 0.0).sum(axis=0, dtype=np.float64) / count
+        naive = np.where(valid, self.err_naive[:, rows], 0.0).sum(axis=0, dtype=np.float64) / count
+        covered = np.where(valid, self.err_covered[:, rows], 0.0).sum(axis=0,
+                                                                    dtype=np.float64) / count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(naive > 0, mae / naive, np.nan)
+        keys = self.keys
+        return {keys[r]: {"n": c, "mae": a, "naive_mae": b, "relative": q, "coverage": v,
+                          "misses_in_a_row": float(s)}
+                for r, c, a, b, q, v, s in zip(
+                    rows.tolist(), count.tolist(), mae.tolist(), naive.tolist(),
+                    relative.tolist(), covered.tolist(), self.streak[rows].tolist(),
+                    strict=True)}
 
-    def set_params(self, params: Mapping[SeriesKey, SeriesParams]) -> None:
-        self.params.update(params)
+    def models(self) -> dict[SeriesKey, str]:
+        """The model in use per series."""
+        return dict(zip(self.keys, self.model[:len(self.keys)].tolist(), strict=True))
+
+    def topup_keys(self) -> set[SeriesKey]:
+        """Series flagged for a reactive top-up now."""
+        return {self.keys[i] for i in np.flatnonzero(self.topup[:len(self.keys)]).tolist()}

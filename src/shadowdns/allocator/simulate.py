@@ -310,8 +310,8 @@ async def _run(
     figures["topups"] = controller.topups
     figures["refits"] = dict(controller.book.refits)
     models: dict[str, int] = {}
-    for state in controller.book.series.values():
-        models[state.model] = models.get(state.model, 0) + 1
+    for model in controller.book.models().values():
+        models[model] = models.get(model, 0) + 1
     figures["models"] = models
     # per DI: what `bench.simulate_bounds` gives its ideal allocator, DI by DI
     figures["di_shadow_minutes"] = {di: round(sec / 60.0, 1) for di, sec in di_seconds.items()}

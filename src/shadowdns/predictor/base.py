@@ -156,18 +156,21 @@ def calibration_steps(n: int, spec: FitSpec) -> int:
 def error_quantiles(
     actual: FloatArray, points: FloatArray, quantile: float, horizon: int
 ) -> FloatArray:
-    """Per-step quantile of ``actual - point`` over origins, shape ``(1, horizon)``.
+    """Per-step quantile of ``actual - point`` over origins, one row per series.
 
-    ``actual`` is the calibration stretch, ``points`` the ``(origins, horizon)`` forecasts made
-    along it. With too few errors the band falls back to zero width.
+    ``actual`` is the calibration stretch (``(T,)``, or ``(k, T)`` for k series), ``points``
+    the ``(origins, horizon)`` (or ``(k, origins, horizon)``) forecasts made along it; the
+    result has shape ``(k, horizon)``. With too few errors the band falls back to zero width.
     """
-    origins = points.shape[0]
-    out = np.zeros((1, horizon))
+    actual = np.atleast_2d(actual)
+    if points.ndim == 2:
+        points = points[None]
+    origins = points.shape[1]
+    out = np.zeros((actual.shape[0], horizon))
     if origins == 0:
         return out
-    windows = np.lib.stride_tricks.sliding_window_view(actual, horizon)[:origins]
-    errors = windows - points
-    out[0] = np.quantile(errors, quantile, axis=0)
+    windows = np.lib.stride_tricks.sliding_window_view(actual, horizon, axis=1)[:, :origins]
+    out[:] = np.quantile(windows - points, quantile, axis=1)
     return out
 
 
@@ -176,15 +179,18 @@ def warm_up(kernel: Kernel, values: FloatArray, spec: FitSpec) -> Kernel:
 
     The band is the empirical ``spec.quantile`` of the h-step errors the model makes over
     the trailing `calibration_steps` of the history, so it is as wide as the series is
-    bursty, whatever the shape of its error distribution.
+    bursty, whatever the shape of its error distribution. ``values`` is one series, or
+    ``(k, n)`` for a batch kernel of k series of one length (the demand book fits its
+    baselines that way).
     """
-    n = len(values)
+    rows = np.atleast_2d(values)
+    n = rows.shape[1]
     tail = calibration_steps(n, spec)
-    for value in values[: n - tail]:
-        kernel.update(np.array([value]))
-    future = values[n - tail :]
-    points, _ = rolling_forecasts(kernel, future[None, :], spec.horizon)
-    kernel.offset = error_quantiles(future, points[0], spec.quantile, spec.horizon)
+    for i in range(n - tail):
+        kernel.update(rows[:, i])
+    future = rows[:, n - tail :]
+    points, _ = rolling_forecasts(kernel, future, spec.horizon)
+    kernel.offset = error_quantiles(future, points, spec.quantile, spec.horizon)
     return kernel
 
 

@@ -21,9 +21,15 @@ from shadowdns.predictor.state import Kernel, SeasonalNaiveKernel
 
 def recent_level(values: FloatArray, horizon: int) -> float:
     """Median of the last few values: a spike-proof "current level" (0 with no history)."""
-    if len(values) == 0:
-        return 0.0
-    return float(np.median(values[-max(2 * horizon, 6) :]))
+    return float(recent_levels(np.asarray(values)[None, :], horizon)[0])
+
+
+def recent_levels(values: FloatArray, horizon: int) -> FloatArray:
+    """`recent_level` of each row of ``(k, n)`` series."""
+    if values.shape[1] == 0:
+        return np.zeros(values.shape[0])
+    levels: FloatArray = np.median(values[:, -max(2 * horizon, 6) :], axis=1)
+    return levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +43,16 @@ class SeasonalNaive:
         return "snaive_weekly" if self.weekly else "snaive"
 
     def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
+        return Fitted(self.name, self.fit_many(np.asarray(values)[None, :], spec))
+
+    def fit_many(self, values: FloatArray, spec: FitSpec) -> SeasonalNaiveKernel:
+        """The fitted batch kernel of ``(k, n)`` series of one length at once."""
         period = spec.season * (7 if self.weekly else 1)
-        history = np.full((1, period), recent_level(values, spec.horizon))
-        kernel = SeasonalNaiveKernel(history, np.zeros((1, 1)), spec.start)
-        return Fitted(self.name, warm_up(kernel, values, spec))
+        levels = recent_levels(values, spec.horizon)
+        history = np.repeat(levels[:, None], period, axis=1)
+        kernel = SeasonalNaiveKernel(history, np.zeros((len(levels), 1)), spec.start)
+        warm_up(kernel, values, spec)
+        return kernel
 
 
 def baseline(values: FloatArray, spec: FitSpec) -> Fitted:

@@ -192,3 +192,99 @@ class Fleet(Generic[K]):
     def items(self) -> Iterable[tuple[K, str]]:
         """(key, model) for every series."""
         return zip(self.keys, self.models, strict=True)
+
+
+class Rows:
+    """Batch kernels for series numbered 0, 1, 2, … that change model one at a time.
+
+    The demand book's fleet: series join, and get a new kernel when a fit lands, every
+    window, but are advanced and forecast all together. A changed series is only marked
+    (its old row dead, its new kernel queued); the batches are rebuilt — one concatenation
+    per touched batch, numpy only — the next time they are stepped or asked, so a window
+    costs a few array operations per batch whatever the number of series and of changes.
+    Every kernel must be at the clock of the others.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[Any, ...], Group] = {}
+        self._ids: dict[tuple[Any, ...], int] = {}
+        self._sigs: list[tuple[Any, ...]] = []
+        self._queued: dict[tuple[Any, ...], list[tuple[IntArray, Kernel]]] = {}
+        self._dead: dict[tuple[Any, ...], list[int]] = {}
+        self._batch: IntArray = np.full(0, -1, dtype=np.int64)  # series -> batch id
+        self._row: IntArray = np.zeros(0, dtype=np.int64)  # series -> row in its batch
+        self._waiting: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)  # queued, not in
+
+    def _grow(self, size: int) -> None:
+        if size > len(self._batch):
+            cap = max(size, 2 * len(self._batch), 64)
+            self._batch = np.concatenate([self._batch, np.full(cap - len(self._batch), -1)])
+            self._row = np.concatenate([self._row, np.zeros(cap - len(self._row), np.int64)])
+            self._waiting = np.concatenate([self._waiting, np.zeros(cap - len(self._waiting),
+                                                                    dtype=bool)])
+
+    def put(self, series: IntArray, kernel: Kernel) -> None:
+        """Give ``series`` (one per row of ``kernel``, in order) that batch kernel's rows."""
+        series = np.asarray(series, dtype=np.int64)
+        if not len(series):
+            return
+        self._grow(int(series.max()) + 1)
+        if self._waiting[series].any():  # queued twice: the older one must land first
+            self._flush()
+        had = series[self._batch[series] >= 0]
+        for s in had.tolist():
+            self._dead.setdefault(self._sigs[self._batch[s]], []).append(int(self._row[s]))
+        self._batch[series] = -1
+        sig = signature(kernel)
+        if sig not in self._ids:
+            self._ids[sig] = len(self._sigs)
+            self._sigs.append(sig)
+        self._queued.setdefault(sig, []).append((series, kernel))
+        self._waiting[series] = True
+
+    def kernel(self, s: int) -> Kernel | None:
+        """Series ``s``'s own kernel (a copy), None when it has none."""
+        self._flush()
+        if s >= len(self._batch) or self._batch[s] < 0:
+            return None
+        return row(self.groups[self._sigs[self._batch[s]]].kernel, int(self._row[s]))
+
+    def batches(self) -> list[Group]:
+        """The current batches (``positions`` are series numbers)."""
+        self._flush()
+        return list(self.groups.values())
+
+    def _flush(self) -> None:
+        for sig in set(self._queued) | set(self._dead):
+            group = self.groups.pop(sig, None)
+            kernels: list[Kernel] = []
+            members: list[IntArray] = []
+            if group is not None:
+                dead = self._dead.get(sig, [])
+                keep = np.ones(len(group.positions), dtype=bool)
+                keep[dead] = False
+                if keep.all():
+                    kernels.append(group.kernel)
+                    members.append(group.positions)
+                elif keep.any():
+                    kernels.append(_take(group.kernel, keep))
+                    members.append(group.positions[keep])
+            for series, kernel in self._queued.get(sig, []):
+                kernels.append(kernel)
+                members.append(series)
+            if not kernels:
+                continue
+            positions = np.concatenate(members)
+            self.groups[sig] = Group(stack(kernels) if len(kernels) > 1 else kernels[0],
+                                     positions)
+            self._batch[positions] = self._ids[sig]
+            self._row[positions] = np.arange(len(positions))
+        self._queued.clear()
+        self._dead.clear()
+        self._waiting[:] = False
+
+
+def _take(kernel: Kernel, keep: npt.NDArray[np.bool_]) -> Kernel:
+    changes = {name: getattr(kernel, name)[keep] for name in _array_fields(kernel)}
+    out: Kernel = dataclasses.replace(kernel, **changes)  # type: ignore[type-var]
+    return out

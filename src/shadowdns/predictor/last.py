@@ -27,6 +27,13 @@ class LastValue:
     name: str = "last"
 
     def fit(self, values: FloatArray, spec: FitSpec) -> Fitted:
-        first = float(values[0]) if len(values) else 0.0
-        kernel = SeasonalNaiveKernel(np.full((1, 1), first), np.zeros((1, 1)), spec.start)
-        return Fitted(self.name, warm_up(kernel, values, spec))
+        return Fitted(self.name, last_values(np.asarray(values)[None, :], spec))
+
+
+def last_values(values: FloatArray, spec: FitSpec) -> SeasonalNaiveKernel:
+    """The fitted kernel of `LastValue` for ``(k, n)`` series of one length at once."""
+    k, n = values.shape
+    first = values[:, :1] if n else np.zeros((k, 1))
+    kernel = SeasonalNaiveKernel(first.astype(np.float64), np.zeros((k, 1)), spec.start)
+    warm_up(kernel, values, spec)
+    return kernel

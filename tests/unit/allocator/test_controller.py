@@ -257,13 +257,13 @@ def test_book_work_runs_off_the_event_loop() -> None:
     ctl, _ = controller(store, make_policy(min_hold=120, ttl=30), clock)
     ctl.book_in_thread = True
     threads: set[int] = set()
-    observe = ctl.book.observe
+    advance = ctl.book.advance
 
     def spy(*args: Any, **kwargs: Any) -> None:
         threads.add(threading.get_ident())
-        observe(*args, **kwargs)
+        advance(*args, **kwargs)
 
-    ctl.book.observe = spy  # type: ignore[method-assign]
+    ctl.book.advance = spy  # type: ignore[method-assign]
 
     async def scenario() -> tuple[int, Any]:
         result = await ctl.run_window(T0)
@@ -293,7 +293,7 @@ def test_first_read_takes_what_minutes_no_longer_hold_from_the_rollups(
     ctl = Controller(store, lambda: [make_policy()], settings, SimulatedClock(end),
                      solve_in_thread=False, settle=0.0, minute_retention=minute_retention)
     asyncio.run(ctl.read_demand(end))
-    assert float(ctl.book.series[(APP, "jp")].values.view().sum()) == expected
+    assert float(ctl.book.series[(APP, "jp")].values.sum()) == expected
 
 
 def test_a_pin_from_allocator_yaml_ends_at_its_until() -> None:

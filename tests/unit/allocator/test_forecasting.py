@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from shadowdns.allocator.forecasting import DemandBook, Ring, SeriesParams, fit_job
+from shadowdns.allocator.forecasting import DemandBook, SeriesParams, fit_job
 
 KEY = ("app.example.com.", "jp")
 HOUR = 3600
 
 
 def pattern(n: int) -> list[float]:
-    return [100.0 + 80.0 * np.sin(2 * np.pi * i / 24) for i in range(n)]
-
-
-def test_ring_keeps_the_newest_values_in_order() -> None:
-    """A ring of 100 fed 1,000 numbers holds the last 100 oldest first, says which append
-    dropped one, and stays that way through its growth and its shifts."""
-    ring = Ring(100)
-    dropped = [ring.append(float(i)) for i in range(1000)]
-    assert dropped == [False] * 100 + [True] * 900
-    assert len(ring) == 100 and ring.last() == 999.0
-    assert ring.view().tolist() == [float(i) for i in range(900, 1000)]
-    ring.clear()
-    assert len(ring) == 0 and not ring.append(5.0) and ring.view().tolist() == [5.0]
+    """A daily cycle of query counts (whole numbers: the book stores counts as float32)."""
+    return [float(round(100.0 + 80.0 * np.sin(2 * np.pi * i / 24))) for i in range(n)]
 
 
 def test_book_history_is_bounded_and_start_follows() -> None:
@@ -34,7 +23,7 @@ def test_book_history_is_bounded_and_start_follows() -> None:
     state = book.series[KEY]
     assert len(state.values) == book.max_len and state.end == 5200
     assert state.start == 5200 - book.max_len
-    assert state.values.view()[0] == float(200 - book.max_len)
+    assert state.values[0] == float(200 - book.max_len)
 
 
 def test_view_takes_the_upper_band_over_the_planned_window() -> None:
@@ -52,7 +41,7 @@ def test_view_takes_the_upper_band_over_the_planned_window() -> None:
     assert view.predicted >= max(pattern(72)[5:7]) and view.model == "snaive"
     assert view.observed == pattern(72)[-1]
     book.observe(KEY, 1000 + 74, 7.0)  # 1072 and 1073 missing: zeros
-    assert book.series[KEY].values.view()[-3:].tolist() == [0.0, 0.0, 7.0]
+    assert book.series[KEY].values[-3:].tolist() == [0.0, 0.0, 7.0]
 
 
 def test_a_young_series_forecasts_its_last_bucket_until_it_has_a_fit() -> None:
@@ -106,11 +95,9 @@ def test_a_degraded_model_is_refitted() -> None:
         book.observe(KEY, i + 24, v, params)
     [request] = book.due_fits(0.0)
     book.apply_fit(request, fit_job("snaive", request.values, 24, 2, request.start, 0.9), 0.0)
-    state = book.series[KEY]
-    for _ in range(24):
-        state.model_errors.append(50.0)
-        state.naive_errors.append(1.0)
-        state.covered.append(0.0)
+    row = book.index[KEY]
+    book.err_model[:, row], book.err_naive[:, row], book.err_covered[:, row] = 50.0, 1.0, 0.0
+    book.err_count[row] = 24
     [again] = book.due_fits(1.0)
     assert again.reason.startswith("forecast error degraded")
     assert book.errors()[KEY]["relative"] == 50.0
@@ -199,10 +186,10 @@ def test_calls_that_do_not_come_true_stop_triggering() -> None:
     book = DemandBook(HOUR)
     params = SeriesParams(threshold=100, horizon=2)
     book.observe(KEY, 0, 1.0, params)
-    state = book.series[KEY]
+    row = np.array([book.index[KEY]])
     for i in range(1, 200):
-        state.calls.append([i, i + 1, 0.6, 0.0])
+        book._call(row, np.array([i]), np.array([i + 1]), np.array([0.6]))
         book.observe(KEY, i, 150.0 if i % 5 == 0 else 1.0, params)
-    assert not state.calls
-    assert abs(book.calibrated(state, 0.6) - 0.2) < 0.05
-    assert book.calibrated(state, 0.95) == 0.95
+    assert book.call_count[row[0]] == 0  # every call judged
+    assert abs(book.calibrated(row, 0.6)[0] - 0.2) < 0.05
+    assert book.calibrated(row, 0.95)[0] == 0.95

@@ -8,7 +8,7 @@ import pytest
 from shadowdns.predictor.base import FitSpec, Fitted
 from shadowdns.predictor.baseline import SeasonalNaive
 from shadowdns.predictor.ets import Ets
-from shadowdns.predictor.fleet import Fleet
+from shadowdns.predictor.fleet import Fleet, Rows
 from shadowdns.predictor.sarimax import Sarimax
 from shadowdns.predictor.series import Series
 
@@ -67,3 +67,40 @@ def test_series_at_different_steps_cannot_share_a_fleet(nasa: Series) -> None:
     b = SeasonalNaive().fit(nasa.values[:301], FitSpec(288, H, 0))
     with pytest.raises(ValueError, match="different steps"):
         Fleet({"a": a, "b": b})
+
+
+def test_rows_advance_and_swap_series_as_each_would_alone(
+    fits: dict[str, Fitted], nasa: Series, elb: Series
+) -> None:
+    """The demand book's rows: series put in batches, one of them refitted (a new model,
+    another batch) midway, all advanced together — each forecasts what its own kernel
+    advanced alone does, and a swapped series leaves its old batch."""
+    names = sorted(fits)
+    rows = Rows()
+    for i, name in enumerate(names):
+        rows.put(np.array([i]), Fleet({name: fits[name]}).fitted(name).kernel)
+    alone = {name: Fleet({name: f}).fitted(name).kernel for name, f in fits.items()}
+    source = {k: (nasa if k.startswith(nasa.key) else elb) for k in fits}
+    swapped = names.index(f"{elb.key}/ets")
+    for step in range(3 * 288, 3 * 288 + 4):
+        if step == 3 * 288 + 2:  # a refit lands: the series becomes a seasonal naive
+            kernel = Fleet({"x": fits[f"{elb.key}/snaive"]}).fitted("x").kernel
+            for value in elb.values[3 * 288 : step]:
+                kernel.update(np.array([value]))
+            rows.put(np.array([swapped]), kernel)
+            alone[names[swapped]] = Fleet({"x": fits[f"{elb.key}/snaive"]}).fitted("x").kernel
+            for value in elb.values[3 * 288 : step]:
+                alone[names[swapped]].update(np.array([value]))
+        values = np.array([source[k].values[step] for k in names])
+        for group in rows.batches():
+            group.kernel.update(values[group.positions])
+        for name, kernel in alone.items():
+            kernel.update(values[[names.index(name)]])
+    assert sum(len(g.positions) for g in rows.batches()) == len(names)
+    for i, name in enumerate(names):
+        kernel = rows.kernel(i)
+        assert kernel is not None
+        got, want = kernel.forecast(H), alone[name].forecast(H)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-9)
+    assert rows.kernel(len(names)) is None
