@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--rrsets", type=int, default=10_000)
     parser.add_argument("--edits", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.001)
+    parser.add_argument("--server-args", default="", metavar="ARGS",
+                        help="more `shadowdns serve` options, e.g. '--stall-trace 20'")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-api-import-"))
     zones = root / "zones"
@@ -61,7 +64,8 @@ def main() -> None:
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "shadowdns", "serve", "--zones", str(zones), "--listen",
-             "127.0.0.1:0", "--state", str(state), "--api", "127.0.0.1:0"],
+             "127.0.0.1:0", "--state", str(state), "--api", "127.0.0.1:0",
+             *shlex.split(args.server_args)],
             stderr=log, stdout=subprocess.DEVNULL)
     probe: subprocess.Popen[bytes] | None = None
     try:
