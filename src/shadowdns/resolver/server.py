@@ -90,10 +90,8 @@ class UDPListener:
     def _readable_batched(self) -> None:
         batch = self.batch
         assert batch is not None
-        engine = self.engine
-        respond = engine.respond
-        rrl = self.rrl
-        now = time.monotonic() if rrl is not None else 0.0
+        answer = self._answer
+        now = time.monotonic() if self.rrl is not None else 0.0
         for _ in range(self.BATCH // self.MMSG):
             try:
                 got = batch.recv()
@@ -104,19 +102,24 @@ class UDPListener:
                 return
             replies: list[bytes | None] = []
             for data, addr in got:
-                self.seen += 1
-                if self.seen & (self.SAMPLE_EVERY - 1):
-                    resp = respond(data, addr)
-                else:
-                    start = time.perf_counter()
-                    resp = respond(data, addr)
-                    engine.latency.observe(time.perf_counter() - start)
-                if rrl is not None and resp is not None:
-                    resp = rrl.check(data, resp, addr[0], now)
-                replies.append(resp)
+                replies.append(answer(data, addr, now))
             batch.send(replies)
             if len(got) < self.MMSG:
                 return
+
+    def _answer(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
+        """The reply to one datagram (None: send nothing), timed one in SAMPLE_EVERY and
+        passed through response rate limiting."""
+        self.seen += 1
+        if self.seen & (self.SAMPLE_EVERY - 1):
+            resp = self.engine.respond(data, addr)
+        else:
+            start = time.perf_counter()
+            resp = self.engine.respond(data, addr)
+            self.engine.latency.observe(time.perf_counter() - start)
+        if self.rrl is not None and resp is not None:
+            resp = self.rrl.check(data, resp, addr[0], now)
+        return resp
 
     def close(self) -> None:
         try:
@@ -128,10 +131,8 @@ class UDPListener:
     def _readable(self) -> None:
         recv = self.sock.recvfrom
         send = self.sock.sendto
-        engine = self.engine
-        respond = engine.respond
-        rrl = self.rrl
-        now = time.monotonic() if rrl is not None else 0.0
+        answer = self._answer
+        now = time.monotonic() if self.rrl is not None else 0.0
         for _ in range(self.BATCH):
             try:
                 data, addr = recv(65535)
@@ -140,15 +141,7 @@ class UDPListener:
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 log.debug("udp receive error: %s", exc)
                 continue
-            self.seen += 1
-            if self.seen & (self.SAMPLE_EVERY - 1):
-                resp = respond(data, addr)
-            else:
-                start = time.perf_counter()
-                resp = respond(data, addr)
-                engine.latency.observe(time.perf_counter() - start)
-            if rrl is not None and resp is not None:
-                resp = rrl.check(data, resp, addr[0], now)
+            resp = answer(data, addr, now)
             if resp is not None:
                 try:
                     send(resp, addr)
