@@ -53,25 +53,34 @@ def _datagrams() -> list[bytes]:
 async def _exchange(listener: UDPListener, clients: list[socket.socket],
                     datagrams: list[bytes], port: int) -> list[list[bytes]]:
     """Send every datagram from each client in turn (interleaved, so one batch holds
-    several senders), then collect what each client got."""
+    several senders), collecting what each client gets as it goes."""
     loop = asyncio.get_running_loop()
     listener.start(loop)
-    for data in datagrams:
-        for n, client in enumerate(clients):
-            # each client's own ids, so a reply sent to the wrong sender shows
-            qid = (int.from_bytes(data[:2], "big") + 100 * n) & 0xFFFF
-            client.sendto(qid.to_bytes(2, "big") + data[2:], ("127.0.0.1", port))
     got: list[list[bytes]] = [[] for _ in clients]
-    deadline = loop.time() + 5
-    want = len([d for d in datagrams if len(d) >= 12 and not d[2] & 0x80])
-    while loop.time() < deadline and any(len(g) < want for g in got):
-        await asyncio.sleep(0.02)
+
+    def drain() -> None:
         for n, client in enumerate(clients):
             while True:
                 try:
                     got[n].append(client.recv(65535))
                 except BlockingIOError:
                     break
+
+    # in chunks, draining between them: a client socket's default buffer holds ~256
+    # small datagrams, and replies beyond that would be lost on the client side
+    for start in range(0, len(datagrams), 50):
+        for data in datagrams[start:start + 50]:
+            for n, client in enumerate(clients):
+                # each client's own ids, so a reply sent to the wrong sender shows
+                qid = (int.from_bytes(data[:2], "big") + 100 * n) & 0xFFFF
+                client.sendto(qid.to_bytes(2, "big") + data[2:], ("127.0.0.1", port))
+        await asyncio.sleep(0.02)
+        drain()
+    deadline = loop.time() + 5
+    want = len([d for d in datagrams if len(d) >= 12 and not d[2] & 0x80])
+    while loop.time() < deadline and any(len(g) < want for g in got):
+        await asyncio.sleep(0.02)
+        drain()
     listener.close()
     return got
 
