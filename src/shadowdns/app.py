@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import signal
+import sys
 import threading
 import time
 from array import array
@@ -67,6 +68,10 @@ T = TypeVar("T")
 
 FLUSH_DELAY = 0.5  # seconds after a flush interval ends before its counts are written
 PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before listening
+# How long a thread that wants the GIL waits before the holder must let go (Python's default
+# is 5 ms). Each time the event loop comes back from a system call while a worker thread
+# parses or plans, it waits that long: 1 ms keeps answers flowing beside the worker.
+GIL_SWITCH_INTERVAL = 0.001
 
 # The degraded reason a failed reload sets (and a good one clears): still serving, but not
 # what the files say.
@@ -647,6 +652,7 @@ class Service:
         # rescanning it while the query path runs (see `gcwatch`).
         WATCH.install()
         WATCH.settle()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         loop = asyncio.get_running_loop()
         if self.config.stall_trace > 0:
             StallTrace(self.config.stall_trace).start(loop)

@@ -15,7 +15,6 @@ the server buffer a huge body or recurse through a deeply nested document (issue
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,19 +28,30 @@ MAX_DEPTH = 32  # the deepest policy document nests 6 levels
 LOGIN_WINDOW = 60.0  # seconds failed logins are remembered for
 MAX_TRACKED_ADDRESSES = 100_000
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_DELTA = np.zeros(256, dtype=np.int8)
-_DELTA[[ord("["), ord("{")]] = 1
-_DELTA[[ord("]"), ord("}")]] = -1
+_BRACKETS = np.zeros(256, dtype=np.int8)
+_BRACKETS[[ord("["), ord("{")]] = 1
+_BRACKETS[[ord("]"), ord("}")]] = -1
 
 
 def json_depth(body: bytes) -> int:
-    """How deep arrays and objects nest in JSON text (brackets inside strings ignored)."""
-    stripped = _STRING.sub(b"", body)
-    if not stripped:
+    """How deep arrays and objects nest in JSON text (brackets inside strings ignored).
+
+    Whole-array steps only: a regular expression over the strings ran at ~100 ns a byte on
+    the event loop (a 266 KiB zone import: 30-70 ms without answers)."""
+    raw = np.frombuffer(body, dtype=np.uint8)
+    steps = _BRACKETS[raw]
+    if not steps.any():
         return 0
-    steps = _DELTA[np.frombuffer(stripped, dtype=np.uint8)]
-    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+    # A quote opens or closes a string unless an odd run of backslashes precedes it.
+    index = np.arange(raw.size, dtype=np.int64)
+    last_plain = np.maximum.accumulate(np.where(raw != ord("\\"), index, -1))
+    run = np.empty_like(index)
+    run[0] = 0
+    run[1:] = index[:-1] - last_plain[:-1]  # backslashes right before each byte
+    quotes = (raw == ord('"')) & (run % 2 == 0)
+    outside = np.cumsum(quotes, dtype=np.int64) % 2 == 0  # a bracket is never a quote
+    depth = np.cumsum(np.where(outside, steps, 0), dtype=np.int64)
+    return int(depth.max(initial=0))
 
 
 def too_large(max_body: int) -> ApiError:
@@ -88,7 +98,9 @@ class BodyLimits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body:  # FastAPI reads a body without a Content-Type as JSON too
+        # FastAPI reads a body without a Content-Type as JSON too. Fewer opening brackets
+        # than the limit cannot nest deeper (a zone import has two): counted in C, no scan.
+        if body.count(b"[") + body.count(b"{") > self.max_depth:
             depth = json_depth(body)
             if depth > self.max_depth:
                 await too_deep(depth, self.max_depth).response()(scope, receive, send)

@@ -19,6 +19,7 @@ import io
 import os
 import re
 import stat
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,7 @@ def _read_records(path: Path, origin: dns.name.Name, includes: bool,
             try:
                 reader.read()
             except dns.exception.SyntaxError as exc:
+                _drop_frames(exc)
                 match = _SYNTAX_RE.match(str(exc))
                 reason = match.group("reason") if match else str(exc)
                 where = reader.tok  # an included file's own tokenizer while inside it
@@ -272,6 +274,7 @@ def _read_records(path: Path, origin: dns.name.Name, includes: bool,
                     f"{where.filename}:{_line_now(where)}: {reason}"
                 ) from None
             except (dns.zonefile.CNAMEAndOtherData, ValueError) as exc:
+                _drop_frames(exc)
                 # Semantic refusals raised while adding a record (CNAME beside data, SOA
                 # away from the apex) come after its line has been read.
                 line = _record_line(reader.tok)
@@ -281,8 +284,20 @@ def _read_records(path: Path, origin: dns.name.Name, includes: bool,
                 raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
                     f"{path}:{line}: {reason}"
                 ) from None
+            finally:
+                # `line_of` closes over the reader, which holds the transaction: a cycle
+                # that would keep the whole parse (every RRset) for the cyclic collector.
+                # Broken here, reference counting frees it (see `gcwatch`).
+                del txn.line_of
         records: list[_Record] = txn.records
     return records
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Clear the locals of the frames `exc` passed through: dnspython's reader keeps the
+    traceback of the error it re-raises in its own frame, a cycle that would hold the
+    tokenizer, the transaction and every RRset read so far for the cyclic collector."""
+    traceback.clear_frames(exc.__traceback__)
 
 
 def _open_skipping(path: Path, skip: frozenset[int]) -> io.TextIOBase:

@@ -94,3 +94,14 @@ def test_growth_declared_acyclic_is_no_reason_for_a_full_collection(watch: Watch
     watch.settle()
     assert watch.full_compactions == 0
     assert watch._floor >= floor + len(book)
+
+
+def test_the_end_of_a_pause_looks_at_growth_too(watch: Watch) -> None:
+    watch.settle()
+    floor = gc.get_freeze_count()
+    watch._checked = -CHECK_EVERY
+    with watch.paused():  # e.g. an API write, while another request left cycles behind
+        garbage = [Cycle() for _ in range(int(GROWTH * floor) + 1)]
+        del garbage
+    assert watch.full_compactions == 1
+    assert not any(isinstance(o, Cycle) for o in gc.get_objects())
