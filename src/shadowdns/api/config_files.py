@@ -200,10 +200,7 @@ class ConfigFiles:
             raise ApiError(409, "conflict", f"{zf.path} cannot be read",
                            [ProblemItem(path=_relative(p, self.zones_dir), message=p.reason,
                                         line=p.line) for p in exc.problems]) from None
-        zone = dns.zone.Zone(zf.origin, relativize=False)
-        for rrset in loaded.rrsets():
-            zone.replace_rdataset(rrset.name, rrset)
-        return zone
+        return editable(loaded)
 
     def read_policy(self, zf: ZoneFile) -> Policy | None:
         if not zf.policy_path.exists():
@@ -243,12 +240,7 @@ class ConfigFiles:
                 raise ApiError(422, "invalid", f"{len(problems)} problem(s) in the zone text",
                                problems) from None
             self._refuse_di_clashes(loaded, tmp, path)
-            try:
-                return dns.zone.from_file(str(tmp), origin, relativize=False,
-                                          allow_include=False)
-            except (dns.exception.DNSException, ValueError) as exc:
-                raise ApiError(422, "invalid", "the zone text is invalid",
-                               [ProblemItem(path=path, message=str(exc))]) from None
+            return editable(loaded)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -372,6 +364,15 @@ class ConfigFiles:
         except ShadowDNSError as exc:
             return [ProblemItem(path="configuration", message=str(exc))]
         return [ProblemItem(path="configuration", message="reload failed; see the server log")]
+
+
+def editable(loaded: Zone) -> dns.zone.Zone:
+    """A dnspython zone of the loaded records to edit: built from the loader's parse, not
+    a second parse of the text (a second per 10,000 RRsets)."""
+    zone = dns.zone.Zone(loaded.origin, relativize=False)
+    for rrset in loaded.rrsets():
+        zone.replace_rdataset(rrset.name, rrset)  # a copy: the loaded zone stays as served
+    return zone
 
 
 def _relative(problem: Problem, base: Path) -> str:

@@ -15,6 +15,8 @@ device or FIFO is refused before it is opened, so nothing blocks or reads withou
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -251,11 +253,12 @@ def _record_line(tok: dns.tokenizer.Tokenizer) -> int:
 
 
 def _read_records(path: Path, origin: dns.name.Name, includes: bool,
-                  skip: frozenset[int] = frozenset()) -> list[_Record]:
+                  skip: frozenset[int] = frozenset(),
+                  data: bytes | None = None) -> list[_Record]:
     """The file's records; `skip` lists lines read as blank (ones already reported)."""
     manager = _LineTrackingManager(origin, False, dns.rdataclass.IN)
     gate = _Includes(os.path.realpath(path.parent) if includes else None)
-    with _open_skipping(path, skip) as fh:
+    with _open_skipping(path, skip, data) as fh:
         with manager.writer(True) as txn:
             tok = _GatedTokenizer(fh, str(path), gate)
             reader = _StrictReader(tok, dns.rdataclass.IN, txn, allow_include=includes)
@@ -300,11 +303,18 @@ def _drop_frames(exc: BaseException) -> None:
     traceback.clear_frames(exc.__traceback__)
 
 
-def _open_skipping(path: Path, skip: frozenset[int]) -> io.TextIOBase:
-    if not skip:
-        return path.open(encoding="utf-8")
-    with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
+def _open_skipping(path: Path, skip: frozenset[int], data: bytes | None) -> io.TextIOBase:
+    """The text to parse: `data` (the file's bytes, when already read) or the file."""
+    if data is None:
+        if not skip:
+            return path.open(encoding="utf-8")
+        with path.open(encoding="utf-8") as fh:
+            lines = fh.readlines()
+    else:  # newline=None: \r\n and \r read as \n, as from the file in text mode
+        text = io.StringIO(data.decode("utf-8"), newline=None)
+        if not skip:
+            return text
+        lines = text.readlines()
     for line in skip:
         if 0 < line <= len(lines):
             lines[line - 1] = "\n"
@@ -349,6 +359,26 @@ def _check(path: Path, origin: dns.name.Name, records: list[_Record]) -> list[Pr
     return problems
 
 
+# The last zone parsed per origin, by the digest of its file's bytes: an API edit checks
+# its new text, then the reload reads the same bytes from the file, and the next edit reads
+# that file again; parsing a 10,000-RRset zone takes a second or more each time. `Zone` is
+# immutable, so the one parse serves them all. Files with `$INCLUDE` are never kept (the
+# digest does not cover what they include), nor files that failed.
+_PARSED: dict[dns.name.Name, tuple[bytes, Zone]] = {}
+
+
+def _read(path: Path) -> tuple[bytes | None, bytes | None]:
+    """The file's bytes (None if unreadable: the parse reports it, in the loader's words)
+    and their digest when their parse may be kept (no `$INCLUDE`)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, None
+    if b"$INCLUDE" in data.upper():
+        return data, None
+    return data, hashlib.sha256(data).digest()
+
+
 def load_zone_file(path: Path, origin: dns.name.Name | None = None, *,
                    includes: bool = True) -> Zone:
     """Load and validate one master file; raise ZoneError listing every problem.
@@ -359,12 +389,24 @@ def load_zone_file(path: Path, origin: dns.name.Name | None = None, *,
         raise ZoneError([Problem(str(path), None, "not a regular file")])
     if origin is None:
         origin = origin_for(path)
+    data, digest = _read(path)
+    kept = _PARSED.get(origin)
+    if digest is not None and kept is not None and kept[0] == digest:
+        return dataclasses.replace(kept[1], file=str(path))
+    zone = _parse_zone_file(path, origin, includes, data)  # the bytes digested, not a reread
+    if digest is not None:
+        _PARSED[origin] = (digest, zone)
+    return zone
+
+
+def _parse_zone_file(path: Path, origin: dns.name.Name, includes: bool,
+                     data: bytes | None) -> Zone:
     problems: list[Problem] = []
     skip: set[int] = set()
     records: list[_Record] = []
     while True:  # after a syntax error, read again without its line, to report the next
         try:
-            records = _read_records(path, origin, includes, frozenset(skip))
+            records = _read_records(path, origin, includes, frozenset(skip), data)
             break
         except dns.exception.DNSException as exc:
             problem = _with_text(_syntax_problem(path, exc))
@@ -422,6 +464,8 @@ def load_zone_dir(directory: Path) -> dict[dns.name.Name, Zone]:
         zones[zone.origin] = zone
     if problems:
         raise ZoneError(problems)
+    for gone in _PARSED.keys() - zones.keys():  # zones no longer served
+        _PARSED.pop(gone, None)
     return zones
 
 

@@ -230,3 +230,38 @@ def test_a_zone_path_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> No
     with pytest.raises(ZoneError) as info:
         load_zone_file(Path("/dev/zero"), dns.name.from_text("example.com."))
     assert info.value.problems[0].reason == "not a regular file"
+
+
+# --- one parse for the same bytes ----------------------------------------------------------
+
+
+def test_the_same_bytes_are_parsed_once_wherever_they_are(tmp_path: Path) -> None:
+    """An API edit checks its text in a scratch file, then the reload reads the same bytes
+    from the zone file: the second load is the first's parse, named after its own file."""
+    text = "$ORIGIN cached.test.\n" + HEAD + "www A 192.0.2.7\n"
+    first = load_zone_file(write(tmp_path, "scratch.zone", text))
+    second = load_zone_file(write(tmp_path, "cached.test.zone", text))
+    assert second.nodes is first.nodes
+    assert second.file == str(tmp_path / "cached.test.zone")
+    changed = load_zone_file(write(tmp_path, "cached.test.zone", text + "mail A 192.0.2.9\n"))
+    assert changed.nodes is not first.nodes
+    assert dns.name.from_text("mail.cached.test.") in changed.nodes
+
+
+def test_a_file_with_include_is_read_again_each_time(tmp_path: Path) -> None:
+    """The digest covers the file, not what it includes: such files are never kept."""
+    path = zones_with_include(tmp_path, "part.inc")
+    write(path.parent, "part.inc", "www A 192.0.2.8\n")
+    assert dns.name.from_text("www.example.com.") in load_zone_file(path).nodes
+    write(path.parent, "part.inc", "web A 192.0.2.8\n")
+    names = load_zone_file(path).nodes
+    assert dns.name.from_text("web.example.com.") in names
+    assert dns.name.from_text("www.example.com.") not in names
+
+
+def test_a_refused_text_is_not_kept(tmp_path: Path) -> None:
+    text = "$ORIGIN bad.test.\n" + HEAD + "www A 192.0.2.300\n"
+    for _ in range(2):
+        with pytest.raises(ZoneError) as refused:
+            load_zone_file(write(tmp_path, "bad.test.zone", text))
+        assert refused.value.problems[0].line == 6
