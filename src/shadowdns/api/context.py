@@ -26,6 +26,7 @@ from shadowdns.api.errors import ApiError
 from shadowdns.api.limits import LoginGuard
 from shadowdns.api.metrics import MetricsSource
 from shadowdns.health.summary import HealthSummaries
+from shadowdns.runtime import IO
 from shadowdns.store import AuditEntry, Store
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ class ApiService(Reloader, MetricsSource, Protocol):
     @property
     def server(self) -> DNSServer: ...  # /readyz: whether the listeners are bound
 
-    async def run_in_io(self, fn: Callable[..., T], *args: object) -> T: ...
+    @property
+    def run_in_io(self) -> IO: ...
+
     async def refresh_live(self) -> bool: ...  # after a write of allocations or health
 
 
