@@ -16,13 +16,12 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import dns.exception
 import dns.name
 
 from shadowdns import fleet
@@ -31,6 +30,7 @@ from shadowdns.gcwatch import WATCH
 from shadowdns.offloop import off_loop
 from shadowdns.resolver.counters import DemandCounters, minute
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.live import di_texts, read_live_state
 from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import Identity
@@ -43,10 +43,10 @@ from shadowdns.resolver.snapshot import (
     Snapshot,
     build_snapshot,
     load_config,
-    shadows_by_di,
 )
 from shadowdns.resolver.tcp import TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, Transfers
+from shadowdns.runtime import RELOAD_FAILED, ReloadStatus
 from shadowdns.stalls import StallTrace
 from shadowdns.store import (
     DemandRow,
@@ -56,12 +56,16 @@ from shadowdns.store import (
     default_state_path,
     open_store,
 )
-from shadowdns.store.base import ANSWERING_STATES
 from shadowdns.upkeep import DemandUpkeep
 from shadowdns.zones.di_view import own_nodes
 from shadowdns.zones.keys import directory_state
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.staging import remove_stale
+
+if TYPE_CHECKING:  # both are imported when started (`_start_health`, `_start_control`)
+    from shadowdns.allocator.controller import Controller
+    from shadowdns.allocator.service import ControlInputs
+    from shadowdns.health.monitor import HealthMonitor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,33 +77,9 @@ PREWARM_BEFORE_LISTEN = 10.0  # seconds of compiling answers at most before list
 # parses or plans, it waits that long: 1 ms keeps answers flowing beside the worker.
 GIL_SWITCH_INTERVAL = 0.001
 
-# The degraded reason a failed reload sets (and a good one clears): still serving, but not
-# what the files say.
-RELOAD_FAILED = "config_reload_failed"
-
 TCP_DEFAULTS = TCPLimits()
 API_MAX_BODY = 1 << 20  # bytes: a 10,000-RRset zone import fits with room to spare
 API_LOGIN_FAILURES = 10  # bad tokens per client address a minute before 429
-
-
-@dataclass(slots=True)
-class ReloadStatus:
-    """What became of the reloads of this process: /readyz, /metrics and the status
-    endpoint read it, so a refused configuration is seen without reading the log."""
-
-    last_attempt: float | None = None
-    last_success: float = field(default_factory=time.time)  # the start-up load counts
-    failures: int = 0
-    error: str | None = None  # why the last reload failed; None when it worked
-
-    def succeeded(self, now: float) -> None:
-        self.last_attempt = self.last_success = now
-        self.error = None
-
-    def failed(self, now: float, reason: str) -> None:
-        self.last_attempt = now
-        self.failures += 1
-        self.error = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,56 +129,6 @@ class ServeConfig:
     query_log_sample: float = 0.0
     # Key that signs warm-up and drain webhooks (HMAC-SHA256); kept out of repr and logs.
     hook_secret: bytes | None = field(default=None, repr=False)
-
-
-def read_live_state(store: Store, config: Config, now: float | None = None,
-                    known: Collection[str] | None = None) -> LiveState:
-    """Ready shadows and down resources as the store has them now (`known`: the DI names
-    of `config` as text, when the caller keeps them)."""
-    now = time.time() if now is None else now
-    if known is None:
-        known = di_texts(config)
-    rows = [
-        (a.di, a.resource, a.region)
-        for a in store.list_allocations(active_only=True)
-        if a.state in ANSWERING_STATES and a.valid_from <= now
-        and (a.valid_until is None or a.valid_until > now)
-    ]
-    down = frozenset(h.resource for h in store.health_states() if h.state == "down")
-    return LiveState(shadows=shadows_by_di(rows, known), down=down,
-                     version=store.allocations_version())
-
-
-class DITexts(Collection[str]):
-    """The DI names of a configuration as text, answered from the policies' own DI tables:
-    a set of every name's text costs seconds and tens of megabytes at a million DIs, and
-    is only asked about the few DIs that have shadows."""
-
-    __slots__ = ("_policies",)
-
-    def __init__(self, config: Config) -> None:
-        self._policies = tuple(config.policies.values())
-
-    def __contains__(self, text: object) -> bool:
-        if not isinstance(text, str):
-            return False
-        try:
-            name = dns.name.from_text(text)
-        except dns.exception.DNSException:
-            return False
-        return name.to_text() == text and any(name in p.dis for p in self._policies)
-
-    def __iter__(self) -> Iterator[str]:
-        for policy in self._policies:
-            for name in policy.dis:
-                yield name.to_text()
-
-    def __len__(self) -> int:
-        return sum(len(p.dis) for p in self._policies)
-
-
-def di_texts(config: Config) -> DITexts:
-    return DITexts(config)
 
 
 def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],
@@ -266,6 +196,11 @@ class Service:
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        # The parts started beside the listeners (`start`: the main process, unless
+        # answer_only): None until then and where they do not run (`mode: off`).
+        self.health: HealthMonitor | None = None
+        self.control: Controller | None = None
+        self._control_started = False  # whether this process runs a control plane
         self._record_zones()
 
     async def run_in_io(self, fn: Callable[..., T], *args: object) -> T:
@@ -458,24 +393,47 @@ class Service:
 
     async def _start_health(self) -> None:
         """Health probes (health/): start probing every resource with a check."""
-        from shadowdns.health.service import start_health
+        from shadowdns.health.service import HealthInputs, start_health
 
-        self.health = await start_health(self)
+        self.health = await start_health(HealthInputs(
+            self.store, self.run_in_io, lambda: self.loaded.policies.values(),
+            self.refresh_live, self._wake_control, self.tasks, fleet=self.fleet,
+            node=self.config.node_id, quorum=self.config.health_quorum))
+
+    def _wake_control(self) -> None:
+        """A resource changed state: the allocator (where it runs) replaces a failed shadow."""
+        if self.control is not None:
+            self.control.wake()
 
     async def _start_control(self) -> None:
         """Control plane (predictor/ + allocator/): forecast refresh and allocation loop."""
         from shadowdns.allocator.service import start_control
 
-        self.control = await start_control(self)
+        self.control = await start_control(self._control_inputs())
+        self._control_started = True
+
+    def _control_inputs(self) -> ControlInputs:
+        """What the control loop is given, built when it starts (so it has the health
+        monitor started before it) or takes new settings."""
+        from shadowdns.allocator.service import ControlInputs
+
+        return ControlInputs(
+            self.store, self.run_in_io, lambda: self.loaded, self.refresh_live,
+            self.apply_ttl_plan, lambda: self.leader, self.tasks,
+            minute_retention=self.config.retention.minute, health=self.health,
+            hook_secret=self.config.hook_secret)
+
+    def _set_control(self, control: Controller | None) -> None:
+        self.control = control
 
     def _allocator_changed(self) -> None:
         """A reload brought new `allocator.yaml` settings: the running loop takes them (or
         one starts, after `mode: off`). Nothing to do where no control plane was started."""
-        if not hasattr(self, "control"):
+        if not self._control_started:
             return
         from shadowdns.allocator.service import use_settings
 
-        use_settings(self)
+        use_settings(self._control_inputs(), self.control, self._set_control)
 
     async def _start_api(self) -> None:
         """REST API, dashboard and /metrics (api/) when config.api is set."""

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
+from shadowdns.runtime import IO
 from shadowdns.store import Resolution, Store
 
 log = logging.getLogger(__name__)
-
-IO = Callable[..., Awaitable[Any]]
 
 AFTER_FLUSH = 2.0  # seconds after an interval ends: the flush (0.5 s after it) is written
 

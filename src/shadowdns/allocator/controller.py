@@ -55,6 +55,7 @@ from shadowdns.gcwatch import WATCH
 from shadowdns.health.monitor import sleep_or_wake
 from shadowdns.predictor.base import Fitted
 from shadowdns.resolver.routing import decide, group_shadows
+from shadowdns.runtime import IO
 from shadowdns.store.base import (
     ANSWERING_STATES,
     Allocation,
@@ -80,7 +81,6 @@ MAX_SERIES = 100_000
 BOOK_SETTINGS = ("bucket", "history", "refit_every", "topup_after", "error_window",
                  "degrade_factor", "plan_on")
 
-IO = Callable[..., Awaitable[Any]]
 FITS_IN_FLIGHT = 8  # fits submitted to the process pool at once (see `Controller`)
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")

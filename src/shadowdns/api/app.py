@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
@@ -17,13 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from shadowdns import __version__
 from shadowdns.api import admin, allocator, live, policy, status, zones
-from shadowdns.api.context import ApiContext
+from shadowdns.api.context import ApiContext, ApiService
 from shadowdns.api.errors import install_handlers
 from shadowdns.api.limits import BodyLimits
 from shadowdns.api.metrics import ApiMetrics, ServiceCollector
-
-if TYPE_CHECKING:
-    from shadowdns.app import Service
 
 access_log = logging.getLogger("shadowdns.api.access")
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -40,7 +36,7 @@ object they are based on (412 when it changed meanwhile). Errors are
 """
 
 
-def create_app(service: Service, registry: CollectorRegistry | None = None,
+def create_app(service: ApiService, registry: CollectorRegistry | None = None,
                context: ApiContext | None = None) -> FastAPI:
     app = FastAPI(title="shadowdns", version=__version__, description=DESCRIPTION,
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)

@@ -34,7 +34,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import dns.exception
 import dns.name
@@ -46,11 +46,12 @@ import yaml
 
 from shadowdns.allocator.settings import SETTINGS_FILE
 from shadowdns.api.errors import ApiError, ProblemItem, problem_item, problems_from_config
-from shadowdns.app import RELOAD_FAILED
 from shadowdns.errors import ConfigError, PolicyError, Problem, ShadowDNSError, ZoneError
 from shadowdns.health.privilege import COMMANDS_REFUSED, command_checks, new_commands
 from shadowdns.offloop import collector_paused
-from shadowdns.resolver.snapshot import load_config
+from shadowdns.resolver.render import Identity
+from shadowdns.resolver.snapshot import Config, load_config
+from shadowdns.runtime import RELOAD_FAILED
 from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file, record_lines
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import (
@@ -62,9 +63,6 @@ from shadowdns.zones.policy_file import (
 from shadowdns.zones.rules import node_conflicts
 from shadowdns.zones.staging import temp_name
 from shadowdns.zones.zone import Zone
-
-if TYPE_CHECKING:
-    from shadowdns.app import Service
 
 SERIAL_MODULO = 2**32
 
@@ -140,10 +138,36 @@ class Change:
     text: str | None
 
 
+class FilesConfig(Protocol):
+    """The settings of `serve` that editing its files depends on (`ServeConfig` has them)."""
+
+    @property
+    def zones_dir(self) -> Path: ...
+    @property
+    def geoip(self) -> Path | None: ...
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def allow_commands(self) -> bool: ...
+
+
+class Reloader(Protocol):
+    """What `ConfigFiles` takes from the running service: what it serves, and a reload."""
+
+    @property
+    def config(self) -> FilesConfig: ...
+    @property
+    def loaded(self) -> Config: ...  # the configuration served now
+    @property
+    def degraded(self) -> dict[str, str]: ...  # why it serves but not as configured
+
+    async def reload_async(self) -> bool: ...
+
+
 class ConfigFiles:
     """Reads and rewrites the zones directory on behalf of the API."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Reloader) -> None:
         self.service = service
         self.lock = asyncio.Lock()
 

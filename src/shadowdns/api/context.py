@@ -2,7 +2,9 @@
 
 Routes get an `ApiContext` and a `Principal` through FastAPI dependencies; the role a route
 needs is part of its signature (`Reader`, `Operator`, `Admin`), so it shows in one place.
-The store is touched only through `ApiContext.io` (the service's store thread).
+The store is touched only through `ApiContext.io` (the service's store thread). The
+service is seen through `ApiService`, which lists what the API reads and calls of it (the
+composition root `app.Service` has it all), so the API never imports the root.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from shadowdns.api.auth import Principal, Role, check_token, hash_token, parse_bearer, require
-from shadowdns.api.config_files import ConfigFiles
+from shadowdns.api.config_files import ConfigFiles, FilesConfig, Reloader
 from shadowdns.api.errors import ApiError
 from shadowdns.api.limits import LoginGuard
+from shadowdns.api.metrics import MetricsSource
 from shadowdns.health.summary import HealthSummaries
-from shadowdns.store import AuditEntry
+from shadowdns.runtime import IO
+from shadowdns.store import AuditEntry, Store
 
 if TYPE_CHECKING:
-    from shadowdns.app import Service
+    from shadowdns.resolver.server import DNSServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +38,40 @@ T = TypeVar("T")
 AUDIT_UNWRITABLE = "audit_unwritable"  # the degraded reason /readyz names
 KIND_SAMPLE_INTERVAL = 5.0
 KIND_SAMPLES = 360  # half an hour at 5 s
+
+
+class ApiConfig(FilesConfig, Protocol):
+    """The settings of `serve` the API reads (`ServeConfig` has them)."""
+
+    @property
+    def api(self) -> str | None: ...  # HOST:PORT
+    @property
+    def api_cert(self) -> Path | None: ...
+    @property
+    def api_key(self) -> Path | None: ...
+    @property
+    def api_max_body(self) -> int: ...
+    @property
+    def api_login_failures(self) -> int: ...
+    @property
+    def access_log(self) -> str: ...
+
+
+class ApiService(Reloader, MetricsSource, Protocol):
+    """What the API takes from the running service: the file editor's and the metrics'
+    needs, the store and its thread, the DNS listeners, and a live-state refresh."""
+
+    @property
+    def config(self) -> ApiConfig: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def server(self) -> DNSServer: ...  # /readyz: whether the listeners are bound
+
+    @property
+    def run_in_io(self) -> IO: ...
+
+    async def refresh_live(self) -> bool: ...  # after a write of allocations or health
 
 
 class KindRates:
@@ -76,7 +115,8 @@ def kind_totals(engine: Any) -> dict[str, int]:
 class ApiContext:
     """The service and helpers one API instance works with."""
 
-    def __init__(self, service: Service, kind_interval: float = KIND_SAMPLE_INTERVAL) -> None:
+    def __init__(self, service: ApiService,
+                 kind_interval: float = KIND_SAMPLE_INTERVAL) -> None:
         self.service = service
         self.files = ConfigFiles(service)
         self.started = time.time()

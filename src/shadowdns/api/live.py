@@ -82,7 +82,7 @@ async def list_allocations(ctx: Ctx, who: Reader,
                            ) -> list[AllocationOut]:
     name = None if di is None else di_text(di)
     rows = await ctx.io(ctx.service.store.list_allocations, active, name)
-    control = getattr(ctx.service, "control", None)
+    control = ctx.service.control
     return [allocation_out(a, control) for a in rows[-limit:]]
 
 

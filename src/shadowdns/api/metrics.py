@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import dns.rcode
 import dns.rdatatype
@@ -33,7 +33,40 @@ from shadowdns.store import HealthState, Store
 
 if TYPE_CHECKING:
     from shadowdns.allocator.controller import Controller
-    from shadowdns.app import Service
+    from shadowdns.fleet import DemandOutbox
+    from shadowdns.health.monitor import HealthMonitor
+    from shadowdns.resolver.counters import DemandCounters
+    from shadowdns.resolver.engine import QueryEngine
+    from shadowdns.resolver.rrl import RateLimiter
+    from shadowdns.resolver.snapshot import Config
+    from shadowdns.runtime import ReloadStatus
+    from shadowdns.upkeep import DemandUpkeep
+
+
+class MetricsSource(Protocol):
+    """What the collector reads from the running service at scrape time."""
+
+    @property
+    def engine(self) -> QueryEngine: ...
+    @property
+    def generation(self) -> int: ...  # of the answer snapshot served
+    @property
+    def counters(self) -> DemandCounters: ...
+    @property
+    def loaded(self) -> Config: ...
+    @property
+    def reload_status(self) -> ReloadStatus: ...
+    @property
+    def outbox(self) -> DemandOutbox: ...  # demand rows waiting for the store
+    @property
+    def upkeep(self) -> DemandUpkeep: ...
+    # The parts that run only where configured (None elsewhere):
+    @property
+    def rrl(self) -> RateLimiter | None: ...
+    @property
+    def control(self) -> Controller | None: ...
+    @property
+    def health(self) -> HealthMonitor | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +111,7 @@ def _rcode(value: int) -> str:
 class ServiceCollector(Collector):
     """Metric families of one running service, computed when scraped."""
 
-    def __init__(self, service: Service, summaries: HealthSummaries | None = None) -> None:
+    def __init__(self, service: MetricsSource, summaries: HealthSummaries | None = None) -> None:
         self.service = service
         self.view = StoreView()
         self.summaries = summaries or HealthSummaries()
@@ -136,7 +169,7 @@ class ServiceCollector(Collector):
             "shadowdns_resolver_demand_capped", "queries answered but not counted as demand: "
             "their client prefix reached --demand-prefix-cap for that DI and region this "
             "minute", value=self.service.counters.capped)
-        rrl = getattr(self.service, "rrl", None)
+        rrl = self.service.rrl
         if rrl is not None:
             limited = CounterMetricFamily(
                 "shadowdns_rrl_limited", "UDP replies held back by response rate limiting",
@@ -165,17 +198,16 @@ class ServiceCollector(Collector):
             dis.add_metric([origin.to_text()], 0 if policy is None else len(policy.dis))
         yield GaugeMetricFamily("shadowdns_zones_loaded", "zones being served",
                                 value=len(loaded.zones))
-        reload: Any = getattr(self.service, "reload_status", None)
-        if reload is not None:
-            yield CounterMetricFamily("shadowdns_config_reload_failures",
-                                      "reloads refused (the previous configuration is served)",
-                                      value=reload.failures)
-            yield GaugeMetricFamily("shadowdns_config_last_reload_success_timestamp_seconds",
-                                    "when a load of zones and policies last worked",
-                                    value=reload.last_success)
-            yield GaugeMetricFamily("shadowdns_config_last_reload_successful",
-                                    "1 when the last reload worked",
-                                    value=0 if reload.error else 1)
+        reload = self.service.reload_status
+        yield CounterMetricFamily("shadowdns_config_reload_failures",
+                                  "reloads refused (the previous configuration is served)",
+                                  value=reload.failures)
+        yield GaugeMetricFamily("shadowdns_config_last_reload_success_timestamp_seconds",
+                                "when a load of zones and policies last worked",
+                                value=reload.last_success)
+        yield GaugeMetricFamily("shadowdns_config_last_reload_successful",
+                                "1 when the last reload worked",
+                                value=0 if reload.error else 1)
         yield serial
         yield dis
 
@@ -204,27 +236,27 @@ class ServiceCollector(Collector):
 
     def _demand(self) -> Iterator[Metric]:
         """The demand flush and its upkeep: a store refusing counts shows here first."""
-        outbox: Any = getattr(self.service, "outbox", None)
-        upkeep: Any = getattr(self.service, "upkeep", None)
+        outbox = self.service.outbox
+        upkeep = self.service.upkeep
         yield GaugeMetricFamily("shadowdns_store_demand_buffered_rows",
                                 "demand rows waiting for the store (kept across failed flushes)",
-                                value=getattr(outbox, "rows", 0))
+                                value=outbox.rows)
         yield CounterMetricFamily("shadowdns_store_demand_dropped_rows",
                                   "demand rows dropped because the buffer was full",
-                                  value=getattr(outbox, "dropped", 0))
+                                  value=outbox.dropped)
         yield CounterMetricFamily("shadowdns_store_demand_flush_failures",
                                   "demand flushes the store refused (the rows stay buffered)",
-                                  value=getattr(outbox, "failures", 0))
+                                  value=outbox.failures)
         yield CounterMetricFamily("shadowdns_store_rollups",
                                   "demand rollups and retention runs that worked",
-                                  value=getattr(upkeep, "runs", 0))
+                                  value=upkeep.runs)
         yield CounterMetricFamily("shadowdns_store_rollup_failures",
                                   "demand rollups or retention runs that failed",
-                                  value=getattr(upkeep, "failures", 0))
+                                  value=upkeep.failures)
 
     def _control(self) -> Iterator[Metric]:
         """The allocation loop of this process (zeros where it does not run it)."""
-        c: Controller | None = getattr(self.service, "control", None)
+        c = self.service.control
         for name, value, text in (
             ("shadowdns_allocator_runs", c.runs if c else 0, "allocation runs"),
             ("shadowdns_allocator_shadows_allocated", c.allocations_total if c else 0,
@@ -301,13 +333,12 @@ class ServiceCollector(Collector):
         yield probe
         yield override
         yield counted
-        monitor: Any = getattr(self.service, "health", None)
-        latencies: Any = getattr(monitor, "latencies", None)
-        if callable(latencies):
+        monitor = self.service.health
+        if monitor is not None:
             gauge = GaugeMetricFamily("shadowdns_health_probe_latency_seconds",
                                       "duration of each resource's last probe",
                                       labels=["resource"])
-            for rid, seconds in sorted(latencies().items()):
+            for rid, seconds in sorted(monitor.latencies().items()):
                 gauge.add_metric([rid], seconds)
             yield gauge
 

@@ -218,8 +218,8 @@ async def set_override(zone: str, name: str, body: OverrideBody, ctx: Ctx, who: 
 
         _, after = await _change_object(ctx, zf, "resources", key, value, if_match, audit)
     assert after is not None
-    monitor: Any = getattr(ctx.service, "health", None)
-    if callable(getattr(monitor, "set_override", None)):  # tell the probes' state machine now
+    monitor = ctx.service.health
+    if monitor is not None:  # tell the probes' state machine now
         await monitor.set_override(key, body.override)
     response.headers["ETag"] = etag_of(after)
     return PolicyObject(zone=zf.origin.to_text(), name=key, config=after)

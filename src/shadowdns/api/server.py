@@ -16,18 +16,15 @@ import logging
 import socket
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from shadowdns.api.app import create_app
-from shadowdns.api.context import ApiContext
+from shadowdns.api.context import ApiContext, ApiService
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.server import ListenAddress
-
-if TYPE_CHECKING:
-    from shadowdns.app import Service
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +113,7 @@ async def _warm(app: FastAPI) -> None:
     await app.router(scope, receive, send)
 
 
-async def start_api(service: Service) -> RunningApi:
+async def start_api(service: ApiService) -> RunningApi:
     """Start the API on service.config.api (port 0 picks one; see `RunningApi.url`)."""
     config = service.config
     assert config.api is not None

@@ -1,29 +1,47 @@
-"""Wiring of the health monitor into a running `Service` (called from `_start_health`)."""
+"""Wiring of the health monitor into a running service (called from `app._start_health`).
+
+The service hands over a `HealthInputs` (the store and its thread, the policies served, what
+to call when a resource changes state); nothing here reaches into the service itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from shadowdns.clock import SystemClock
 from shadowdns.health.monitor import HealthMonitor
 from shadowdns.health.state import Transition
+from shadowdns.runtime import IO
 from shadowdns.store.base import HealthObservation, HealthState, Store
 from shadowdns.zones.policy import Policy, Resource, resources_where
 
-if TYPE_CHECKING:
-    from shadowdns.app import Service
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    """What the health monitor takes from the running service."""
+
+    store: Store
+    io: IO  # runs a store call on the store's thread
+    policies: Callable[[], Iterable[Policy]]  # the policies served now (they change on reload)
+    refresh: Callable[[], Awaitable[object]]  # recompile answers from the store now
+    wake: Callable[[], None]  # a state changed: wake the allocator, where one runs
+    tasks: list[asyncio.Task[None]]  # the service's tasks: what starts here joins them
+    fleet: bool = False  # nodes share the store: each records its view, a quorum decides
+    node: str = "local"  # this node's name in the fleet
+    quorum: int = 0  # nodes that must see a resource down (0: a majority)
 
 
 def _has_check(res: Resource) -> bool:
     return res.check is not None
 
 
-async def start_health(service: Service) -> HealthMonitor:
+async def start_health(parts: HealthInputs) -> HealthMonitor:
     """Start probing every checked resource now; a change recompiles answers at once and
     wakes the allocator (when it runs) so a failed shadow is replaced."""
 
@@ -34,39 +52,35 @@ async def start_health(service: Service) -> HealthMonitor:
 
     def resources() -> dict[str, Resource]:
         out: dict[str, Resource] = {}
-        for policy in service.loaded.policies.values():
+        for policy in parts.policies():
             found = checked.get(id(policy))
             if found is None or found[0] is not policy:
                 found = checked[id(policy)] = (policy, {
                     res.id: res for res in resources_where(policy.resources, _has_check)})
             out.update(found[1])
-        current = {id(p) for p in service.loaded.policies.values()}
+        current = {id(p) for p in parts.policies()}
         for key in [k for k in checked if k not in current]:
             del checked[key]
         return out
 
-    fleet = bool(getattr(service, "fleet", False))
-    node = service.config.node_id
-    quorum = service.config.health_quorum
+    fleet, node, quorum = parts.fleet, parts.node, parts.quorum
 
     async def write(state: HealthState) -> bool:
         if not fleet:
-            return await service.run_in_io(service.store.set_health_state, state)
-        return await service.run_in_io(observe_and_combine, service.store, node, state.resource,
-                                       state.state, state.reason, quorum)
+            return await parts.io(parts.store.set_health_state, state)
+        return await parts.io(observe_and_combine, parts.store, node, state.resource,
+                              state.state, state.reason, quorum)
 
     async def changed(_: Transition) -> None:
-        await service.refresh_live()
-        control = getattr(service, "control", None)
-        if control is not None:
-            control.wake()
+        await parts.refresh()
+        parts.wake()
 
     async def catch_up() -> None:
         # A health state written while the listeners came up may predate the store's
         # change listener; re-read twice early rather than wait for the consistency check.
         for delay in (0.3, 0.7):
             await asyncio.sleep(delay)
-            await service.refresh_live()
+            await parts.refresh()
 
     monitor = HealthMonitor(resources, SystemClock(), write, changed)
 
@@ -79,20 +93,20 @@ async def start_health(service: Service) -> HealthMonitor:
                 if tracker.state not in ("up", "down"):
                     continue
                 try:
-                    changed_state = await service.run_in_io(
-                        observe_and_combine, service.store, node, rid, tracker.state,
+                    changed_state = await parts.io(
+                        observe_and_combine, parts.store, node, rid, tracker.state,
                         "periodic", quorum)
                 except Exception as exc:  # the store is away; next round
                     log.debug("health observation not written: %s", exc)
                     break
                 if changed_state:
-                    await service.refresh_live()
+                    await parts.refresh()
 
     loop = asyncio.get_running_loop()
-    service.tasks.append(loop.create_task(monitor.run(), name="health monitor"))
+    parts.tasks.append(loop.create_task(monitor.run(), name="health monitor"))
     if fleet:
-        service.tasks.append(loop.create_task(keep_observations_fresh(), name="health quorum"))
-    service.tasks.append(loop.create_task(catch_up(), name="health catch-up"))
+        parts.tasks.append(loop.create_task(keep_observations_fresh(), name="health quorum"))
+    parts.tasks.append(loop.create_task(catch_up(), name="health catch-up"))
     await monitor.started()
     return monitor
 

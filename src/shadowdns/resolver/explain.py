@@ -23,6 +23,7 @@ import dns.rdatatype
 
 from shadowdns.errors import ConfigError, Problem
 from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.live import read_live_state
 from shadowdns.resolver.snapshot import LiveState, Snapshot, build_snapshot, load_config
 from shadowdns.store import Store
 
@@ -79,8 +80,6 @@ def explain(zones_dir: Path, name: str, client: str, qtype: str = "A",
     config = load_config(zones_dir, geoip)
     live = LiveState()
     if store is not None:
-        from shadowdns.app import read_live_state
-
         live = read_live_state(store, config)
     return explain_snapshot(build_snapshot(config, live), name, client, qtype)
 

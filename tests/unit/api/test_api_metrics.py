@@ -66,7 +66,7 @@ def test_control_plane_figures_are_read_at_scrape_time(api: Api) -> None:
     controller.book.refits = {"first": 3, "degraded": 1}
     controller.model_errors = {"ets": ModelErrors(4, 0.8, 0.9),
                                "seasonal_naive": ModelErrors(1, 1.0, 0.5)}
-    api.service.control = controller  # type: ignore[attr-defined]
+    api.service.control = controller
     families = scrape(api)
     assert families["shadowdns_allocator_topups"] == [({}, 2.0)]
     assert families["shadowdns_allocator_forecast_misses"] == [({}, 7.0)]
