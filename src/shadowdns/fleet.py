@@ -313,8 +313,10 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
     def take(name: str, data: bytes, replace: bool) -> None:
         nonlocal changed
         write_key_file(keys_dir / name, data, replace=replace)
-        local[name] = data
         changed = True
+        local[name] = (keys_dir / name).read_bytes()  # a new file loses to one made meanwhile
+        if local[name] != data:
+            problems.append(_conflict(keys_dir, name))
 
     def add(name: str, data: bytes, old: bytes | None = None) -> bool:
         if store.swap_key_file(_origin_of(name), name, old, data, at):
@@ -327,9 +329,10 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
         mine, theirs = local[name], remote[name]
         if mine == theirs:
             continue
-        if _retired_holds(remote, name, mine):  # the fleet finished a roll: follow it
+        is_entry = name.endswith(KEY_SUFFIX)
+        if is_entry and _retired_holds(remote, name, mine):  # the fleet finished a roll
             take(name, theirs, replace=True)
-        elif _retired_holds(local, name, theirs):  # this node finished it: tell the fleet
+        elif is_entry and _retired_holds(local, name, theirs):  # this node did: tell the fleet
             prefix = f"{key_file_zone(name)}.csk.retired-"
             for retired in sorted(n for n in local if n.startswith(prefix) and n not in remote):
                 add(retired, local[retired])  # first, so others see why the key changed
