@@ -218,13 +218,11 @@ def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
 def publish(store: Store, zones_dir: Path, keys_dir: Path | None = None) -> int:
     """Publish every local file whose text differs from the store's; returns how many.
 
-    Key files go first (`sync_keys`), so a node that takes a new zone from the store
-    finds its key there already and does not make another."""
+    Key files go first (`sync_keys`, adding only: what this node should take from the
+    store it takes in `sync_from_store`, which reloads), so a node that takes a new zone
+    from the store finds its key there already and does not make another."""
     if keys_dir is not None:
-        try:
-            sync_keys(store, keys_dir)
-        except ConfigError as exc:  # the node keeps its keys; the operator must choose
-            log.error("DNSSEC keys not published to the fleet store:\n%s", exc)
+        sync_keys(store, keys_dir, take=False)
     return sum(store.put_config_file(f.origin, f.kind, f.text) for f in local_files(zones_dir))
 
 
@@ -280,9 +278,11 @@ def _conflict(keys_dir: Path, name: str) -> Problem:
 
 
 def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
-              now: float | None = None) -> bool:
+              now: float | None = None, take: bool = True) -> bool:
     """Make the key directory and the store's key files one set; True if a local file
-    changed. Runs on the store thread, in a node's main process.
+    changed. Runs on the store thread, in a node's main process. With `take` False only
+    the store is written (after a load: the caller would not reload for what it took),
+    and conflicts are left to the next full sync to report.
 
     * A zone of `origins` with an entry key neither here nor in the store gets one made
       through the store (the first node to add it wins, the others take it), so nodes
@@ -310,8 +310,10 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
     changed = False
     problems: list[Problem] = []
 
-    def take(name: str, data: bytes, replace: bool) -> None:
+    def take_file(name: str, data: bytes, replace: bool) -> None:
         nonlocal changed
+        if not take:
+            return
         write_key_file(keys_dir / name, data, replace=replace)
         changed = True
         local[name] = (keys_dir / name).read_bytes()  # a new file loses to one made meanwhile
@@ -331,7 +333,7 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
             continue
         is_entry = name.endswith(KEY_SUFFIX)
         if is_entry and _retired_holds(remote, name, mine):  # the fleet finished a roll
-            take(name, theirs, replace=True)
+            take_file(name, theirs, replace=True)
         elif is_entry and _retired_holds(local, name, theirs):  # this node did: tell the fleet
             prefix = f"{key_file_zone(name)}.csk.retired-"
             for retired in sorted(n for n in local if n.startswith(prefix) and n not in remote):
@@ -339,13 +341,13 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
             if not add(name, mine, old=theirs):
                 problems.append(_conflict(keys_dir, name))
         elif _signs_nothing_yet(name, local, remote, at):
-            take(name, theirs, replace=True)
+            take_file(name, theirs, replace=True)
         else:
             problems.append(_conflict(keys_dir, name))
     for name in sorted(remote.keys() - local.keys()):
         data = remote[name]
         if not (_stale_successor(name, data, remote) or _stale_successor(name, data, local)):
-            take(name, data, replace=False)
+            take_file(name, data, replace=False)
     for name in sorted(local.keys() - remote.keys()):
         data = local[name]
         if _stale_successor(name, data, local) or _stale_successor(name, data, remote):
@@ -357,17 +359,17 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
             continue
         remote[name] = winner  # another node added this name first
         if _signs_nothing_yet(name, local, remote, at):
-            take(name, winner, replace=True)
+            take_file(name, winner, replace=True)
         else:
             problems.append(_conflict(keys_dir, name))
     for name in sorted(local.keys() | remote.keys()):
-        if name in local and _stale_successor(name, local[name], local):
+        if take and name in local and _stale_successor(name, local[name], local):
             (keys_dir / name).unlink(missing_ok=True)
             del local[name]
             changed = True
         if name in remote and _stale_successor(name, remote[name], remote):
             store.swap_key_file(_origin_of(name), name, remote.pop(name), None, at)
-    if problems:
+    if problems and take:
         raise ConfigError(problems)
     return changed
 

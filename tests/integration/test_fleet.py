@@ -31,6 +31,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from shadowdns.zones.keys import new_private_key
 from tests.pg import PostgresServer, find_bin_dir
 from tests.serverproc import ServerProcess
 
@@ -278,3 +279,27 @@ def test_nodes_with_empty_key_directories_sign_with_one_key_set(pg: PostgresServ
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_node_with_another_key_refuses_to_start(pg: PostgresServer, tmp_path: Path) -> None:
+    """A node whose key directory holds a different key for a zone than the fleet's store
+    does not start (it would publish another DNSKEY set): it names the zone and the file,
+    and leaves both keys as they were."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url, "--dnssec-keys", str(tmp_path / "keys-a"))
+    a.stop()
+    theirs = (tmp_path / "keys-a" / "geo.test.csk.pem").read_bytes()
+    keys = tmp_path / "keys-c"
+    keys.mkdir(mode=0o700)
+    (keys / "geo.test.csk.pem").write_bytes(new_private_key())
+    mine = (keys / "geo.test.csk.pem").read_bytes()
+    zones = tmp_path / "node-c"
+    shutil.copytree(GEO, zones)
+    done = subprocess.run([sys.executable, "-m", "shadowdns", "serve", "--zones", str(zones),
+                           "--listen", "127.0.0.1:0", "--store", url, "--node-id", "node-c",
+                           "--dnssec-keys", str(keys)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0, done.stderr
+    assert f"{keys / 'geo.test.csk.pem'}: zone geo.test.: this key file differs" in done.stderr
+    assert (keys / "geo.test.csk.pem").read_bytes() == mine
+    assert (tmp_path / "keys-a" / "geo.test.csk.pem").read_bytes() == theirs

@@ -133,7 +133,7 @@ def test_a_hand_roll_on_one_node_reaches_the_other(store: Store, tmp_path: Path)
 
 def test_a_finished_roll_reaches_a_node_that_syncs_halfway(store: Store, tmp_path: Path) -> None:
     """B syncing between A's writes (the retired key stored, the key not yet swapped)
-    takes only the retired file, and the next sync completes the roll."""
+    takes only the retired file, and the next full sync completes the roll."""
     a, b = tmp_path / "a", tmp_path / "b"
     fleet.sync_keys(store, a, [ORIGIN])
     cli(["dnssec", "roll", "--keys", str(a), ORIGIN])
@@ -145,7 +145,13 @@ def test_a_finished_roll_reaches_a_node_that_syncs_halfway(store: Store, tmp_pat
     assert fleet.sync_keys(store, b) is True
     assert len(dnskeys(b)) == 2  # still rolling here
     fleet.sync_keys(store, a)
-    fleet.sync_keys(store, b)
+    # B's publish after its reload only adds: the roll is taken by its next sync (which
+    # reloads), and B's old successor does not go back into the store
+    halfway = read_key_files(b)
+    assert fleet.sync_keys(store, b, take=False) is False
+    assert read_key_files(b) == halfway
+    assert NEXT not in stored(store)
+    assert fleet.sync_keys(store, b) is True
     assert read_key_files(a) == read_key_files(b) == stored(store)
     assert len(dnskeys(b)) == 1
 
