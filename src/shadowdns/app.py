@@ -223,7 +223,7 @@ class Service:
                                   config.dnssec_keys)
         if self.fleet and config.role == "main" and config.dnssec_keys is not None \
                 and self.io.submit(fleet.sync_keys, self.store, config.dnssec_keys).result():
-            # the load made a ZSK another node had made first: sign with the fleet's
+            # keys another node added meanwhile (a ZSK both loads made): sign with those
             self.loaded = load_config(config.zones_dir, config.geoip, config.identity,
                                       config.dnssec_keys)
         self.outbox = fleet.DemandOutbox()

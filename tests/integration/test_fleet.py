@@ -263,15 +263,19 @@ def test_nodes_with_empty_key_directories_sign_with_one_key_set(pg: PostgresServ
         assert (keys_a / files[0]).read_bytes() == (keys_b / files[0]).read_bytes()
 
         dnssec("roll", "--keys", str(keys_a), "geo.test.")
+        start = time.monotonic()
         a.signal(signal.SIGHUP)
         rolling = wait_dnskeys(a, 2, 10.0)
         assert wait_dnskeys(b, 2, 10.0) == rolling
+        print(f"node B served the successor {time.monotonic() - start:.3f}s after SIGHUP to A")
         validated_by(b, rolling)
 
         dnssec("roll", "--finish", "--keys", str(keys_a), "geo.test.")
+        start = time.monotonic()
         a.signal(signal.SIGHUP)
         finished = wait_dnskeys(a, 1, 10.0)
         assert wait_dnskeys(b, 1, 10.0) == finished
+        print(f"node B finished the roll {time.monotonic() - start:.3f}s after SIGHUP to A")
         assert finished != first
         validated_by(b, finished)
         assert sorted(p.name for p in keys_b.iterdir()) == sorted(
