@@ -153,9 +153,14 @@ class Service:
         self.fleet = state.startswith(("postgres://", "postgresql://"))
         if self.fleet and config.role == "main":
             self.io.submit(fleet.sync_from_store, self.store, config.zones_dir, True,
-                           config.allow_commands).result()
+                           config.allow_commands, config.dnssec_keys).result()
         self.loaded = load_config(config.zones_dir, config.geoip, config.identity,
                                   config.dnssec_keys)
+        if self.fleet and config.role == "main" and config.dnssec_keys is not None \
+                and self.io.submit(fleet.sync_keys, self.store, config.dnssec_keys).result():
+            # keys another node added meanwhile (a ZSK both loads made): sign with those
+            self.loaded = load_config(config.zones_dir, config.geoip, config.identity,
+                                      config.dnssec_keys)
         self.outbox = fleet.DemandOutbox()
         self.upkeep = DemandUpkeep(self.store, self.run_in_io, config.rollup_interval,
                                    self.demand_now, lambda: self.leader)
@@ -321,7 +326,8 @@ class Service:
         self._record_zones()
         self._notify(changed)
         if self.fleet and self.config.role == "main":
-            future = self.io.submit(fleet.publish, self.store, self.config.zones_dir)
+            future = self.io.submit(fleet.publish, self.store, self.config.zones_dir,
+                                    self.config.dnssec_keys)
             future.add_done_callback(_log_failure)
         log.info("reloaded %d zone(s), generation %d", len(snapshot.zones), self.generation)
         return True
@@ -525,7 +531,8 @@ class Service:
         try:
             changed = await self.run_in_io(fleet.sync_from_store, self.store,
                                            self.config.zones_dir, False,
-                                           self.config.allow_commands)
+                                           self.config.allow_commands,
+                                           self.config.dnssec_keys)
         except Exception as exc:
             log.warning("cannot read configuration from the store: %s", exc)
             return False

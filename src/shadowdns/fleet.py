@@ -7,6 +7,9 @@ how they agree. This module holds the node's side of it:
   through the store: after a node loads new files it publishes their text; the others
   receive a notification, write the text into their own zones directory and reload — so a
   change through any node's API reaches every node;
+* with `--dnssec-keys`, the key files (private keys and ZSK schedules) are mirrored the
+  same way (`sync_keys`), so every node signs with one key set; unlike a zone file, a key
+  is never overwritten by a different one unless a key roll explains it;
 * allocation and health changes arrive by notification (LISTEN/NOTIFY) and, in case one
   is missed, by comparing the store's change generation every few seconds;
 * demand counters are flushed in batches with an id, buffered (bounded) while the store is
@@ -26,9 +29,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
+import time
 import uuid
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +42,20 @@ import dns.name
 import yaml
 
 from shadowdns.allocator.settings import SETTINGS_FILE, AllocatorSettings
-from shadowdns.errors import ConfigError, PolicyError
+from shadowdns.errors import ConfigError, PolicyError, Problem
 from shadowdns.health.privilege import COMMANDS_REFUSED, new_commands, new_hook_commands
 from shadowdns.store import DemandRow, Store
+from shadowdns.zones.keys import (
+    KEY_SUFFIX,
+    NEXT_SUFFIX,
+    key_file_zone,
+    key_path,
+    new_private_key,
+    parse_schedule,
+    read_key_files,
+    write_key_file,
+    zone_origin_text,
+)
 from shadowdns.zones.loader import ZONE_SUFFIX, origin_for
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import POLICY_SUFFIX, load_policy
@@ -156,12 +173,15 @@ def _hook_refusal(path: Path, text: str) -> str | None:
 
 
 def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
-                    allow_commands: bool = False) -> bool:
+                    allow_commands: bool = False, keys_dir: Path | None = None) -> bool:
     """Make the zones directory match the store; publish local files the store lacks.
 
     At start, a local file modified after the store's copy was written is published
     instead of overwritten (last writer wins), so an operator's edit made while the node
-    was down is not lost. Returns True if any local file changed. Runs on the store thread.
+    was down is not lost. With `keys_dir`, the key files follow (`sync_keys`); a key
+    conflict raises at start (the node must not serve other keys than its fleet) and is
+    logged later (the node keeps its keys). Returns True if any local file changed. Runs
+    on the store thread.
     """
     local = {(f.origin, f.kind): f for f in local_files(zones_dir)}
     known = {key: f.path for key, f in local.items()}
@@ -184,12 +204,174 @@ def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
             continue
         write_atomically(path, copy.text)
         changed = True
+    if keys_dir is not None:
+        origins = [origin_for(path).to_text() for path in zones_dir.glob(f"*{ZONE_SUFFIX}")]
+        try:
+            changed = sync_keys(store, keys_dir, origins) or changed
+        except ConfigError as exc:
+            if at_start:
+                raise
+            log.error("DNSSEC keys not taken from the fleet store:\n%s", exc)
     return changed
 
 
-def publish(store: Store, zones_dir: Path) -> int:
-    """Publish every local file whose text differs from the store's; returns how many."""
+def publish(store: Store, zones_dir: Path, keys_dir: Path | None = None) -> int:
+    """Publish every local file whose text differs from the store's; returns how many.
+
+    Key files go first (`sync_keys`, adding only: what this node should take from the
+    store it takes in `sync_from_store`, which reloads), so a node that takes a new zone
+    from the store finds its key there already and does not make another."""
+    if keys_dir is not None:
+        sync_keys(store, keys_dir, take=False)
     return sum(store.put_config_file(f.origin, f.kind, f.text) for f in local_files(zones_dir))
+
+
+_ZSK_FILE = re.compile(r"^(?P<zone>.+)\.zsk\.(?P<n>\d+)\.pem$")
+_SCHEDULE_SUFFIX = ".zsk.json"
+
+
+def _origin_of(name: str) -> str:
+    zone = key_file_zone(name)
+    assert zone is not None  # only key files are read or listed
+    return zone_origin_text(zone)
+
+
+def _retired_holds(files: Mapping[str, bytes], name: str, data: bytes) -> bool:
+    """Whether `files` keep `data` as a retired key of the zone of `name`: the CSK/KSK
+    that `dnssec roll --finish` replaced by its successor."""
+    prefix = f"{key_file_zone(name)}.csk.retired-"
+    return any(other.startswith(prefix) and held == data for other, held in files.items())
+
+
+def _stale_successor(name: str, data: bytes, files: Mapping[str, bytes]) -> bool:
+    """Whether `name` is a roll's successor that already is the zone's key in `files`
+    (what a finished roll leaves until it is removed)."""
+    return (name.endswith(NEXT_SUFFIX)
+            and files.get(name[: -len(NEXT_SUFFIX)] + KEY_SUFFIX) == data)
+
+
+def _signs_nothing_yet(name: str, local: Mapping[str, bytes], remote: Mapping[str, bytes],
+                       now: float) -> bool:
+    """Whether `name` is a ZSK, or a ZSK schedule, that signs nothing yet under either
+    side's schedule: nodes reloading at the same moment each made one (a ZSK is made when
+    it enters the DNSKEY set, a propagation interval before it signs), and taking the
+    store's copy then changes no signature anyone holds."""
+    zsk = _ZSK_FILE.match(name)
+    zone = key_file_zone(name)
+    schedule_name = f"{zone}{_SCHEDULE_SUFFIX}"
+    if zsk is None and name != schedule_name:
+        return False
+    first = int(zsk.group("n")) if zsk is not None else 1
+    try:
+        schedules = [parse_schedule(side[schedule_name]) for side in (local, remote)
+                     if schedule_name in side]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return bool(schedules) and all(now < s.active(first) for s in schedules)
+
+
+def _conflict(keys_dir: Path, name: str) -> Problem:
+    return Problem(str(keys_dir / name), None,
+                   f"zone {_origin_of(name)}: this key file differs from the fleet store's "
+                   f"{name}; not replaced (every node must sign with the same keys: keep "
+                   "the one the zone's DS names and remove the other)")
+
+
+def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
+              now: float | None = None, take: bool = True) -> bool:
+    """Make the key directory and the store's key files one set; True if a local file
+    changed. Runs on the store thread, in a node's main process. With `take` False only
+    the store is written (after a load: the caller would not reload for what it took),
+    and conflicts are left to the next full sync to report.
+
+    * A zone of `origins` with an entry key neither here nor in the store gets one made
+      through the store (the first node to add it wins, the others take it), so nodes
+      starting together never make two.
+    * A file only the store has is written here (mode 0600, never half-written); one only
+      this directory has (a key the load made, or `dnssec roll` on this node) is added to
+      the store, unless another node added that name first.
+    * A file both have with different contents is a conflict (ConfigError naming the zone
+      and the file) and neither is replaced, except where a roll explains the difference:
+      a CSK/KSK that one side keeps as `<zone>.csk.retired-<tag>.pem` was replaced by its
+      successor (`dnssec roll --finish`), so the successor wins on both sides; and a ZSK or
+      ZSK schedule that signs nothing yet was made by two nodes at once: the store's wins.
+    * A successor left over after its roll finished is removed here and in the store.
+    """
+    at = time.time() if now is None else now
+    local = read_key_files(keys_dir)
+    remote = {k.name: k.data for k in store.key_files()}
+    made = False
+    for origin in origins:
+        entry = key_path(keys_dir, dns.name.from_text(origin)).name
+        if entry not in local and entry not in remote:
+            made = store.swap_key_file(origin, entry, None, new_private_key(), at) or made
+    if made:
+        remote = {k.name: k.data for k in store.key_files()}
+    changed = False
+    problems: list[Problem] = []
+
+    def take_file(name: str, data: bytes, replace: bool) -> None:
+        nonlocal changed
+        if not take:
+            return
+        write_key_file(keys_dir / name, data, replace=replace)
+        changed = True
+        local[name] = (keys_dir / name).read_bytes()  # a new file loses to one made meanwhile
+        if local[name] != data:
+            problems.append(_conflict(keys_dir, name))
+
+    def add(name: str, data: bytes, old: bytes | None = None) -> bool:
+        if store.swap_key_file(_origin_of(name), name, old, data, at):
+            remote[name] = data
+            return True
+        return False
+
+    # entry keys before their successors: a finished roll decides what a successor is
+    for name in sorted(local.keys() & remote.keys(), key=lambda n: (n.endswith(NEXT_SUFFIX), n)):
+        mine, theirs = local[name], remote[name]
+        if mine == theirs:
+            continue
+        is_entry = name.endswith(KEY_SUFFIX)
+        if is_entry and _retired_holds(remote, name, mine):  # the fleet finished a roll
+            take_file(name, theirs, replace=True)
+        elif is_entry and _retired_holds(local, name, theirs):  # this node did: tell the fleet
+            prefix = f"{key_file_zone(name)}.csk.retired-"
+            for retired in sorted(n for n in local if n.startswith(prefix) and n not in remote):
+                add(retired, local[retired])  # first, so others see why the key changed
+            if not add(name, mine, old=theirs):
+                problems.append(_conflict(keys_dir, name))
+        elif _signs_nothing_yet(name, local, remote, at):
+            take_file(name, theirs, replace=True)
+        else:
+            problems.append(_conflict(keys_dir, name))
+    for name in sorted(remote.keys() - local.keys()):
+        data = remote[name]
+        if not (_stale_successor(name, data, remote) or _stale_successor(name, data, local)):
+            take_file(name, data, replace=False)
+    for name in sorted(local.keys() - remote.keys()):
+        data = local[name]
+        if _stale_successor(name, data, local) or _stale_successor(name, data, remote):
+            continue
+        if add(name, data):
+            continue
+        winner = next((k.data for k in store.key_files() if k.name == name), None)
+        if winner is None or winner == data:
+            continue
+        remote[name] = winner  # another node added this name first
+        if _signs_nothing_yet(name, local, remote, at):
+            take_file(name, winner, replace=True)
+        else:
+            problems.append(_conflict(keys_dir, name))
+    for name in sorted(local.keys() | remote.keys()):
+        if take and name in local and _stale_successor(name, local[name], local):
+            (keys_dir / name).unlink(missing_ok=True)
+            del local[name]
+            changed = True
+        if name in remote and _stale_successor(name, remote[name], remote):
+            store.swap_key_file(_origin_of(name), name, remote.pop(name), None, at)
+    if problems and take:
+        raise ConfigError(problems)
+    return changed
 
 
 class DemandOutbox:

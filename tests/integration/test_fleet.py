@@ -1,8 +1,9 @@
 """Fleet mode: two `shadowdns serve` nodes on different loopback ports sharing one PostgreSQL.
 
 PostgreSQL is started by the tests from Debian's binaries (tests/pg.py). The nodes keep
-their own zones directories; the store carries the files, allocations and health between
-them, elects one control-plane leader, and going away must not stop either node answering.
+their own zones (and DNSSEC key) directories; the store carries the files, keys,
+allocations and health between them, elects one control-plane leader, and going away must
+not stop either node answering.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ import json
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dns.dnssec
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
 import pytest
 
+from shadowdns.zones.keys import new_private_key
 from tests.pg import PostgresServer, find_bin_dir
 from tests.serverproc import ServerProcess
 
@@ -188,3 +197,113 @@ def test_nodes_keep_answering_without_the_database(pg: PostgresServer,
     finally:
         a.stop()
         b.stop()
+
+
+def signed(server: ServerProcess, name: str, rdtype: str) -> dns.message.Message:
+    """The answer to a query with the DO bit."""
+    query = dns.message.make_query(name, rdtype, want_dnssec=True, payload=1232)
+    return dns.query.udp(query, server.host, port=server.port, timeout=2)
+
+
+def dnskeys(server: ServerProcess) -> dns.rrset.RRset:
+    reply = signed(server, "geo.test.", "DNSKEY")
+    return reply.find_rrset(reply.answer, dns.name.from_text("geo.test."), dns.rdataclass.IN,
+                            dns.rdatatype.DNSKEY)
+
+
+def wait_dnskeys(server: ServerProcess, count: int, seconds: float) -> dns.rrset.RRset:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = dnskeys(server)
+        if len(found) == count or time.monotonic() > deadline:
+            assert len(found) == count, f"{found} after {seconds}s, expected {count} key(s)"
+            return found
+        time.sleep(0.1)
+
+
+def validated_by(server: ServerProcess, keys: dns.rrset.RRset) -> None:
+    """The server's signed answer for www validates against `keys` (another node's)."""
+    reply = signed(server, "www.geo.test.", "A")
+    answer = reply.find_rrset(reply.answer, dns.name.from_text("www.geo.test."),
+                              dns.rdataclass.IN, dns.rdatatype.A)
+    rrsig = reply.find_rrset(reply.answer, answer.name, dns.rdataclass.IN,
+                             dns.rdatatype.RRSIG, dns.rdatatype.A)
+    dns.dnssec.validate(answer, rrsig, {keys.name: keys})
+
+
+def dnssec(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "shadowdns", "dnssec", *args], check=True,
+                   capture_output=True, text=True)
+
+
+def test_nodes_with_empty_key_directories_sign_with_one_key_set(pg: PostgresServer,
+                                                                 tmp_path: Path) -> None:
+    """Two nodes started together, each with its own empty --dnssec-keys directory, serve
+    the same DNSKEY set, and each one's signatures validate with the other's keys; the
+    key files are the same bytes, mode 0600. A hand roll on node A (`dnssec roll`, then
+    `--finish`) reaches node B through the store: both publish both keys, then the new
+    one alone."""
+    url = pg.create_database()
+    keys_a, keys_b = tmp_path / "keys-a", tmp_path / "keys-b"
+    with ThreadPoolExecutor(2) as pool:
+        started = [pool.submit(node, tmp_path, name, url, "--dnssec-keys", str(keys))
+                   for name, keys in (("node-a", keys_a), ("node-b", keys_b))]
+    a, b = (future.result() for future in started)
+    try:
+        first = dnskeys(a)
+        assert len(first) == 1
+        assert dnskeys(b) == first
+        validated_by(b, dnskeys(a))
+        validated_by(a, dnskeys(b))
+        files = sorted(p.name for p in keys_a.iterdir())
+        assert files == ["geo.test.csk.pem"]
+        assert sorted(p.name for p in keys_b.iterdir()) == files
+        for keys in (keys_a, keys_b):
+            assert stat.S_IMODE((keys / files[0]).stat().st_mode) == 0o600
+        assert (keys_a / files[0]).read_bytes() == (keys_b / files[0]).read_bytes()
+
+        dnssec("roll", "--keys", str(keys_a), "geo.test.")
+        start = time.monotonic()
+        a.signal(signal.SIGHUP)
+        rolling = wait_dnskeys(a, 2, 10.0)
+        assert wait_dnskeys(b, 2, 10.0) == rolling
+        print(f"node B served the successor {time.monotonic() - start:.3f}s after SIGHUP to A")
+        validated_by(b, rolling)
+
+        dnssec("roll", "--finish", "--keys", str(keys_a), "geo.test.")
+        start = time.monotonic()
+        a.signal(signal.SIGHUP)
+        finished = wait_dnskeys(a, 1, 10.0)
+        assert wait_dnskeys(b, 1, 10.0) == finished
+        print(f"node B finished the roll {time.monotonic() - start:.3f}s after SIGHUP to A")
+        assert finished != first
+        validated_by(b, finished)
+        assert sorted(p.name for p in keys_b.iterdir()) == sorted(
+            p.name for p in keys_a.iterdir())
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_node_with_another_key_refuses_to_start(pg: PostgresServer, tmp_path: Path) -> None:
+    """A node whose key directory holds a different key for a zone than the fleet's store
+    does not start (it would publish another DNSKEY set): it names the zone and the file,
+    and leaves both keys as they were."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url, "--dnssec-keys", str(tmp_path / "keys-a"))
+    a.stop()
+    theirs = (tmp_path / "keys-a" / "geo.test.csk.pem").read_bytes()
+    keys = tmp_path / "keys-c"
+    keys.mkdir(mode=0o700)
+    (keys / "geo.test.csk.pem").write_bytes(new_private_key())
+    mine = (keys / "geo.test.csk.pem").read_bytes()
+    zones = tmp_path / "node-c"
+    shutil.copytree(GEO, zones)
+    done = subprocess.run([sys.executable, "-m", "shadowdns", "serve", "--zones", str(zones),
+                           "--listen", "127.0.0.1:0", "--store", url, "--node-id", "node-c",
+                           "--dnssec-keys", str(keys)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0, done.stderr
+    assert f"{keys / 'geo.test.csk.pem'}: zone geo.test.: this key file differs" in done.stderr
+    assert (keys / "geo.test.csk.pem").read_bytes() == mine
+    assert (tmp_path / "keys-a" / "geo.test.csk.pem").read_bytes() == theirs

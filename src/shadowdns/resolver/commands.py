@@ -121,7 +121,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "(default 0: a majority of the nodes probing it)")
     serve.add_argument("--dnssec-keys", type=Path, default=None, metavar="DIR",
                        help="sign every zone (DNSSEC, ECDSAP256SHA256, one CSK per zone); "
-                            "keys are read from DIR and made there (mode 0600) if missing")
+                            "keys are read from DIR and made there (mode 0600) if missing; "
+                            "in a fleet (postgres:// state) shared through the store")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the listening ports with SO_REUSEPORT "
                             "(default 1)")

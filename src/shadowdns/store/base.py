@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
 
 from shadowdns.kinds import ANSWER_KINDS, AnswerKind
@@ -116,6 +116,36 @@ class ConfigFile:
 
     def __post_init__(self) -> None:
         check_config_file(self.origin, self.kind, self.text)
+
+
+def check_key_file(origin: str, name: str) -> None:
+    """Refuse a shared key file the store cannot keep or a node could not write: an empty
+    origin or one over a notification payload (it is the payload), or a name that is not
+    a plain file name of the key directory (empty, hidden, holding a path separator or
+    NUL, over 255 bytes)."""
+    if not origin:
+        raise ValueError("key file origin must not be empty")
+    check_payload(origin)
+    if (not name or name.startswith(".") or "/" in name or "\x00" in name
+            or len(name.encode()) > 255):
+        raise ValueError(f"key file name {name!r} is not a plain file name")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """One file of the DNSSEC key directory (`serve --dnssec-keys`) shared by the nodes of
+    a fleet: a private key of zone `origin` (PEM) or its ZSK schedule, as `data`, under
+    its file `name` in the directory; `created_at` is when the store first held this
+    content. Private keys: no API lists these rows, and whoever can read the store can
+    sign for the zone."""
+
+    origin: str
+    name: str
+    data: bytes = field(repr=False)  # never the key itself in a log or a traceback
+    created_at: float
+
+    def __post_init__(self) -> None:
+        check_key_file(self.origin, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +368,22 @@ class Store(Protocol):
 
     def config_files(self) -> list[ConfigFile]:
         """Every shared file, ordered by (origin, kind)."""
+        ...
+
+    # DNSSEC key files shared by a fleet
+    def key_files(self) -> list[KeyFile]:
+        """Every shared key file, ordered by name."""
+        ...
+
+    def swap_key_file(self, origin: str, name: str, old: bytes | None, new: bytes | None,
+                      now: float | None = None) -> bool:
+        """Compare and set one key file: store `new` as `name` (of zone `origin`, stamped
+        `now`) only if the store holds `old` under that name (None: no file); `new` None
+        deletes it. A key is never replaced by a writer that did not see it: of two nodes
+        adding the same name at once, one wins (True) and the other gets False and reads
+        the winner. A change bumps `change_generation` and notifies `fleet.CONFIG` with
+        `origin`, in the same transaction.
+        """
         ...
 
     # demand

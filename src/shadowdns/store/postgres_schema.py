@@ -360,7 +360,28 @@ CREATE INDEX forecasts_ts ON forecasts (ts);
 """
 """Forecast points of past buckets are kept until retention deletes them by time."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+_V9 = f"""
+CREATE TABLE dnssec_keys (
+    name {_T} PRIMARY KEY,
+    origin {_T} NOT NULL,
+    data bytea NOT NULL,
+    created_at double precision NOT NULL
+);
+REVOKE ALL ON dnssec_keys FROM PUBLIC;
+CREATE TRIGGER dnssec_keys_added_or_removed AFTER INSERT OR DELETE ON dnssec_keys
+    FOR EACH ROW EXECUTE FUNCTION shadowdns_config_changed('{CONFIG}');
+CREATE TRIGGER dnssec_keys_changed AFTER UPDATE ON dnssec_keys
+    FOR EACH ROW WHEN ((OLD.origin, OLD.name, OLD.data) IS DISTINCT FROM
+                       (NEW.origin, NEW.name, NEW.data))
+    EXECUTE FUNCTION shadowdns_config_changed('{CONFIG}');
+CREATE TRIGGER dnssec_keys_truncated AFTER TRUNCATE ON dnssec_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION shadowdns_config_changed('{CONFIG}');
+"""
+"""DNSSEC key files shared by the nodes of a fleet (see the SQLite schema); a change is
+announced like a config file's, with the zone's origin. Private keys: the table's owner
+(the server's role) alone reads it; grant it to no other role."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

@@ -326,7 +326,18 @@ CREATE INDEX forecasts_ts ON forecasts (ts);
 """Forecast points of past buckets are kept (what was forecast for them) until retention
 deletes them by time."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7, _v8, _V9)
+_V10 = """
+CREATE TABLE dnssec_keys (
+    name TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+"""DNSSEC key files shared by the nodes of a fleet (`shadowdns.fleet.sync_keys`), by their
+name in the key directory: private keys, in a file only the server can read."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _v6, _V7, _v8, _V9, _V10)
 """Every migration of the schema, oldest first; the code's schema version is its length."""
 
 _VERSION_TABLE = """

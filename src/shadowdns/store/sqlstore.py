@@ -35,6 +35,7 @@ from shadowdns.store.base import (
     HealthEvent,
     HealthObservation,
     HealthState,
+    KeyFile,
     ModelChoice,
     NewAllocation,
     Resolution,
@@ -44,6 +45,7 @@ from shadowdns.store.base import (
     ZoneRecord,
     bucket_start,
     check_config_file,
+    check_key_file,
 )
 from shadowdns.store.fleet import (
     ALLOCATIONS,
@@ -287,6 +289,40 @@ class SQLStore(Closing):
             "SELECT origin, kind, text, updated_at FROM config_files ORDER BY origin, kind"
         )
         return [ConfigFile(*row) for row in rows]
+
+    # DNSSEC key files shared by a fleet
+
+    def key_files(self) -> list[KeyFile]:
+        """Every shared key file, ordered by name."""
+        rows = self._read("SELECT origin, name, data, created_at FROM dnssec_keys ORDER BY name")
+        return [KeyFile(origin, name, bytes(data), created_at)
+                for origin, name, data, created_at in rows]
+
+    def swap_key_file(self, origin: str, name: str, old: bytes | None, new: bytes | None,
+                      now: float | None = None) -> bool:
+        """Set `name` to `new` (None: delete it) only if it holds `old` (None: absent);
+        True if it did (then bump and notify `CONFIG` with `origin`)."""
+        check_key_file(origin, name)
+        if old is None and new is None:
+            raise ValueError("swap_key_file needs old or new data")
+        created_at = time.time() if now is None else now
+        with self._write() as conn:
+            if old is None:
+                cursor = conn.execute(self._q(
+                    "INSERT INTO dnssec_keys (name, origin, data, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"),
+                    (name, origin, new, created_at))
+            elif new is None:
+                cursor = conn.execute(self._q(
+                    "DELETE FROM dnssec_keys WHERE name = ? AND data = ?"), (name, old))
+            else:
+                cursor = conn.execute(self._q(
+                    "UPDATE dnssec_keys SET origin = ?, data = ?, created_at = ?"
+                    " WHERE name = ? AND data = ?"), (origin, new, created_at, name, old))
+            swapped = bool(cursor.rowcount > 0)
+            if swapped:
+                self._changed(conn, CONFIG, origin)
+            return swapped
 
     # demand
 

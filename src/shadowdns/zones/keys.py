@@ -7,7 +7,7 @@ DNSKEY set at the apex, CDS/CDNSKEY for the parent (RFC 8078) and the DS the ope
 hands to the parent. The crypto is `cryptography`'s ECDSA P-256.
 
 Files in the key directory (mode 0700, every file 0600; a key file that exists is never
-rewritten):
+rewritten, except by a fleet node taking what a roll explains, see `fleet.sync_keys`):
 - `<origin>.csk.pem`: the zone's entry key (PKCS#8), a CSK, or the KSK under a split.
 - `<origin>.csk.next.pem`: its successor during a hand roll (`shadowdns dnssec roll`):
   published in the DNSKEY set, signing it beside the old one, and named by CDS/CDNSKEY.
@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ NEXT_SUFFIX = ".csk.next.pem"
 POLICY_FILE = "key-policy.yaml"
 DEFAULT_ZSK_LIFETIME = 30 * 86400.0
 DEFAULT_MARGIN = 3600.0
+# Key files by name: the zone part, then what the file is (`key_path` makes the names).
+_KEY_FILE = re.compile(r"^(?P<zone>.+)\.(?:csk(?:\.next|\.retired-\d+)?\.pem"
+                       r"|zsk\.(?:\d+\.pem|json))$")
 _ENTRY_TYPES = frozenset({int(dns.rdatatype.DNSKEY), int(dns.rdatatype.CDS),
                           int(dns.rdatatype.CDNSKEY)})
 
@@ -284,42 +288,79 @@ def zsk_schedule(keys_dir: Path, origin: dns.name.Name, policy: KeyPolicy,
         fresh = {"start": now, "lifetime": policy.zsk_lifetime,
                  "propagation": dnskey_ttl + policy.margin,
                  "retention": max(longest, dnskey_ttl) + policy.margin}
-        _write_new(path, json.dumps(fresh).encode())  # another process's may win
+        write_key_file(path, json.dumps(fresh).encode())  # another process's may win
     try:
-        saved = json.loads(path.read_text())
-        return Schedule(float(saved["start"]), float(saved["lifetime"]),
-                        float(saved["propagation"]), float(saved["retention"]))
+        return parse_schedule(path.read_bytes())
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError([Problem(str(path), None, f"bad ZSK schedule: {exc}")]) from None
 
 
-def _create(path: Path) -> bytes:
+def parse_schedule(data: bytes) -> Schedule:
+    """The schedule a `<origin>.zsk.json` holds (ValueError, KeyError, TypeError: not one)."""
+    saved = json.loads(data)
+    return Schedule(float(saved["start"]), float(saved["lifetime"]),
+                    float(saved["propagation"]), float(saved["retention"]))
+
+
+def new_private_key() -> bytes:
+    """A fresh ECDSA P-256 private key as PKCS#8 PEM: what a key file holds."""
     private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    _write_new(path, pem)
+    return private.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+
+def _create(path: Path) -> bytes:
+    write_key_file(path, new_private_key())
     return path.read_bytes()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a new file, mode 0600, in a directory of mode 0700; one that exists wins.
+def write_key_file(path: Path, data: bytes, replace: bool = False) -> None:
+    """Write a file of the key directory, mode 0600, in a directory of mode 0700: a new
+    one (one that exists wins), or with `replace` over the one there.
 
-    Written aside and linked into place: two processes making the same key (workers
-    starting together, a ZSK falling due in each) never see a half-written file, and the
-    link fails for the second."""
+    Written aside and then linked (or renamed) into place: two processes making the same
+    key (workers starting together, a ZSK falling due in each) never see a half-written
+    file, and the link fails for the second."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
     try:
-        os.link(aside, path)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.replace(aside, path)
+        else:
+            os.link(aside, path)
     except FileExistsError:
         pass
     finally:
-        aside.unlink()
+        aside.unlink(missing_ok=True)
+
+
+def key_file_zone(name: str) -> str | None:
+    """The zone part of a key file's name (`example.com`, `root`); None when `name` is no
+    key file (the key policy, a file being written, anything else)."""
+    match = _KEY_FILE.match(name)
+    return match.group("zone") if match else None
+
+
+def zone_origin_text(zone: str) -> str:
+    """The origin (absolute text) of a key file's zone part: `root` is the root zone."""
+    return "." if zone == "root" else f"{zone}."
+
+
+def read_key_files(keys_dir: Path) -> dict[str, bytes]:
+    """Every key file of the directory, {name: contents}: the keys and ZSK schedules a
+    fleet shares (`key-policy.yaml` is configuration, not a key)."""
+    try:
+        entries = [entry for entry in os.scandir(keys_dir)
+                   if key_file_zone(entry.name) is not None and entry.is_file()]
+    except FileNotFoundError:
+        return {}
+    return {entry.name: Path(entry.path).read_bytes() for entry in entries}
 
 
 def load_keys(keys_dir: Path, origins: Iterable[dns.name.Name],
@@ -363,4 +404,6 @@ def ds_text(key: ZoneKey, ttl: int = DNSKEY_TTL) -> str:
 
 
 __all__ = ["ALGORITHM", "KeyPolicy", "Schedule", "ZoneKey", "directory_state", "ds_text",
-           "key_path", "load_key", "load_keys", "publish", "read_key", "zsk_schedule"]
+           "key_file_zone", "key_path", "load_key", "load_keys", "new_private_key",
+           "parse_schedule", "publish", "read_key", "read_key_files", "write_key_file",
+           "zone_origin_text", "zsk_schedule"]
