@@ -54,6 +54,7 @@ from shadowdns.clock import Clock
 from shadowdns.gcwatch import WATCH
 from shadowdns.health.monitor import sleep_or_wake
 from shadowdns.predictor.base import Fitted
+from shadowdns.predictor.last import LastValue
 from shadowdns.resolver.routing import decide, group_shadows
 from shadowdns.runtime import IO
 from shadowdns.store.base import (
@@ -85,6 +86,7 @@ FITS_IN_FLIGHT = 8  # fits submitted to the process pool at once (see `Controlle
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
+LAST = LastValue().name  # the book's model of a series with nothing better known
 
 
 class Readiness(Protocol):
@@ -678,6 +680,17 @@ class Controller:
             if modelled:
                 start, points, _ = self.book.forecasts_of([keys[i] for i in modelled],
                                                           max(steps[i] for i in modelled))
+                # A series forecast by its last bucket (young, or one `auto` found nothing
+                # predictable in) is expected to serve over a shadow's life what it did
+                # over the last `lookahead`: its last bucket alone would end every spell
+                # of a spiky series at its first quiet bucket (the threshold rule's
+                # min_hold, which this rule has not, hid that), and the next spike would
+                # pay a warm-up again.
+                level = [row for row, i in enumerate(modelled) if seen[i].model == LAST]
+                if level:
+                    points[level, :] = self.book.recent_means(
+                        [keys[modelled[row]] for row in level],
+                        max(1, round(self.settings.lookahead / bucket)))[:, None]
                 for row, i in enumerate(modelled):
                     point = points[row, :steps[i]]
                     if self.settings.persistence:

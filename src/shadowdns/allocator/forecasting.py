@@ -444,6 +444,19 @@ class DemandBook:
         out: FloatArray = self.values[np.ix_(cols, rows)].T.astype(np.float64)
         return out
 
+    def recent_means(self, keys: Sequence[SeriesKey], n: int) -> FloatArray:
+        """The mean of each series' last `n` buckets (of all it has when younger, 0 when
+        it has none)."""
+        rows = np.array([self.index[k] for k in keys], dtype=np.int64)
+        if self.end is None or not len(rows) or n < 1:
+            return np.zeros(len(rows))
+        n = min(n, self.max_len)
+        have = np.minimum(self.lengths()[rows], n)
+        kept = np.arange(n)[None, :] >= (n - have)[:, None]  # the ring's older cells are stale
+        out: FloatArray = (np.where(kept, self._window(rows, n), 0.0).sum(axis=1)
+                           / np.maximum(have, 1))
+        return out
+
     def history(self, i: int) -> FloatArray:
         out: FloatArray = self._window(np.array([i]), self.length(i))[0]
         return out

@@ -193,3 +193,20 @@ def test_calls_that_do_not_come_true_stop_triggering() -> None:
     assert book.call_count[row[0]] == 0  # every call judged
     assert abs(book.calibrated(row, 0.6)[0] - 0.2) < 0.05
     assert book.calibrated(row, 0.95)[0] == 0.95
+
+
+def test_recent_means_average_the_last_buckets_a_series_has() -> None:
+    """The mean of the last n buckets; a younger series averages what it has, not the
+    ring's empty cells, and one the book has no bucket of yet is 0."""
+    book = DemandBook(HOUR, history=72 * HOUR)
+    old, young = KEY, ("app.example.com.", "kr")
+    later = {98: 10.0, 99: 30.0}
+    for i in range(100):  # past the ring's length: its cells hold newer buckets
+        rows = {old: [((5000 + i) * HOUR, float(i))]}
+        if i in later:
+            rows[young] = [((5000 + i) * HOUR, later[i])]
+        book.advance(rows, 5000 + i, {old[0]: SeriesParams()})
+    means = book.recent_means([old, young], 4)
+    assert means.tolist() == [(96 + 97 + 98 + 99) / 4, (10 + 30) / 2]
+    assert book.recent_means([old], 1).tolist() == [99.0]
+    assert DemandBook(HOUR).recent_means([], 4).tolist() == []

@@ -170,3 +170,21 @@ def test_a_daily_budget_of_shadow_minutes_is_kept_day_by_day() -> None:
     assert 0 < capped["shadow_minutes"] <= budget * math.ceil(days + 1)
     assert max(capped["day_shadow_minutes"].values()) <= budget + 1e-6
     assert capped["local_share"] > 0
+
+
+def test_a_young_spiky_series_keeps_its_shadow_through_quiet_buckets() -> None:
+    """Unrelated spikes (half of the buckets at about 100, the others near 0) have no
+    period and no fit within a day, so the book forecasts them by their last bucket. A
+    shadow pays on average (50 queries a bucket against a price of 20), but each quiet
+    bucket would end it if the value rule took the last bucket for what its life will
+    serve (41 allocations that day, each a warm-up serving nothing): expected over the
+    last `lookahead`, it is allocated once or twice and serves nearly everything."""
+    rng = np.random.default_rng(5)
+    n = DAY
+    values = rng.poisson(0.3, n) + np.where(rng.random(n) < 0.5, 100.0, 0.0)
+    series = [Series("spiky.sim.|us-east", values.astype(np.float64), STEP,
+                     1_700_006_400 // STEP)]
+    r = simulate(series, "predictive", 900, STEP, "40")
+    assert r["models"] == {"last": 1}
+    assert r["allocations"] <= 3, r
+    assert r["local_share"] >= 0.9, r
