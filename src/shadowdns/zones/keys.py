@@ -159,6 +159,8 @@ class Schedule:
 
     def next_change(self, now: float) -> float:
         """The first time after `now` that a ZSK is published, starts signing or goes."""
+        if now < self.start:  # `_around` is empty more than two lifetimes before the start
+            return self.start
         return min(t for n in self._around(now)
                    for t in (self.publish(n), self.active(n), self.remove(n)) if t > now)
 

@@ -285,6 +285,14 @@ def test_zsk_schedule_prepublishes_and_retains(now: float, published: list[int],
     assert schedule.next_change(now) > now
 
 
+@pytest.mark.parametrize("now", [999.0, 700.0, -1e9])
+def test_zsk_schedule_before_its_start_changes_at_the_start(now: float) -> None:
+    schedule = Schedule(1000.0, 100.0, 10.0, 30.0)
+    assert schedule.published(now) == []
+    assert schedule.signer(now) is None
+    assert schedule.next_change(now) == 1000.0
+
+
 def test_a_bad_key_policy_names_every_field(tmp_path: Path) -> None:
     (tmp_path / "key-policy.yaml").write_text("split: yes please\nzsk_lifetime: soon\n"
                                               "margin: 1h\nrolls: 3\n")
