@@ -46,7 +46,7 @@ from shadowdns.resolver.snapshot import (
 )
 from shadowdns.resolver.tcp import TCPLimits
 from shadowdns.resolver.transfer import TransferConfig, Transfers
-from shadowdns.runtime import RELOAD_FAILED, ReloadStatus
+from shadowdns.runtime import KEY_CONFLICT, RELOAD_FAILED, ReloadStatus
 from shadowdns.stalls import StallTrace
 from shadowdns.store import (
     DemandRow,
@@ -529,17 +529,33 @@ class Service:
     async def sync_config(self) -> bool:
         """Take zone and policy files other nodes published; reload if any changed."""
         try:
-            changed = await self.run_in_io(fleet.sync_from_store, self.store,
-                                           self.config.zones_dir, False,
-                                           self.config.allow_commands,
-                                           self.config.dnssec_keys)
+            synced = await self.run_in_io(fleet.sync_from_store, self.store,
+                                          self.config.zones_dir, False,
+                                          self.config.allow_commands,
+                                          self.config.dnssec_keys)
         except Exception as exc:
             log.warning("cannot read configuration from the store: %s", exc)
             return False
-        if changed:
+        self._note_key_conflict(synced.key_conflict)
+        if synced.changed:
             log.info("configuration changed in the fleet: reloading")
             return await self.reload_async()
         return False
+
+    def _note_key_conflict(self, conflict: str | None) -> None:
+        """Log a key conflict with the fleet once, not at every sync that finds it again,
+        and keep /readyz degraded while it lasts: this node signs with keys its fleet does
+        not serve, so resolvers that reach it and another node see two DNSKEY sets."""
+        before = self.degraded.get(KEY_CONFLICT)
+        if conflict is None:
+            if before is not None:
+                log.warning("DNSSEC keys agree with the fleet store again")
+                del self.degraded[KEY_CONFLICT]
+            return
+        reason = f"DNSSEC keys differ from the fleet store's; this node keeps its own: {conflict}"
+        if reason != before:
+            log.error("%s", reason)
+        self.degraded[KEY_CONFLICT] = reason
 
     async def _listen_changes(self) -> None:
         """Apply notifications from the store as they come (a thread waits on them)."""

@@ -172,16 +172,25 @@ def _hook_refusal(path: Path, text: str) -> str | None:
     return f"{fields}: {COMMANDS_REFUSED} (this node runs without it)"
 
 
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """What `sync_from_store` did: whether a local file changed, and the key conflict that
+    made this node keep its own keys (None: its keys are the fleet's). The caller reports
+    a conflict once and keeps the node degraded while it lasts; every sync finds it again."""
+
+    changed: bool
+    key_conflict: str | None = None
+
+
 def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
-                    allow_commands: bool = False, keys_dir: Path | None = None) -> bool:
+                    allow_commands: bool = False, keys_dir: Path | None = None) -> Synced:
     """Make the zones directory match the store; publish local files the store lacks.
 
     At start, a local file modified after the store's copy was written is published
     instead of overwritten (last writer wins), so an operator's edit made while the node
     was down is not lost. With `keys_dir`, the key files follow (`sync_keys`); a key
     conflict raises at start (the node must not serve other keys than its fleet) and is
-    logged later (the node keeps its keys). Returns True if any local file changed. Runs
-    on the store thread.
+    returned later (the node keeps its keys). Runs on the store thread.
     """
     local = {(f.origin, f.kind): f for f in local_files(zones_dir)}
     known = {key: f.path for key, f in local.items()}
@@ -211,8 +220,8 @@ def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
         except ConfigError as exc:
             if at_start:
                 raise
-            log.error("DNSSEC keys not taken from the fleet store:\n%s", exc)
-    return changed
+            return Synced(changed, str(exc))
+    return Synced(changed)
 
 
 def publish(store: Store, zones_dir: Path, keys_dir: Path | None = None) -> int:

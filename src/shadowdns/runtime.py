@@ -18,6 +18,9 @@ T = TypeVar("T")
 # The degraded reason a failed reload sets (and a good one clears): still serving, but not
 # what the files say.
 RELOAD_FAILED = "config_reload_failed"
+# The degraded reason of a fleet node whose DNSSEC keys conflict with the store's: it keeps
+# signing with its own, which its fleet does not serve.
+KEY_CONFLICT = "dnssec_key_conflict"
 
 
 class IO(Protocol):

@@ -307,3 +307,60 @@ def test_a_node_with_another_key_refuses_to_start(pg: PostgresServer, tmp_path: 
     assert f"{keys / 'geo.test.csk.pem'}: zone geo.test.: this key file differs" in done.stderr
     assert (keys / "geo.test.csk.pem").read_bytes() == mine
     assert (tmp_path / "keys-a" / "geo.test.csk.pem").read_bytes() == theirs
+
+
+def readiness(server: ServerProcess, port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+        body: dict[str, object] = json.loads(response.read())
+    return body
+
+
+def publish_txt(server: ServerProcess, zones: Path, label: str) -> None:
+    """Add a TXT record to a node's zone file and reload it, so the store carries it."""
+    zone = zones / "geo.test.zone"
+    zone.write_text(zone.read_text() + f'{label} 60 IN TXT "{label}"\n')
+    server.signal(signal.SIGHUP)
+
+
+def test_a_key_conflict_after_start_degrades_the_node_until_it_is_gone(
+        pg: PostgresServer, tmp_path: Path) -> None:
+    """A node whose key file is replaced while it runs keeps signing with it, takes the
+    fleet's zone changes, reports the conflict once (not at every sync) and names the
+    file in /readyz "degraded"; restoring the file clears it at the next sync."""
+    url = pg.create_database()
+    keys_a, keys_b = tmp_path / "keys-a", tmp_path / "keys-b"
+    a = node(tmp_path, "node-a", url, "--dnssec-keys", str(keys_a))
+    b = node(tmp_path, "node-b", url, "--dnssec-keys", str(keys_b), "--api", "127.0.0.1:0")
+    try:
+        port = api_port(b)
+        assert readiness(b, port)["degraded"] == {}
+        key = keys_b / "geo.test.csk.pem"
+        fleet_key = key.read_bytes()
+        key.write_bytes(new_private_key())
+        for label in ("first", "second"):
+            publish_txt(a, tmp_path / "node-a", label)
+            wait_txt(b, f"{label}.geo.test.", 10.0)
+        degraded = readiness(b, port)["degraded"]
+        assert isinstance(degraded, dict), degraded
+        assert "geo.test.csk.pem" in degraded["dnssec_key_conflict"], degraded
+        reports = [line for line in b.log if "DNSSEC keys differ from the fleet" in line]
+        assert len(reports) == 1, "".join(b.log)
+        assert key.read_bytes() != fleet_key  # the node kept its own
+
+        key.write_bytes(fleet_key)
+        publish_txt(a, tmp_path / "node-a", "third")
+        wait_txt(b, "third.geo.test.", 10.0)
+        b.wait_log("DNSSEC keys agree with the fleet store again")
+        assert readiness(b, port)["degraded"] == {}
+    finally:
+        a.stop()
+        b.stop()
+
+
+def wait_txt(server: ServerProcess, name: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if answer(server, name, "TXT"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name} TXT not answered within {seconds}s:\n" + "".join(server.log))

@@ -9,7 +9,6 @@ rolled by the real `shadowdns dnssec roll`.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import stat
 from collections.abc import Iterator
@@ -190,11 +189,12 @@ def test_a_zsk_two_nodes_made_at_once_is_the_stores_until_it_signs(
         fleet.sync_keys(store, b, now=signing)
 
 
-def test_sync_from_store_refuses_a_key_conflict_at_start_and_logs_it_later(
-    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_sync_from_store_refuses_a_key_conflict_at_start_and_returns_it_later(
+    store: Store, tmp_path: Path
 ) -> None:
     """At start a key conflict stops the node (it must not serve other keys than its
-    fleet); later the node logs it, keeps its key and still takes zone files."""
+    fleet); later the sync returns it (the service reports it once and stays degraded),
+    keeps the node's key and still takes zone files."""
     zones = tmp_path / "zones"
     shutil.copytree(demo_zones_dir(), zones)
     origin = "demo.shadowdns.test."
@@ -206,10 +206,10 @@ def test_sync_from_store_refuses_a_key_conflict_at_start_and_logs_it_later(
         fleet.sync_from_store(store, zones, True, keys_dir=keys)
     store.put_config_file("other.test.", "zone", "$ORIGIN other.test.\n"
                           "@ 60 IN SOA ns h 1 60 60 60 60\n@ 60 IN NS ns\nns 60 IN A 192.0.2.1\n")
-    with caplog.at_level(logging.ERROR, logger="shadowdns.fleet"):
-        assert fleet.sync_from_store(store, zones, False, keys_dir=keys) is True
-    assert "DNSSEC keys not taken from the fleet store" in caplog.text
-    assert "demo.shadowdns.test.csk.pem" in caplog.text
+    synced = fleet.sync_from_store(store, zones, False, keys_dir=keys)
+    assert synced.changed is True
+    assert synced.key_conflict is not None
+    assert "demo.shadowdns.test.csk.pem" in synced.key_conflict
     assert read_key_files(keys)["demo.shadowdns.test.csk.pem"] == mine[
         "demo.shadowdns.test.csk.pem"]
     assert "other.test.csk.pem" in read_key_files(keys)  # the new zone's key, via the store

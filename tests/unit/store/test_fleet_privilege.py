@@ -63,7 +63,7 @@ def test_a_store_policy_adding_a_command_is_not_taken(node: tuple[Store, Path],
         theirs = with_check(mine, "sb-eu-2", command)
     store.put_config_file(ORIGIN, "policy", theirs)
     with caplog.at_level(logging.ERROR, logger="shadowdns.fleet"):
-        assert fleet.sync_from_store(store, zones, at_start=False) is False
+        assert fleet.sync_from_store(store, zones, at_start=False).changed is False
     assert (zones / POLICY).read_text() == mine
     assert "resources.sb-eu-2.check.type" in caplog.text
     assert "--allow-commands" in caplog.text
@@ -73,7 +73,7 @@ def test_with_allow_commands_the_store_policy_is_taken(node: tuple[Store, Path])
     store, zones = node
     theirs = with_check((zones / POLICY).read_text(), "sb-eu-2", COMMAND)
     store.put_config_file(ORIGIN, "policy", theirs)
-    assert fleet.sync_from_store(store, zones, at_start=False, allow_commands=True) is True
+    assert fleet.sync_from_store(store, zones, at_start=False, allow_commands=True).changed is True
     assert (zones / POLICY).read_text() == theirs
 
 
@@ -85,7 +85,7 @@ def test_a_command_check_this_host_already_has_does_not_block_other_changes(
     (zones / POLICY).write_text(mine)
     theirs = mine.replace("203.0.113.30", "203.0.113.31")
     store.put_config_file(ORIGIN, "policy", theirs)
-    assert fleet.sync_from_store(store, zones, at_start=False) is True
+    assert fleet.sync_from_store(store, zones, at_start=False).changed is True
     assert (zones / POLICY).read_text() == theirs
 
 
@@ -93,7 +93,7 @@ def test_a_store_file_whose_name_leaves_the_zones_directory_is_not_written(
         node: tuple[Store, Path]) -> None:
     store, zones = node
     store.put_config_file("../escape.", "zone", "$TTL 300\n")
-    assert fleet.sync_from_store(store, zones, at_start=False) is False
+    assert fleet.sync_from_store(store, zones, at_start=False).changed is False
     assert not (zones.parent / "escape.zone").exists()
 
 
@@ -117,7 +117,7 @@ def test_allocator_yaml_travels_through_the_store_without_new_hook_commands(
     assert {(f.origin, f.kind) for f in store.config_files()} >= {(".", "allocator")}
     store.put_config_file(".", "allocator", theirs)
     with caplog.at_level(logging.ERROR, logger="shadowdns.fleet"):
-        assert fleet.sync_from_store(store, zones, at_start=False) is taken
+        assert fleet.sync_from_store(store, zones, at_start=False).changed is taken
     assert (zones / "allocator.yaml").read_text() == (theirs if taken else SETTINGS)
     assert taken or ("hooks." in caplog.text and "--allow-commands" in caplog.text)
 
@@ -125,5 +125,5 @@ def test_allocator_yaml_travels_through_the_store_without_new_hook_commands(
 def test_a_node_without_allocator_yaml_takes_the_fleets(node: tuple[Store, Path]) -> None:
     store, zones = node
     store.put_config_file(".", "allocator", "allocator: {window: 2m}\n")
-    assert fleet.sync_from_store(store, zones, at_start=False) is True
+    assert fleet.sync_from_store(store, zones, at_start=False).changed is True
     assert (zones / "allocator.yaml").read_text() == "allocator: {window: 2m}\n"
