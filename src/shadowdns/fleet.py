@@ -309,12 +309,13 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
     at = time.time() if now is None else now
     local = read_key_files(keys_dir)
     remote = {k.name: k.data for k in store.key_files()}
-    made = False
+    tried = False
     for origin in origins:
         entry = key_path(keys_dir, dns.name.from_text(origin)).name
         if entry not in local and entry not in remote:
-            made = store.swap_key_file(origin, entry, None, new_private_key(), at) or made
-    if made:
+            store.swap_key_file(origin, entry, None, new_private_key(), at)
+            tried = True
+    if tried:  # read back won or lost: a node that lost must take the winner's key
         remote = {k.name: k.data for k in store.key_files()}
     changed = False
     problems: list[Problem] = []

@@ -66,6 +66,37 @@ def test_nodes_with_empty_directories_get_one_key_made_through_the_store(
     assert fleet.sync_keys(store, b, [ORIGIN]) is False  # in step: nothing to do
 
 
+class _Interleaved:
+    """The real store, with another node's insert landing between this node's read of the
+    key files and its own insert (two nodes starting together)."""
+
+    def __init__(self, store: Store, theirs: bytes) -> None:
+        self.store, self.theirs = store, theirs
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def swap_key_file(self, origin: str, name: str, old: bytes | None, new: bytes | None,
+                      now: float | None = None) -> bool:
+        if self.theirs:
+            self.store.swap_key_file(origin, name, None, self.theirs, now)
+            self.theirs = b""
+        return self.store.swap_key_file(origin, name, old, new, now)
+
+
+def test_a_node_that_loses_the_race_to_make_a_key_takes_the_winners(
+    store: Store, tmp_path: Path
+) -> None:
+    """Two nodes with empty key directories start together: both read no key, the other
+    node's insert lands first, this node's insert loses, and it writes the winner's key
+    (not none, which would make the load make a third and conflict at start)."""
+    theirs = new_private_key()
+    keys = tmp_path / "keys"
+    racing = _Interleaved(store, theirs)
+    assert fleet.sync_keys(racing, keys, [ORIGIN]) is True  # type: ignore[arg-type]
+    assert read_key_files(keys) == {CSK: theirs} == stored(store)
+
+
 def test_a_key_only_this_node_has_is_published_and_one_only_the_store_has_is_taken(
     store: Store, tmp_path: Path
 ) -> None:
