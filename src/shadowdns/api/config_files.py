@@ -41,6 +41,7 @@ import dns.name
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
+import dns.rrset
 import dns.zone
 import yaml
 
@@ -52,7 +53,7 @@ from shadowdns.offloop import collector_paused
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.snapshot import Config, load_config
 from shadowdns.runtime import RELOAD_FAILED
-from shadowdns.zones.loader import ZONE_SUFFIX, load_zone_file, record_lines
+from shadowdns.zones.loader import ZONE_SUFFIX, adopt_rendered, load_zone_file, record_lines
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import (
     POLICY_SUFFIX,
@@ -60,7 +61,7 @@ from shadowdns.zones.policy_file import (
     policy_from_mapping,
     policy_to_mapping,
 )
-from shadowdns.zones.rules import node_conflicts
+from shadowdns.zones.rules import Conflict, node_conflicts
 from shadowdns.zones.staging import temp_name
 from shadowdns.zones.zone import Zone
 
@@ -263,25 +264,41 @@ class ConfigFiles:
                             for p in exc.problems]
                 raise ApiError(422, "invalid", f"{len(problems)} problem(s) in the zone text",
                                problems) from None
-            self._refuse_di_clashes(loaded, tmp, path)
+            clashes = self._di_clashes(loaded)
+            if clashes:
+                self._refuse_di_clashes(loaded, clashes, record_lines(tmp, origin), path)
             return editable(loaded)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def _refuse_di_clashes(self, zone: Zone, text_file: Path, path: str) -> None:
-        """409 for records of the text at a DI's name (`zones.rules`), at their line of
-        the text sent: found here, not by the reload, whose lines would be those of the
-        file as the API rewrites it."""
+    def check_rendered_zone(self, origin: dns.name.Name, zone: dns.zone.Zone, text: str,
+                            path: str = "body") -> None:
+        """`validate_zone_text` for text the API rendered from `zone`: the loader takes the
+        zone's RRsets as the text's parse instead of parsing it (`adopt_rendered`), and
+        the reload that follows finds it kept. Whatever the check finds, a parse of the
+        text reports, with its lines."""
+        rrsets = [dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset))
+                  for name, rdataset in zone.iterate_rdatasets()]
+        loaded = adopt_rendered(origin, rrsets, text.encode("utf-8"), str(self.zones_dir))
+        if loaded is None or self._di_clashes(loaded):
+            self.validate_zone_text(origin, text, path=path)
+
+    def _di_clashes(self, zone: Zone) -> list[tuple[dns.name.Name, Conflict]]:
+        """Records of the zone at a DI's name (`zones.rules`)."""
         policy = self.service.loaded.policies.get(zone.origin)
         if policy is None:
-            return
-        clashes = [(name, c) for name in policy.dis if name in zone.nodes
-                   for c in node_conflicts(zone.origin, name,
-                                           (t for t, _ in zone.nodes[name]), di=True)]
-        if not clashes:
-            return
-        lines = record_lines(text_file, zone.origin)
+            return []
+        return [(name, c) for name in policy.dis if name in zone.nodes
+                for c in node_conflicts(zone.origin, name,
+                                        (t for t, _ in zone.nodes[name]), di=True)]
+
+    def _refuse_di_clashes(self, zone: Zone, clashes: list[tuple[dns.name.Name, Conflict]],
+                           lines: dict[tuple[dns.name.Name, int], int], path: str) -> None:
+        """409 for records of the text at a DI's name, at their line of the text sent:
+        found here, not by the reload, whose lines would be those of the file as the API
+        rewrites it."""
+        policy = self.service.loaded.policies[zone.origin]
         problems = [ProblemItem(path=path, message=c.reason, line=lines.get((n, c.rdtype)))
                     for n, c in clashes]
         raise ApiError(409, "conflict", f"{len(problems)} record(s) at DI names, which the "

@@ -185,7 +185,7 @@ async def _write_zone(ctx: Ctx, zf: ZoneFile, zone: dns.zone.Zone,
 
     def render() -> str:  # seconds for a big zone: off the event loop
         text = files.zone_text(zone, bump=bump)
-        files.validate_zone_text(zf.origin, text, path="body")
+        files.check_rendered_zone(zf.origin, zone, text)
         return text
 
     text = await off_loop(render)
@@ -261,7 +261,7 @@ async def import_zone(zone: str, body: ZoneImport, ctx: Ctx, who: Admin, respons
         if not serial_gt(soa_serial(parsed), old_serial):
             set_serial(parsed, next_serial(old_serial))
             text = await off_loop(files.zone_text, parsed, False)
-            await off_loop(files.validate_zone_text, origin, text)
+            await off_loop(files.check_rendered_zone, origin, parsed, text)
         await files.apply([Change(zf.path, text)], audit=partial(
             ctx.audit, who, "zone.import", f"zone:{origin}", before, text))
         response.headers["ETag"] = files.zone_etag(zf)

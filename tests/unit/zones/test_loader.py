@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import dns.name
+import dns.rrset
 import pytest
 
+from shadowdns.api.config_files import ConfigFiles, editable
 from shadowdns.errors import ZoneError
-from shadowdns.zones.loader import load_zone_dir, load_zone_file, origin_for
+from shadowdns.zones.loader import adopt_rendered, load_zone_dir, load_zone_file, origin_for
+from shadowdns.zones.zone import Zone
 
 HEAD = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.1\n"
 
@@ -265,3 +268,77 @@ def test_a_refused_text_is_not_kept(tmp_path: Path) -> None:
         with pytest.raises(ZoneError) as refused:
             load_zone_file(write(tmp_path, "bad.test.zone", text))
         assert refused.value.problems[0].line == 6
+
+
+MANY_TYPES = HEAD + """www 60 A 192.0.2.10
+www 60 A 192.0.2.11
+www AAAA 2001:db8::10
+alias CNAME www
+mail MX 10 mx1
+mx1 A 192.0.2.20
+txt TXT "v=spf1 -all" "two strings"
+_sip._tcp SRV 10 5 5060 sip
+sip A 192.0.2.30
+*.wild 120 A 192.0.2.40
+caa CAA 0 issue "ca.example.net"
+sub NS ns.sub
+ns.sub A 192.0.2.3
+"""
+
+
+def parsed_again(tmp_path: Path, origin: dns.name.Name, text: str) -> Zone:
+    path = tmp_path / "again" / "z.zone"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text + "; not the digest kept\n")
+    return load_zone_file(path, origin)
+
+
+def rendered(path: Path) -> tuple[dns.name.Name, list[dns.rrset.RRset], str]:
+    """A loaded zone as the API edits and writes it: its dnspython copy and that text."""
+    loaded = load_zone_file(path)
+    zone = editable(loaded)
+    text = ConfigFiles.zone_text(zone, bump=True)
+    rrsets = [dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset))
+              for name, rdataset in zone.iterate_rdatasets()]
+    return loaded.origin, rrsets, text
+
+
+@pytest.mark.parametrize("source", ["many", "geo", "diff"])
+def test_a_zone_adopted_from_its_rendering_equals_the_parse_of_that_text(
+        tmp_path: Path, source: str) -> None:
+    """What the API skips parsing is what the parse would give: same owners, types, rdata
+    and TTLs; and the reload of the written file gets that zone without a parse."""
+    data = Path(__file__).resolve().parents[2] / "data" / "zones"
+    path = {"many": write(tmp_path, "example.com.zone", MANY_TYPES),
+            "geo": data / "geo" / "geo.test.zone",
+            "diff": data / "diff" / "diff.test.zone"}[source]
+    origin, rrsets, text = rendered(path)
+    adopted = adopt_rendered(origin, rrsets, text.encode(), "<api>")
+    assert adopted is not None
+    written = tmp_path / "written" / path.name
+    written.parent.mkdir()
+    written.write_text(text)
+    assert load_zone_file(written, origin).nodes is adopted.nodes  # kept, not parsed again
+    parsed = parsed_again(tmp_path, origin, text)
+
+    def table(zone: Zone) -> dict[tuple[str, int], tuple[int, list[str]]]:
+        return {(r.name.to_text(), int(r.rdtype)): (r.ttl, sorted(x.to_text() for x in r))
+                for r in zone.rrsets()}
+
+    assert table(adopted) == table(parsed)
+    assert (adopted.names, adopted.cuts, adopted.wildcards) == (
+        parsed.names, parsed.cuts, parsed.wildcards)
+
+
+def test_a_rendering_the_check_refuses_or_with_include_is_left_to_the_parse(
+        tmp_path: Path) -> None:
+    """A problem the loader's check finds (a wildcard delegation) or `$INCLUDE` anywhere
+    in the text: nothing is adopted, so the parse reports it with its line."""
+    path = write(tmp_path, "example.com.zone", HEAD + "*.w NS ns1\n")
+    with pytest.raises(ZoneError, match="wildcard delegation"):
+        load_zone_file(path)
+    path = write(tmp_path, "example.com.zone", HEAD + 'w TXT "$INCLUDE /etc/passwd"\n')
+    origin, rrsets, text = rendered(path)
+    assert adopt_rendered(origin, rrsets, text.encode(), "<api>") is None
+    bad = [*rrsets, dns.rrset.from_text("*.w.example.com.", 60, "IN", "NS", "ns1.example.com.")]
+    assert adopt_rendered(origin, bad, text.encode(), "<api>") is None
