@@ -81,6 +81,43 @@ def run_autoets(python: str, series: list[Any], horizons: list[int], cut: list[i
             return {k: loaded[k] for k in loaded.files}
 
 
+def serve_check(folder: Path, horizon_text: str) -> int:
+    """Does `auto` in `serve` choose what the CLI reports? For each trace file, the model
+    and scores of `shadowdns forecast predict --json` (its own process, as users run it)
+    against the allocator's fit job (`forecasting.fit_job`, what `serve`'s worker
+    processes run), with the LSTM among the candidates when torch is installed, as
+    `allocator.yaml` `lstm: true` has it. Exit 1 if any differs."""
+    from shadowdns.allocator.forecasting import fit_job
+    from shadowdns.predictor.base import DEFAULT_QUANTILE, Horizon
+    from shadowdns.predictor.selection import lstm_available
+    from shadowdns.predictor.series import read_csv
+
+    horizon = Horizon.parse(horizon_text)
+    lstm = lstm_available()
+    print(f"horizon {horizon_text}, LSTM among the candidates: {lstm}")
+    print("| trace | CLI model | serve model | largest score difference | same |")
+    print("|---|---|---|---:|---|")
+    differ = 0
+    for file in sorted(folder.rglob("*.csv")):
+        [series] = read_csv(file)[:1]
+        steps = horizon.steps_for(series.step)
+        done = subprocess.run([sys.executable, "-m", "shadowdns", "forecast", "predict",
+                               "--history", str(file), "--horizon", horizon_text, "--json"],
+                              capture_output=True, text=True, check=True)
+        cli = json.loads(done.stdout)
+        served = fit_job("auto", series.values, series.season, steps, series.start,
+                         DEFAULT_QUANTILE, lstm=lstm)
+        keys = set(cli["scores"]) | set(served.scores)
+        gap = max((abs(cli["scores"].get(k, np.inf) - served.scores.get(k, np.inf))
+                   if k in cli["scores"] and k in served.scores else np.inf
+                   for k in keys), default=0.0)
+        same = cli["model"] == served.model and gap <= 1e-6
+        differ += not same
+        print(f"| {file.stem} | {cli['model']} | {served.model} | {gap:.2g} | "
+              f"{'yes' if same else 'NO'} |", flush=True)
+    return 1 if differ else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=DATA)
@@ -92,10 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--autoets-worker", nargs=2, metavar=("IN", "OUT"))
+    parser.add_argument("--serve-check", action="store_true",
+                        help="only compare auto's choice in serve's fit job with "
+                             "`forecast predict --json` on every trace file")
     args = parser.parse_args(argv)
     if args.autoets_worker:
         autoets_worker(*args.autoets_worker)
         return 0
+    if args.serve_check:
+        return serve_check(args.input, args.horizon)
 
     from shadowdns.predictor.backtest import evaluate, split_point
     from shadowdns.predictor.base import Horizon

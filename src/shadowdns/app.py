@@ -700,14 +700,20 @@ def _log_failure(future: Future[Any]) -> None:
         log.warning("cannot write the policy graph to the store: %s", exc)
 
 
-def _run(config: ServeConfig, log_level: str | None = None) -> None:
+def _run(config: ServeConfig, log_level: str | None = None,
+         loaded: Callable[[], None] | None = None) -> None:
+    """Serve `config` until stopped; `loaded` runs once its configuration and keys are
+    loaded, before it listens."""
     if log_level is not None:  # a spawned worker starts without the parent's logging
         from shadowdns.logs import setup_logging
 
         setup_logging(log_level, config.log_format, with_pid=True)
 
     async def main() -> None:
-        await Service(config).run()
+        service = Service(config)
+        if loaded is not None:
+            loaded()
+        await service.run()
 
     try:
         import uvloop
@@ -741,18 +747,25 @@ def run_service(config: ServeConfig) -> int:
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     children = [ctx.Process(target=_run, args=(worker, level), daemon=True)
                 for _ in range(config.workers - 1)]
-    for child in children:
-        child.start()
-    log.info("started %d worker process(es): %s", len(children),
-             " ".join(str(c.pid) for c in children))
+
+    def start_workers() -> None:
+        # After the main process took the fleet's keys (or made them): a worker started
+        # with it found an empty key directory, made its own key, and the main process
+        # then refused the store's as a conflict.
+        for child in children:
+            child.start()
+        log.info("started %d worker process(es): %s", len(children),
+                 " ".join(str(c.pid) for c in children))
+
     try:
-        _run(config)
+        _run(config, loaded=start_workers)
     finally:
         for child in children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
         for child in children:
-            child.join(10)
+            if child.pid is not None:  # never started if the main process failed to load
+                child.join(10)
     return 0
 
 

@@ -32,6 +32,7 @@ import dns.rrset
 import pytest
 
 from shadowdns.zones.keys import new_private_key
+from tests.knotproc import free_port
 from tests.pg import PostgresServer, find_bin_dir
 from tests.serverproc import ServerProcess
 
@@ -283,6 +284,36 @@ def test_nodes_with_empty_key_directories_sign_with_one_key_set(pg: PostgresServ
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_node_with_worker_processes_takes_the_fleets_key(pg: PostgresServer,
+                                                         tmp_path: Path) -> None:
+    """A node started with `--workers 2` and an empty key directory on a fleet that has
+    its key: the main process takes the store's key before the worker loads, so it starts
+    (no conflict with a key its own worker made) and every process serves the fleet's
+    DNSKEY set."""
+    url = pg.create_database()
+    a = node(tmp_path, "node-a", url, "--dnssec-keys", str(tmp_path / "keys-a"))
+    try:
+        fleet_keys = dnskeys(a)
+        zones = tmp_path / "node-b"
+        shutil.copytree(GEO, zones)
+        b = ServerProcess(["serve", "--zones", str(zones), "--listen",
+                           f"127.0.0.1:{free_port()}", "--store", url, "--node-id", "node-b",
+                           "--dnssec-keys", str(tmp_path / "keys-b"), "--workers", "2"],
+                          listeners=2).start()
+        try:
+            query = dns.message.make_query("geo.test.", "DNSKEY", want_dnssec=True)
+            for _ in range(30):  # a new TCP connection each: the kernel spreads them
+                reply = dns.query.tcp(query, b.host, port=b.port, timeout=5)
+                assert reply.find_rrset(reply.answer, fleet_keys.name, dns.rdataclass.IN,
+                                        dns.rdatatype.DNSKEY) == fleet_keys
+        finally:
+            b.stop()
+        assert (tmp_path / "keys-b" / "geo.test.csk.pem").read_bytes() == (
+            tmp_path / "keys-a" / "geo.test.csk.pem").read_bytes()
+    finally:
+        a.stop()
 
 
 def test_a_node_with_another_key_refuses_to_start(pg: PostgresServer, tmp_path: Path) -> None:
