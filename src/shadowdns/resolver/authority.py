@@ -97,16 +97,25 @@ class ZoneSet:
 
 
 _NEGATIVE_SOA: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
+# id(zone) -> (that zone, its negative SOA): a `Zone` is immutable, its SOA with it
+_BY_ZONE: dict[int, tuple[Zone, dns.rrset.RRset]] = {}
 
 
 def negative_soa(zone: Zone) -> dns.rrset.RRset:
     """The SOA for the authority section of negative answers, TTL per RFC 2308 §3.
 
     Made once per loaded SOA (every NXDOMAIN/NODATA compile needs it; callers never
-    change it)."""
+    change it), and found by the zone first: `zone.soa` looks the apex node up, which
+    hashes dnspython names (every DI's signed NODATA asks, twice)."""
+    by_zone = _BY_ZONE.get(id(zone))
+    if by_zone is not None and by_zone[0] is zone:
+        return by_zone[1]
     soa = zone.soa
     known = _NEGATIVE_SOA.get(id(soa))
     if known is not None and known[0] is soa:
+        if len(_BY_ZONE) > 256:
+            _BY_ZONE.clear()
+        _BY_ZONE[id(zone)] = (zone, known[1])
         return known[1]
     rdata: dns.rdtypes.ANY.SOA.SOA = soa[0]
     ttl = min(soa.ttl, rdata.minimum)

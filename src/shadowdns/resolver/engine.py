@@ -68,6 +68,12 @@ _AAAA_IN = b"\x00\x1c\x00\x01"
 _ADDRESS = {_A, _AAAA}
 _META = {int(dns.rdatatype.OPT), int(dns.rdatatype.TSIG), int(dns.rdatatype.TKEY),
          int(dns.rdatatype.MAILA), int(dns.rdatatype.MAILB)}
+# A DI's routing decisions as its own answers read them (`QueryEngine._di_rows`): its
+# name as text, per region (IPv4 addresses, IPv6 addresses, kind), per region TTL, kinds.
+DIRows = tuple[str, list[tuple[tuple[str, ...], tuple[str, ...], str]], list[int],
+               tuple[str, ...]]
+# A DI's own A/AAAA question as the prewarm knows it: (name, DI, its context, DIRows).
+ToldDI = tuple[dns.name.Name, DI, GeoContext, DIRows]
 
 class LatencyHistogram:
     """Cumulative-bucket histogram of sampled answer times (Prometheus layout)."""
@@ -262,6 +268,8 @@ class QueryEngine:
         # its counter; (qtype, TTL) -> the bytes before an address
         self._compact_heads: dict[tuple[int, str, str, int], Template] = {}
         self._rr_prefix: dict[tuple[int, int], bytes] = {}
+        # id of a zone's negative SOA -> (it, labels its names have above the apex)
+        self._soa_special: dict[int, tuple[dns.rrset.RRset, frozenset[bytes]]] = {}
 
     def _set_identity(self, identity: Identity) -> None:
         self._payload = identity.payload
@@ -670,10 +678,12 @@ class QueryEngine:
                                                                          intern=False)
         return made
 
-    def prepare(self, key: bytes, shapes: Collection[int]) -> bool:
+    def prepare(self, key: bytes, shapes: Collection[int],
+                told: ToldDI | None = None) -> bool:
         """Compile one question ahead of its queries: its base, and its template for each
         of `shapes` not yet in the table. False when it has no table entry (not ours,
-        not cacheable, or a name that does not exist)."""
+        not cacheable, or a name that does not exist). `told`: the question is this DI's
+        own A or AAAA (`prepare_di`), with its routing decisions already read."""
         if self._compact_for(key) is not None:
             if self.snapshot.signer is None:
                 return True
@@ -689,7 +699,7 @@ class QueryEngine:
         if self.snapshot.signer is not None and key not in table.signed:
             # signed zones: the signed base too, so the first DO query of a cold server
             # derives its shape from it instead of signing on the spot
-            signed = self._compile_base(key, signed=True)
+            signed = self._compile_base(key, signed=True, told=told)
             if signed is not None and signed[1]:
                 table.signed[key] = signed[0]
         for shape in shapes:
@@ -707,26 +717,34 @@ class QueryEngine:
             derived = Template(hdr, base.body + self._opt_plain[shape], base.body, base.stat)
         return self.table.intern(derived) if intern else derived
 
-    def _compile_base(self, key: bytes, signed: bool = False
+    def _compile_base(self, key: bytes, signed: bool = False, told: ToldDI | None = None
                       ) -> tuple[Template | Regional, bool] | None:
         """The base entry of a question (`key`: lowercase name, type, class as on the wire)
         and whether to remember it per question; None: answer it on the slow path.
-        `signed`: the entry DO queries get from a signed zone (RRSIGs and denial)."""
-        try:
-            qname = dns.name.from_wire(key, 0)[0]
-        except dns.exception.DNSException:
-            return None
+        `signed`: the entry DO queries get from a signed zone (RRSIGs and denial).
+        `told`: `key` is that DI's own A or AAAA (see `prepare`): not parsed again."""
         qtype, qclass = struct.unpack_from("!HH", key, len(key) - 4)
+        if told is not None:
+            qname = told[0]
+        else:
+            try:
+                qname = dns.name.from_wire(key, 0)[0]
+            except dns.exception.DNSException:
+                return None
         if qclass != IN or qtype in _TRANSFER or qtype in _META:
             return None  # rare shapes take the slow path uncached
         snap = self.snapshot
         question_len = len(key)
         if qtype in _ADDRESS and signed:
-            dynamic = snap.dis.get(qname)
-            if dynamic is not None:
-                direct = self._compile_di_signed(key, dynamic[0], dynamic[1], qname, qtype)
-                if direct is not None:
-                    return direct, True
+            if told is not None:
+                direct = self._compile_di_signed(key, told[1], told[2], qname, qtype,
+                                                 told[3])
+            else:
+                dynamic = snap.dis.get(qname)
+                direct = (None if dynamic is None else
+                          self._compile_di_signed(key, dynamic[0], dynamic[1], qname, qtype))
+            if direct is not None:
+                return direct, True
         result = resolve(snap.zones, qname, qtype)
         if result.rcode == dns.rcode.REFUSED:
             return None  # do not let random out-of-zone names fill the table
@@ -791,6 +809,9 @@ class QueryEngine:
                   signed: bool = False, intern: bool = True) -> Template | None:
         snap = self.snapshot
         if signed and snap.signer is not None:
+            plain = self._signed_address(result, qname, qtype, kind, region, intern)
+            if plain is not None:
+                return plain
             result = snap.signer.sign(result, qname, qtype)
         msg = render.build_message(result, qname, qtype, IN, shape, snap.identity)
         wire = render.render(msg)
@@ -801,20 +822,15 @@ class QueryEngine:
         made = Template(tpl.hdr, tpl.body, tpl.body_noopt, stat)
         return self.table.intern(made) if intern else made
 
-    def _compile_di(self, name: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name
-                    ) -> Compact | None:
-        """A DI's own A and AAAA answers as a `Compact` entry, rendered by hand from each
-        region's routing choice (a region without an address of the family gets the zone's
-        shared NODATA); None (the full path) when a DNAME could redirect the name.
+    def _di_rows(self, di: DI, ctx: GeoContext) -> DIRows:
+        """A DI's routing decisions as its own A and AAAA answers read them: (its name as
+        text, per region (IPv4 addresses, IPv6 addresses, kind), per region TTL, kinds).
 
-        Hand-written on purpose: it is what a cold table and every change of health or TTL
-        compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
-        dnspython renders for the same answer (owner = a pointer to the question), which
-        the fast-vs-slow property tests check.
-        """
-        zone = self.snapshot.zones.zones.get(ctx.policy.origin)
-        if zone is None or zone.dnames:
-            return None
+        Made once per DI and handed to both `_compile_di` and `_compile_di_signed`, so a
+        signed zone does not decide (nor read the primaries) again for the DO variants;
+        the decisions are `GeoContext`'s (`decide`), the ones the slow path and `explain`
+        read. Without shadows the addresses are read through `addresses_of` (no
+        `Resource` made per primary); with them, region by region from `decision`."""
         di_text = di.name.to_text()
         rows: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []  # (v4, v6, kind)
         chosen = ctx.addresses_of(di, di_text)
@@ -836,12 +852,64 @@ class QueryEngine:
                         tuple(dict.fromkeys(a for _, a in (addresses[i] for i in positions)
                                             if a)),
                         picked))
-        regions = ctx.regions
         ttls = ctx.ttls
         row_ttls = [ttls.get((di_text, region), di.ttl) if ttls else di.ttl
-                    for region in regions]
+                    for region in ctx.regions]
         kinds = tuple(row[2] for row in rows)
-        kinds = self._kinds.setdefault(kinds, kinds)
+        return di_text, rows, row_ttls, self._kinds.setdefault(kinds, kinds)
+
+    def _signed_address(self, result: Result, qname: dns.name.Name, qtype: int, kind: str,
+                        region: str, intern: bool) -> Template | None:
+        """The signed base template of an answer that is one A or AAAA RRset at the
+        question's own name and nothing else (a static address name), made by hand as
+        `_compile_di_signed` makes a DI's: the RRset and its RRSIG after it, owners a
+        pointer to the question; None for any other answer (dnspython renders those).
+
+        Hand-written on purpose: every static name of a signed zone is compiled this way
+        at a cold start, and `Signer.sign` plus dnspython's rendering cost ~0.5 ms where
+        this is one signature. The bytes are those dnspython renders for the signed
+        result (address RDATA has no names to compress); the signed-vs-slow-path test
+        checks them."""
+        signer = self.snapshot.signer
+        zone = result.zone
+        if (signer is None or zone is None or qtype not in _ADDRESS or not result.aa
+                or result.rcode != dns.rcode.NOERROR or len(result.answer) != 1
+                or result.authority or result.additional or result.ede is not None
+                or result.referral):
+            return None
+        rrset = result.answer[0]
+        zone_key = signer.keys.get(zone.origin)
+        if (zone_key is None or rrset.rdtype != qtype or rrset.covers != dns.rdatatype.NONE
+                or rrset.rdclass != IN or rrset.name != qname
+                or not rrset.name.is_subdomain(zone.origin)
+                or zone_key.signers_for(qtype) != (zone_key,)):
+            return None
+        owner = rrset.name.canonicalize().to_wire()
+        assert owner is not None
+        rdatas = [rdata.to_digestable(zone.origin) for rdata in rrset]
+        body = signing.signed_rrset_wire(signer, zone_key, owner, qtype, rrset.ttl, rdatas)
+        hdr = b"\x84\x00\x00\x01" + struct.pack("!HHH", len(rdatas) + 1, 0, 0)
+        made = Template(hdr, body, body, self.stat_slot(qtype, result.rcode, kind, region))
+        return self.table.intern(made) if intern else made
+
+    def _compile_di(self, name: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
+                    rows_of: DIRows | None = None) -> Compact | None:
+        """A DI's own A and AAAA answers as a `Compact` entry, rendered by hand from each
+        region's routing choice (a region without an address of the family gets the zone's
+        shared NODATA); None (the full path) when a DNAME could redirect the name.
+
+        Hand-written on purpose: it is what a cold table and every change of health or TTL
+        compile, for every DI; dnspython costs ~30 µs per answer. The bytes are the ones
+        dnspython renders for the same answer (owner = a pointer to the question), which
+        the fast-vs-slow property tests check.
+        """
+        zone = self.snapshot.zones.zones.get(ctx.policy.origin)
+        if zone is None or zone.dnames:
+            return None
+        if rows_of is None:
+            rows_of = self._di_rows(di, ctx)
+        di_text, rows, row_ttls, kinds = rows_of
+        regions = ctx.regions
         built = []
         for v4 in (True, False):
             made = self._compact_family(zone, qname, len(name) + 4, regions, v4, rows,
@@ -1005,12 +1073,12 @@ class QueryEngine:
             return None
         return self._add_compact(name, dynamic[0], dynamic[1], qname)
 
-    def _add_compact(self, name: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name
-                     ) -> Compact | None:
+    def _add_compact(self, name: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
+                     rows_of: DIRows | None = None) -> Compact | None:
         table = self.table
         if table.size >= self.max_cached:
             self.table = table = AnswerTable()  # full: as `_compile` does
-        made = self._compile_di(name, di, ctx, qname)
+        made = self._compile_di(name, di, ctx, qname, rows_of)
         if made is not None:
             table.compact[name] = made
             table.size += 1
@@ -1020,11 +1088,18 @@ class QueryEngine:
                    shapes: Collection[int]) -> bool:
         """`prepare` for a DI's own A and AAAA, told the DI (`name`: its lowercase wire
         name): what the prewarm does a million times at load, without parsing names."""
-        if name not in self.table.compact and self._add_compact(name, di, ctx, qname) is None:
+        signed = self.snapshot.signer is not None
+        # the routing decisions read once for the unsigned and the signed answers
+        rows_of = (self._di_rows(di, ctx)
+                   if signed or name not in self.table.compact else None)
+        if (name not in self.table.compact
+                and self._add_compact(name, di, ctx, qname, rows_of) is None):
             return any([self.prepare(name + q, shapes) for q in (_A_IN, _AAAA_IN)])
-        if self.snapshot.signer is not None:
+        if signed:
+            assert rows_of is not None
+            told = (qname, di, ctx, rows_of)
             for q in (_A_IN, _AAAA_IN):
-                self.prepare(name + q, shapes)  # the signed shapes
+                self.prepare(name + q, shapes, told)  # the signed shapes
         return True
 
     def _compile_regional(self, key: bytes, static: Result, di: DI, ctx: GeoContext,
@@ -1059,11 +1134,12 @@ class QueryEngine:
         return Regional(ctx, self.table.intern_variants(tuple(variants)), first, uniform)
 
     def _compile_di_signed(self, key: bytes, di: DI, ctx: GeoContext, qname: dns.name.Name,
-                           qtype: int) -> Regional | None:
+                           qtype: int, rows_of: DIRows | None = None) -> Regional | None:
         """The signed base of a DI's own A/AAAA question: each region's address RRset and
         its RRSIG, rendered and signed by hand (one signature per distinct answer of the
         DI), a region without an address of the family its signed NODATA; None (the full
-        path) when a DNAME could redirect the name or the zone has no key.
+        path) when a DNAME could redirect the name or the zone has no key. `rows_of`: the
+        DI's decisions as `_di_rows` reads them, when the caller has them already.
 
         Hand-written on purpose: a cold signed table and every change of health or TTL
         compile this for every DI, and the dnspython path (`Signer.sign`, rendering)
@@ -1080,17 +1156,19 @@ class QueryEngine:
             return None
         owner = key[:-4]
         table = self.table
-        family = 4 if qtype == _A else 6
-        af = socket.AF_INET if family == 4 else socket.AF_INET6
-        di_text = di.name.to_text()
+        v4 = qtype == _A
+        af = socket.AF_INET if v4 else socket.AF_INET6
+        if rows_of is None:
+            rows_of = self._di_rows(di, ctx)
+        di_text, rows, row_ttls, kinds = rows_of
         variants: list[Template] = []
-        kinds: list[str] = []
+        # Regions often share an answer: each distinct RRset (addresses, TTL; the owner
+        # and type are the question's) is rendered and signed once, for all of them.
         rendered: dict[tuple[tuple[str, ...], int], Template] = {}
-        decisions = ctx.decisions_for(di, di_text)
         for ridx, region in enumerate(ctx.regions):
-            decision = decisions[ridx]
-            addresses = tuple(dict.fromkeys(decision.addresses(family)))
-            ttl = ctx.ttl(di, ridx, di_text)
+            row = rows[ridx]
+            addresses = row[0] if v4 else row[1]
+            ttl = row_ttls[ridx]
             same = rendered.get((addresses, ttl))
             if same is None:
                 if addresses:
@@ -1102,15 +1180,14 @@ class QueryEngine:
                 else:
                     nodata = self._signed_denial(
                         Result(authority=[negative_soa(zone)], zone=zone, final_name=qname),
-                        qname, qtype, len(key), "static")
+                        qname, qtype, len(key), "static", owner=owner)
                     if nodata is None:
                         return None
                     same = nodata
                 rendered[(addresses, ttl)] = same
-            stat = self.stat_slot(qtype, 0, decision.kind, region)
+            stat = self.stat_slot(qtype, 0, kinds[ridx], region)
             variants.append(table.intern(Template(same.hdr, same.body, same.body_noopt, stat)))
-            kinds.append(decision.kind)
-        first = self.counters.block(di_text, ctx.regions, tuple(kinds))
+        first = self.counters.block(di_text, ctx.regions, kinds)
         table.deps.setdefault(di_text, []).append(key)
         return Regional(ctx, table.intern_variants(tuple(variants)), first,
                         len(rendered) == 1)
@@ -1137,12 +1214,8 @@ class QueryEngine:
         if result.authority[0] is not soa or zone_key is None:
             return None
         depth = len(zone.origin)
-        if len(qname) > depth:
-            above = qname.labels[-depth - 1].lower()
-            for name in (soa[0].mname, soa[0].rname):
-                if (len(name) > depth and name.is_subdomain(zone.origin)
-                        and name.labels[-depth - 1].lower() == above):
-                    return None  # the SOA compresses against this question alone
+        if len(qname) > depth and qname.labels[-depth - 1].lower() in self._soa_labels(soa):
+            return None  # the SOA compresses against this question alone
         offset = question_len - 4 - sum(len(label) + 1 for label in zone.origin.labels)
         heads = signer.denial_heads
         known = heads.get((id(soa), offset))
@@ -1160,6 +1233,23 @@ class QueryEngine:
             owner = qname.canonicalize().to_wire()
             assert owner is not None
         return self._denial(zone, soa, offset, owner, types, qtype, kind, intern)
+
+    def _soa_labels(self, soa: dns.rrset.RRset) -> frozenset[bytes]:
+        """The labels (lowercase) that the names in a zone's SOA data (`soa`: its negative
+        SOA, owned by the apex) have just above the apex: a question with one of those
+        there compresses the SOA against itself. Made once per SOA (every DI's signed
+        NODATA asks), as `_negative` and the prewarm's name index decide it."""
+        known = self._soa_special.get(id(soa))
+        if known is not None and known[0] is soa:
+            return known[1]
+        origin = soa.name
+        depth = len(origin)
+        special = frozenset(n.labels[-depth - 1].lower() for n in (soa[0].mname, soa[0].rname)
+                            if len(n) > depth and n.is_subdomain(origin))
+        if len(self._soa_special) > 256:  # old zones after many reloads
+            self._soa_special.clear()
+        self._soa_special[id(soa)] = (soa, special)
+        return special
 
     def _denial(self, zone: Zone, soa: dns.rrset.RRset, offset: int, owner: bytes,
                 types: set[int], qtype: int, kind: str, intern: bool) -> Template | None:

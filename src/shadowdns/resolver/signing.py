@@ -86,8 +86,9 @@ class Signer:
         # id(rrset) -> (rrset, its RRSIGs): zone RRsets are the same objects in every
         # answer (the SOA of each negative one); keeping the rrset makes the id safe.
         self._memo: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
-        # origin -> the signer name as canonical wire
-        self._ids: dict[dns.name.Name, bytes] = {}
+        # id(key) -> (that key, its signer name as canonical wire): by id, not by origin,
+        # since hashing a dnspython name walks its every octet (once per signature)
+        self._ids: dict[int, tuple[ZoneKey, bytes]] = {}
         # (id of a zone's negative SOA RRset, apex offset in the question) -> (that RRset,
         # the rendered SOA and its RRSIG): the part of every denial that does not depend
         # on the name, made once per zone, apex offset and window (the engine fills it).
@@ -116,11 +117,16 @@ class Signer:
         signature RFC 6605 §4 (r || s, 32 octets each); tests check it with
         `dns.dnssec.validate` and through Unbound.
         """
-        signer = self._ids.get(key.origin)
-        if signer is None:
+        known = self._ids.get(id(key))
+        if known is not None and known[0] is key:
+            signer = known[1]
+        else:
             wire = key.origin.canonicalize().to_wire()
             assert wire is not None
-            signer = self._ids[key.origin] = wire
+            signer = wire
+            if len(self._ids) >= 1024:  # keys of a zone replaced many times
+                self._ids.clear()
+            self._ids[id(key)] = (key, wire)
         window = self.window
         labels = _label_count(owner)
         head = struct.pack("!HBBIIIH", rdtype, int(key.dnskey.algorithm), labels, ttl,

@@ -21,7 +21,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from shadowdns.zones.policy import DI, Policy
+from shadowdns.zones.policy import DI, Policy, ResourceTable
 from shadowdns.zones.zone import Node, Zone
 
 __all__ = ["node_types", "own_nodes", "static_view"]
@@ -94,10 +94,18 @@ class _Nodes(Mapping[dns.name.Name, Node]):
             return None if base is None else {t for (t, _c) in base}
         found = {t for (t, _c) in base} if base is not None else set()
         resources = self._answers.policy.resources
-        primaries = [resources[p] for p in di.primaries if p in resources]
-        if any(r.address for r in primaries):
+        if isinstance(resources, ResourceTable):
+            # read without making a `Resource` per primary (every DI's signed NODATA asks)
+            facts = [f for f in (resources.peek(p) for p in di.primaries) if f is not None]
+            four = any(f[2] for f in facts)
+            six = any(f[0].address6 for f in facts)
+        else:
+            primaries = [resources[p] for p in di.primaries if p in resources]
+            four = any(r.address for r in primaries)
+            six = any(r.address6 for r in primaries)
+        if four:
             found.add(_A)
-        if any(r.address6 for r in primaries):
+        if six:
             found.add(_AAAA)
         return found
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import dns.rrset
 import pytest
 
 from shadowdns.errors import ConfigError
-from shadowdns.resolver.engine import QueryEngine
+from shadowdns.resolver.engine import QueryEngine, Regional
 from shadowdns.resolver.prewarm import Prewarm
 from shadowdns.resolver.render import SHAPE_DO, SHAPE_EDNS, SHAPE_RD
 from shadowdns.resolver.signing import NXNAME, REFRESH_AFTER, VALIDITY, Signer, type_bitmap
@@ -140,6 +141,8 @@ def _v4_only_engine(tmp_path: Path) -> QueryEngine:
     text = text.replace("resources:\n", "resources:\n  p-v4: {address: 192.0.2.99, "
                                         "location: eu, role: primary}\n", 1)
     policy.write_text(text.replace("dis:\n", "dis:\n  v4:\n    primaries: [p-v4]\n", 1))
+    with (zones / "geo.test.zone").open("a") as zone:  # static addresses: two, and IPv6
+        zone.write("pair A 192.0.2.82\npair A 192.0.2.81\nsix AAAA 2001:db8::6\n")
     config = load_config(zones, keys_dir=tmp_path / "keys")
     return QueryEngine(build_snapshot(config))
 
@@ -184,6 +187,10 @@ def _validate_all(msg: dns.message.Message, dnskey: dns.rrset.RRset) -> int:
     ("www.geo.test", "TXT", None, 2),
     ("geo.test", "TXT", None, 2),                # NODATA at the apex
     ("alias.geo.test", "A", None, 2),            # CNAME to a DI: the dnspython path
+    ("www.geo.test", "A", None, 1),              # static addresses: signed by hand too
+    ("WwW.geo.test", "A", None, 1),
+    ("pair.geo.test", "A", None, 1),
+    ("six.geo.test", "AAAA", None, 1),
 ])
 def test_hand_signed_answers_match_the_dnspython_path_and_validate(
     tmp_path: Path, name: str, rdtype: str, ecs: str | None, signatures: int,
@@ -251,6 +258,52 @@ def test_prewarm_signs_the_di_variants_before_the_first_do_query(
     assert reply is not None and signs == 0
     assert any(rr.rdtype == dns.rdatatype.NSEC
                for rr in dns.message.from_wire(reply).authority)
+
+
+def test_each_distinct_rrset_is_signed_once_and_shared_by_the_regions_that_carry_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cold prewarm signs every distinct RRset (owner, type, TTL, RDATA set) once: the
+    regions of a DI that get the same addresses share one RRSIG, byte for byte, and
+    nothing is signed twice; what it signed validates."""
+    engine = _v4_only_engine(tmp_path)
+    signer = engine.snapshot.signer
+    assert signer is not None
+    dnskey = dns.rrset.from_rdata(ORIGIN, 3600, signer.keys[ORIGIN].dnskey)
+    calls: Counter[tuple[bytes, int, int, frozenset[bytes]]] = Counter()
+    real = Signer.rrsig_rdata
+
+    def counting(self: Signer, key: Any, owner: bytes, rdtype: int, ttl: int,
+                 rdatas: Any) -> bytes:
+        rdatas = list(rdatas)
+        calls[(owner, rdtype, ttl, frozenset(rdatas))] += 1
+        return real(self, key, owner, rdtype, ttl, rdatas)
+
+    monkeypatch.setattr(Signer, "rrsig_rdata", counting)
+    prewarm = Prewarm(engine)
+    prewarm.restart()
+    assert prewarm.fill(30.0)
+    assert calls and max(calls.values()) == 1, "an RRset was signed twice"
+
+    a = b"\x00\x01\x00\x01"
+    for name, shared in ((b"\x04solo\x03geo\x04test\x00", True),
+                         (b"\x03app\x03geo\x04test\x00", False)):
+        entry = engine.table.signed[name + a]
+        assert isinstance(entry, Regional)
+        bodies = [variant.body for variant in entry.variants]
+        distinct = set(bodies)
+        assert len(distinct) < len(bodies), "some regions share an answer"
+        assert entry.uniform == shared
+        # one signing call per distinct answer of the DI, not one per region
+        assert sum(1 for c in calls if c[0] == name and c[1] == dns.rdatatype.A) == len(
+            distinct)
+        for variant in entry.variants:
+            msg = dns.message.from_wire(b"\x00\x00" + variant.hdr + name + a + variant.body)
+            assert _validate_all(msg, dnskey) == 1
+    # a static name's signed answer, made by hand, is the slow path's to the byte
+    wire = dns.message.make_query("pair.geo.test", "A", use_edns=0,
+                                  want_dnssec=True).to_wire()
+    assert engine.respond(wire) == engine._slow(wire, False)
 
 
 @pytest.mark.parametrize("types", [
