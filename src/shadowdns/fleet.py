@@ -220,7 +220,8 @@ def sync_from_store(store: Store, zones_dir: Path, at_start: bool,
         except ConfigError as exc:
             if at_start:
                 raise
-            return Synced(changed, str(exc))
+            taken = isinstance(exc, KeyConflict) and exc.changed
+            return Synced(changed or taken, str(exc))
     return Synced(changed)
 
 
@@ -380,8 +381,17 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
         if name in remote and _stale_successor(name, remote[name], remote):
             store.swap_key_file(_origin_of(name), name, remote.pop(name), None, at)
     if problems and take:
-        raise ConfigError(problems)
+        raise KeyConflict(problems, changed)
     return changed
+
+
+class KeyConflict(ConfigError):
+    """Key files that differ from the store's (`sync_keys`); `changed`: other key files
+    were taken before it was found, which the node must reload to sign with."""
+
+    def __init__(self, problems: Iterable[Problem], changed: bool) -> None:
+        super().__init__(problems)
+        self.changed = changed
 
 
 class DemandOutbox:

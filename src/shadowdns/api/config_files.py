@@ -278,9 +278,8 @@ class ConfigFiles:
         zone's RRsets as the text's parse instead of parsing it (`adopt_rendered`), and
         the reload that follows finds it kept. Whatever the check finds, a parse of the
         text reports, with its lines."""
-        rrsets = [dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset))
-                  for name, rdataset in zone.iterate_rdatasets()]
-        loaded = adopt_rendered(origin, rrsets, text.encode("utf-8"), str(self.zones_dir))
+        loaded = adopt_rendered(origin, rendered_rrsets(zone), text.encode("utf-8"),
+                                str(self.zones_dir))
         if loaded is None or self._di_clashes(loaded):
             self.validate_zone_text(origin, text, path=path)
 
@@ -405,6 +404,13 @@ class ConfigFiles:
         except ShadowDNSError as exc:
             return [ProblemItem(path="configuration", message=str(exc))]
         return [ProblemItem(path="configuration", message="reload failed; see the server log")]
+
+
+def rendered_rrsets(zone: dns.zone.Zone) -> list[dns.rrset.RRset]:
+    """A dnspython zone's RRsets in the order `zone_text` writes them (names sorted), as
+    the parse of that text reads them."""
+    return [dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset))
+            for name in sorted(zone.nodes) for rdataset in zone.nodes[name]]
 
 
 def editable(loaded: Zone) -> dns.zone.Zone:

@@ -97,8 +97,22 @@ class ZoneSet:
 
 
 _NEGATIVE_SOA: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
-# id(zone) -> (that zone, its negative SOA): a `Zone` is immutable, its SOA with it
+# id(zone) -> (that zone, its negative SOA): a `Zone` is immutable, its SOA with it. One
+# version per origin is kept (`_ZONE_OF`: origin -> the id kept): an old version held here
+# would keep all its records alive after every reload of an edited zone.
 _BY_ZONE: dict[int, tuple[Zone, dns.rrset.RRset]] = {}
+_ZONE_OF: dict[dns.name.Name, int] = {}
+
+
+def _keep(zone: Zone, negative: dns.rrset.RRset) -> None:
+    if len(_BY_ZONE) > 256:
+        _BY_ZONE.clear()
+        _ZONE_OF.clear()
+    before = _ZONE_OF.get(zone.origin)
+    if before is not None:
+        _BY_ZONE.pop(before, None)
+    _ZONE_OF[zone.origin] = id(zone)
+    _BY_ZONE[id(zone)] = (zone, negative)
 
 
 def negative_soa(zone: Zone) -> dns.rrset.RRset:
@@ -113,9 +127,7 @@ def negative_soa(zone: Zone) -> dns.rrset.RRset:
     soa = zone.soa
     known = _NEGATIVE_SOA.get(id(soa))
     if known is not None and known[0] is soa:
-        if len(_BY_ZONE) > 256:
-            _BY_ZONE.clear()
-        _BY_ZONE[id(zone)] = (zone, known[1])
+        _keep(zone, known[1])
         return known[1]
     rdata: dns.rdtypes.ANY.SOA.SOA = soa[0]
     ttl = min(soa.ttl, rdata.minimum)

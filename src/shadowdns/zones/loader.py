@@ -29,6 +29,7 @@ from pathlib import Path
 import dns.exception
 import dns.name
 import dns.node
+import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
@@ -409,11 +410,31 @@ def adopt_rendered(origin: dns.name.Name, rrsets: Iterable[dns.rrset.RRset], dat
     if b"$INCLUDE" in data.upper():
         return None
     records = [_Record(rrset, 0) for rrset in rrsets]
-    if _check(Path(file), origin, records):
+    if not all(_reads_back(r.rrset, origin) for r in records) \
+            or _check(Path(file), origin, records):
         return None
     zone = Zone.build(origin, (r.rrset for r in records), file=file)
     _PARSED[origin] = (hashlib.sha256(data).digest(), zone)
     return zone
+
+
+def _reads_back(rrset: dns.rrset.RRset, origin: dns.name.Name) -> bool:
+    """Whether the parse of this RRset's text (names relative to `origin`, as `zone_text`
+    writes them) gives the same bytes, letter case included: a name typed with the
+    origin in another case comes back with the origin's, as the file will hold it."""
+    name = rrset.name
+    if name.is_subdomain(origin) and \
+            name.relativize(origin).derelativize(origin).labels != name.labels:
+        return False
+    if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        return True  # no names in their data: most of a big zone, checked for nothing
+    for rdata in rrset:
+        again = dns.rdata.from_text(rrset.rdclass, rrset.rdtype,
+                                    rdata.to_text(origin=origin, relativize=True),
+                                    origin=origin, relativize=False)
+        if again.to_wire() != rdata.to_wire():
+            return False
+    return True
 
 
 def _parse_zone_file(path: Path, origin: dns.name.Name, includes: bool,

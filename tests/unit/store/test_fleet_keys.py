@@ -244,3 +244,24 @@ def test_sync_from_store_refuses_a_key_conflict_at_start_and_returns_it_later(
     assert read_key_files(keys)["demo.shadowdns.test.csk.pem"] == mine[
         "demo.shadowdns.test.csk.pem"]
     assert "other.test.csk.pem" in read_key_files(keys)  # the new zone's key, via the store
+
+
+def test_a_key_conflict_keeps_the_news_of_the_key_files_taken_before_it(
+    store: Store, tmp_path: Path
+) -> None:
+    """Another zone's key taken from the store in the same sync as a conflict: the sync
+    says the directory changed (the node must reload to sign that zone), and names the
+    conflict."""
+    zones = tmp_path / "zones"
+    shutil.copytree(demo_zones_dir(), zones)
+    fleet.sync_from_store(store, zones, True)  # the zone files in the store, no keys
+    origin = "demo.shadowdns.test."
+    keys = tmp_path / "keys"
+    load_key(keys, dns.name.from_text(origin))
+    store.swap_key_file(origin, "demo.shadowdns.test.csk.pem", None, new_private_key())
+    theirs = new_private_key()
+    store.swap_key_file("example.net.", "example.net.csk.pem", None, theirs)
+    synced = fleet.sync_from_store(store, zones, False, keys_dir=keys)
+    assert synced.key_conflict is not None and "demo.shadowdns.test.csk.pem" in synced.key_conflict
+    assert synced.changed is True
+    assert read_key_files(keys)["example.net.csk.pem"] == theirs

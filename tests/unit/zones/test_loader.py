@@ -8,7 +8,7 @@ import dns.name
 import dns.rrset
 import pytest
 
-from shadowdns.api.config_files import ConfigFiles, editable
+from shadowdns.api.config_files import ConfigFiles, editable, rendered_rrsets
 from shadowdns.errors import ZoneError
 from shadowdns.zones.loader import adopt_rendered, load_zone_dir, load_zone_file, origin_for
 from shadowdns.zones.zone import Zone
@@ -298,9 +298,7 @@ def rendered(path: Path) -> tuple[dns.name.Name, list[dns.rrset.RRset], str]:
     loaded = load_zone_file(path)
     zone = editable(loaded)
     text = ConfigFiles.zone_text(zone, bump=True)
-    rrsets = [dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset))
-              for name, rdataset in zone.iterate_rdatasets()]
-    return loaded.origin, rrsets, text
+    return loaded.origin, rendered_rrsets(zone), text
 
 
 @pytest.mark.parametrize("source", ["many", "geo", "diff"])
@@ -326,6 +324,8 @@ def test_a_zone_adopted_from_its_rendering_equals_the_parse_of_that_text(
                 for r in zone.rrsets()}
 
     assert table(adopted) == table(parsed)
+    assert [(r.name.to_wire(), r.rdtype) for r in adopted.rrsets()] == [  # case, order
+        (r.name.to_wire(), r.rdtype) for r in parsed.rrsets()]
     assert (adopted.names, adopted.cuts, adopted.wildcards) == (
         parsed.names, parsed.cuts, parsed.wildcards)
 
@@ -342,3 +342,16 @@ def test_a_rendering_the_check_refuses_or_with_include_is_left_to_the_parse(
     assert adopt_rendered(origin, rrsets, text.encode(), "<api>") is None
     bad = [*rrsets, dns.rrset.from_text("*.w.example.com.", 60, "IN", "NS", "ns1.example.com.")]
     assert adopt_rendered(origin, bad, text.encode(), "<api>") is None
+
+
+def test_a_name_typed_in_another_case_than_the_origin_is_left_to_the_parse(
+        tmp_path: Path) -> None:
+    """An edit naming the origin in upper case (owner or SRV target): the file will hold
+    the origin's case, so the edit's RRsets are not adopted as its parse."""
+    path = write(tmp_path, "example.com.zone", MANY_TYPES)
+    origin, rrsets, text = rendered(path)
+    owner = dns.rrset.from_text("_x._tcp.EXAMPLE.COM.", 60, "IN", "SRV", "1 2 3 srv.example.com.")
+    target = dns.rrset.from_text("_y._tcp.example.com.", 60, "IN", "SRV", "1 2 3 Srv.EXAMPLE.COM.")
+    for extra in (owner, target):
+        assert adopt_rendered(origin, [*rrsets, extra], text.encode(), "<api>") is None
+    assert adopt_rendered(origin, rrsets, text.encode(), "<api>") is not None
