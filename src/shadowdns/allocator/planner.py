@@ -90,34 +90,6 @@ def life_value(path: npt.NDArray[np.float64], start: int, price: float) -> float
     return float(np.cumsum(path[start:] - price).max())
 
 
-def life_values(paths: Sequence[Sequence[float]], starts: npt.NDArray[np.int64],
-                prices: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """`life_value` of every row at once (row i: `paths[i]` from `starts[i]`, `prices[i]`),
-    bit for bit: each row's slice is laid out from its start and summed left to right as
-    `np.cumsum` sums the slice. One pass of array operations instead of a few numpy calls
-    per (DI, region): per window that was seconds of a GIL-holding thread at 60,000
-    series (the churn benchmark's answer rate halved while it ran)."""
-    n = len(paths)
-    if n == 0:
-        return np.empty(0, dtype=np.float64)
-    lengths = np.fromiter((len(p) for p in paths), dtype=np.int64, count=n)
-    width = int(lengths.max()) if n else 0
-    if width == 0:
-        return np.full(n, -math.inf)
-    if int(lengths.min()) == width:
-        table = np.asarray(paths, dtype=np.float64)
-    else:
-        table = np.zeros((n, width), dtype=np.float64)
-        for i, path in enumerate(paths):
-            table[i, :len(path)] = path
-    index = starts[:, None] + np.arange(width)[None, :]
-    valid = index < lengths[:, None]
-    laid = np.take_along_axis(table, np.minimum(index, width - 1), axis=1)
-    sums = np.cumsum(np.where(valid, laid - prices[:, None], 0.0), axis=1)
-    best: npt.NDArray[np.float64] = np.where(valid, sums, -math.inf).max(axis=1)
-    return best
-
-
 @dataclass(frozen=True, slots=True)
 class DIView:
     """A DI with its policy and its effective lead time (see `lead_time`)."""
@@ -470,32 +442,11 @@ def plan(
     geometries: dict[int, _Geometry] = {}
     k = max(1, settings.nearest_resources)
     p_min = settings.cross_probability
-    # every series' best life from when its shadow would be ready, and from one bucket
-    # later, in one batch (`life_values`)
-    lives: dict[tuple[str, str], tuple[float, float, int]] = {}
-    batch: list[tuple[tuple[str, str], tuple[float, ...], int, float]] = []
     for view in dis:
+        limit_reached = view.di.policy.max_shadows - per_di.get(view.key, 0) <= 0
         geo = geometries.get(id(view.policy))
         if geo is None:
             geo = geometries[id(view.policy)] = _Geometry(view.policy, down)
-        for region in geo.locations:
-            seen = demand.get((view.key, region))
-            price = price_of(view, seen)
-            if price is not None and seen is not None and seen.path is not None:
-                batch.append(((view.key, region), seen.path,
-                              offset(seen, now + view.lead), price))
-    if batch:
-        paths = [b[1] for b in batch]
-        starts = np.fromiter((b[2] for b in batch), dtype=np.int64, count=len(batch))
-        prices = np.fromiter((b[3] for b in batch), dtype=np.float64, count=len(batch))
-        now_lives = life_values(paths, starts, prices)
-        next_lives = life_values(paths, starts + 1, prices)
-        for i, b in enumerate(batch):
-            lives[b[0]] = (float(now_lives[i]), float(next_lives[i]), b[2])
-        del batch, paths
-    for view in dis:
-        limit_reached = view.di.policy.max_shadows - per_di.get(view.key, 0) <= 0
-        geo = geometries[id(view.policy)]
         threshold = view.di.policy.threshold
         until = now + view.lead + window
         rows: list[int] = []
@@ -510,11 +461,13 @@ def plan(
             if price is not None and seen is not None and seen.path is not None:
                 # expected served demand over the best life from when it would be ready,
                 # less the price of all its minutes, warm-up included
-                life, later, start = lives[(view.key, region)]
+                start = offset(seen, now + view.lead)
+                mean = np.asarray(seen.path, dtype=np.float64)
+                life = life_value(mean, start, price)
                 net = life - price * start
                 # and not sooner than needed: a start one window later that nets more
                 # (its first bucket does not pay) is left to the next run
-                now_pays = net > 0 and life >= later
+                now_pays = net > 0 and life >= life_value(mean, start + 1, price)
                 value = max(value, threshold) if now_pays else 0.0
                 why = "forecast"
             else:
