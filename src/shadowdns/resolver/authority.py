@@ -16,10 +16,9 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.SOA
 import dns.rrset
 
-from shadowdns.zones.zone import Zone
+from shadowdns.zones.zone import Zone, negative_soa_of
 
 # CNAME/DNAME redirections followed within one answer; Knot's CNAME_CHAIN_MAX is also 5.
 MAX_CHAIN = 5
@@ -96,48 +95,12 @@ class ZoneSet:
         return len(self.zones)
 
 
-_NEGATIVE_SOA: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
-# id(zone) -> (that zone, its negative SOA): a `Zone` is immutable, its SOA with it. One
-# version per origin is kept (`_ZONE_OF`: origin -> the id kept): an old version held here
-# would keep all its records alive after every reload of an edited zone.
-_BY_ZONE: dict[int, tuple[Zone, dns.rrset.RRset]] = {}
-_ZONE_OF: dict[dns.name.Name, int] = {}
-
-
-def _keep(zone: Zone, negative: dns.rrset.RRset) -> None:
-    if len(_BY_ZONE) > 256:
-        _BY_ZONE.clear()
-        _ZONE_OF.clear()
-    before = _ZONE_OF.get(zone.origin)
-    if before is not None:
-        _BY_ZONE.pop(before, None)
-    _ZONE_OF[zone.origin] = id(zone)
-    _BY_ZONE[id(zone)] = (zone, negative)
-
-
 def negative_soa(zone: Zone) -> dns.rrset.RRset:
-    """The SOA for the authority section of negative answers, TTL per RFC 2308 §3.
-
-    Made once per loaded SOA (every NXDOMAIN/NODATA compile needs it; callers never
-    change it), and found by the zone first: `zone.soa` looks the apex node up, which
-    hashes dnspython names (every DI's signed NODATA asks, twice)."""
-    by_zone = _BY_ZONE.get(id(zone))
-    if by_zone is not None and by_zone[0] is zone:
-        return by_zone[1]
-    soa = zone.soa
-    known = _NEGATIVE_SOA.get(id(soa))
-    if known is not None and known[0] is soa:
-        _keep(zone, known[1])
-        return known[1]
-    rdata: dns.rdtypes.ANY.SOA.SOA = soa[0]
-    ttl = min(soa.ttl, rdata.minimum)
-    rrset = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
-    rrset.update_ttl(ttl)
-    rrset.add(rdata, ttl)
-    if len(_NEGATIVE_SOA) > 256:  # old zones after many reloads
-        _NEGATIVE_SOA.clear()
-    _NEGATIVE_SOA[id(soa)] = (soa, rrset)
-    return rrset
+    """The SOA for the authority section of negative answers, TTL per RFC 2308 §3: the
+    one made with the zone (`Zone.negative`), the same object for every answer."""
+    if zone.negative is not None:
+        return zone.negative
+    return negative_soa_of(zone.soa)  # raises for a zone without an SOA, as it did
 
 
 def _synthesize(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:

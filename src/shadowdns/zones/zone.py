@@ -38,6 +38,10 @@ class Zone:
     file: str = "<memory>"
     rdclass: int = dns.rdataclass.IN
     wildcards: frozenset[dns.name.Name] = field(default_factory=frozenset)
+    # The SOA of negative answers (`negative_soa_of`), made with the zone: every
+    # NXDOMAIN/NODATA compile needs it, and a cache of it beside the zone would keep old
+    # versions of an edited zone alive. None for a zone without an SOA.
+    negative: dns.rrset.RRset | None = field(default=None, compare=False, repr=False)
 
     @property
     def soa(self) -> dns.rrset.RRset:
@@ -86,6 +90,7 @@ class Zone:
         dnames = frozenset(n for n, node in nodes.items() if dname_key in node)
         wildcards = frozenset(n for n in names if n.is_wild())
         frozen_nodes = {n: MappingProxyType(node) for n, node in nodes.items()}
+        soa = nodes.get(origin, {}).get((int(dns.rdatatype.SOA), int(dns.rdatatype.NONE)))
         return cls(
             origin=origin,
             nodes=MappingProxyType(frozen_nodes),
@@ -94,4 +99,15 @@ class Zone:
             dnames=dnames,
             file=file,
             wildcards=wildcards,
+            negative=None if soa is None else negative_soa_of(soa),
         )
+
+
+def negative_soa_of(soa: dns.rrset.RRset) -> dns.rrset.RRset:
+    """The SOA for the authority section of negative answers: TTL per RFC 2308 §3."""
+    rdata = soa[0]
+    ttl = min(soa.ttl, rdata.minimum)
+    rrset = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
+    rrset.update_ttl(ttl)
+    rrset.add(rdata, ttl)
+    return rrset
