@@ -76,7 +76,7 @@ class Window:
 class Signer:
     """Signs answers of the zones it has keys for; one validity window at a time."""
 
-    __slots__ = ("_clock", "_ids", "_memo", "denial_heads", "keys", "window")
+    __slots__ = ("_clock", "_memo", "denial_heads", "keys", "window")
 
     def __init__(self, keys: Mapping[dns.name.Name, ZoneKey],
                  clock: Callable[[], float] = time.time) -> None:
@@ -86,9 +86,6 @@ class Signer:
         # id(rrset) -> (rrset, its RRSIGs): zone RRsets are the same objects in every
         # answer (the SOA of each negative one); keeping the rrset makes the id safe.
         self._memo: dict[int, tuple[dns.rrset.RRset, dns.rrset.RRset]] = {}
-        # id(key) -> (that key, its signer name as canonical wire): by id, not by origin,
-        # since hashing a dnspython name walks its every octet (once per signature)
-        self._ids: dict[int, tuple[ZoneKey, bytes]] = {}
         # (id of a zone's negative SOA RRset, apex offset in the question) -> (that RRset,
         # the rendered SOA and its RRSIG): the part of every denial that does not depend
         # on the name, made once per zone, apex offset and window (the engine fills it).
@@ -117,16 +114,7 @@ class Signer:
         signature RFC 6605 §4 (r || s, 32 octets each); tests check it with
         `dns.dnssec.validate` and through Unbound.
         """
-        known = self._ids.get(id(key))
-        if known is not None and known[0] is key:
-            signer = known[1]
-        else:
-            wire = key.origin.canonicalize().to_wire()
-            assert wire is not None
-            signer = wire
-            if len(self._ids) >= 1024:  # keys of a zone replaced many times
-                self._ids.clear()
-            self._ids[id(key)] = (key, wire)
+        signer = key.signer
         window = self.window
         labels = _label_count(owner)
         head = struct.pack("!HBBIIIH", rdtype, int(key.dnskey.algorithm), labels, ttl,

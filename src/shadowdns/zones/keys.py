@@ -86,10 +86,17 @@ class ZoneKey:
     announce: dns.rdtypes.ANY.DNSKEY.DNSKEY | None = None
     next_change: float | None = None  # when the schedule changes what is published or signs
     key_tag: int = field(default=-1)
+    # the RRSIG signer name, canonical wire: made once (a dnspython name's hash or
+    # canonical form walks every octet, and every signature needs it)
+    signer: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.key_tag < 0:
             object.__setattr__(self, "key_tag", dns.dnssec.key_id(self.dnskey))
+        if not self.signer:
+            wire = self.origin.canonicalize().to_wire()
+            assert wire is not None
+            object.__setattr__(self, "signer", wire)
 
     def signers_for(self, rdtype: int) -> tuple[ZoneKey, ...]:
         """The keys whose RRSIGs an RRset of `rdtype` at the apex carries."""
