@@ -268,8 +268,6 @@ class QueryEngine:
         # its counter; (qtype, TTL) -> the bytes before an address
         self._compact_heads: dict[tuple[int, str, str, int], Template] = {}
         self._rr_prefix: dict[tuple[int, int], bytes] = {}
-        # id of a zone's negative SOA -> (it, labels its names have above the apex)
-        self._soa_special: dict[int, tuple[dns.rrset.RRset, frozenset[bytes]]] = {}
 
     def _set_identity(self, identity: Identity) -> None:
         self._payload = identity.payload
@@ -786,13 +784,8 @@ class QueryEngine:
                 or result.authority[0] is not negative_soa(zone)):
             return None
         depth = len(zone.origin)
-        if len(qname) > depth:
-            above = qname.labels[-depth - 1].lower()
-            soa = zone.soa[0]
-            for name in (soa.mname, soa.rname):
-                if (len(name) > depth and name.is_subdomain(zone.origin)
-                        and name.labels[-depth - 1].lower() == above):
-                    return self._template(result, qname, qtype, 0, question_len)
+        if len(qname) > depth and qname.labels[-depth - 1].lower() in zone.soa_labels:
+            return self._template(result, qname, qtype, 0, question_len)
         offset = question_len - 4 - sum(len(label) + 1 for label in zone.origin.labels)
         known_key = (zone.origin, offset, result.rcode, qtype)
         known = self.table.negative.get(known_key)
@@ -1038,9 +1031,7 @@ class QueryEngine:
         made = self._negative(Result(authority=[negative_soa(zone)], zone=zone), qname,
                               qtype, question_len)
         if made is not None and known is None and len(self.table.nodata) < MAX_NEGATIVE:
-            soa = zone.soa[0]
-            special = frozenset(n.labels[-depth - 1].lower() for n in (soa.mname, soa.rname)
-                                if len(n) > depth and n.is_subdomain(zone.origin))
+            special = zone.soa_labels
             if len(qname) <= depth or qname.labels[-depth - 1].lower() not in special:
                 self.table.nodata[key] = (made, special)
         return made
@@ -1214,7 +1205,7 @@ class QueryEngine:
         if result.authority[0] is not soa or zone_key is None:
             return None
         depth = len(zone.origin)
-        if len(qname) > depth and qname.labels[-depth - 1].lower() in self._soa_labels(soa):
+        if len(qname) > depth and qname.labels[-depth - 1].lower() in zone.soa_labels:
             return None  # the SOA compresses against this question alone
         offset = question_len - 4 - sum(len(label) + 1 for label in zone.origin.labels)
         heads = signer.denial_heads
@@ -1233,23 +1224,6 @@ class QueryEngine:
             owner = qname.canonicalize().to_wire()
             assert owner is not None
         return self._denial(zone, soa, offset, owner, types, qtype, kind, intern)
-
-    def _soa_labels(self, soa: dns.rrset.RRset) -> frozenset[bytes]:
-        """The labels (lowercase) that the names in a zone's SOA data (`soa`: its negative
-        SOA, owned by the apex) have just above the apex: a question with one of those
-        there compresses the SOA against itself. Made once per SOA (every DI's signed
-        NODATA asks), as `_negative` and the prewarm's name index decide it."""
-        known = self._soa_special.get(id(soa))
-        if known is not None and known[0] is soa:
-            return known[1]
-        origin = soa.name
-        depth = len(origin)
-        special = frozenset(n.labels[-depth - 1].lower() for n in (soa[0].mname, soa[0].rname)
-                            if len(n) > depth and n.is_subdomain(origin))
-        if len(self._soa_special) > 256:  # old zones after many reloads
-            self._soa_special.clear()
-        self._soa_special[id(soa)] = (soa, special)
-        return special
 
     def _denial(self, zone: Zone, soa: dns.rrset.RRset, offset: int, owner: bytes,
                 types: set[int], qtype: int, kind: str, intern: bool) -> Template | None:

@@ -60,10 +60,7 @@ def name_index(snapshot: Snapshot, existing: set[bytes],
     """Fill `existing` with every name of every zone (empty non-terminals and DIs
     included) and `apexes` with each zone's apex; yields now and then (a slice boundary)."""
     for origin, zone in snapshot.zones.zones.items():
-        depth = len(origin)
-        soa = zone.soa[0]
-        special = frozenset(n.labels[-depth - 1].lower() for n in (soa.mname, soa.rname)
-                            if len(n) > depth and n.is_subdomain(origin))
+        special = zone.soa_labels
         plain = not (zone.cuts or zone.dnames or zone.wildcards)
         apex = origin.canonicalize().to_wire()
         assert apex is not None

@@ -42,6 +42,10 @@ class Zone:
     # NXDOMAIN/NODATA compile needs it, and a cache of it beside the zone would keep old
     # versions of an edited zone alive. None for a zone without an SOA.
     negative: dns.rrset.RRset | None = field(default=None, compare=False, repr=False)
+    # The labels (lowercase) the names in the SOA data (MNAME, RNAME) have just above the
+    # apex: a negative answer to a question with one of them there compresses its SOA
+    # against the question, so it cannot be shared by names (`soa_labels_of`).
+    soa_labels: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
 
     @property
     def soa(self) -> dns.rrset.RRset:
@@ -100,6 +104,7 @@ class Zone:
             file=file,
             wildcards=wildcards,
             negative=None if soa is None else negative_soa_of(soa),
+            soa_labels=frozenset() if soa is None else soa_labels_of(soa),
         )
 
 
@@ -111,3 +116,11 @@ def negative_soa_of(soa: dns.rrset.RRset) -> dns.rrset.RRset:
     rrset.update_ttl(ttl)
     rrset.add(rdata, ttl)
     return rrset
+
+
+def soa_labels_of(soa: dns.rrset.RRset) -> frozenset[bytes]:
+    """See `Zone.soa_labels`."""
+    origin = soa.name
+    depth = len(origin)
+    return frozenset(n.labels[-depth - 1].lower() for n in (soa[0].mname, soa[0].rname)
+                     if len(n) > depth and n.is_subdomain(origin))
