@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from shadowdns.allocator.planner import Budget, DemandView, di_views, life_value, plan
@@ -52,7 +51,7 @@ def run(demand: list[DemandView], allocations: list[Allocation] | None = None,
 def test_life_value_is_the_best_net_over_every_life(values: list[float], start: int,
                                                     price: float, expected: float) -> None:
     """The most any life from `start` on nets: served queries less price per bucket."""
-    assert life_value(np.array(values, dtype=np.float64), start, price) == expected
+    assert life_value(values, start, price) == expected
 
 
 def test_a_burst_is_prewarmed_a_lead_time_before_it() -> None:
