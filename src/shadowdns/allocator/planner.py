@@ -88,13 +88,14 @@ def life_value(path: Sequence[float], start: int, price: float) -> float:
     # By hand, not numpy: plan() asks this of every (DI, region) on every run (60,000
     # series on each health flap), paths are a few dozen buckets, and numpy's per-call
     # cost (asarray, cumsum, max) made a third of the server's CPU under churn.
-    if start >= len(path):
+    tail = path[start:]
+    if not tail:
         return -math.inf
-    if max(path[start:]) <= price:
-        return path[start] - price  # no bucket pays: the shortest life loses least
+    if max(tail) <= price:
+        return tail[0] - price  # no bucket pays: the shortest life loses least
     best = -math.inf
     run = 0.0
-    for x in path[start:]:
+    for x in tail:
         run += x - price
         if run > best:
             best = run
