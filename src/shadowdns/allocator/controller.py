@@ -44,6 +44,7 @@ from shadowdns.allocator.planner import (
     DemandView,
     DIView,
     Plan,
+    PlanMemo,
     ViewIndex,
     di_views,
     plan,
@@ -285,6 +286,7 @@ class Controller:
         self._written_version = -1
         self._demand_cache: tuple[tuple[int, int, int], dict[tuple[str, str], DemandView]] \
             | None = None
+        self._plan_memo = PlanMemo()  # what the last plan valued, for runs on its demand
         self._resource_cache: tuple[tuple[Policy, ...], Mapping[str, Resource]] | None = None
         self._all_views: list[DIView] | None = None
         # The book's work is numpy over all series, but digesting two weeks of history for
@@ -587,7 +589,8 @@ class Controller:
         down = frozenset(h.resource for h in states if h.state == "down")
         self._drain_ttl = max((v.di.ttl for v in views), default=0)
         budget = self._budget(now)
-        args = (now, views, demand, allocations, down, self.settings, None, budget)
+        args = (now, views, demand, allocations, down, self.settings, None, budget,
+                self._plan_memo)
         if self.solve_in_thread:
             result = await asyncio.get_running_loop().run_in_executor(
                 None, _uncollected, plan, *args)

@@ -292,6 +292,10 @@ class _Geometry:
             self._primary[primaries] = found
         return found
 
+    def has_pool(self, di: DI) -> bool:
+        """Whether the DI lists a standby of this policy that is not one of its primaries."""
+        return any(rid in self.res_col and rid not in di.primaries for rid in di.standby)
+
     def pool_mask(self, di: DI) -> npt.NDArray[np.bool_]:
         """The DI's listed standbys (not its primaries) as a mask over resources."""
         found = self._pool.get(di.standby)
@@ -336,6 +340,41 @@ def _in_pool(view: DIView, resource: Resource, region: str, dist: _Distances) ->
     return km is not None and dist.km(view.policy, region, resource.location) <= km
 
 
+# (location row, region, value, net, why, predicted, observed, model, p_cross): one wanted
+# region of a DI as the value rule or the threshold rule found it
+_Valued = tuple[int, str, float, float, str, float, float, str, "float | None"]
+
+
+# (policy, DI, path start, its bucket at the time valued, the wanted regions)
+_Remembered = tuple[Policy, DI, "float | None", "int | None", tuple[_Valued, ...]]
+
+
+def _start(path_start: float, at: float, bucket: float) -> int:
+    """The bucket of a forecast path starting at `path_start` that time `at` falls in."""
+    return max(0, math.ceil((at - path_start) / bucket - 1e-9))
+
+
+@dataclass(slots=True)
+class PlanMemo:
+    """What `plan` valued per DI, for the next run on the same demand: a run woken by a
+    health flap or an operator within the bucket plans on the demand the last run had,
+    and valuing 60,000 series again on every flap made most of such a run. An entry holds
+    while the DI and its policy are the same objects and its time falls in the same bucket of
+    its forecast path; DIs with calendar events are valued afresh (events start and end
+    within a bucket)."""
+
+    demand: object = None
+    scale: float = 1.0
+    settings: object = None
+    by_di: dict[str, _Remembered] = field(default_factory=dict)
+
+    def for_run(self, demand: object, scale: float, settings: object
+                ) -> dict[str, _Remembered]:
+        if demand is not self.demand or scale != self.scale or settings is not self.settings:
+            self.demand, self.scale, self.settings, self.by_di = demand, scale, settings, {}
+        return self.by_di
+
+
 def plan(
     now: float,
     dis: Sequence[DIView],
@@ -345,8 +384,11 @@ def plan(
     settings: AllocatorSettings,
     window: float | None = None,
     budget: Budget | None = None,
+    memo: PlanMemo | None = None,
 ) -> Plan:
-    """Decide the next generation (see the module docstring for the rules)."""
+    """Decide the next generation (see the module docstring for the rules). `memo`, kept
+    by the caller between runs, lets a run on the same demand reuse what the last one
+    valued per DI; the plan is the same with it or without."""
     window = settings.window if window is None else window
     bucket = float(settings.bucket)
     scale = 1.0 if budget is None else budget.price_scale
@@ -356,9 +398,6 @@ def plan(
         if settings.decision != "value" or seen is None or seen.path is None:
             return None
         return settings.price * scale * view.di.policy.threshold
-
-    def offset(seen: DemandView, at: float) -> int:
-        return max(0, math.ceil((at - seen.path_start) / bucket - 1e-9))
 
     dist = _Distances()
     by_key = {v.key: v for v in dis}
@@ -403,8 +442,8 @@ def plan(
         if price is not None and seen is not None and seen.path is not None:
             # keep while what it will serve from now (warm: no lead to pay again) pays
             # for its minutes over some life ahead; scale in on the forecast
-            worth = life_value(seen.path, offset(seen, max(now, a.created_at + view.lead)),
-                               price)
+            at = max(now, a.created_at + view.lead)
+            worth = life_value(seen.path, _start(seen.path_start, at, bucket), price)
             score[a.id] = worth
             held = now < planned_until or worth > 0
         else:
@@ -461,15 +500,20 @@ def plan(
     geometries: dict[int, _Geometry] = {}
     k = max(1, settings.nearest_resources)
     p_min = settings.cross_probability
-    for view in dis:
-        limit_reached = view.di.policy.max_shadows - per_di.get(view.key, 0) <= 0
-        geo = geometries.get(id(view.policy))
-        if geo is None:
-            geo = geometries[id(view.policy)] = _Geometry(view.policy, down)
+    releasable_dis = {di_key for di_key, _ in releasable}
+    event_dis = {di_key for di_key, _ in events}
+    by_di = None if memo is None else memo.for_run(demand, scale, settings)
+
+    def value_regions(view: DIView, locations: Sequence[str], at: float
+                      ) -> tuple[tuple[_Valued, ...], float | None, bool]:
+        """The DI's wanted regions, the `path_start` their value depends on (None: no
+        forecast path), and whether all its paths start there (else not remembered)."""
         threshold = view.di.policy.threshold
-        until = now + view.lead + window
-        rows: list[int] = []
-        for row, region in enumerate(geo.locations):
+        until = at + window
+        out: list[_Valued] = []
+        path_start: float | None = None
+        one_start = True
+        for row, region in enumerate(locations):
             seen = demand.get((view.key, region))
             predicted = seen.predicted if seen else 0.0
             observed = seen.observed if seen else 0.0
@@ -478,9 +522,12 @@ def plan(
             price = price_of(view, seen)
             net = value
             if price is not None and seen is not None and seen.path is not None:
+                if path_start is None:
+                    path_start = seen.path_start
+                one_start = one_start and path_start == seen.path_start
                 # expected served demand over the best life from when it would be ready,
                 # less the price of all its minutes, warm-up included
-                start = offset(seen, now + view.lead)
+                start = _start(seen.path_start, at, bucket)
                 mean = seen.path
                 life = life_value(mean, start, price)
                 net = life - price * start
@@ -509,19 +556,49 @@ def plan(
                         value, why = max(want, threshold), "event"
             if value < threshold or value <= 0:
                 continue
+            out.append((row, region, value, net, why, predicted, observed,
+                        seen.model if seen else "none", p_cross))
+        return tuple(out), path_start, one_start
+
+    for view in dis:
+        limit_reached = view.di.policy.max_shadows - per_di.get(view.key, 0) <= 0
+        geo = geometries.get(id(view.policy))
+        if geo is None:
+            geo = geometries[id(view.policy)] = _Geometry(view.policy, down)
+        pooled = view.di.standby_within_km is not None or geo.has_pool(view.di)
+        if not pooled and view.key not in releasable_dis:
+            continue  # no standby could shadow it, and none to keep or release: no value
+        at = now + view.lead
+        remembered = None if by_di is None or view.key in event_dis else by_di.get(view.key)
+        if (remembered is not None and remembered[0] is view.policy
+                and remembered[1] is view.di and (remembered[2] is None or _start(
+                    remembered[2], at, bucket) == remembered[3])):
+            valued = remembered[4]
+        else:
+            valued, path_start, one_start = value_regions(view, geo.locations, at)
+            if by_di is not None and view.key not in event_dis and one_start:
+                by_di[view.key] = (view.policy, view.di, path_start, None if path_start is None
+                                   else _start(path_start, at, bucket), valued)
+        rows: list[int] = []
+        for row, region, value, net, why, predicted, observed, model, p_cross in valued:
             wanted[(view.key, region)] = value
             if limit_reached or (view.key, region) in covered:
                 continue
             rows.append(row)
-            dem_info.append((view, region, why, predicted, observed,
-                             seen.model if seen else "none", p_cross))
+            dem_info.append((view, region, why, predicted, observed, model, p_cross))
             dem_value.append(value)
             dem_score.append(net)
         if not rows:
             continue
         first = len(dem_value) - len(rows)
         row_idx = np.array(rows, dtype=np.int64)
-        km_primary = geo.km_primary(view.di.primaries)[row_idx]
+        # Most DIs wanted by their demand can take no shadow (no standby in their pool, or
+        # a primary near every wanted region): settle those before any per-DI array work,
+        # which for 10,000 DIs made most of a plan, redone on every health flap.
+        km_primary = geo.km_primary(view.di.primaries)[row_idx] if pooled else None
+        if km_primary is None or not bool((km_primary > settings.serve_well_km).any()):
+            del dem_value[first:], dem_info[first:], dem_score[first:]
+            continue
         ok_rows = km_primary > settings.serve_well_km
         km = geo.res_km[row_idx]  # (rows, resources)
         eligible = geo.pool_mask(view.di)[None, :] & geo.up[None, :]

@@ -553,6 +553,13 @@ class QueryEngine:
         """
         signed = bool(shape & SHAPE_DO) and self.snapshot.signer is not None
         if not signed:
+            if self.table.existing is not None:
+                # a name that does not exist (a tenth of the queries in the benchmarks),
+                # told by bytes before `_compact_for` parses it: the parse alone was 8 % of
+                # the server's CPU
+                nx = self._nxdomain(key, shape)
+                if nx is not None:
+                    return nx
             compact = self._compact_for(key)
             if compact is not None:
                 return compact
@@ -567,10 +574,6 @@ class QueryEngine:
                 # Full (more distinct questions than the table holds): start a fresh one
                 # rather than compile every miss from then on; busy questions come back.
                 self.table = table = AnswerTable()
-            if table.existing is not None and not signed:
-                nx = self._nxdomain(key, shape)
-                if nx is not None:
-                    return nx
             if table.existing is not None and signed:
                 nx = self._signed_nxdomain(key, shape)
                 if nx is not None:
