@@ -118,15 +118,17 @@ def plan_schedule(start: float, args: argparse.Namespace, dis: int) -> Schedule:
 
     A generation at T (taken up by the allocator within `lag`: the next flap wakes it) adds
     a shadow ready PINNED_TTL later (its TTL cut starts at once) and one ready PINNED_TTL +
-    ttl_every later (cut ttl_every later); both pins end once they are ready and the API
-    releases them 2 s after that. Generations start only while that all fits in the window,
-    so a steady window sees none of it (a health flap may settle up to one check interval
-    into it)."""
+    ttl_every later (cut ttl_every later); the API releases each 3 s after it is due ready,
+    and its pin ends 1 s after that, so the DELETE is what ends a shadow (a pin that ended
+    first ended its shadow itself, and the DELETE found nothing: 10 of 16 did). An allocator
+    run in that second may make the shadow again; the first run after the pin ends
+    releases it. Generations start only while that all fits in the window, so a steady
+    window sees none of it (a health flap may settle up to one check interval into it)."""
     d = args.duration
     gen, ttl_every, flap = args.generation_every, args.ttl_every, args.flap_every
     warmups = {"sb-a": float(PINNED_TTL), "sb-b": float(PINNED_TTL + ttl_every)}
     lag = args.allocator_window or flap
-    settle = max(warmups.values()) + lag + 3.0
+    settle = max(warmups.values()) + lag + 5.0
     windows: list[Window] = []
     pins: list[PinPlan] = []
     flaps: list[tuple[float, bool]] = []
@@ -142,7 +144,7 @@ def plan_schedule(start: float, args: argparse.Namespace, dis: int) -> Schedule:
             for resource, warmup in warmups.items():
                 region = REGIONS[k % len(REGIONS)]
                 di = first_pinned + (k * stride) % max(1, dis - first_pinned)
-                pins.append(PinPlan(di, resource, region, t, t + warmup + lag + 1.0,
+                pins.append(PinPlan(di, resource, region, t, t + warmup + lag + 4.0,
                                     t + warmup + lag + 3.0))
                 k += 1
             t += gen
