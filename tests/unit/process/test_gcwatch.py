@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shadowdns.gcwatch import CHECK_EVERY, GROWTH, Watch
+from shadowdns.gcwatch import CHECK_EVERY, GROWTH, Watch, heap_blocks
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_what_a_pause_made_is_frozen_not_walked(watch: Watch) -> None:
 
 def test_settle_collects_fully_only_after_growth(watch: Watch) -> None:
     watch.settle()
-    floor = gc.get_freeze_count()
+    floor = heap_blocks()
     small = [[i] for i in range(10)]
     watch._checked = -CHECK_EVERY
     watch.settle()
@@ -87,7 +87,7 @@ def test_settle_collects_fully_only_after_growth(watch: Watch) -> None:
 
 def test_growth_declared_acyclic_is_no_reason_for_a_full_collection(watch: Watch) -> None:
     watch.settle()
-    floor = gc.get_freeze_count()
+    floor = heap_blocks()
     book = [[i] for i in range(int(GROWTH * floor) + 1)]
     watch.settle(rebase=True)  # e.g. the demand book's new series
     watch._checked = -CHECK_EVERY
@@ -98,7 +98,7 @@ def test_growth_declared_acyclic_is_no_reason_for_a_full_collection(watch: Watch
 
 def test_the_end_of_a_pause_looks_at_growth_too(watch: Watch) -> None:
     watch.settle()
-    floor = gc.get_freeze_count()
+    floor = heap_blocks()
     watch._checked = -CHECK_EVERY
     with watch.paused():  # e.g. an API write, while another request left cycles behind
         garbage = [Cycle() for _ in range(int(GROWTH * floor) + 1)]
