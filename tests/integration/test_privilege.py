@@ -119,3 +119,40 @@ def test_include_is_refused_from_the_api_and_outside_the_zones_directory(
         served.server.signal(signal.SIGHUP)
         served.server.wait_log(r"reload failed", timeout=10)
         assert www(served) == ["192.0.2.80"]
+
+
+def hook_document(served: ServedApi, marker: Path) -> dict[str, object]:
+    """The running allocator settings with a warm-up hook command and a pin that makes a
+    shadow at once (so the hook would run within a second or two)."""
+    doc = httpx.get(f"{served.url}/api/v1/allocator", headers=served.auth("reader"),
+                    timeout=10).json()["allocator"]
+    now = time.time()
+    return {**doc, "mode": "active",
+            "hooks": {"warmup": {"command": ["/bin/sh", "-c", f"id > {marker}"]}},
+            "pins": [{"di": f"app.{ZONE}", "resource": "sb-ap-1", "region": "ap-east",
+                      "start": now - 1, "until": now + 3600}]}
+
+
+def test_no_role_can_add_an_allocator_hook_command(tmp_path: Path) -> None:
+    """PUT /api/v1/allocator with a hook command is 403 for operator and admin, the file is
+    untouched and no program runs; with --allow-commands the same request is taken and its
+    hook runs when the pin's shadow starts warming (so the wait is long enough)."""
+    marker = tmp_path / "hook-ran"
+    with served_api(tmp_path / "a") as served, \
+            httpx.Client(base_url=served.url, timeout=10) as http:
+        settings_file = served.zones / "allocator.yaml"
+        before = settings_file.read_bytes() if settings_file.exists() else None
+        doc = hook_document(served, marker)
+        for role in ("operator", "admin"):
+            response = http.put("/api/v1/allocator", json=doc, headers=served.auth(role))
+            assert response.status_code == 403, response.text
+            [problem] = response.json()["error"]["problems"]
+            assert problem["path"].startswith("body.hooks.warmup")
+        assert (settings_file.read_bytes() if settings_file.exists() else None) == before
+        assert not appears(marker, 8.0)
+    with served_api(tmp_path / "b", "--allow-commands") as served, \
+            httpx.Client(base_url=served.url, timeout=10) as http:
+        response = http.put("/api/v1/allocator", json=hook_document(served, marker),
+                            headers=served.auth("operator"))
+        assert response.status_code == 200, response.text
+        assert appears(marker, 15.0)
