@@ -932,6 +932,10 @@ def answer_diff(result: Plan, views: Sequence[DIView], allocations: Sequence[All
     return out
 
 
+LATE_CHANGE_MARGIN = 2.0
+"""Seconds a TTL cut holds past the planned change (see `ttl_plan`)."""
+
+
 def ttl_plan(result: Plan, views: Sequence[DIView],
              settings: AllocatorSettings) -> list[TTLCut]:
     """Shorter TTLs ahead of each planned change of a (DI, region)'s answer.
@@ -941,15 +945,20 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
     let go of the old answer by T.
     """
     ttl_of = {v.key: v.di.ttl for v in views}
+    # The change is seen at the first tick after T and reaches the answers after the live
+    # refresh that follows: the cut holds past T by that much and a margin, or a busy
+    # server answers the old set with its full TTL in between (seen in the end-to-end
+    # test under load).
+    late = settings.tick + LATE_CHANGE_MARGIN
     out = []
     for s in result.add:
         ttl = ttl_of.get(s.di, 30)
         at = result.now + s.warmup
-        out.append(TTLCut(s.di, s.region, at - ttl, at, min(ttl, settings.ttl_floor)))
+        out.append(TTLCut(s.di, s.region, at - ttl, at + late, min(ttl, settings.ttl_floor)))
     for r in result.release:
         ttl = ttl_of.get(r.allocation.di, 30)
         at = result.now + ttl + settings.drain_grace
-        out.append(TTLCut(r.allocation.di, r.allocation.region, at - ttl, at,
+        out.append(TTLCut(r.allocation.di, r.allocation.region, at - ttl, at + late,
                           min(ttl, settings.ttl_floor)))
     return out
 
