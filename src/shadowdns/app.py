@@ -144,8 +144,10 @@ class Service:
         self.config = config
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadowdns-store")
         state = config.state or default_state_path()
-        if config.role == "main":  # workers share the directory: only one process cleans
+        if config.role == "main":  # workers share the directories: only one process cleans
             remove_stale(Path(config.zones_dir))
+            if config.dnssec_keys is not None:  # a key written aside (`keys.write_key_file`)
+                remove_stale(config.dnssec_keys)
         self.store: Store = self.io.submit(
             lambda: open_store(state, retention=config.retention)).result()
         self.state_path = state

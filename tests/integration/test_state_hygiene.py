@@ -16,9 +16,9 @@ from tests.serverproc import ServerProcess
 from tests.unit.api.support import ZONE, served_api
 
 
-def serving(zones: Path, state: Path) -> ServerProcess:
+def serving(zones: Path, state: Path, *extra: str) -> ServerProcess:
     return ServerProcess(["serve", "--zones", str(zones), "--listen", "127.0.0.1:0",
-                          "--state", str(state)])
+                          "--state", str(state), *extra])
 
 
 def mode(path: Path) -> int:
@@ -89,5 +89,26 @@ def test_temporaries_of_an_interrupted_write_are_removed_at_start(tmp_path: Path
         assert all(p.exists() for p in kept) and link.is_symlink()
         assert outside.read_text() == "not ours\n"
         assert {name: (zones / name).read_bytes() for name in before} == before
+    finally:
+        server.stop()
+
+
+def test_a_key_written_aside_and_interrupted_is_removed_at_start(tmp_path: Path) -> None:
+    """A DNSSEC key file written aside by a process killed before its link (`.NAME.PID.tmp`
+    in the key directory) is gone after a start; the keys themselves are kept and used."""
+    zones = tmp_path / "zones"
+    shutil.copytree(demo_zones_dir(), zones)
+    keys = tmp_path / "keys"
+    server = serving(zones, tmp_path / "state.db", "--dnssec-keys", str(keys)).start()
+    server.stop()
+    made = sorted(p.name for p in keys.rglob("*") if p.is_file())
+    assert made and not [name for name in made if name.endswith(".tmp")]
+    stale = keys / ".half-written.key.4242.tmp"
+    stale.write_bytes(b"half a key")
+    server = serving(zones, tmp_path / "state2.db", "--dnssec-keys", str(keys)).start()
+    try:
+        server.wait_log(r"removed 1 temporary file\(s\)")
+        assert not stale.exists()
+        assert sorted(p.name for p in keys.rglob("*") if p.is_file()) == made
     finally:
         server.stop()
