@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -256,16 +256,28 @@ class Service:
         if anything is wrong."""
         return self._apply_loaded(self._load())
 
-    async def reload_async(self) -> bool:
+    async def reload_async(self, before_serving: Callable[[], Awaitable[None]] | None = None
+                           ) -> bool:
         """`reload`, with the files read and parsed on a worker thread, one at a time:
         while one runs, the event loop keeps answering, and requests made meanwhile (a
-        burst of SIGHUPs) are served by one more reload after it."""
+        burst of SIGHUPs) are served by one more reload after it.
+
+        `before_serving` (an API change's audit entry) runs once the new configuration has
+        loaded and its snapshot builds, before it is served; when it raises, nothing of it
+        is served and the error propagates (the caller puts the files back)."""
         self._reload_wanted = True
         async with self._reload_lock:
-            if not self._reload_wanted:
+            if not self._reload_wanted and before_serving is None:
                 return self._reload_ok  # a reload that started after this request did it
             self._reload_wanted = False
             loaded = await off_loop(self._load)
+            if before_serving is not None and not isinstance(loaded, ShadowDNSError):
+                try:
+                    build_snapshot(loaded, self.live, self.generation + 1)
+                except ShadowDNSError:
+                    pass  # refused below with its reason: nothing to record
+                else:
+                    await before_serving()
             self._reload_ok = self._apply_loaded(loaded)
             return self._reload_ok
 

@@ -2,7 +2,8 @@
 
 The state database lives on a small tmpfs this test mounts (root only) and then fills. An
 import through the API must be refused with 503, leave the zone file and the answers as
-they were, and make /readyz report `audit_unwritable`; once space is back, /readyz is ready
+they were (the import is never served, not even while the request runs), and make
+/readyz report `audit_unwritable`; once space is back, /readyz is ready
 again and the same import goes through and is audited.
 """
 
@@ -13,6 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,7 +88,24 @@ def test_a_full_disk_refuses_changes_with_503_until_space_is_back(
             text = big_zone(before.decode())
             fill(small_disk / "filler")
 
-            refused = http.put(f"/api/v1/zones/{ZONE}", json={"text": text}, headers=admin)
+            # the refused change is never served, not even while the request runs
+            seen: list[int] = []
+            done = threading.Event()
+
+            def probe() -> None:
+                while not done.is_set():
+                    seen.append(txt_rcode(server, f"t1.{ZONE}"))
+                    time.sleep(0.005)
+
+            prober = threading.Thread(target=probe)
+            prober.start()
+            try:
+                refused = http.put(f"/api/v1/zones/{ZONE}", json={"text": text},
+                                   headers=admin)
+            finally:
+                done.set()
+                prober.join()
+            assert seen and dns.rcode.NOERROR not in seen
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "audit_unavailable"
             assert zone_file.read_bytes() == before

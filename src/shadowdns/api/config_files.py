@@ -5,11 +5,11 @@ change may touch several files (a zone and its policy). `ConfigFiles.apply` stag
 content in a temporary file beside its target, replaces the targets (`os.replace`), then
 asks the service to reload; when the reload refuses the new configuration, every target
 gets its previous bytes back and the caller gets a 409 with the loader's reasons, so the
-directory never holds a half-applied change. The change is audited once the server has taken
-it and undone the same way if the audit log cannot be written (503), so no change made
-through the API goes unrecorded. Callers hold `lock` from reading the current
-content to applying the change, so concurrent edits of one object are serialised and their
-ETag checks are exact.
+directory never holds a half-applied change. The change is audited once the server has
+loaded it and before it is served, and undone the same way if the audit log cannot be
+written (503): no change made through the API goes unrecorded or is served unrecorded.
+Callers hold `lock` from reading the current content to applying the change, so concurrent
+edits of one object are serialised and their ETag checks are exact.
 
 Zone text is validated with the same loader `serve` uses; policy data with
 `policy_from_mapping`. A zone rewritten by the API is written by dnspython (comments are not
@@ -162,7 +162,8 @@ class Reloader(Protocol):
     @property
     def degraded(self) -> dict[str, str]: ...  # why it serves but not as configured
 
-    async def reload_async(self) -> bool: ...
+    async def reload_async(self, before_serving: Callable[[], Awaitable[None]] | None = None
+                           ) -> bool: ...  # see Service.reload_async
 
 
 class ConfigFiles:
@@ -354,23 +355,20 @@ class ConfigFiles:
                     audit: Callable[[], Awaitable[None]] | None = None) -> None:
         """Write every change or none; the service serves the result before this returns.
 
-        `audit` records the change once the server has taken it; when it raises (the audit
-        log cannot be written), every file gets its previous bytes back and the previous
-        configuration is served again before the error goes to the client.
+        `audit` records the change once the server has loaded it and before it serves it;
+        when it raises (the audit log cannot be written), nothing of the change is served,
+        every file gets its previous bytes back, and the error goes to the client.
         """
         for change in changes:
             self._check_target(change.path)
         backups = await asyncio.to_thread(_replace_all, changes)  # fsyncs: off the loop
         degraded_before = self.service.degraded.get(RELOAD_FAILED)
-        if await self.service.reload_async():
-            if audit is None:
-                return
-            try:
-                await audit()
-            except BaseException:
-                await asyncio.to_thread(_restore, backups)
-                await self.service.reload_async()
-                raise
+        try:
+            served = await self.service.reload_async(audit)
+        except BaseException:
+            await asyncio.to_thread(_restore, backups)
+            raise
+        if served:
             return
         problems = await asyncio.to_thread(self._load_problems)
         await asyncio.to_thread(_restore, backups)

@@ -132,9 +132,10 @@ class ApiContext:
                     before: object = None, after: object = None) -> None:
         """Record a change made through the API, or raise 503 `audit_unavailable`.
 
-        Callers record before the change is final and undo it when this raises (see
-        `ConfigFiles.apply`), so no change goes unaudited. While entries cannot be written,
-        /readyz reports `audit_unwritable`; the next entry written clears it.
+        Callers record before the change is served and undo it when this raises (see
+        `ConfigFiles.apply`), so no change goes unaudited and none is served unaudited.
+        While entries cannot be written, /readyz reports `audit_unwritable`; the next
+        entry written clears it.
         """
         entry = AuditEntry(
             ts=time.time(), token_id="server" if who is None else who.token_id,
