@@ -583,7 +583,7 @@ class Controller:
         if self._demand_cache is not None and self._demand_cache[0] == key:
             demand = self._demand_cache[1]
         else:
-            demand = await self._on_book(self.demand_views, views, now)
+            demand = await self._on_book(self._demand_settled, views, now)
             self._demand_cache = (key, demand)
         states = await self.io(self.store.health_states)
         down = frozenset(h.resource for h in states if h.state == "down")
@@ -644,6 +644,15 @@ class Controller:
                                                   * min(2.0, max(0.5, used))))
             self.budget_day, self.budget_spent = day, 0.0
         return Budget(max(0.0, per_day - self.budget_spent), self.price_scale)
+
+    def _demand_settled(self, views: Sequence[DIView], now: float
+                        ) -> dict[tuple[str, str], DemandView]:
+        demand = self.demand_views(views, now)
+        # a forecast path per series (a million floats at 60,000 series), acyclic and kept
+        # for the bucket: its growth is no reason for a full collection (one took 243 ms of
+        # answers under churn, collecting 25 objects; see `gcwatch`)
+        WATCH.settle(rebase=True)
+        return demand
 
     def demand_views(self, views: Sequence[DIView], now: float) -> dict[tuple[str, str],
                                                                          DemandView]:
