@@ -100,7 +100,9 @@ class ServerProcess:
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # `serve()` returns a started server: `with serve(...)` must not start a second one
+        # (the first would run on, orphaned, after the block)
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
