@@ -254,7 +254,8 @@ class Service:
     def reload(self) -> bool:
         """Re-read zones and policies now, on the calling thread; keep serving the old data
         if anything is wrong."""
-        return self._apply_loaded(self._load())
+        loaded = self._load()
+        return self._serve_loaded(loaded, self._snapshot_of(loaded))
 
     async def reload_async(self, before_serving: Callable[[], Awaitable[None]] | None = None
                            ) -> bool:
@@ -271,14 +272,13 @@ class Service:
                 return self._reload_ok  # a reload that started after this request did it
             self._reload_wanted = False
             loaded = await off_loop(self._load)
-            if before_serving is not None and not isinstance(loaded, ShadowDNSError):
-                try:
-                    build_snapshot(loaded, self.live, self.generation + 1)
-                except ShadowDNSError:
-                    pass  # refused below with its reason: nothing to record
-                else:
-                    await before_serving()
-            self._reload_ok = self._apply_loaded(loaded)
+            snapshot = self._snapshot_of(loaded)
+            if before_serving is not None and not isinstance(snapshot, ShadowDNSError):
+                generation = self.generation
+                await before_serving()
+                if self.generation != generation:  # a live change meanwhile: build on it
+                    snapshot = self._snapshot_of(loaded)
+            self._reload_ok = self._serve_loaded(loaded, snapshot)
             return self._reload_ok
 
     def request_reload(self) -> None:
@@ -310,18 +310,25 @@ class Service:
                             "will not transfer the change; raise the serial", zone.file,
                             origin, zone.serial)
 
-    def _apply_loaded(self, loaded: Config | ShadowDNSError) -> bool:
-        if not isinstance(loaded, ShadowDNSError):
-            try:
-                snapshot = build_snapshot(loaded, self.live, self.generation + 1)
-            except ShadowDNSError as exc:
-                loaded = exc
+    def _snapshot_of(self, loaded: Config | ShadowDNSError) -> Snapshot | ShadowDNSError:
+        """The snapshot `loaded` would be served as now, or why it cannot be."""
         if isinstance(loaded, ShadowDNSError):
-            log.error("reload failed, still serving the previous configuration:\n%s", loaded)
-            self.reload_status.failed(time.time(), str(loaded))
+            return loaded
+        try:
+            return build_snapshot(loaded, self.live, self.generation + 1)
+        except ShadowDNSError as exc:
+            return exc
+
+    def _serve_loaded(self, loaded: Config | ShadowDNSError,
+                      snapshot: Snapshot | ShadowDNSError) -> bool:
+        if isinstance(snapshot, ShadowDNSError):  # a load error is its own snapshot's
+            log.error("reload failed, still serving the previous configuration:\n%s",
+                      snapshot)
+            self.reload_status.failed(time.time(), str(snapshot))
             self.degraded[RELOAD_FAILED] = ("the last reload failed, serving the previous "
-                                            f"configuration: {loaded}")
+                                            f"configuration: {snapshot}")
             return False
+        assert not isinstance(loaded, ShadowDNSError)
         self.reload_status.succeeded(time.time())
         self.degraded.pop(RELOAD_FAILED, None)
         changed = [origin for origin, zone in loaded.zones.items()
