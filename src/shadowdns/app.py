@@ -597,8 +597,11 @@ class Service:
                     listener = None
                     stop.wait(2.0)
                     continue
-                if changes:
-                    loop.call_soon_threadsafe(queue.put_nowait, changes)
+                if changes and not stop.is_set():
+                    try:
+                        loop.call_soon_threadsafe(queue.put_nowait, changes)
+                    except RuntimeError:  # the loop closed while this poll waited
+                        break
             if listener is not None:
                 listener.close()
 

@@ -31,8 +31,7 @@ from tests.integration.test_failover_e2e import (
 
 LEAD = 300
 PERIOD = 15  # minutes
-
-
+START_BY = 45  # second of the minute the history is written by (the server starts in it)
 
 
 def setup(tmp: Path, backend: Backend, tcp: int, plan_on: str) -> tuple[Path, Path, int]:
@@ -51,6 +50,10 @@ def setup(tmp: Path, backend: Backend, tcp: int, plan_on: str) -> tuple[Path, Pa
         "allocator:\n  mode: active\n  window: 1s\n  bucket: 1m\n  tick: 0.2\n"
         f"  plan_on: {plan_on}\n  hooks:\n"
         f"    warmup: {{url: \"http://127.0.0.1:{backend.port}/warmup\"}}\n")
+    if time.time() % 60 > START_BY:
+        # started later, the server would plan in the surge's second minute: its shadow,
+        # ready a lead time later, could serve only that minute, too little to pay
+        time.sleep(60.5 - time.time() % 60)
     now = time.time()
     this_minute = int(now // 60) * 60
     # the surge's first minute is the one the lead time points into now; its second
