@@ -174,6 +174,8 @@ def main() -> None:
                         "instead of seeding: the history then ends when that run seeded it")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="copy the seeded zones/ and state.db to DIR before serving")
+    parser.add_argument("--log", type=Path, metavar="FILE",
+                        help="write the server's log (with --stall-trace's stacks) to FILE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shadowdns-scale-") as tmp:
         root = Path(tmp)
@@ -196,7 +198,7 @@ def main() -> None:
 
 
 def run(root: Path, args: argparse.Namespace, queries: Path) -> None:
-    log_path = root / "serve.log"
+    log_path = args.log or root / "serve.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shadowdns", "serve", "--zones", str(root / "zones"),

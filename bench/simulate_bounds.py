@@ -4,7 +4,7 @@
         [--traces STEM ...] [--prices 0.5 1] [--lead-times 15m] [--plots DIR] [--jobs 2] \
         [--cached-only]
 
-For each trace file: reactive with its minimum hold swept (0 … 2 h) and `always` make the
+For each trace file: reactive with its minimum hold swept (0 … 12 h) and `always` make the
 reactive frontier; predictive and the oracle run at each `--prices` (the first is the
 default, what is judged). Each run is `shadowdns simulate … --json` in a process of its own,
 `--jobs` at a time, cached as JSON in `--out` (an interrupted run resumes), and put next

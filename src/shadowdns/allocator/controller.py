@@ -60,6 +60,7 @@ from shadowdns.resolver.routing import decide, group_shadows
 from shadowdns.runtime import IO
 from shadowdns.store.base import (
     ANSWERING_STATES,
+    RESOLUTION_SECONDS,
     Allocation,
     AllocationState,
     AuditEntry,
@@ -70,6 +71,7 @@ from shadowdns.store.base import (
     Resolution,
     Store,
 )
+from shadowdns.store.demand_columns import DemandColumns
 from shadowdns.zones.policy import Policy, Resource
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ FITS_IN_FLIGHT = 8  # fits submitted to the process pool at once (see `Controlle
 LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are summed up
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
+HISTORY_SLICE = 72  # buckets of the history read at once at start: 6 h of 5-minute rows
 LAST = LastValue().name  # the book's model of a series with nothing better known
 
 
@@ -279,6 +282,7 @@ class Controller:
         self._topup_seen: set[tuple[str, str]] = set()
         self.all_views_up_to = all_views_up_to
         self.max_series = max_series
+        self._over_max = 0  # the series count last logged as over max_series
         self._view_index: ViewIndex | None = None
         # bumped whenever the book's forecasts may have changed; forecasts are written once
         # per version
@@ -463,58 +467,78 @@ class Controller:
             params = _LazyParams(self, index)
             dis = None
         if self.read_until is None:
-            since = cut - self.settings.history
-            if bucket % 300 == 0 and cut - since > self.minute_span:
-                split = math.ceil((cut - self.minute_span) / bucket) * bucket
-                # the history is tens of millions of tuples at 100,000 series: read with
-                # collections paused (a full one walked them for 2 s, no answer meanwhile)
-                read = self.store.demand_series
-                older = await self.io(_uncollected, read, "5m", since, split, dis)
-                newer = await self.io(_uncollected, read, "minute", split, cut, dis)
-                rows = await self._on_book(_merged, older, newer)  # 100k series: seconds
-            else:
-                rows = await self.io(_uncollected, self.store.demand_series, "minute", since,
-                                     cut, dis)
-        elif cut <= self.read_until:
+            return await self._read_history(cut, dis, params, now)
+        if cut <= self.read_until:
             return False
-        else:
-            rows = await self.io(self.store.demand_series, "minute", self.read_until, cut, dis)
-        first_read = self.read_until is None
+        rows = await self.io(self.store.demand_columns, "minute", self.read_until, cut, dis)
         self.read_until = cut
-        if len(rows) + len(self.book.series) > self.max_series:
-            rows = self._busiest(rows)
         fresh = await self._on_book(self._feed_settled, rows, cut, params)
         self.book_version += 1
-        if first_read:  # the history: minutes at 100,000 series, worth a line
-            log.info("allocator: demand history read: %d series up to %s, %.1f s",
-                     len(self.book.series), cut, self.clock.now() - now)
         return fresh
 
-    def _feed_settled(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
+    async def _read_history(self, cut: int, dis: list[str] | None,
+                            params: Mapping[str, SeriesParams], now: float) -> bool:
+        """The first read: the history the models need, up to `cut`, a slice of time at
+        a time (two weeks of 100,000 series are tens of millions of points: read whole,
+        they took gigabytes), older buckets from the 5-minute rollups where the minutes
+        are no longer kept."""
+        bucket = self.settings.bucket
+        since = math.floor(cut - self.settings.history)
+        split = since
+        if bucket % 300 == 0 and cut - since > self.minute_span:
+            split = math.ceil((cut - self.minute_span) / bucket) * bucket
+        pieces = [*_slices("5m", since, split, bucket), *_slices("minute", split, cut, bucket)]
+        fresh = False
+        for i, (resolution, lo, hi) in enumerate(pieces):
+            # collections paused: the cursor's tuples would make the collector walk them,
+            # holding the GIL from the query path (see `gcwatch`)
+            rows = await self.io(_uncollected, self.store.demand_columns, resolution, lo,
+                                 hi, dis)
+            if i < len(pieces) - 1:
+                await self._on_book(self._feed_history, rows, hi, params)
+            else:
+                fresh = await self._on_book(self._feed_settled, rows, cut, params)
+        self.read_until = cut
+        self.book_version += 1
+        log.info("allocator: demand history read: %d series up to %s, %.1f s",
+                 len(self.book.series), cut, self.clock.now() - now)
+        return fresh
+
+    def _feed_history(self, rows: DemandColumns, cut: int,
+                      params: Mapping[str, SeriesParams]) -> None:
+        """A slice of the history: the book steps through it (no top-up is flagged for
+        the past: the last slice, fed as any new bucket, does that)."""
+        self.book.advance(self._bounded(rows), cut // self.settings.bucket - 1, params)
+        WATCH.settle(rebase=True)
+
+    def _feed_settled(self, rows: DemandColumns, cut: int,
                       params: Mapping[str, SeriesParams]) -> bool:
-        fresh = self.feed(rows, cut, params)
+        fresh = self.feed(self._bounded(rows), cut, params)
         # the book's series live on and hold no cycles: frozen, full collections never walk
         # them, and their growth is no reason for one (see `gcwatch`)
         WATCH.settle(rebase=True)
         return fresh
 
-    def _busiest(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]]
-                 ) -> dict[tuple[str, str], list[tuple[int, int]]]:
-        """The rows of the series followed already and of the busiest new ones, up to
+    def _bounded(self, rows: DemandColumns) -> DemandColumns:
+        """`rows` of the series followed already and of the busiest new ones, up to
         `max_series` in all: forecasting costs per series each window, so past that bound
         the quietest series are left to the reactive rule (their DIs keep their answers)."""
-        room = max(0, self.max_series - len(self.book.series))
-        new = [k for k in rows if k not in self.book.series]
-        new.sort(key=lambda k: sum(q for _, q in rows[k]), reverse=True)
-        kept = {k: rows[k] for k in rows if k in self.book.series}
-        kept.update((k, rows[k]) for k in new[:room])
-        if len(new) > room:
+        followed = self.book.series
+        new = [j for j, k in enumerate(rows.keys) if k not in followed]
+        room = max(0, self.max_series - len(followed))
+        if len(new) <= room:
+            return rows
+        totals = rows.totals()
+        new.sort(key=lambda j: int(totals[j]), reverse=True)
+        if len(followed) + len(new) != self._over_max:  # once, not for every slice
+            self._over_max = len(followed) + len(new)
             log.warning("demand for %d series; forecasting the busiest %d (max_series)",
-                        len(self.book.series) + len(new), self.max_series)
-        return kept
+                        self._over_max, self.max_series)
+        dropped = {rows.keys[j] for j in new[room:]}
+        return rows.only(k for k in rows.keys if k not in dropped)
 
-    def feed(self, rows: Mapping[tuple[str, str], list[tuple[int, int]]], cut: int,
-             params: Mapping[str, SeriesParams]) -> bool:
+    def feed(self, rows: DemandColumns | Mapping[tuple[str, str], Sequence[tuple[int, float]]],
+             cut: int, params: Mapping[str, SeriesParams]) -> bool:
         """Observe `rows` (minute or coarser buckets) up to `cut`; new top-up flagged?"""
         self.book.advance(rows, cut // self.settings.bucket - 1, params)
         flagged = self.book.topup_keys()
@@ -972,11 +996,18 @@ def ttl_plan(result: Plan, views: Sequence[DIView],
     return out
 
 
-def _merged(older: Mapping[tuple[str, str], list[tuple[int, int]]],
-            newer: Mapping[tuple[str, str], list[tuple[int, int]]]
-            ) -> dict[tuple[str, str], list[tuple[int, int]]]:
-    """The rollups' and the minutes' points of each series, older first."""
-    return {k: older.get(k, []) + newer.get(k, []) for k in {*older, *newer}}
+def _slices(resolution: Resolution, since: int, until: int, bucket: int
+            ) -> list[tuple[Resolution, int, int]]:
+    """[since, until) in pieces of about `HISTORY_SLICE` buckets of `resolution`, cut
+    on the book's bucket boundaries (a bucket read in two pieces would lose the first)."""
+    step = max(1, HISTORY_SLICE * RESOLUTION_SECONDS[resolution] // bucket) * bucket
+    out: list[tuple[Resolution, int, int]] = []
+    lo = since
+    while lo < until:
+        hi = min(until, (lo // step + 1) * step)
+        out.append((resolution, lo, hi))
+        lo = hi
+    return out
 
 
 def _uncollected(fn: Callable[..., T], *args: Any) -> T:

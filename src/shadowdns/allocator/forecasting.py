@@ -81,6 +81,7 @@ from shadowdns.predictor.last import LastValue, last_values
 from shadowdns.predictor.periods import MIN_CYCLES, calendar_periods, detect
 from shadowdns.predictor.series import FloatArray
 from shadowdns.predictor.state import Kernel, SeasonalNaiveKernel
+from shadowdns.store.demand_columns import DemandColumns
 
 log = logging.getLogger(__name__)
 
@@ -151,31 +152,47 @@ def fit_job(model: str, values: FloatArray, season: int, horizon: int, start: in
 
 
 CONVERT = 1 << 14
-"""Points converted from Python to numpy per call: numpy holds the GIL for the whole of
-one conversion, and the first read of 100,000 series brings tens of millions of points,
-so it goes in slices (a few ms each) that the event loop's thread can run between."""
+"""Points of a mapping converted from Python to numpy per call: numpy holds the GIL for
+the whole of one conversion, so many points go in slices (a few ms each) that the event
+loop's thread can run between. (The store's reads come as `DemandColumns` already.)"""
 
 
-def _points_array(rows: Iterable[Sequence[tuple[int, float]]], total: int) -> FloatArray:
-    """(start, queries) of every series' points, one after the other, as an (n, 2) array."""
-    out = np.empty(2 * total)
+def _points(rows: DemandColumns | Mapping[SeriesKey, Sequence[tuple[int, float]]]
+            ) -> tuple[Sequence[SeriesKey], IntArray, IntArray, FloatArray]:
+    """(keys, owner, bucket start, queries) of every point: `DemandColumns` as they are,
+    a mapping of per-series lists (a bucket's minutes, the simulator) converted."""
+    if isinstance(rows, DemandColumns):
+        return rows.keys, rows.owner, rows.starts, rows.queries.astype(np.float64)
+    keys = list(rows)
+    counts = [len(points) for points in rows.values()]
+    total = sum(counts)
+    flat = np.empty(2 * total)
     at = 0
     chunk: list[tuple[int, float]] = []
 
     def convert() -> None:
         nonlocal at
         n = 2 * len(chunk)
-        out[at:at + n] = np.fromiter(itertools.chain.from_iterable(chunk), np.float64, n)
+        flat[at:at + n] = np.fromiter(itertools.chain.from_iterable(chunk), np.float64, n)
         at += n
         chunk.clear()
 
-    for points in rows:
+    for points in rows.values():
         chunk.extend(points)
         if len(chunk) >= CONVERT:
             convert()
     if chunk:
         convert()
-    return out.reshape(-1, 2)
+    pairs = flat.reshape(-1, 2)
+    owner = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+    return keys, owner, pairs[:, 0].astype(np.int64), pairs[:, 1]
+
+
+def _span(rows: IntArray, n: int) -> IntArray | slice:
+    """`rows` (sorted, distinct, below `n`) as the slice `[:n]` when they are all `n`:
+    a bucket's step reads and writes every series' row at once, and a slice is a view
+    where an index array copies (the step over 100,000 series was mostly such copies)."""
+    return slice(0, n) if len(rows) == n else rows
 
 
 def _bins(p: FloatArray) -> IntArray:
@@ -492,39 +509,37 @@ class DemandBook:
         self.advance({key: [(bucket_index * self.bucket, value)]}, bucket_index,
                      {key[0]: p})
 
-    def advance(self, rows: Mapping[SeriesKey, Sequence[tuple[int, float]]], last: int,
-                params: Mapping[str, SeriesParams]) -> None:
+    def advance(self, rows: DemandColumns | Mapping[SeriesKey, Sequence[tuple[int, float]]],
+                last: int, params: Mapping[str, SeriesParams]) -> None:
         """Observe `rows` — (bucket start in seconds, queries) per series; minutes or
         coarser, several per bucket are summed — up to and including bucket index `last`.
         Every series the book follows advances to `last` (no row: no queries); a series
         is added from its first bucket when its DI has `params`."""
         start = self.end
         born: dict[int, list[int]] = {}
-        counts = [len(points) for points in rows.values()]
-        flat = _points_array(rows.values(), sum(counts))
-        known = [self.index.get(key, -1) for key in rows]
-        series = np.repeat(np.array(known, dtype=np.int64), counts)
-        bucket_of = (flat[:, 0] // self.bucket).astype(np.int64)
+        keys, owner, starts, values = _points(rows)
+        known = [self.index.get(key, -1) for key in keys]
+        series = np.array(known, dtype=np.int64)[owner]
+        bucket_of = starts // self.bucket
         keep = bucket_of <= last
         if start is not None:
             keep &= bucket_of >= start
         if -1 in known:  # new series: from their first bucket, when their DI has params
             firsts = np.full(len(known), np.iinfo(np.int64).max)
-            owner = np.repeat(np.arange(len(known)), counts)
             np.minimum.at(firsts, owner[keep], bucket_of[keep])
-            new = [key for j, key in enumerate(rows)
+            new = [key for j, key in enumerate(keys)
                    if known[j] == -1 and firsts[j] <= last and key[0] in params]
             if new:  # widen and grow once, while the arrays are the smallest
                 width = max(max(1, params[key[0]].horizon) for key in new)
                 if width > self._width:
                     self._widen(width)
                 self.reserve(len(self.keys) + len(new))
-            for j, key in enumerate(rows):
+            for j, key in enumerate(keys):
                 if known[j] == -1 and firsts[j] <= last and key[0] in params:
                     i = self._add(key, int(firsts[j]))
                     born.setdefault(int(self.birth[i]), []).append(i)
                     known[j] = i
-            series = np.repeat(np.array(known, dtype=np.int64), counts)
+            series = np.array(known, dtype=np.int64)[owner]
         keep &= series >= 0
         self._update_params(params)
         if start is None:
@@ -534,7 +549,7 @@ class DemandBook:
         if last < start:
             return
         n = len(self.keys)
-        flat_idx, flat_row, flat_val = bucket_of[keep], series[keep], flat[keep, 1]
+        flat_idx, flat_row, flat_val = bucket_of[keep], series[keep], values[keep]
         order = np.argsort(flat_idx, kind="stable")
         flat_idx, flat_row, flat_val = flat_idx[order], flat_row[order], flat_val[order]
         step_block = max(1, min(256, (1 << 22) // max(1, n)))  # ~32 MB of buckets at once
@@ -585,7 +600,7 @@ class DemandBook:
         self._hstep_errors(idx, y, old)
         self._judge(idx, crossed, old)
         self.last_above[:n][live & crossed] = (idx + 1) * self.bucket
-        rows = np.flatnonzero(live)
+        rows = _span(np.flatnonzero(live), n)
         self.values[idx % L, :n] = y  # not born yet: never read
         for group in self.kernels.batches():
             group.kernel.update(y[group.positions])
@@ -600,16 +615,17 @@ class DemandBook:
     def _score(self, idx: int, y: FloatArray, old: IntArray) -> None:
         """Misses, top-up flags and the rolling one-step errors of the series that had a
         forecast for `idx`."""
-        r = old[np.isfinite(self.next_upper[old])]
-        if not len(r):
+        rows = old[np.isfinite(self.next_upper[old])]
+        if not len(rows):
             return
+        r = _span(rows, len(self.keys))
         v, up, pt = y[r], self.next_upper[r], self.next_point[r]
         miss = v > up
         streak = np.where(miss, self.streak[r] + 1, 0)
         self.streak[r] = streak
         if miss.any():
             self.miss_total += int(miss.sum())
-            self._misses_seen.append((idx, r[miss], v[miss], up[miss], streak[miss]))
+            self._misses_seen.append((idx, rows[miss], v[miss], up[miss], streak[miss]))
         self.topup[r] = (streak >= self.topup_after) & (v >= self.threshold[r])
         L = self.max_len
         before = np.minimum(idx - self.birth[r], L)
@@ -626,12 +642,14 @@ class DemandBook:
         h = self._width
         steps = np.arange(h)
         slots = (idx - steps) % h
-        ok = ((self.pending_origin[old][:, slots] == idx - steps[None, :])
-              & (steps[None, :] < self.horizon[old][:, None]))
+        whole = _span(old, len(self.keys))
+        ok = ((self.pending_origin[whole][:, slots] == idx - steps[None, :])
+              & (steps[None, :] < self.horizon[whole][:, None]))
         pos = idx % self.hstep_window
         for s in range(h):
-            r = old[ok[:, s]]
-            if len(r):
+            col = ok[:, s]
+            r = whole if col.all() else old[col]
+            if isinstance(r, slice) or len(r):
                 self.hstep[pos, s, r] = y[r] - self.pending[r, slots[s], s]
                 self.hstep_count[r, s] = np.minimum(self.hstep_count[r, s] + 1,
                                                     self.hstep_window)
@@ -688,7 +706,7 @@ class DemandBook:
             upper[group.positions] = u
         return point, upper
 
-    def _remember(self, rows: IntArray, point: FloatArray, upper: FloatArray) -> None:
+    def _remember(self, rows: IntArray | slice, point: FloatArray, upper: FloatArray) -> None:
         """Keep the forecasts of `rows` from the clock: the next step's for the miss
         check, all steps to score them when their buckets arrive."""
         assert self.end is not None

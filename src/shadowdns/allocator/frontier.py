@@ -29,8 +29,11 @@ import numpy as np
 from shadowdns.allocator.simulate import split_key
 from shadowdns.predictor.series import Series
 
-HOLDS: tuple[float, ...] = (0.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0)
-"""Reactive's knob, swept: the minimum hold (s) after the last bucket at the threshold."""
+HOLDS: tuple[float, ...] = (0.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0,
+                            10800.0, 14400.0, 21600.0, 28800.0, 43200.0)
+"""Reactive's knob, swept: the minimum hold (s) after the last bucket at the threshold.
+Up to 12 h: a policy that spends more than a 2-hour hold would otherwise be judged
+against the straight line from there to `always`, which any longer hold may beat."""
 PRICES: tuple[float, ...] = (2.0, 1.0, 0.5, 0.25)
 """Predictive's and the oracle's knob, swept: the price of a shadow-bucket, × threshold."""
 LEAD_TIMES: tuple[float, ...] = (300.0, 900.0, 1800.0, 3600.0)

@@ -200,15 +200,12 @@ class Refresher:
             return 0
         step = self.config.step
         dis = {di for di, _ in fleet.keys}
-        rows = self.store.demand_series(self.config.resolution, t * step, end_t * step, dis)
+        points = self.store.demand_columns(self.config.resolution, t * step, end_t * step, dis)
         index = {k: i for i, k in enumerate(fleet.keys)}
+        row = np.array([index.get(k, -1) for k in points.keys], dtype=np.int64)[points.owner]
+        ours = row >= 0
         block = np.zeros((end_t - t, len(fleet.keys)))
-        for key, points in rows.items():
-            i = index.get(key)
-            if i is None:
-                continue
-            for ts, queries in points:
-                block[ts // step - t, i] += queries
+        np.add.at(block, (points.starts[ours] // step - t, row[ours]), points.queries[ours])
         for values in block:
             fleet.update(values)
         return end_t - t

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
 
 from shadowdns.kinds import ANSWER_KINDS, AnswerKind
+from shadowdns.store.demand_columns import DemandColumns
+from shadowdns.store.demand_columns import SeriesKey as SeriesKey  # re-exported
 from shadowdns.store.fleet import CHANNELS, ChangeListener, check_payload
 from shadowdns.zones.policy import Policy
 
@@ -38,9 +40,6 @@ HEALTH_STATUSES: tuple[HealthStatus, ...] = get_args(HealthStatus)
 CONFIG_KINDS: tuple[ConfigKind, ...] = get_args(ConfigKind)
 
 RESOLUTION_SECONDS: Mapping[Resolution, int] = {"minute": 60, "5m": 300, "hour": 3600}
-
-SeriesKey = tuple[str, str]
-"""One demand series: (di, region)."""
 
 AllocationKey = tuple[str, str, str]
 """One active allocation: (di, resource, region)."""
@@ -414,6 +413,16 @@ class Store(Protocol):
     ) -> dict[SeriesKey, list[tuple[int, int]]]:
         """{(di, region): [(bucket_start, queries)]} for since <= start < until, kinds
         summed, time-ordered; missing buckets are absent (zero)."""
+        ...
+
+    def demand_columns(
+        self,
+        resolution: Resolution,
+        since: float,
+        until: float,
+        dis: Iterable[str] | None = None,
+    ) -> DemandColumns:
+        """What `demand_series` reads, as numpy columns (for millions of points)."""
         ...
 
     def active_series(self, since: float) -> list[SeriesKey]:

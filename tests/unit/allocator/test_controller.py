@@ -9,9 +9,11 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
-from shadowdns.allocator.controller import ALL_VIEWS_UP_TO, Controller
+from shadowdns.allocator.controller import ALL_VIEWS_UP_TO, HISTORY_SLICE, Controller
+from shadowdns.allocator.forecasting import TIME_MAJOR, DemandBook
 from shadowdns.allocator.hooks import HookRunner
 from shadowdns.allocator.settings import AllocatorSettings, Hook, Pin
 from shadowdns.clock import SimulatedClock
@@ -348,3 +350,56 @@ def test_new_settings_are_taken_whole_between_runs() -> None:
         assert ctl.book is not book and ctl.read_until is None
 
     asyncio.run(scenario())
+
+
+def _book_state(book: DemandBook) -> str:
+    """Every per-series array of `book`, series in key order (as text: NaN equals NaN)."""
+    order = sorted(range(len(book.keys)), key=lambda i: book.keys[i])
+    parts = [repr(sorted(book.keys)), repr(book.end), repr(sorted(map(repr, book.misses)))]
+    for name in sorted(book._specs()):
+        a = getattr(book, name)
+        parts.append(f"{name}={(a[..., order] if name in TIME_MAJOR else a[order]).tolist()!r}")
+    return "\n".join(parts)
+
+
+def test_the_history_read_in_slices_is_the_book_of_one_whole_read() -> None:
+    """The first read takes the history a slice of time at a time (rollups, then
+    minutes): the book it builds is the one a single advance over the same points
+    builds, series born in later slices included, no bucket lost at a cut."""
+    end = int(T0 // 3600 * 3600)
+    store = SQLiteStore(":memory:", retention=Retention(minute=3 * 3600))
+    rng = np.random.default_rng(7)
+    rows = []
+    for region, born in (("jp", 40 * 3600), ("eu", 20 * 3600), ("us", 2 * 3600)):
+        for m in range(born // 60):
+            if rng.random() < 0.3:
+                rows.append(DemandRow(APP, region, end - 60 * (m + 1), "primary",
+                                      int(rng.integers(1, 90))))
+                if rng.random() < 0.5:  # a second kind of the same minute: summed
+                    rows.append(DemandRow(APP, region, end - 60 * (m + 1), "shadow", 3))
+    store.add_demand(rows)
+    store.rollup(end)
+    store.apply_retention(end)
+    settings = AllocatorSettings(mode="preview", window=300, bucket=300, history=3 * 86400.0)
+    ctl = Controller(store, lambda: [make_policy()], settings, SimulatedClock(end),
+                     solve_in_thread=False, settle=0.0, minute_retention=3 * 3600.0)
+    reads: list[tuple[str, float, float]] = []
+    read = store.demand_columns
+
+    def spy(resolution: Any, lo: float, hi: float, dis: Any = None) -> Any:
+        reads.append((resolution, lo, hi))
+        return read(resolution, lo, hi, dis)
+
+    store.demand_columns = spy  # type: ignore[method-assign]
+    asyncio.run(ctl.read_demand(end))
+    store.demand_columns = read  # type: ignore[method-assign]
+    assert len(reads) > 3 * 86400 / (HISTORY_SLICE * 300)  # in slices, not one read
+    split = end - (3 * 3600 - 2 * 300)  # as the controller splits: retention - 2 buckets
+    whole = Controller(store, lambda: [make_policy()], settings, SimulatedClock(end),
+                       solve_in_thread=False, settle=0.0, minute_retention=3 * 3600.0)
+    older = store.demand_columns("5m", end - 3 * 86400, split)
+    newer = store.demand_columns("minute", split, end)
+    params = {APP: whole.series_params(whole._views()[0])}
+    whole.book.advance(older.then(newer), end // 300 - 1, params)
+    assert len(ctl.book.keys) == 3
+    assert _book_state(ctl.book) == _book_state(whole.book)

@@ -9,6 +9,7 @@ import pytest
 
 from shadowdns.errors import StoreError
 from shadowdns.kinds import ANSWER_KINDS
+from shadowdns.store import sqlstore
 from shadowdns.store.base import (
     DEMAND_KINDS,
     RESOLUTIONS,
@@ -285,3 +286,19 @@ def test_active_series_are_those_with_queries_since(
         [row(T0, 1, di="a."), row(T0 + 120, 2, di="b.", region="NA"), row(T0 + 120, 0, di="z.")]
     )
     assert store.active_series(since) == expected
+
+
+def test_kinds_split_across_read_batches_are_summed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read fetches rows in batches; one bucket's kinds that fall in two batches
+    still come out as one point."""
+    monkeypatch.setattr(sqlstore, "READ_BATCH", 2)
+    store.add_demand([row(T0, 1, "primary"), row(T0, 2, "shadow"), row(T0, 4, "fallback"),
+                      row(T0 + 60, 8), row(T0, 16, di="b.")])
+    expected = {(DI, "EU"): [(T0, 7), (T0 + 60, 8)], ("b.", "EU"): [(T0, 16)]}
+    assert store.demand_series("minute", T0, T0 + 120) == expected
+    columns = store.demand_columns("minute", T0, T0 + 120)
+    assert len(columns) == 3
+    assert dict(zip(columns.keys, columns.totals().tolist(), strict=True)) == {
+        (DI, "EU"): 15, ("b.", "EU"): 16}
