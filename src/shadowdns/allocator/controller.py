@@ -29,7 +29,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar
@@ -90,6 +90,7 @@ LOG_EACH_UP_TO = 20  # state changes in one tick logged one by one; more are sum
 T = TypeVar("T")
 MINUTE_RETENTION_USED = 36 * 3600.0  # read minute buckets this far back, older from 5m
 HISTORY_SLICE = 72  # buckets of the history read at once at start: 6 h of 5-minute rows
+TOLIST_ROWS = 4096  # forecast rows converted to Python at once (a few ms holding the GIL)
 LAST = LastValue().name  # the book's model of a series with nothing better known
 
 
@@ -277,7 +278,7 @@ class Controller:
         self._fits: set[asyncio.Task[None]] = set()
         # Fits handed to the pool at once: submitting a window's 1,389 first fits of a
         # 100,000-series fleet in one go blocked the event loop 20 s in the pool's wake-up
-        # pipe; the others wait here, where waiting costs nothing.
+        # pipe; the others wait in `_feed_fits`.
         self._fit_slots = asyncio.Semaphore(FITS_IN_FLIGHT)
         self._topup_seen: set[tuple[str, str]] = set()
         self.all_views_up_to = all_views_up_to
@@ -567,24 +568,40 @@ class Controller:
                                      request.horizon, request.start, request.quantile,
                                      self.settings.lstm)
                 else:
-                    async with self._fit_slots:
-                        fitted = await loop.run_in_executor(
-                            self.fit_executor, fit_job, request.model, request.values,
-                            request.season, request.horizon, request.start,
-                            request.quantile, self.settings.lstm)
+                    fitted = await loop.run_in_executor(
+                        self.fit_executor, fit_job, request.model, request.values,
+                        request.season, request.horizon, request.start,
+                        request.quantile, self.settings.lstm)
             except Exception as exc:
                 log.warning("fit of %s/%s failed: %s", *request.key, exc)
                 fitted = None
             await self._on_book(self.book.apply_fit, request, fitted, self.clock.now())
             self.book_version += 1
 
-        if self.wait_for_fits or self.fit_executor is None:
-            await asyncio.gather(*(one(r) for r in requests))
+        if self.fit_executor is None:
+            for request in requests:
+                await one(request)
             return
+        feeder = loop.create_task(self._feed_fits(requests, one))
+        self._fits.add(feeder)
+        feeder.add_done_callback(self._fits.discard)
+        if self.wait_for_fits:
+            await feeder
+            await asyncio.gather(*self._fits, return_exceptions=True)
+
+    async def _feed_fits(self, requests: Sequence[FitRequest],
+                         one: Callable[[FitRequest], Coroutine[Any, Any, None]]) -> None:
+        """Hand `requests` to the pool `FITS_IN_FLIGHT` at a time, from this one task.
+        (A task per request waiting on the semaphore cost the event loop O(n²): in
+        Python 3.11 each `acquire` scans every waiter, and a window's ~1,000 fits of a
+        100,000-series fleet held the loop 215 ms, no answer meanwhile.)"""
+        loop = asyncio.get_running_loop()
         for request in requests:
+            await self._fit_slots.acquire()
             task = loop.create_task(one(request))
             self._fits.add(task)
             task.add_done_callback(self._fits.discard)
+            task.add_done_callback(lambda _: self._fit_slots.release())
 
     # --- planning ------------------------------------------------------------------------
 
@@ -882,14 +899,19 @@ class Controller:
         if keys:
             first, point, upper = self.book.forecasts_of(keys, max(horizons.values()))
             step = self.settings.bucket
-            for key, points, uppers in zip(keys, point.tolist(), upper.tolist(), strict=True):
-                horizon = horizons[key[0]]
-                if math.isnan(points[0]):
-                    continue
-                out.append(Forecast(key[0], key[1], resolution, now, models[key], tuple(
-                    ForecastPoint(first + i * step, p, u)
-                    for i, (p, u) in enumerate(zip(points[:horizon], uppers[:horizon],
-                                                   strict=True)))))
+            for b in range(0, len(keys), TOLIST_ROWS):
+                # `tolist` holds the GIL for all it converts: 100,000 series at once
+                # were a 219 ms pause of the event loop
+                block = zip(keys[b:b + TOLIST_ROWS], point[b:b + TOLIST_ROWS].tolist(),
+                            upper[b:b + TOLIST_ROWS].tolist(), strict=True)
+                for key, points, uppers in block:
+                    horizon = horizons[key[0]]
+                    if math.isnan(points[0]):
+                        continue
+                    out.append(Forecast(key[0], key[1], resolution, now, models[key], tuple(
+                        ForecastPoint(first + i * step, p, u)
+                        for i, (p, u) in enumerate(zip(points[:horizon], uppers[:horizon],
+                                                       strict=True)))))
         # The model in use per series and its rolling error (MAE over seasonal naive's),
         # for the API and the per-model error metric.
         errors = self.book.errors()
