@@ -142,7 +142,7 @@ def test_a_gzipped_app_trace_and_a_gzipped_trace_of_another_shape(tmp_path: Path
 
 
 def test_sweep_prints_each_policys_frontier_next_to_the_ideal(tmp_path: Path) -> None:
-    """`--sweep`: reactive over its hold (0 … 2 h) and always, predictive and the oracle
+    """`--sweep`: reactive over its hold (0 … 12 h) and always, predictive and the oracle
     over the prices, each run with the reactive frontier and the ideal at its minutes; with
     --json one object per run naming its knob. A bad price is a usage error naming it."""
     trace = tmp_path / "trace.csv"
@@ -155,8 +155,9 @@ def test_sweep_prints_each_policys_frontier_next_to_the_ideal(tmp_path: Path) ->
     assert rows[0].startswith("| trace | policy | knob | local_share | shadow_minutes")
     knobs = [row.split("|")[3].strip() for row in rows[1:]]
     assert knobs == ["hold 0m", "hold 10m", "hold 20m", "hold 30m", "hold 45m", "hold 1h",
-                     "hold 90m", "hold 2h", "always", "price 1", "price 1"]
-    always = rows[9].split("|")
+                     "hold 90m", "hold 2h", "hold 3h", "hold 4h", "hold 6h", "hold 8h",
+                     "hold 12h", "always", "price 1", "price 1"]
+    always = rows[1 + knobs.index("always")].split("|")
     assert float(always[4]) == 1.0 and always[8].strip() == "+0%"
     lines = subprocess.run([sys.executable, "-m", "shadowdns", *common, "--json"],
                            capture_output=True, text=True, check=True,
