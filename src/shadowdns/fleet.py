@@ -9,7 +9,8 @@ how they agree. This module holds the node's side of it:
   change through any node's API reaches every node;
 * with `--dnssec-keys`, the key files (private keys and ZSK schedules) are mirrored the
   same way (`sync_keys`), so every node signs with one key set; unlike a zone file, a key
-  is never overwritten by a different one unless a key roll explains it;
+  is never overwritten by a different one unless a key roll explains it; the key policy
+  (`key-policy.yaml`, whether zones split into KSK and ZSK) travels like a zone file;
 * allocation and health changes arrive by notification (LISTEN/NOTIFY) and, in case one
   is missed, by comparing the store's change generation every few seconds;
 * demand counters are flushed in batches with an id, buffered (bounded) while the store is
@@ -48,6 +49,8 @@ from shadowdns.store import DemandRow, Store
 from shadowdns.zones.keys import (
     KEY_SUFFIX,
     NEXT_SUFFIX,
+    POLICY_FILE,
+    KeyPolicy,
     key_file_zone,
     key_path,
     new_private_key,
@@ -287,6 +290,45 @@ def _conflict(keys_dir: Path, name: str) -> Problem:
                    "the one the zone's DS names and remove the other)")
 
 
+POLICY_ORIGIN = "."  # the key policy is the fleet's, not one zone's
+
+
+def _shared_keys(store: Store) -> dict[str, bytes]:
+    """The store's key files, {name: contents}, without the key policy."""
+    return {k.name: k.data for k in store.key_files() if k.name != POLICY_FILE}
+
+
+def sync_key_policy(store: Store, keys_dir: Path, take: bool = True) -> bool:
+    """Make this node's `key-policy.yaml` the fleet's; True if the local file changed.
+
+    Nodes that disagree on the policy publish different DNSKEY sets (a CSK on one, a KSK
+    and ZSKs on another), and a validator that mixes their answers finds signatures by
+    keys it was not given. So the policy travels like a zone file: a local file the store
+    lacks, or one modified after the store's copy was written, is published (last writer
+    wins); otherwise the store's copy is written here. A policy that does not parse is
+    neither published nor taken (ConfigError naming it). Times are the wall clock's, as
+    the file's modification time is (not a schedule's `now`)."""
+    path = keys_dir / POLICY_FILE
+    theirs = next((k for k in store.key_files() if k.name == POLICY_FILE), None)
+    try:
+        mine: bytes | None = path.read_bytes()
+        modified = path.stat().st_mtime
+    except FileNotFoundError:
+        mine, modified = None, 0.0
+    if mine is not None and (theirs is None or (mine != theirs.data
+                                                and modified > theirs.created_at)):
+        KeyPolicy.parse(mine, str(path))
+        if store.swap_key_file(POLICY_ORIGIN, POLICY_FILE,
+                               theirs.data if theirs else None, mine, time.time()):
+            return False
+        theirs = next((k for k in store.key_files() if k.name == POLICY_FILE), None)
+    if not take or theirs is None or theirs.data == mine:
+        return False
+    KeyPolicy.parse(theirs.data, f"{POLICY_FILE} in the fleet store")
+    write_key_file(path, theirs.data, replace=True)
+    return True
+
+
 def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
               now: float | None = None, take: bool = True) -> bool:
     """Make the key directory and the store's key files one set; True if a local file
@@ -306,10 +348,13 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
       successor (`dnssec roll --finish`), so the successor wins on both sides; and a ZSK or
       ZSK schedule that signs nothing yet was made by two nodes at once: the store's wins.
     * A successor left over after its roll finished is removed here and in the store.
+
+    The key policy goes first (`sync_key_policy`): it decides which keys a zone has.
     """
     at = time.time() if now is None else now
+    changed = sync_key_policy(store, keys_dir, take)
     local = read_key_files(keys_dir)
-    remote = {k.name: k.data for k in store.key_files()}
+    remote = _shared_keys(store)
     tried = False
     for origin in origins:
         entry = key_path(keys_dir, dns.name.from_text(origin)).name
@@ -317,8 +362,7 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
             store.swap_key_file(origin, entry, None, new_private_key(), at)
             tried = True
     if tried:  # read back won or lost: a node that lost must take the winner's key
-        remote = {k.name: k.data for k in store.key_files()}
-    changed = False
+        remote = _shared_keys(store)
     problems: list[Problem] = []
 
     def take_file(name: str, data: bytes, replace: bool) -> None:
@@ -365,7 +409,7 @@ def sync_keys(store: Store, keys_dir: Path, origins: Iterable[str] = (),
             continue
         if add(name, data):
             continue
-        winner = next((k.data for k in store.key_files() if k.name == name), None)
+        winner = _shared_keys(store).get(name)
         if winner is None or winner == data:
             continue
         remote[name] = winner  # another node added this name first

@@ -316,6 +316,32 @@ def test_a_node_with_worker_processes_takes_the_fleets_key(pg: PostgresServer,
         a.stop()
 
 
+def test_a_node_without_a_key_policy_signs_as_the_fleets_policy_says(
+        pg: PostgresServer, tmp_path: Path) -> None:
+    """Node A splits its zone into a KSK and ZSKs (`key-policy.yaml`); node B starts with
+    an empty key directory. B takes the policy and the keys from the store, publishes A's
+    DNSKEY set (KSK and ZSK, not a CSK of its own) and signs with A's ZSK, so a validator
+    that mixes the two nodes' answers finds every signature's key."""
+    url = pg.create_database()
+    keys_a = tmp_path / "keys-a"
+    keys_a.mkdir(mode=0o700)
+    (keys_a / "key-policy.yaml").write_text("split: true\nzsk_lifetime: 30d\n")
+    a = node(tmp_path, "node-a", url, "--dnssec-keys", str(keys_a))
+    try:
+        fleet_keys = dnskeys(a)
+        assert len(fleet_keys) == 2
+        b = node(tmp_path, "node-b", url, "--dnssec-keys", str(tmp_path / "keys-b"))
+        try:
+            assert dnskeys(b) == fleet_keys
+            validated_by(b, fleet_keys)
+            assert (tmp_path / "keys-b" / "key-policy.yaml").read_bytes() == (
+                keys_a / "key-policy.yaml").read_bytes()
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
 def test_a_node_with_another_key_refuses_to_start(pg: PostgresServer, tmp_path: Path) -> None:
     """A node whose key directory holds a different key for a zone than the fleet's store
     does not start (it would publish another DNSKEY set): it names the zone and the file,

@@ -133,10 +133,10 @@ def check_key_file(origin: str, name: str) -> None:
 @dataclass(frozen=True, slots=True)
 class KeyFile:
     """One file of the DNSSEC key directory (`serve --dnssec-keys`) shared by the nodes of
-    a fleet: a private key of zone `origin` (PEM) or its ZSK schedule, as `data`, under
-    its file `name` in the directory; `created_at` is when the store first held this
-    content. Private keys: no API lists these rows, and whoever can read the store can
-    sign for the zone."""
+    a fleet: a private key of zone `origin` (PEM), its ZSK schedule, or the fleet's key
+    policy (origin "."), as `data`, under its file `name` in the directory; `created_at`
+    is when the store first held this content. Private keys: no API lists these rows, and
+    whoever can read the store can sign for the zone."""
 
     origin: str
     name: str

@@ -12,7 +12,8 @@ rewritten, except by a fleet node taking what a roll explains, see `fleet.sync_k
 - `<origin>.csk.next.pem`: its successor during a hand roll (`shadowdns dnssec roll`):
   published in the DNSKEY set, signing it beside the old one, and named by CDS/CDNSKEY.
 - `key-policy.yaml` (optional): `split: true` turns on the KSK/ZSK split, with
-  `zsk_lifetime` (how long each ZSK signs) and `margin` (see `Schedule`).
+  `zsk_lifetime` (how long each ZSK signs) and `margin` (see `Schedule`); a fleet shares
+  one (`fleet.sync_key_policy`: the last one written wins).
 - `<origin>.zsk.json`: the start of the zone's ZSK schedule; `<origin>.zsk.<n>.pem`: ZSK n.
 
 ZSK rollover is pre-publication (RFC 6781 §4.1.1.1, RFC 7583 §3.2): ZSK n+1 is published
@@ -195,28 +196,37 @@ class KeyPolicy:
     def load(cls, keys_dir: Path) -> KeyPolicy:
         path = keys_dir / POLICY_FILE
         try:
-            raw = yaml.safe_load(path.read_text())
+            text = path.read_bytes()
         except FileNotFoundError:
             return cls()
-        except (OSError, yaml.YAMLError) as exc:
+        except OSError as exc:
             raise ConfigError([Problem(str(path), None, f"cannot read: {exc}")]) from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: bytes, where: str) -> KeyPolicy:
+        """The policy `text` states; ConfigError naming `where` and every problem."""
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([Problem(where, None, f"cannot read: {exc}")]) from None
         problems: list[Problem] = []
         if not isinstance(raw, dict):
-            raise ConfigError([Problem(str(path), None, "must be a mapping")])
+            raise ConfigError([Problem(where, None, "must be a mapping")])
         for unknown in sorted(set(raw) - {"split", "zsk_lifetime", "margin"}):
-            problems.append(Problem(str(path), None, f"{unknown}: unknown key"))
+            problems.append(Problem(where, None, f"{unknown}: unknown key"))
         split = raw.get("split", False)
         if not isinstance(split, bool):
-            problems.append(Problem(str(path), None, "split: must be true or false"))
+            problems.append(Problem(where, None, "split: must be true or false"))
         values = {}
         for name, default in (("zsk_lifetime", DEFAULT_ZSK_LIFETIME),
                               ("margin", DEFAULT_MARGIN)):
             try:
                 values[name] = parse_duration(raw.get(name, default))
             except ValueError as exc:
-                problems.append(Problem(str(path), None, f"{name}: {exc}"))
+                problems.append(Problem(where, None, f"{name}: {exc}"))
         if values.get("zsk_lifetime") == 0:
-            problems.append(Problem(str(path), None, "zsk_lifetime: must be more than 0"))
+            problems.append(Problem(where, None, "zsk_lifetime: must be more than 0"))
         if problems:
             raise ConfigError(problems)
         return cls(split is True, values["zsk_lifetime"], values["margin"])

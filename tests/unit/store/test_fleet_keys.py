@@ -9,8 +9,10 @@ rolled by the real `shadowdns dnssec roll`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +24,19 @@ from shadowdns.cli import main as cli
 from shadowdns.errors import ConfigError
 from shadowdns.resolver.commands import demo_zones_dir
 from shadowdns.store import Store, open_store
-from shadowdns.zones.keys import load_key, new_private_key, parse_schedule, read_key_files
+from shadowdns.zones.keys import (
+    KeyPolicy,
+    load_key,
+    new_private_key,
+    parse_schedule,
+    read_key_files,
+)
 
 ORIGIN = "example.com."
 NAME = dns.name.from_text(ORIGIN)
 CSK = "example.com.csk.pem"
 NEXT = "example.com.csk.next.pem"
+POLICY = "key-policy.yaml"
 
 
 @pytest.fixture
@@ -40,7 +49,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def stored(store: Store) -> dict[str, bytes]:
-    return {k.name: k.data for k in store.key_files()}
+    """The store's key files (what `read_key_files` reads from a directory)."""
+    return {k.name: k.data for k in store.key_files() if k.name != POLICY}
+
+
+def stored_policy(store: Store) -> bytes | None:
+    return next((k.data for k in store.key_files() if k.name == POLICY), None)
 
 
 def dnskeys(keys_dir: Path, now: float | None = None) -> list[str]:
@@ -101,8 +115,8 @@ def test_a_key_only_this_node_has_is_published_and_one_only_the_store_has_is_tak
     store: Store, tmp_path: Path
 ) -> None:
     """A key made by this node's load goes to the store; another zone's key from the
-    store is written here; files that are not keys (the policy, files being written)
-    stay out of the store."""
+    store is written here; a file being written stays out of the store (the policy goes
+    in, as the fleet's: see the tests below)."""
     a = tmp_path / "a"
     load_key(a, NAME)  # the loader makes the key, as serve does
     (a / "key-policy.yaml").write_text("split: false\n")
@@ -111,6 +125,7 @@ def test_a_key_only_this_node_has_is_published_and_one_only_the_store_has_is_tak
     store.swap_key_file("example.net.", "example.net.csk.pem", None, other)
     assert fleet.sync_keys(store, a) is True
     assert sorted(stored(store)) == [CSK, "example.net.csk.pem"]
+    assert stored_policy(store) == b"split: false\n"
     assert stored(store)[CSK] == (a / CSK).read_bytes()
     assert (a / "example.net.csk.pem").read_bytes() == other
 
@@ -265,3 +280,69 @@ def test_a_key_conflict_keeps_the_news_of_the_key_files_taken_before_it(
     assert synced.key_conflict is not None and "demo.shadowdns.test.csk.pem" in synced.key_conflict
     assert synced.changed is True
     assert read_key_files(keys)["example.net.csk.pem"] == theirs
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set `path`'s modification time `seconds` into the past."""
+    at = time.time() - seconds
+    os.utime(path, (at, at))
+
+
+def test_a_node_without_a_key_policy_takes_the_fleets_and_publishes_the_same_keys(
+    store: Store, tmp_path: Path
+) -> None:
+    """Node A splits its zones into KSK and ZSKs; node B, started with no policy, would
+    publish a lone CSK, and a validator mixing their answers would find ZSK signatures
+    whose key B never published. B takes A's policy from the store and, after the ZSK
+    made by A's load, serves A's DNSKEY set."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _split(a)
+    fleet.sync_keys(store, a, [ORIGIN])
+    load_key(a, NAME)  # the load makes ZSK 1 under the split
+    fleet.sync_keys(store, a)
+    assert stored_policy(store) == (a / POLICY).read_bytes()
+    assert fleet.sync_keys(store, b, [ORIGIN]) is True
+    assert (b / POLICY).read_bytes() == (a / POLICY).read_bytes()
+    assert stat.S_IMODE((b / POLICY).stat().st_mode) == 0o600
+    assert KeyPolicy.load(b).split is True
+    assert dnskeys(b) == dnskeys(a)
+    assert len(dnskeys(b)) == 2  # the KSK and ZSK 1
+
+
+def test_the_key_policy_written_last_wins_across_the_fleet(store: Store, tmp_path: Path
+                                                          ) -> None:
+    """An operator's later edit on node B reaches the store and node A; a node whose own
+    file is older than the store's copy takes the store's instead of publishing it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _split(a)
+    _age(a / POLICY, 60)
+    fleet.sync_keys(store, a, [ORIGIN])
+    fleet.sync_keys(store, b)
+    (b / POLICY).write_text("split: false\n")  # edited now: after the store's copy
+    assert fleet.sync_keys(store, b) is False  # published, nothing here changed
+    assert stored_policy(store) == b"split: false\n"
+    assert fleet.sync_keys(store, a) is True
+    assert (a / POLICY).read_bytes() == b"split: false\n"
+    c = tmp_path / "c"
+    _split(c)
+    _age(c / POLICY, 3600)  # a stale copy, older than the store's
+    assert fleet.sync_keys(store, c) is True
+    assert (c / POLICY).read_bytes() == b"split: false\n"
+    assert stored_policy(store) == b"split: false\n"
+
+
+def test_a_key_policy_that_does_not_parse_is_not_published(store: Store, tmp_path: Path
+                                                           ) -> None:
+    """A broken edit on one node is refused with the file and the reason; the store keeps
+    the fleet's policy and the other nodes never see the broken one."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _split(a)
+    _age(a / POLICY, 60)
+    fleet.sync_keys(store, a, [ORIGIN])
+    fleet.sync_keys(store, b)
+    (b / POLICY).write_text("split: maybe\n")
+    with pytest.raises(ConfigError) as caught:
+        fleet.sync_keys(store, b)
+    assert str(b / POLICY) in str(caught.value) and "split" in str(caught.value)
+    assert stored_policy(store) == (a / POLICY).read_bytes()
+    assert fleet.sync_keys(store, a) is False
