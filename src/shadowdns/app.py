@@ -33,6 +33,7 @@ from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.live import di_texts, read_live_state
 from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.prewarm import Prewarm
+from shadowdns.resolver.reload_scope import ReloadScope, reload_scope
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.rrl import RateLimiter, RRLConfig
 from shadowdns.resolver.server import DNSServer, ListenAddress
@@ -194,7 +195,9 @@ class Service:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = ResourceUsers(self.loaded).prepare()
         # what the reload thread derives from a loaded configuration, off the event loop
-        self._prepared: tuple[Config, ResourceUsers] | None = None
+        # made on the reload thread for the load it names: the users of each resource,
+        # and what the load changes in the table against the configuration it followed
+        self._prepared: tuple[Config, ResourceUsers, Config, ReloadScope | None] | None = None
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
         tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
                         config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
@@ -232,14 +235,16 @@ class Service:
             digest = None
         self.store.replace_policy(origin, policy, digest)
 
-    def _publish(self, snapshot: Snapshot, touched: Collection[str] | None = None) -> None:
-        """Serve `snapshot`: with `touched` (the DIs a live change affects) only their
-        answers are dropped and compiled again first; otherwise the whole table is."""
-        dropped = self.engine.swap(snapshot, touched)
+    def _publish(self, snapshot: Snapshot, touched: Collection[str] | None = None,
+                 names: Collection[dns.name.Name] = ()) -> None:
+        """Serve `snapshot`: with `touched` (the DIs a live change or a reload of DI
+        entries affects; `names`: DI names it added or removed) only their answers are
+        dropped and compiled again first; otherwise the whole table is."""
+        dropped = self.engine.swap(snapshot, touched, names)
         if touched is None:
             self.prewarm.restart()
         else:
-            self.prewarm.push(dropped)
+            self.prewarm.push(dropped, renamed=bool(names))
 
     def _publish_live(self, live: LiveState) -> None:
         """Serve the same configuration in a new live state."""
@@ -295,7 +300,9 @@ class Service:
             return exc
         self._warn_unchanged_serials(loaded)
         # ~50 ms for 10,000 DIs: here, on the reload thread, not on the event loop
-        self._prepared = (loaded, ResourceUsers(loaded).prepare())
+        before = self.loaded
+        self._prepared = (loaded, ResourceUsers(loaded).prepare(), before,
+                          reload_scope(before, loaded))
         return loaded
 
     def _warn_unchanged_serials(self, loaded: Config) -> None:
@@ -335,15 +342,22 @@ class Service:
                    if origin not in self.loaded.zones
                    or self.loaded.zones[origin].serial != zone.serial]
         allocator_changed = loaded.allocator != self.loaded.allocator
+        prepared = self._prepared
+        if prepared is None or prepared[0] is not loaded:
+            prepared = None
+        # the scope holds only against the configuration it was worked out from
+        scope = prepared[3] if prepared is not None and prepared[2] is self.loaded else None
         self.loaded = loaded
         if allocator_changed:
             self._allocator_changed()
-        prepared = self._prepared
-        self._users = prepared[1] if prepared is not None and prepared[0] is loaded else None
+        self._users = prepared[1] if prepared is not None else None
         self._prepared = None
         self.known = di_texts(loaded)
         self.generation += 1
-        self._publish(snapshot)
+        if scope is None:
+            self._publish(snapshot)
+        else:
+            self._publish(snapshot, scope.touched(self.live), scope.names)
         self._record_zones()
         self._notify(changed)
         if self.fleet and self.config.role == "main":

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+import dns.rcode
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.api.support import ZONE, ServedApi, served_api
 
@@ -52,6 +54,61 @@ def test_api_changes_reach_dns_within_a_second_and_stop_is_clean(tmp_path: Path)
         served.server.signal(signal.SIGTERM)
         assert served.server.proc is not None
         assert served.server.proc.wait(15) == 0
+
+
+def table_metrics(http: httpx.Client) -> dict[str, float]:
+    wanted = {"shadowdns_resolver_answer_table_rebuilds", "shadowdns_resolver_answer_table_entries"}
+    return {f.name: f.samples[0].value
+            for f in text_string_to_metric_families(http.get("/metrics").text)
+            if f.name in wanted}
+
+
+def ttl_of(served: ServedApi, name: str) -> int:
+    reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1",
+                          port=served.server.port, timeout=2)
+    return reply.answer[0].ttl
+
+
+def test_a_di_edit_recompiles_that_di_and_a_zone_edit_the_table(tmp_path: Path) -> None:
+    """Through the real API: a DI's new TTL, a new DI and a deleted one are answered in
+    under a second while the answer table is kept (no whole-table rebuild, its other
+    entries stay); an RRset edit changes the zone's SOA serial, so every negative answer
+    changes and the table is rebuilt once."""
+    with served_api(tmp_path) as served, httpx.Client(base_url=served.url) as http:
+        operator = served.auth("operator")
+        assert ttl_of(served, f"app.{ZONE}") == 30
+        start = table_metrics(http)
+        response = http.put(f"/api/v1/zones/{ZONE}/dis/app", headers=operator, json={
+            "primaries": ["web-eu-1", "web-us-1"], "standby": ["sb-ap-1", "sb-sa-1", "sb-eu-2"],
+            "ttl": 45, "answers": 1, "all_down": "primaries"})
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 1.0
+        while ttl_of(served, f"app.{ZONE}") != 45:
+            assert time.monotonic() < deadline, "the DI's new TTL was not answered in 1 s"
+            time.sleep(0.02)
+        response = http.put(f"/api/v1/zones/{ZONE}/dis/fresh", headers=operator,
+                            json={"primaries": ["web-us-1"], "ttl": 20})
+        assert response.status_code in (200, 201), response.text
+        assert wait_for(served, f"fresh.{ZONE}", ["198.51.100.10"], 1.0) < 1.0
+        assert http.delete(f"/api/v1/zones/{ZONE}/dis/fresh",
+                           headers=operator).status_code == 204
+        deadline = time.monotonic() + 1.0
+        while (reply := dns.query.udp(dns.message.make_query(f"fresh.{ZONE}", "A"),
+                                      "127.0.0.1", port=served.server.port,
+                                      timeout=2)).rcode() != dns.rcode.NXDOMAIN:
+            assert time.monotonic() < deadline, f"fresh still answers {reply}"
+            time.sleep(0.02)
+        kept = table_metrics(http)
+        assert kept["shadowdns_resolver_answer_table_rebuilds"] == \
+            start["shadowdns_resolver_answer_table_rebuilds"]
+        assert kept["shadowdns_resolver_answer_table_entries"] >= \
+            start["shadowdns_resolver_answer_table_entries"] - 4
+        response = http.put(f"/api/v1/zones/{ZONE}/rrsets/www/A",
+                            json={"ttl": 30, "rdata": ["192.0.2.81"]}, headers=operator)
+        assert response.status_code == 200, response.text
+        assert wait_for(served, f"www.{ZONE}", ["192.0.2.81"], 1.0) < 1.0
+        assert table_metrics(http)["shadowdns_resolver_answer_table_rebuilds"] == \
+            kept["shadowdns_resolver_answer_table_rebuilds"] + 1
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")

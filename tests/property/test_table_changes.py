@@ -1,5 +1,6 @@
 """Property test of the answer table under change: after any sequence of changes (shadows
-allocated and released, resources going down and up, TTL cuts, zone edits), every answer
+allocated and released, resources going down and up, TTL cuts, zone edits, edits of DI
+entries and resources that recompile only their DIs), every answer
 the fast path gives from its table — kept across live changes, dropped only for the DIs a
 change touches, filled ahead by the prewarm or compiled on a miss — is byte for byte the
 answer of the dnspython slow path and of a fresh engine that never saw the earlier states.
@@ -13,12 +14,14 @@ from pathlib import Path
 import dns.edns
 import dns.message
 import dns.name
+import dns.rcode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.prewarm import Prewarm
+from shadowdns.resolver.reload_scope import reload_scope
 from shadowdns.resolver.routing import Shadow
 from shadowdns.resolver.snapshot import (
     Config,
@@ -39,6 +42,7 @@ mail A 192.0.2.25
 @ MX 10 mail
 alias CNAME d0
 deep.er TXT "ent above"
+*.wild A 192.0.2.77
 """
 POLICY = """\
 locations:
@@ -64,12 +68,43 @@ dis:
   d2: {primaries: [p2-na], standby: [s-ap], ttl: 45, answers: 2}
   d3: {primaries: [p3-eu, p3-ap], standby: [s-ap, s-na], ttl: 60, answers: 2}
 """
+# Edits of DI entries and resources alone (`reload_scope`: only their DIs recompile); each
+# op turns one on or off.
+EDITS: dict[str, tuple[str, str]] = {
+    "ttl": ("  d2: {primaries: [p2-na], standby: [s-ap], ttl: 45, answers: 2}\n",
+            "  d2: {primaries: [p2-na], standby: [s-ap], ttl: 90, answers: 2}\n"),
+    "answers": ("  d0: {primaries: [p0-eu, p0-na], standby: [s-ap, s-na], ttl: 60}\n",
+                "  d0: {primaries: [p0-eu, p0-na], standby: [s-ap, s-na], ttl: 60, "
+                "answers: 2}\n"),
+    "address": ("  p2-na: {address: 198.51.100.30,", "  p2-na: {address: 198.51.100.31,"),
+    "standby": ("  s-ap: {address: 203.0.113.99,", "  s-ap: {address: 203.0.113.98,"),
+    "remove": ("  d3: {primaries: [p3-eu, p3-ap], standby: [s-ap, s-na], ttl: 60, answers: 2}\n",
+               ""),
+    "add": ("dis:\n", "dis:\n  d4: {primaries: [p1-ap, p0-na], ttl: 20}\n"),
+    "cname": ("  d0: {primaries: [p0-eu, p0-na], standby: [s-ap, s-na], ttl: 60}\n", ""),
+    "wild": ("dis:\n", "dis:\n  a.wild: {primaries: [p2-na], ttl: 20}\n"),
+}
+# edits after which everything recompiles: d0 is alias's CNAME target, a.wild is below a
+# wildcard's parent (x.a.wild stops being synthesised)
+WHOLE = {"cname", "wild"}
+
+
+def policy_text(edits: frozenset[str]) -> str:
+    text = POLICY
+    for name in sorted(edits, key=lambda e: e != "cname"):  # d0 gone: "answers" is moot
+        old, new = EDITS[name]
+        if old in text:
+            text = text.replace(old, new)
+    return text
+
+
 DIS = ["d0.ch.test.", "d1.ch.test.", "d2.ch.test.", "d3.ch.test."]
 RESOURCES = ["p0-eu", "p0-na", "p1-eu", "p1-ap", "p2-na", "p3-eu", "p3-ap", "s-ap", "s-na"]
 REGIONS = ["eu", "na", "ap"]
 SUBNETS = [None, "10.1.7.0/24", "10.2.7.0/24", "10.3.7.0/24"]
-NAMES = [*DIS, "alias.ch.test.", "www.ch.test.", "ch.test.", "mail.ch.test.",
-         "er.ch.test.", "nx.ch.test.", "nx.deep.er.ch.test.", "D0.CH.test."]
+NAMES = [*DIS, "d4.ch.test.", "a.wild.ch.test.", "x.a.wild.ch.test.", "alias.ch.test.",
+         "www.ch.test.", "ch.test.", "mail.ch.test.", "er.ch.test.", "nx.ch.test.",
+         "nx.deep.er.ch.test.", "D0.CH.test."]
 QTYPES = ["A", "AAAA", "MX", "TXT"]
 
 change = st.one_of(
@@ -79,6 +114,7 @@ change = st.one_of(
     st.tuples(st.just("ttl"), st.sampled_from(DIS), st.sampled_from(REGIONS),
               st.sampled_from([None, 5, 10])),
     st.tuples(st.just("edit"), st.sampled_from(["192.0.2.80", "192.0.2.81"])),
+    st.tuples(st.just("policy"), st.sampled_from(sorted(EDITS))),
 )
 
 
@@ -131,6 +167,7 @@ def zones(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _warm_engine(zones: Path) -> tuple[Config, LiveState, QueryEngine, Prewarm]:
     """The test zone as first written, in an engine whose table the prewarm filled."""
     (zones / "ch.test.zone").write_text(ZONE.format(www="192.0.2.80"))
+    (zones / "ch.test.policy.yaml").write_text(POLICY)
     config = load_config(zones)
     live = LiveState()
     engine = QueryEngine(build_snapshot(config, live))
@@ -152,6 +189,7 @@ def test_table_answers_match_the_slow_path_after_any_changes(
     addr = ("10.9.0.1", 5353)
     for wire in QUERIES:  # fill the table with every shape
         engine.respond(wire, addr)
+    edits: frozenset[str] = frozenset()
     for op, catch_up in ops:
         if op[0] == "edit":
             (zones / "ch.test.zone").write_text(ZONE.format(www=op[1]))
@@ -159,6 +197,20 @@ def test_table_answers_match_the_slow_path_after_any_changes(
             users = ResourceUsers(config)
             engine.swap(build_snapshot(config, live, previous=engine.snapshot))
             prewarm.restart()
+        elif op[0] == "policy":
+            edits = edits ^ {str(op[1])}
+            (zones / "ch.test.policy.yaml").write_text(policy_text(edits))
+            before, config = config, load_config(zones)
+            users = ResourceUsers(config)
+            scope = reload_scope(before, config)
+            assert (scope is None) == (op[1] in WHOLE), op
+            snapshot = build_snapshot(config, live, previous=engine.snapshot)
+            if scope is None:
+                engine.swap(snapshot)
+                prewarm.restart()
+            else:
+                dropped = engine.swap(snapshot, scope.touched(live), scope.names)
+                prewarm.push(dropped, renamed=bool(scope.names))
         else:
             new = _apply(op, live)
             touched = users.touched(live, new)
@@ -205,3 +257,43 @@ def test_a_live_change_drops_only_the_dis_it_touches(zones: Path) -> None:
         "d0.ch.test.", "A", use_edns=0,
         options=[dns.edns.ECSOption("10.3.7.0", 24)]).to_wire(), ("10.9.0.1", 5353)) or b"")
     assert [r.to_text() for r in reply.answer[0]] == ["203.0.113.99"]
+
+
+def test_an_edit_of_di_entries_drops_only_those_dis(zones: Path) -> None:
+    """A reload that changes d2's TTL, adds d4 and removes d3 keeps the table: only those
+    three DIs' entries go, every other entry stays the same object (now pointing at the
+    new policy's context, so the old policy is not kept alive), and d4 answers once the
+    prewarm ran."""
+    config, live, engine, prewarm = _warm_engine(zones)
+    for wire in QUERIES:
+        engine.respond(wire, ("10.9.0.1", 5353))
+    before = dict(engine.table.base)
+    compact_before = dict(engine.table.compact)
+    (zones / "ch.test.policy.yaml").write_text(policy_text(frozenset({"ttl", "add",
+                                                                       "remove"})))
+    new_config = load_config(zones)
+    scope = reload_scope(config, new_config)
+    assert scope is not None
+    assert scope.dis == {"d2.ch.test.", "d3.ch.test.", "d4.ch.test."}
+    assert {n.to_text() for n in scope.names} == {"d3.ch.test.", "d4.ch.test."}
+    table = engine.table
+    snapshot = build_snapshot(new_config, live, previous=engine.snapshot)
+    dropped = engine.swap(snapshot, scope.touched(live), scope.names)
+    assert engine.table is table and engine.rebuilds == 0
+    names = {dns.name.from_wire(k, 0)[0].to_text().lower() for k in dropped}
+    assert names == {"d2.ch.test.", "d3.ch.test.", "d4.ch.test."}
+    for key, entry in before.items():
+        if key not in dropped:
+            assert table.base[key] is entry
+    (policy,) = new_config.policies.values()
+    for wire, entry in compact_before.items():
+        if dns.name.from_wire(wire, 0)[0].to_text() not in scope.dis:
+            assert table.compact[wire] is entry and entry.ctx.policy is policy
+    prewarm.push(dropped, renamed=True)
+    prewarm.fill(60.0)
+    reply = dns.message.from_wire(engine.respond(dns.message.make_query(
+        "d4.ch.test.", "A").to_wire(), ("10.9.0.1", 5353)) or b"")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer[0].ttl == 20
+    gone = dns.message.from_wire(engine.respond(dns.message.make_query(
+        "d3.ch.test.", "MX").to_wire(), ("10.9.0.1", 5353)) or b"")
+    assert gone.rcode() == dns.rcode.NXDOMAIN

@@ -158,6 +158,11 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("shadowdns_resolver_answer_table_entries",
                                 "templates in the current answer table (a DI's own A and "
                                 "AAAA: one compact entry)", value=engine.table.size)
+        yield CounterMetricFamily(
+            "shadowdns_resolver_answer_table_rebuilds", "times the whole answer table was "
+            "dropped to be compiled again (a zone file, key or region map change); live "
+            "changes and edits of DI entries drop only the answers of the DIs they touch",
+            value=engine.rebuilds)
         yield GaugeMetricFamily("shadowdns_resolver_snapshot_generation",
                                 "generation of the answer snapshot being served",
                                 value=self.service.generation)

@@ -24,6 +24,7 @@ from shadowdns.api.config_files import Change, ZoneFile, check_if_match, etag_of
 from shadowdns.api.context import Admin, Ctx, Operator, Reader
 from shadowdns.api.errors import RESPONSES_READ, RESPONSES_WRITE, ApiError, ProblemItem
 from shadowdns.api.models import OverrideBody, PolicyDocument, PolicyObject
+from shadowdns.offloop import off_loop
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 IfMatch = Annotated[str | None, Header(description="ETag the change is based on")]
@@ -62,8 +63,8 @@ def display_name(kind: Kind, key: str, origin: dns.name.Name) -> str:
     return key
 
 
-def _objects(ctx: Ctx, zf: ZoneFile, kind: Kind) -> list[PolicyObject]:
-    mapping = ctx.files.policy_mapping(zf) or {}
+async def _objects(ctx: Ctx, zf: ZoneFile, kind: Kind) -> list[PolicyObject]:
+    mapping = await off_loop(ctx.files.policy_mapping, zf) or {}
     section: dict[str, Any] = mapping.get(kind) or {}
     return [PolicyObject(zone=zf.origin.to_text(), name=display_name(kind, key, zf.origin),
                          config=value) for key, value in section.items()]
@@ -79,7 +80,7 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
     """Set (or with None delete) one object; returns (before, after). `audit(before, after)`
     records it before it is final (see `ConfigFiles.apply`). Caller holds the lock."""
     files = ctx.files
-    mapping = files.policy_mapping(zf)
+    mapping = await off_loop(files.policy_mapping, zf)
     data: dict[str, Any] = mapping if mapping is not None else {}
     section = data.get(kind) or {}
     before = section.get(key)
@@ -93,19 +94,22 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
     data[kind] = section
     if kind == "locations" and value is not None and "regions" not in data:
         data["regions"] = {"default": key}  # the first location of a new policy
-    if value is not None:
-        strip: str | None = policy_path(kind, key)
-        policy = files.validate_policy(zf.origin, data, strip=strip)
-        change = files.policy_change(zf, policy, strip=strip)
-    else:
+
+    def validated() -> Change:
+        if value is not None:
+            strip: str | None = policy_path(kind, key)
+            policy = files.validate_policy(zf.origin, data, strip=strip)
+            return files.policy_change(zf, policy, strip=strip)
         policy = files.validate_policy(zf.origin, data, prefix="policy")
-        change = files.policy_change(zf, policy, prefix="policy")
+        return files.policy_change(zf, policy, prefix="policy")
+
+    change = await off_loop(validated)  # a big policy's check and text: seconds of CPU
     after: dict[str, Any] | None = None
 
     async def record() -> None:
         nonlocal after
         if value is not None:
-            saved = files.policy_mapping(zf) or {}
+            saved = await off_loop(files.policy_mapping, zf) or {}
             after = (saved.get(kind) or {}).get(key)
         await audit(before, after)
 
@@ -119,17 +123,17 @@ def _register(kind: Kind) -> None:
     async def list_all(ctx: Ctx, who: Reader) -> list[PolicyObject]:
         out: list[PolicyObject] = []
         for zf in ctx.files.zone_files():
-            out.extend(_objects(ctx, zf, kind))
+            out.extend(await _objects(ctx, zf, kind))
         return out
 
     async def list_zone(zone: str, ctx: Ctx, who: Reader) -> list[PolicyObject]:
-        return _objects(ctx, ctx.files.zone_file(parse_origin(zone)), kind)
+        return await _objects(ctx, ctx.files.zone_file(parse_origin(zone)), kind)
 
     async def get_one(zone: str, name: str, ctx: Ctx, who: Reader,
                       response: Response) -> PolicyObject:
         zf = ctx.files.zone_file(parse_origin(zone))
         key = object_key(kind, name, zf.origin)
-        section = (ctx.files.policy_mapping(zf) or {}).get(kind) or {}
+        section = (await off_loop(ctx.files.policy_mapping, zf) or {}).get(kind) or {}
         if key not in section:
             raise ApiError(404, "not_found", f"{one} {name} does not exist in {zf.origin}")
         response.headers["ETag"] = etag_of(section[key])
@@ -201,7 +205,7 @@ async def set_override(zone: str, name: str, body: OverrideBody, ctx: Ctx, who: 
     async with files.writing():
         zf = files.zone_file(parse_origin(zone))
         key = object_key("resources", name, zf.origin)
-        section = (files.policy_mapping(zf) or {}).get("resources") or {}
+        section = (await off_loop(files.policy_mapping, zf) or {}).get("resources") or {}
         current = section.get(key)
         if current is None:
             raise ApiError(404, "not_found", f"resource {name} does not exist in {zf.origin}")
@@ -229,7 +233,7 @@ async def set_override(zone: str, name: str, body: OverrideBody, ctx: Ctx, who: 
             summary="A zone's whole policy (null when it has none), with its ETag")
 async def get_policy(zone: str, ctx: Ctx, who: Reader, response: Response) -> PolicyDocument:
     zf = ctx.files.zone_file(parse_origin(zone))
-    mapping = ctx.files.policy_mapping(zf)
+    mapping = await off_loop(ctx.files.policy_mapping, zf)
     response.headers["ETag"] = etag_of(mapping)
     return PolicyDocument(zone=zf.origin.to_text(), policy=mapping)
 
@@ -242,17 +246,22 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
     files = ctx.files
     async with files.writing():
         zf = files.zone_file(parse_origin(zone))
-        before = files.policy_mapping(zf)
+        before = await off_loop(files.policy_mapping, zf)
         check_if_match(if_match, etag_of(before))
-        policy = files.validate_policy(zf.origin, body, strip="")
+
+        def validated() -> Change:
+            policy = files.validate_policy(zf.origin, body, strip="")
+            return files.policy_change(zf, policy, strip="")
+
+        change = await off_loop(validated)
         after: dict[str, Any] | None = None
 
         async def audit() -> None:
             nonlocal after
-            after = files.policy_mapping(zf)
+            after = await off_loop(files.policy_mapping, zf)
             await ctx.audit(who, "policy.replace", f"policy:{zf.origin}", before, after)
 
-        await files.apply([files.policy_change(zf, policy, strip="")], audit=audit)
+        await files.apply([change], audit=audit)
     response.headers["ETag"] = etag_of(after)
     return PolicyDocument(zone=zf.origin.to_text(), policy=after)
 
@@ -264,7 +273,7 @@ async def delete_policy(zone: str, ctx: Ctx, who: Admin, if_match: IfMatch = Non
     files = ctx.files
     async with files.writing():
         zf = files.zone_file(parse_origin(zone))
-        before = files.policy_mapping(zf)
+        before = await off_loop(files.policy_mapping, zf)
         if before is None:
             raise ApiError(404, "not_found", f"zone {zf.origin} has no policy")
         check_if_match(if_match, etag_of(before))

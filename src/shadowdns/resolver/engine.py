@@ -42,7 +42,7 @@ from shadowdns.resolver.render import (
     Identity,
     Template,
 )
-from shadowdns.resolver.snapshot import GeoContext, Snapshot
+from shadowdns.resolver.snapshot import DITable, GeoContext, Snapshot
 from shadowdns.resolver.transfer import TransferConfig, Transfers
 from shadowdns.zones.policy import DI
 from shadowdns.zones.zone import Zone
@@ -160,8 +160,8 @@ class AnswerTable:
     """
 
     __slots__ = ("apexes", "base", "blobs", "compact", "deps", "existing", "layouts",
-                 "negative", "no_family", "nodata", "nxdomain", "shared", "shared_variants",
-                 "signed", "signed_missing", "size", "tables")
+                 "negative", "no_family", "nodata", "nxdomain", "qtcs", "shared",
+                 "shared_variants", "signed", "signed_missing", "size", "tables")
 
     def __init__(self) -> None:
         self.tables: list[dict[bytes, Template | Regional]] = [{} for _ in range(SHAPE_COUNT)]
@@ -203,6 +203,9 @@ class AnswerTable:
         self.apexes: dict[bytes, tuple[dns.name.Name, bool, frozenset[bytes]]] = {}
         # (origin, apex offset, qtype, shape) -> the NXDOMAIN template of that shape
         self.nxdomain: dict[tuple[dns.name.Name, int, int, int], Template] = {}
+        # the type and class bytes of every question with a base: what a name that comes
+        # or goes may have entries for (`drop_name`)
+        self.qtcs: set[bytes] = set()
         self.size = 0
 
     def drop(self, key: bytes) -> bool:
@@ -212,6 +215,10 @@ class AnswerTable:
                 self.size -= 1
         self.signed.pop(key, None)
         return self.base.pop(key, None) is not None
+
+    def drop_name(self, wire: bytes) -> list[bytes]:
+        """Forget every question of one name (lowercase wire); the ones that had a base."""
+        return [wire + qtc for qtc in self.qtcs if self.drop(wire + qtc)]
 
     def drop_signed(self) -> None:
         """Forget every signed entry (DO shapes), keeping the unsigned ones."""
@@ -254,6 +261,7 @@ class QueryEngine:
         self._set_identity(snapshot.identity)
         self.stats_hits = 0
         self.stats_misses = 0
+        self.rebuilds = 0  # whole tables dropped since start (a change a swap cannot narrow)
         self.stats_slow = 0
         self.latency = LatencyHistogram()
         # Queries answered per (qtype, rcode, kind, region): one list increment per packet,
@@ -301,21 +309,28 @@ class QueryEngine:
         primary, fallback, nodata, or slow (answers built outside the table)."""
         return list(zip(self._stat_keys, self.stat_counts, strict=True))
 
-    def swap(self, snapshot: Snapshot, touched: Collection[str] | None = None) -> list[bytes]:
+    def swap(self, snapshot: Snapshot, touched: Collection[str] | None = None,
+             names: Collection[dns.name.Name] = ()) -> list[bytes]:
         """Publish a new snapshot.
 
         `touched` names the DIs whose answers may differ in it (the rest of the table stays
-        valid: a change of shadows, health or TTL cuts of the same configuration); None
-        means anything may differ and the table starts empty. Returns the questions
-        dropped, for the caller to compile again first.
+        valid: a change of shadows, health or TTL cuts of the same configuration, or a
+        reload that changed DI entries alone, see `reload_scope`); None means anything may
+        differ and the table starts empty. `names`: DI names that appeared or went away
+        (with `touched`): every question of theirs is dropped and the index of existing
+        names follows. Returns the questions dropped, for the caller to compile again
+        first.
         """
         same_identity = snapshot.identity == self.snapshot.identity
+        previous = self.snapshot
         self.snapshot = snapshot
         if touched is None or not same_identity:
             self.table = AnswerTable()
+            self.rebuilds += 1
             self._set_identity(snapshot.identity)
             return []
         table = self.table
+        self._rebind(previous, snapshot)
         dropped: list[bytes] = []
         compact = table.compact
         for di in touched:
@@ -330,7 +345,41 @@ class QueryEngine:
             if compact.pop(wire, None) is not None:
                 table.size -= 1
                 dropped += (wire + _A_IN, wire + _AAAA_IN)
+        for name in names:
+            wire = name.canonicalize().to_wire()
+            assert wire is not None
+            dropped += table.drop_name(wire)
+            zone = snapshot.zones.find(name)
+            exists = zone is not None and name in zone.names
+            if table.existing is not None:
+                if exists:
+                    table.existing.add(wire)
+                else:
+                    table.existing.discard(wire)
+            if exists and name in snapshot.dis:
+                dropped += (wire + _A_IN, wire + _AAAA_IN)  # a new DI: compiled ahead
+        if names:
+            table.signed_missing.clear()  # denials of names that may exist now
         return dropped
+
+    def _rebind(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        """After a reload that kept the table, point the DI entries it keeps at the new
+        policies' contexts (same regions and locations, so they locate clients alike):
+        an entry holding the old context would keep the whole old policy alive."""
+        if not (isinstance(snapshot.dis, DITable) and isinstance(previous.dis, DITable)):
+            return
+        new = {ctx.policy.origin: ctx for ctx in snapshot.dis.contexts()}
+        if all(new.get(ctx.policy.origin, ctx).policy is ctx.policy
+               for ctx in previous.dis.contexts()):
+            return  # a live change: the same policies
+        table = self.table
+        entries = itertools.chain(table.compact.values(), table.base.values(),
+                                  *(t.values() for t in table.tables))
+        for entry in entries:
+            if entry.__class__ is Template:
+                continue
+            ctx = entry.ctx  # type: ignore[union-attr]
+            entry.ctx = new.get(ctx.policy.origin, ctx)  # type: ignore[union-attr]
 
     def refresh_signatures(self) -> bool:
         """Renew signatures when their validity is half spent: only the signed entries are
@@ -574,6 +623,7 @@ class QueryEngine:
                 # Full (more distinct questions than the table holds): start a fresh one
                 # rather than compile every miss from then on; busy questions come back.
                 self.table = table = AnswerTable()
+                self.rebuilds += 1
             if table.existing is not None and signed:
                 nx = self._signed_nxdomain(key, shape)
                 if nx is not None:
@@ -594,6 +644,7 @@ class QueryEngine:
             if not remember:
                 return self._derive(base, shape)  # type: ignore[arg-type]
             (table.signed if signed else table.base)[key] = base
+            table.qtcs.add(key[-4:])
         entry: Template | Regional
         if base.__class__ is Regional:
             regional: Regional = base
@@ -696,6 +747,7 @@ class QueryEngine:
                 if found is None or not found[1]:
                     return False
                 table.base[key] = found[0]
+                table.qtcs.add(key[-4:])
         table = self.table
         if self.snapshot.signer is not None and key not in table.signed:
             # signed zones: the signed base too, so the first DO query of a cold server
@@ -703,6 +755,7 @@ class QueryEngine:
             signed = self._compile_base(key, signed=True, told=told)
             if signed is not None and signed[1]:
                 table.signed[key] = signed[0]
+                table.qtcs.add(key[-4:])
         for shape in shapes:
             if key not in self.table.tables[shape] and self._compile(key, shape) is None:
                 return False

@@ -118,6 +118,7 @@ class Prewarm:
         self.slice = slice_seconds
         self._urgent: deque[bytes] = deque()
         self._rest: Iterator[bytes | DIQuestion] | None = None
+        self._rest_of: Snapshot | None = None  # the snapshot `_rest` walks
         self._index: Iterator[None] | None = None
         self._existing: set[bytes] = set()
         self._wake = asyncio.Event()
@@ -131,8 +132,9 @@ class Prewarm:
     def restart(self) -> None:
         """Compile everything again (the table was dropped whole)."""
         self._urgent.clear()
-        self._rest = questions(self.engine.snapshot, self.engine.counters.active_dis())
         snapshot = self.engine.snapshot
+        self._rest = questions(snapshot, self.engine.counters.active_dis())
+        self._rest_of = snapshot
         self._existing = set()
         names = sum(len(zone.names) for zone in snapshot.zones.zones.values())
         self._questions = names + len(snapshot.dis)  # about: a name's types, DIs' A/AAAA
@@ -141,9 +143,15 @@ class Prewarm:
         self.started = time.monotonic()
         self._wake.set()
 
-    def push(self, keys: Iterable[bytes]) -> None:
-        """Compile these first (a change dropped them)."""
+    def push(self, keys: Iterable[bytes], renamed: bool = False) -> None:
+        """Compile these first (a change dropped them). `renamed`: the change added or
+        removed names, so an index of existing names still being built is begun again
+        from the snapshot now served (the one under way would miss the new names)."""
         self._urgent.extend(keys)
+        if renamed and self._index is not None:
+            self._existing = set()
+            self._index = name_index(self.engine.snapshot, self._existing,
+                                     self.engine.table.apexes)
         self._wake.set()
 
     def _new_shape(self) -> None:
@@ -191,6 +199,13 @@ class Prewarm:
                 key = next(self._rest, b"")
                 if isinstance(key, tuple):
                     wire, name, di, ctx = key
+                    if engine.snapshot is not self._rest_of:
+                        # a change since the pass began: the DI as served now (gone, or
+                        # with another entry or live state), not as the pass found it
+                        now = engine.snapshot.dis.get(name)
+                        if now is None:
+                            continue
+                        di, ctx = now
                     if engine.prepare_di(wire, name, di, ctx, shapes):
                         n += 1
                     if not n & 31 and time.perf_counter() >= deadline:

@@ -447,6 +447,11 @@ def shadows_by_di(rows: Sequence[tuple[str, str, str]],
     return group_shadows(row for row in named if known is None or row[0] in known)
 
 
+# DIs above which a change recompiles everything instead of working out what it touches
+# (the work of finding and rebinding entries would rival the recompile's).
+TOUCH_LIMIT = 200_000
+
+
 class ResourceUsers:
     """Which DIs each resource answers for, to tell what a change of live state touches.
 
@@ -455,7 +460,7 @@ class ResourceUsers:
     `limit` DIs a health change recompiles everything instead.
     """
 
-    def __init__(self, config: Config, limit: int = 200_000) -> None:
+    def __init__(self, config: Config, limit: int = TOUCH_LIMIT) -> None:
         self.config = config
         self.limit = limit
         self._users: dict[str, list[str]] | None = None

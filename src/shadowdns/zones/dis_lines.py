@@ -1,4 +1,6 @@
-"""Finds the one-line entries of a policy file's `dis:` and `resources:` sections without YAML.
+"""Finds the one-line entries of a policy file's `dis:` and `resources:` sections without
+YAML, and writes entries in that shape (`entry_line`), so a policy the API rewrites is read
+the fast way too.
 
 A policy with a million DIs is a million lines of the same shape
 (`  name: {primaries: [a, b], ttl: 30}`), and with their own resources five million
@@ -14,11 +16,20 @@ to YAML (`split_dis`: returns None), so the results never differ.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
-__all__ = ["DiLine", "Section", "split_dis", "split_sections"]
+import yaml
+
+__all__ = [
+    "DUMPER", "LINE_SECTIONS", "DiLine", "Section", "entry_line", "split_dis", "split_sections",
+]
+
+LINE_SECTIONS = ("resources", "dis")
+"""The policy sections whose one-line entries are read without YAML, in file order."""
 
 _DIS_KEY = re.compile(r"dis:[ \t]*(?:#.*)?")
 _TOP_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*:(?:[ \t]|$)")
@@ -154,3 +165,67 @@ def _entries(lines: list[str], start: int) -> Section | None:
             return None
         size += 1
     return Section(lines, start + 1, end, size)
+
+
+# A scalar written without quotes: characters `_ENTRY` reads in a body. A `:` (IPv6
+# addresses) is kept plain only where YAML's flow scanner reads it back (`_reads_back`).
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVER = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml's safe dumper where it is built: the pure-Python one takes seconds on big policies."""
+_NO_FOLD = 1 << 30  # a quoted scalar folded over two lines would end the entry's line
+
+
+def entry_line(key: str, value: Mapping[str, Any]) -> str:
+    """`  key: {…}`: one entry of a `resources:` or `dis:` section as a single line that
+    YAML reads back as `value` (and `split_sections` reads without YAML when every scalar
+    is plain). Strings YAML would take for something else, or with characters a line
+    body cannot hold, are double-quoted by libyaml, whose escapes keep them on one line."""
+    return f"  {_scalar(key)}: {_flow(value)}"
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_scalar(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+        text = repr(value)  # the shortest text that reads back as the same float
+        mantissa, e, exponent = text.partition("e")
+        if not e:
+            return text
+        # YAML 1.1 reads an exponent as a float only with a dot and a signed exponent
+        if "." not in mantissa:
+            mantissa += ".0"
+        return f"{mantissa}e{'' if exponent[0] in '+-' else '+'}{exponent}"
+    return _scalar(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _scalar(text: str) -> str:
+    # ids, locations and roles repeat across thousands of entries: decided once each
+    if _PLAIN.fullmatch(text) and _RESOLVER.resolve(  # type: ignore[no-untyped-call]
+            yaml.ScalarNode, text, (True, False)) == _STR_TAG and _reads_back(text):
+        return text
+    quoted: str = yaml.dump(text, Dumper=DUMPER, default_style='"', width=_NO_FOLD,
+                            allow_unicode=True)
+    return quoted.rstrip("\n")
+
+
+def _reads_back(text: str) -> bool:
+    if ":" not in text:
+        return True
+    try:  # `2001:db8::` ends in an indicator, `1:2:3` is a base-60 number: quoted
+        return yaml.load(f"{{k: [{text}]}}", Loader=_LOADER) == {"k": [text]}
+    except yaml.YAMLError:
+        return False

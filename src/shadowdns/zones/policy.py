@@ -157,7 +157,7 @@ class ResourceTable(Mapping[str, Resource]):
     ids handed out (`id_of`) are the table's own strings, so DIs can share them.
     """
 
-    __slots__ = ("_address", "_ids", "_made", "_rows", "_shape", "_values")
+    __slots__ = ("_address", "_ids", "_made", "_rest", "_rows", "_shape", "_values")
 
     def __init__(self) -> None:
         self._rows: dict[str, int] = {}
@@ -166,6 +166,7 @@ class ResourceTable(Mapping[str, Resource]):
         self._address = array("I")  # per row: IPv4 address as an integer (shaped rows)
         self._made: list[Resource] = []  # shapes and whole resources
         self._values: dict[int, list[Any]] = {}  # shape -> its fields, read once
+        self._rest: dict[int, tuple[Any, ...]] = {}  # shape -> its fields but id, address
 
     def shape(self, resource: Resource) -> int:
         """Register `resource`'s fields as a shape for `add_shaped`; its index."""
@@ -236,6 +237,23 @@ class ResourceTable(Mapping[str, Resource]):
             return made, made.id, made.address
         return (self._made[shape], self._ids[row],
                 socket.inet_ntoa(self._address[row].to_bytes(4, "big")))
+
+    def row_key(self, rid: str) -> Hashable:
+        """What `rid`'s resource is, comparable across tables and without making it: two
+        tables give equal keys exactly when their resources of that id are equal (None:
+        no such resource)."""
+        row = self._rows.get(rid)
+        if row is None:
+            return None
+        shape = self._shape[row]
+        if shape < 0:
+            return self._made[-1 - shape]
+        rest = self._rest.get(shape)
+        if rest is None:
+            made = self._made[shape]
+            rest = self._rest[shape] = tuple(slot.__get__(made) for i, slot in enumerate(_FIELDS)
+                                             if i not in (_ID_AT, _ADDRESS_AT))
+        return (rest, self._address[row])
 
     def __getitem__(self, rid: str) -> Resource:
         return self._make(self._rows[rid])

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import dns.name
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shadowdns.errors import PolicyError
-from shadowdns.zones.dis_lines import split_dis
+from shadowdns.resolver.commands import demo_zones_dir
+from shadowdns.zones.dis_lines import LINE_SECTIONS, entry_line, split_dis, split_sections
 from shadowdns.zones.policy import Policy
-from shadowdns.zones.policy_file import load_policy
+from shadowdns.zones.policy_file import (
+    load_policy,
+    mapping_text,
+    policy_from_text,
+    policy_to_mapping,
+)
 
 ORIGIN = dns.name.from_text("example.com.")
 ROOT = Path(__file__).resolve().parents[3]
@@ -237,3 +246,37 @@ def test_a_resource_listed_twice_is_reported(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(write(tmp_path, "\n".join(lines)), ORIGIN)
     assert any(p.line == at + 1 and "duplicate" in p.reason for p in info.value.problems)
+
+
+_TRICKY = ["yes", "off", "~", "null", "0x1e", "1_000", "1.5", ".5", "10.32.0.0", "2001:db8::1",
+           "2001:db8::", "::1", "1:20", "a:b", "a: b", "#x", "'", '"', "", "\u2028", "\U0001f600"]
+_SCALARS = (st.none() | st.booleans() | st.integers(-10**20, 10**20)
+            | st.floats(allow_nan=False) | st.text(max_size=12)
+            | st.sampled_from(_TRICKY))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+@given(key=st.text(min_size=1, max_size=8) | st.sampled_from([t for t in _TRICKY if t]),
+       value=st.dictionaries(st.text(max_size=8), _VALUES, max_size=4))
+def test_an_entry_line_reads_back_as_its_value(key: str, value: dict[str, object]) -> None:
+    """Whatever the scalars (strings YAML would read as booleans, numbers or null, quotes,
+    colons, any Unicode), the one line YAML reads is the value written."""
+    line = entry_line(key, value)
+    assert "\n" not in line
+    assert yaml.safe_load("section:\n" + line + "\n") == {"section": {key: value}}
+
+
+def test_a_policy_the_api_writes_is_read_without_yaml_and_is_the_same() -> None:
+    """`mapping_text` of a policy (the demo's: health checks, standby pools, allocation
+    policies) is one line per resource and DI, which the line reader takes, and loads as
+    the policy it was made from."""
+    path = next(demo_zones_dir().glob("*.policy.yaml"))
+    origin = dns.name.from_text(path.name.removesuffix(".policy.yaml") + ".")
+    policy = load_policy(path, origin)
+    text = mapping_text(policy_to_mapping(policy))
+    split = split_sections(text, LINE_SECTIONS)
+    assert split is not None and set(split[1]) == set(LINE_SECTIONS)
+    assert sum(s.size for s in split[1].values()) == len(policy.resources) + len(policy.dis)
+    again = policy_from_text(text, origin, policy.source)
+    assert policy_to_mapping(again) == policy_to_mapping(policy)

@@ -60,3 +60,21 @@ def test_field_rows_are_the_resources_fields() -> None:
     t, expected = table()
     assert list(t.field_rows()) == [
         tuple(getattr(r, name) for name in Resource.__slots__) for r in expected.values()]
+
+
+def test_row_keys_are_equal_exactly_when_the_resources_are() -> None:
+    """Two tables read from two loads: equal resources give equal keys, whether shaped
+    or whole; another address or another field gives another key; no row gives None."""
+    a, _ = table()
+    b, _ = table()
+    assert all(a.row_key(rid) == b.row_key(rid) for rid in a)
+    moved = ResourceTable()
+    moved.add(SHAPE)
+    shape = moved.shape(SHAPE)
+    moved.add_shaped("r0", shape, socket.inet_aton("10.1.0.9"))
+    bigger = Resource(id="t", location="eu", role="primary", address="10.0.0.1", capacity=6)
+    moved.add_shaped("r1", moved.shape(bigger), socket.inet_aton("10.1.0.1"))
+    assert moved.row_key("t") == a.row_key("t")
+    assert moved.row_key("r0") != a.row_key("r0")
+    assert moved.row_key("r1") != a.row_key("r1")
+    assert moved.row_key("r9") is None
