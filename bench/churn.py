@@ -16,7 +16,10 @@ seconds: *steady* (nothing is changed) and *churn*, during which
   region)'s TTL from TTL seconds before its answer changes; the two shadows of a
   generation warm up for TTL and TTL + 5 s, so their cuts start 5 s apart;
 - every `--flap-every` (3) s a TCP port the benchmark opens and closes takes the health
-  check (`interval: 1, rise: 1, fall: 1`) of `--flap-resources` resources down or up.
+  check (`interval: 1, rise: 1, fall: 1`) of `--flap-resources` resources down or up;
+- with `--edit-every` S, every S seconds an operator's edit of one DI (its TTL) through
+  the REST API (`PUT /api/v1/zones/bench.test./dis/<name>`): the policy file is written
+  and reloaded, and only that DI's answers are compiled again.
 
 The allocator reads its settings once, at start, and `pins:` hold absolute times; so the
 server is started once untimed to learn its load time, then afresh with a schedule that
@@ -101,6 +104,7 @@ class Schedule:
     windows: tuple[Window, ...]
     pins: tuple[PinPlan, ...]
     flaps: tuple[tuple[float, bool], ...]  # (when, port open)
+    edits: tuple[tuple[float, int], ...] = ()  # (when, DI number): its TTL edited (API)
 
     def allocator_yaml(self, window: float | None = None) -> str:
         lines = ["allocator:", "  mode: active", f"  ttl_floor: {TTL_FLOOR}"]
@@ -132,6 +136,7 @@ def plan_schedule(start: float, args: argparse.Namespace, dis: int) -> Schedule:
     windows: list[Window] = []
     pins: list[PinPlan] = []
     flaps: list[tuple[float, bool]] = []
+    edits: list[tuple[float, int]] = []
     first_pinned = args.flap_resources + 1
     stride = max(1, (dis - first_pinned) // max(1, 2 * args.rounds * int(d // gen + 1)))
     k = 0
@@ -155,7 +160,12 @@ def plan_schedule(start: float, args: argparse.Namespace, dis: int) -> Schedule:
             t += flap
         if not up:  # leave the port open (resources up) for the steady window
             flaps.append((t, True))
-    return Schedule(tuple(windows), tuple(pins), tuple(flaps))
+        if args.edit_every:
+            t = c0 + args.edit_every / 2
+            while t + 1.0 <= c0 + d:
+                edits.append((t, first_pinned + (len(edits) * 7919) % max(1, dis - first_pinned)))
+                t += args.edit_every
+    return Schedule(tuple(windows), tuple(pins), tuple(flaps), tuple(edits))
 
 
 # --- the moving parts -----------------------------------------------------------------------
@@ -174,7 +184,15 @@ class FlapPort:
             if up and self._sock is None:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(("127.0.0.1", self.port))
+                for attempt in range(20):
+                    try:  # the last listener's kernel socket can linger a moment (EADDRINUSE)
+                        sock.bind(("127.0.0.1", self.port))
+                        break
+                    except OSError:
+                        if attempt == 19:
+                            sock.close()
+                            raise
+                        time.sleep(0.05)
                 sock.listen(64)
                 sock.settimeout(0.2)
                 self._sock = sock
@@ -212,6 +230,8 @@ class Driver(threading.Thread):
         for p in schedule.pins:
             actions.append((p.release_at, "release",
                             lambda p=p: self._release(p)))
+        for when, di in schedule.edits:
+            actions.append((when, "edit", lambda di=di: self._edit(di)))
         self.actions = sorted(actions, key=lambda a: a[0])
         self.api, self.token = api, token
         # (planned, done, what, outcome): an API call's time is `done - planned`
@@ -227,6 +247,16 @@ class Driver(threading.Thread):
             api_call(self.api, self.token, "DELETE", f"/api/v1/allocations/{allocation}")
         if not ids:
             raise RuntimeError(f"no allocation of {name} {p.resource} {p.region} to release")
+
+    def _edit(self, di: int) -> None:
+        """An operator's edit of one DI through the API: its TTL, up or down by one."""
+        from shadowdns.api.client import ApiClient
+
+        path = f"/api/v1/zones/bench.test./dis/di{di}"
+        with ApiClient(self.api, self.token, timeout=10.0) as client:
+            config = dict(client.get(path)["config"])
+            config["ttl"] = int(config.get("ttl", 30)) + (1 if di % 2 else -1)
+            client.send("PUT", path, config)
 
     def run(self) -> None:
         for when, what, action in self.actions:
@@ -477,7 +507,9 @@ def report(args: argparse.Namespace, workload: Workload, results: list[WindowRes
            f"Windows of {args.duration:g} s, steady and churn in turn, {args.rounds} of each. "
            f"Churn: a generation every {args.generation_every:g} s (two pinned shadows, "
            f"released through the API), a TTL cut every {args.ttl_every:g} s, a health flap "
-           f"of {args.flap_resources} resource(s) every {args.flap_every:g} s. Gap probe: one "
+           f"of {args.flap_resources} resource(s) every {args.flap_every:g} s"
+           + (f", a DI edit through the API every {args.edit_every:g} s"
+              if args.edit_every else "") + ". Gap probe: one "
            f"query every {args.probe_interval * 1000:g} ms.", "",
            "| window | q/s | worst second | loss | dnsperf max ms | longest gap ms (at s) "
            "| probe send gap ms | server CPU | client CPU | events |",
@@ -534,6 +566,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--generation-every", type=float, default=10.0)
     p.add_argument("--ttl-every", type=float, default=5.0)
     p.add_argument("--flap-every", type=float, default=3.0)
+    p.add_argument("--edit-every", type=float, default=0.0, metavar="SECONDS",
+                   help="in churn windows, edit one DI's TTL through the API this often "
+                        "(0: never)")
     p.add_argument("--flap-resources", type=int, default=1,
                    help="resources (the eu primaries of di0, di1, ...) whose TCP check flaps")
     p.add_argument("--probe-interval", type=float, default=0.001)
