@@ -226,6 +226,7 @@ def _reads_back(text: str) -> bool:
     if ":" not in text:
         return True
     try:  # `2001:db8::` ends in an indicator, `1:2:3` is a base-60 number: quoted
-        return yaml.load(f"{{k: [{text}]}}", Loader=_LOADER) == {"k": [text]}
+        read: object = yaml.load(f"{{k: [{text}]}}", Loader=_LOADER)
+        return read == {"k": [text]}
     except yaml.YAMLError:
         return False
