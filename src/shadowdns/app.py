@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +33,7 @@ from shadowdns.resolver.engine import QueryEngine
 from shadowdns.resolver.live import di_texts, read_live_state
 from shadowdns.resolver.notify import notify_all
 from shadowdns.resolver.prewarm import Prewarm
-from shadowdns.resolver.reload_scope import ReloadScope, reload_scope
+from shadowdns.resolver.reload_scope import PolicyPart, ReloadScope, policy_parts, reload_scope
 from shadowdns.resolver.render import Identity
 from shadowdns.resolver.rrl import RateLimiter, RRLConfig
 from shadowdns.resolver.server import DNSServer, ListenAddress
@@ -198,6 +198,8 @@ class Service:
         # made on the reload thread for the load it names: the users of each resource,
         # and what the load changes in the table against the configuration it followed
         self._prepared: tuple[Config, ResourceUsers, Config, ReloadScope | None] | None = None
+        # each zone's policy file digest as last written to the store by this process
+        self._recorded: dict[str, str] = {}
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
         tcp = TCPLimits(config.tcp_max_connections, config.tcp_idle_timeout,
                         config.tcp_message_timeout, config.tcp_lifetime, config.tcp_per_prefix)
@@ -217,23 +219,33 @@ class Service:
         """Run a store call on the store's thread without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
-    def _record_zones(self) -> None:
-        """Mirror the loaded zones and policy graphs into the store (off the event loop)."""
+    def _record_zones(self, parts: Mapping[dns.name.Name, PolicyPart] | None = None) -> None:
+        """Mirror the loaded zones and policy graphs into the store (off the event loop);
+        with `parts` (a reload of DI entries), only those entries of each policy."""
         now = time.time()
         for origin, zone in self.loaded.zones.items():
             record = ZoneRecord(origin.to_text(), zone.file, zone.serial, now)
             self.io.submit(self.store.upsert_zone, record)
         for origin, policy in self.loaded.policies.items():
-            future = self.io.submit(self._record_policy, origin.to_text(), policy)
+            part = None if parts is None else parts.get(origin)
+            future = self.io.submit(self._record_policy, origin.to_text(), policy, part)
             future.add_done_callback(_log_failure)
 
-    def _record_policy(self, origin: str, policy: Policy) -> None:
-        """Write the policy graph unless the store holds it already (same file digest)."""
+    def _record_policy(self, origin: str, policy: Policy, part: PolicyPart | None) -> None:
+        """Write the policy graph unless the store holds it already (same file digest):
+        just `part`'s rows when the store holds the graph this process wrote last."""
         try:
             digest: str | None = hashlib.sha256(Path(policy.source).read_bytes()).hexdigest()
         except OSError:
             digest = None
-        self.store.replace_policy(origin, policy, digest)
+        previous = self._recorded.pop(origin, None)  # the store's thread only
+        if part is not None and digest is not None and previous is not None:
+            self.store.update_policy(origin, policy, digest, previous, part.dis,
+                                     part.resources)
+        else:
+            self.store.replace_policy(origin, policy, digest)
+        if digest is not None:
+            self._recorded[origin] = digest
 
     def _publish(self, snapshot: Snapshot, touched: Collection[str] | None = None,
                  names: Collection[dns.name.Name] = ()) -> None:
@@ -347,6 +359,7 @@ class Service:
             prepared = None
         # the scope holds only against the configuration it was worked out from
         scope = prepared[3] if prepared is not None and prepared[2] is self.loaded else None
+        parts = None if scope is None else policy_parts(self.loaded, loaded, scope)
         self.loaded = loaded
         if allocator_changed:
             self._allocator_changed()
@@ -358,7 +371,7 @@ class Service:
             self._publish(snapshot)
         else:
             self._publish(snapshot, scope.touched(self.live), scope.names)
-        self._record_zones()
+        self._record_zones(parts)
         self._notify(changed)
         if self.fleet and self.config.role == "main":
             future = self.io.submit(fleet.publish, self.store, self.config.zones_dir,

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sqlite3
 import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shadowdns.store.policy_rows import policy_rows
+from shadowdns.zones.policy_file import load_policy
 from tests.unit.api.support import ZONE, ServedApi, served_api
+
+GRAPH_TABLES = ("resources", "dis", "di_resources")
 
 
 def ask(served: ServedApi, name: str, rdtype: str = "A") -> list[str]:
@@ -69,11 +75,30 @@ def ttl_of(served: ServedApi, name: str) -> int:
     return reply.answer[0].ttl
 
 
+def stored_graph(served: ServedApi) -> dict[str, list[tuple[object, ...]]]:
+    """The policy graph rows in the server's state database."""
+    conn = sqlite3.connect(f"file:{served.state}?mode=ro", uri=True)
+    try:
+        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall())
+                for table in GRAPH_TABLES}
+    finally:
+        conn.close()
+
+
+def file_graph(served: ServedApi) -> dict[str, list[tuple[object, ...]]]:
+    """The rows a whole write of the policy file now on disk would store."""
+    policy = load_policy(served.zones / f"{ZONE.rstrip('.')}.policy.yaml",
+                         dns.name.from_text(ZONE))
+    return {table: sorted(rows) for table, _, rows in policy_rows(ZONE, policy)
+            if table in GRAPH_TABLES}
+
+
 def test_a_di_edit_recompiles_that_di_and_a_zone_edit_the_table(tmp_path: Path) -> None:
     """Through the real API: a DI's new TTL, a new DI and a deleted one are answered in
     under a second while the answer table is kept (no whole-table rebuild, its other
-    entries stay); an RRset edit changes the zone's SOA serial, so every negative answer
-    changes and the table is rebuilt once."""
+    entries stay) and the store's policy graph follows the file; an RRset edit changes
+    the zone's SOA serial, so every negative answer changes and the table is rebuilt
+    once."""
     with served_api(tmp_path) as served, httpx.Client(base_url=served.url) as http:
         operator = served.auth("operator")
         assert ttl_of(served, f"app.{ZONE}") == 30
@@ -98,6 +123,13 @@ def test_a_di_edit_recompiles_that_di_and_a_zone_edit_the_table(tmp_path: Path) 
                                       timeout=2)).rcode() != dns.rcode.NXDOMAIN:
             assert time.monotonic() < deadline, f"fresh still answers {reply}"
             time.sleep(0.02)
+        # the store took the edits entry by entry and holds what a whole write would
+        deadline = time.monotonic() + 5.0
+        while (stored := stored_graph(served)) != (wanted := file_graph(served)):
+            assert time.monotonic() < deadline, f"the store holds {stored}, not {wanted}"
+            time.sleep(0.05)
+        assert ("fresh." + ZONE) not in {row[0] for row in stored["dis"]}
+        assert any(row[0] == "app." + ZONE and row[2] == 45 for row in stored["dis"])
         kept = table_metrics(http)
         assert kept["shadowdns_resolver_answer_table_rebuilds"] == \
             start["shadowdns_resolver_answer_table_rebuilds"]

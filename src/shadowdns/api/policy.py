@@ -25,6 +25,7 @@ from shadowdns.api.context import Admin, Ctx, Operator, Reader
 from shadowdns.api.errors import RESPONSES_READ, RESPONSES_WRITE, ApiError, ProblemItem
 from shadowdns.api.models import OverrideBody, PolicyDocument, PolicyObject
 from shadowdns.offloop import off_loop
+from shadowdns.zones.policy_file import entry_to_mapping, policy_to_mapping
 
 router = APIRouter(prefix="/api/v1", tags=["policy"])
 IfMatch = Annotated[str | None, Header(description="ETag the change is based on")]
@@ -95,22 +96,20 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
     if kind == "locations" and value is not None and "regions" not in data:
         data["regions"] = {"default": key}  # the first location of a new policy
 
-    def validated() -> Change:
+    def validated() -> tuple[Change, dict[str, Any] | None]:
         if value is not None:
             strip: str | None = policy_path(kind, key)
-            policy = files.validate_policy(zf.origin, data, strip=strip)
-            return files.policy_change(zf, policy, strip=strip)
-        policy = files.validate_policy(zf.origin, data, prefix="policy")
-        return files.policy_change(zf, policy, prefix="policy")
+            checked = files.validate_policy(zf.origin, data, strip=strip)
+            # what a read of the file will show for it
+            return files.policy_change(zf, checked, strip=strip), entry_to_mapping(
+                checked.policy, kind, key)
+        checked = files.validate_policy(zf.origin, data, prefix="policy")
+        return files.policy_change(zf, checked, prefix="policy"), None
 
-    change = await off_loop(validated)  # a big policy's check and text: seconds of CPU
-    after: dict[str, Any] | None = None
+    # a big policy's check and text: seconds of CPU
+    change, after = await off_loop(validated)
 
     async def record() -> None:
-        nonlocal after
-        if value is not None:
-            saved = await off_loop(files.policy_mapping, zf) or {}
-            after = (saved.get(kind) or {}).get(key)
         await audit(before, after)
 
     await files.apply([change], audit=record)
@@ -249,16 +248,14 @@ async def put_policy(zone: str, body: Annotated[dict[str, Any], Body()], ctx: Ct
         before = await off_loop(files.policy_mapping, zf)
         check_if_match(if_match, etag_of(before))
 
-        def validated() -> Change:
-            policy = files.validate_policy(zf.origin, body, strip="")
-            return files.policy_change(zf, policy, strip="")
+        def validated() -> tuple[Change, dict[str, Any]]:
+            checked = files.validate_policy(zf.origin, body, strip="")
+            # what a read of the file will show
+            return files.policy_change(zf, checked, strip=""), policy_to_mapping(checked.policy)
 
-        change = await off_loop(validated)
-        after: dict[str, Any] | None = None
+        change, after = await off_loop(validated)
 
         async def audit() -> None:
-            nonlocal after
-            after = await off_loop(files.policy_mapping, zf)
             await ctx.audit(who, "policy.replace", f"policy:{zf.origin}", before, after)
 
         await files.apply([change], audit=audit)

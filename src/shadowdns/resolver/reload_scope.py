@@ -53,6 +53,29 @@ class ReloadScope:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyPart:
+    """The entries of one zone's policy a reload changed: what the store rewrites
+    (`Store.update_policy`) instead of the whole graph."""
+
+    dis: tuple[dns.name.Name, ...]
+    resources: frozenset[str]
+
+
+def policy_parts(old: Config, new: Config,
+                 scope: ReloadScope) -> dict[dns.name.Name, PolicyPart]:
+    """`scope` split by the zone whose policy holds (or held) each DI and resource."""
+    names = [dns.name.from_text(text) for text in sorted(scope.dis)]
+    parts: dict[dns.name.Name, PolicyPart] = {}
+    for origin, policy in new.policies.items():
+        before = old.policies[origin]
+        dis = tuple(name for name in names if name in policy.dis or name in before.dis)
+        resources = frozenset(rid for rid in scope.resources
+                              if rid in policy.resources or rid in before.resources)
+        parts[origin] = PolicyPart(dis, resources)
+    return parts
+
+
 def reload_scope(old: Config, new: Config) -> ReloadScope | None:
     """What the table must recompile when `new` replaces `old`; None: everything."""
     if (old.identity != new.identity or old.keys is not None or new.keys is not None

@@ -15,9 +15,11 @@ generation, notifications, leader lock) are described in `shadowdns.store.fleet`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
+
+import dns.name
 
 from shadowdns.kinds import ANSWER_KINDS, AnswerKind
 from shadowdns.store.demand_columns import DemandColumns
@@ -435,6 +437,13 @@ class Store(Protocol):
 
         With `digest` (of the policy file), nothing is written when the store already holds
         the graph of that digest; True when the graph was written."""
+        ...
+
+    def update_policy(self, origin: str, policy: Policy, digest: str, previous: str,
+                      dis: Collection[dns.name.Name], resources: Collection[str]) -> bool:
+        """`replace_policy` for a policy that differs from the stored graph of file digest
+        `previous` only in the entries of `dis` and `resources`: only their rows are
+        written; the whole graph when the store holds another one."""
         ...
 
     def location_distances(self, origin: str) -> dict[tuple[str, str], float]: ...

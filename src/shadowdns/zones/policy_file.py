@@ -59,6 +59,7 @@ from shadowdns.zones.policy import (
 
 __all__ = [
     "POLICY_SUFFIX",
+    "entry_to_mapping",
     "load_policy",
     "policy_from_mapping",
     "policy_json_schema",
@@ -1283,6 +1284,25 @@ def policy_to_mapping(policy: Policy) -> dict[str, Any]:
             name.relativize(policy.origin).to_text(): _di_to(di) for name, di in policy.dis.items()
         }
     return out
+
+
+def entry_to_mapping(policy: Policy, kind: str, key: str) -> dict[str, Any] | None:
+    """One entry of `policy_to_mapping(policy)[kind]` (None if absent), without the rest:
+    `kind` is "locations", "resources" or "dis" (keyed relative to the origin)."""
+    if kind == "locations":
+        loc = policy.locations.get(key)
+        return None if loc is None else _location_to(loc)
+    if kind == "resources":
+        res = policy.resources.get(key)
+        return None if res is None else _resource_to(res)
+    if kind == "dis":
+        try:
+            name = dns.name.from_text(key, policy.origin)
+        except dns.exception.DNSException:
+            return None
+        di = policy.dis.get(name)
+        return None if di is None else _di_to(di)
+    raise ValueError(f"no policy section {kind!r}")
 
 
 def mapping_text(data: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.name
 import pytest
 
 from shadowdns.errors import StoreError
@@ -148,3 +149,65 @@ def test_a_di_dropped_from_its_policy_is_retired(store: Store) -> None:
     assert {f.di for f in store.read_forecasts("5m")} == {API}
     active = store.list_allocations()
     assert [a.di for a in active] == [API]
+
+
+GRAPH = ("locations", "location_distances", "resources", "dis", "di_resources")
+
+
+def _graph(backend: Backend) -> list[str]:
+    """The policy graph's rows, in an order that does not depend on how they were written."""
+    marks = tuple(mark for table in GRAPH for mark in (f'INSERT INTO "{table}" ', f"{table}: "))
+    return sorted(line for line in backend.dump() if line.startswith(marks))
+
+
+EDITED = {
+    "resources": {
+        "web-eu-1": ("eu-west", "primary", 1000.0),
+        "web-us-1": ("us-east", "primary", 1000.0),
+        "sb-ap-2": ("ap-east", "standby", 50.0),  # new (sb-eu-1's address); sb-eu-1 is gone
+        "sb-us-1": ("us-east", "standby", 900.0),  # its capacity changed
+        "sb-ap-1": ("ap-east", "standby", 500.0),
+    },
+    "dis": {
+        "app": (("web-eu-1", "web-us-1"), ("sb-ap-2", "sb-us-1"), None),  # changed
+        "www": (("web-us-1",), ("sb-ap-1",), 300.0),  # new; api is gone
+    },
+}
+
+
+def test_update_policy_writes_what_a_whole_replace_writes(store: Store, backend: Backend) -> None:
+    """Rewriting only the DIs and resources an edit touched (changed, added, gone) leaves
+    the graph a whole replace of the edited policy leaves, and retires the DI that went."""
+    store.upsert_zone(ZoneRecord(ORIGIN, "example.com.zone", 1, 1.0))
+    store.replace_policy(ORIGIN, make_policy(), "digest-1")
+    store.add_allocation(NewAllocation(API, "sb-ap-1", "eu-west", 0.0, 1, 0.0, state="ready"))
+    before = _graph(backend)
+    generation = store.change_generation()
+    edited = make_policy(**EDITED)  # type: ignore[arg-type]
+    touched = [dns.name.from_text(name) for name in (APP, API, "www.example.com.")]
+    assert store.update_policy(ORIGIN, edited, "digest-2", "digest-1", touched,
+                               {"sb-us-1", "sb-eu-1", "sb-ap-2"}) is True
+    assert store.change_generation() > generation
+    updated = _graph(backend)
+    assert updated != before
+    assert store.list_allocations() == []  # api's shadow released with it
+    assert store.replace_policy(ORIGIN, edited, "digest-3") is True
+    assert _graph(backend) == updated
+    # the digest it wrote is the graph's: the same file again writes nothing
+    assert store.update_policy(ORIGIN, edited, "digest-3", "digest-2", touched, ()) is False
+
+
+def test_update_policy_over_another_graph_replaces_it_whole(store: Store,
+                                                             backend: Backend) -> None:
+    """When the store holds a graph other than the one the edit was made against (another
+    node or process wrote it), the parts alone would not make the edited policy: the whole
+    graph is written."""
+    store.upsert_zone(ZoneRecord(ORIGIN, "example.com.zone", 1, 1.0))
+    store.replace_policy(ORIGIN, make_policy(), "digest-other")
+    edited = make_policy(**EDITED)  # type: ignore[arg-type]
+    assert store.update_policy(ORIGIN, edited, "digest-2", "digest-1",
+                               [dns.name.from_text(APP)], {"sb-us-1"}) is True
+    partial = _graph(backend)
+    store.replace_policy(ORIGIN, edited, "digest-3")
+    assert _graph(backend) == partial
+    assert {c.resource for c in store.standby_within(API, "eu-west", 20000)} == set()

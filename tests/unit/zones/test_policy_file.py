@@ -24,6 +24,7 @@ from shadowdns.zones.policy import (
     Resource,
 )
 from shadowdns.zones.policy_file import (
+    entry_to_mapping,
     load_policy,
     policy_from_mapping,
     policy_json_schema,
@@ -1093,6 +1094,17 @@ def test_round_trip_through_mapping(policy: Policy) -> None:
     data = policy_to_mapping(policy)
     assert json.loads(json.dumps(data)) == data
     assert policy_from_mapping(data, policy.origin, policy.source) == policy
+
+
+@pytest.mark.parametrize("policy", _policies(), ids=POLICY_IDS)
+def test_one_entry_is_that_entry_of_the_whole_mapping(policy: Policy) -> None:
+    """What the API reports an edited object as (`entry_to_mapping`) is what the file it
+    writes holds for it; a key the policy lacks is None."""
+    data = policy_to_mapping(policy)
+    for kind in ("locations", "resources", "dis"):
+        for key, value in (data.get(kind) or {}).items():
+            assert entry_to_mapping(policy, kind, key) == value
+        assert entry_to_mapping(policy, kind, "not-there") is None
 
 
 @pytest.mark.parametrize("policy", _policies(), ids=POLICY_IDS)
