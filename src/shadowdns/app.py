@@ -9,7 +9,6 @@ event loop must never wait on disk.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import signal
 import sys
@@ -234,10 +233,7 @@ class Service:
     def _record_policy(self, origin: str, policy: Policy, part: PolicyPart | None) -> None:
         """Write the policy graph unless the store holds it already (same file digest):
         just `part`'s rows when the store holds the graph this process wrote last."""
-        try:
-            digest: str | None = hashlib.sha256(Path(policy.source).read_bytes()).hexdigest()
-        except OSError:
-            digest = None
+        digest = policy.digest
         previous = self._recorded.pop(origin, None)  # the store's thread only
         if part is not None and digest is not None and previous is not None:
             self.store.update_policy(origin, policy, digest, previous, part.dis,

@@ -57,6 +57,7 @@ from shadowdns.zones.loader import ZONE_SUFFIX, adopt_rendered, load_zone_file, 
 from shadowdns.zones.policy import Policy
 from shadowdns.zones.policy_file import (
     POLICY_SUFFIX,
+    adopt_checked,
     load_policy,
     mapping_text,
     policy_from_mapping,
@@ -186,6 +187,8 @@ class ConfigFiles:
     def __init__(self, service: Reloader) -> None:
         self.service = service
         self.lock = asyncio.Lock()
+        # each zone's policy as last read, with its mapping (0.24 s at 10,000 DIs)
+        self._mapped: dict[dns.name.Name, tuple[Policy, dict[str, Any]]] = {}
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:
@@ -252,8 +255,17 @@ class ConfigFiles:
                            problems_from_config(exc, prefix="file")) from None
 
     def policy_mapping(self, zf: ZoneFile) -> dict[str, Any] | None:
+        """The policy file as data (`policy_to_mapping`). The top level and each section
+        are the caller's to change; the entries are shared with later reads of the same
+        file, so an entry is copied before it is changed."""
         policy = self.read_policy(zf)
-        return None if policy is None else policy_to_mapping(policy)
+        if policy is None:
+            return None
+        kept = self._mapped.get(zf.origin)
+        if kept is None or kept[0] is not policy:  # `load_policy` keeps an unchanged read
+            kept = self._mapped[zf.origin] = (policy, policy_to_mapping(policy))
+        return {key: dict(value) if isinstance(value, dict) else value
+                for key, value in kept[1].items()}
 
     # -- validating ------------------------------------------------------------------------
 
@@ -356,7 +368,10 @@ class ConfigFiles:
                                f"{len(added)} command check(s) refused: {COMMANDS_REFUSED}",
                                problems)
         text = checked.text
-        return Change(zf.policy_path, self.policy_text(policy) if text is None else text)
+        if text is None:
+            return Change(zf.policy_path, self.policy_text(policy))
+        adopt_checked(zf.policy_path, text, policy)
+        return Change(zf.policy_path, text)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -139,6 +139,9 @@ class Policy:
     resources: Mapping[str, Resource]
     dis: Mapping[dns.name.Name, DI]
     source: str = "<memory>"
+    # SHA-256 (hex) of the file bytes it was read from, None if not from a file: what the
+    # store records, so a graph is never stored under the digest of a later edit
+    digest: str | None = field(default=None, compare=False)
 
 
 _FIELDS = tuple(getattr(Resource, name) for name in Resource.__slots__)

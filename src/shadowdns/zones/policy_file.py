@@ -16,7 +16,9 @@ scalar is read as the text written, so `NO` (Norway) stays `"NO"` instead of YAM
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
+import hashlib
 import ipaddress
 import json
 import math
@@ -59,6 +61,7 @@ from shadowdns.zones.policy import (
 
 __all__ = [
     "POLICY_SUFFIX",
+    "adopt_checked",
     "entry_to_mapping",
     "load_policy",
     "policy_from_mapping",
@@ -1194,6 +1197,12 @@ def _policy(
 # --- public API ------------------------------------------------------------------------------
 
 
+# The last policy read from each file, by its bytes' digest: a reload and the API's reads
+# of a file that has not changed since (a 10,000-DI file takes 0.3 s to read, a
+# 1,000,000-DI one 35 s) get that Policy again. Policies are immutable.
+_LAST_READ: dict[tuple[str, dns.name.Name], Policy] = {}
+
+
 def load_policy(path: Path, origin: dns.name.Name) -> Policy:
     """Load and validate `<origin>.policy.yaml`; raise `PolicyError` listing every problem."""
     source = str(path)
@@ -1202,13 +1211,29 @@ def load_policy(path: Path, origin: dns.name.Name) -> Policy:
     except OSError as exc:
         reason = f"cannot read policy file: {exc.strerror or exc}"
         raise PolicyError([Problem(source, None, reason)]) from exc
+    digest = hashlib.sha256(raw).hexdigest()  # 0.2 s for 400 MB
+    last = _LAST_READ.get((source, origin))
+    if last is not None and last.digest == digest:
+        return last
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(source, line, "the policy file is not valid UTF-8")]) from exc
     del raw  # half a gigabyte at a million DIs
-    return policy_from_text(text, origin, source, path)
+    policy = dataclasses.replace(policy_from_text(text, origin, source, path), digest=digest)
+    _LAST_READ[(source, origin)] = policy
+    return policy
+
+
+def adopt_checked(path: Path, text: str, policy: Policy) -> Policy:
+    """`policy`, which `text` reads as (`policy_from_text`), kept as the read of `path`
+    once that file holds `text` (written UTF-8, as the API writes it), so the reload that
+    follows an API edit does not read it again; returned as that read."""
+    adopted = dataclasses.replace(policy, source=str(path),
+                                  digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    _LAST_READ[(str(path), policy.origin)] = adopted
+    return adopted
 
 
 def policy_from_text(text: str, origin: dns.name.Name, source: str = "<text>",

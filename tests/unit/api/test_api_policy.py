@@ -96,3 +96,20 @@ def test_a_model_that_does_not_exist_is_422_naming_the_choices(api: Api) -> None
     ok = api.call("PUT", f"{BASE}/dis/app",
                   {"primaries": ["web-eu-1"], "policy": {"model": "ets"}})
     assert ok.status_code == 200, ok.text
+
+
+def test_a_refused_edit_leaves_what_reads_show(api: Api) -> None:
+    """Reads of an unchanged policy file are kept between requests; an edit refused (422)
+    or deleted-then-refused changes neither the file nor what later reads show."""
+    before = api.get(f"{BASE}/dis/app")
+    listed = api.get("/api/v1/dis")
+    response = api.call("PUT", f"{BASE}/dis/app", {"primaries": ["no-such-resource"]})
+    assert response.status_code == 422, response.text
+    response = api.call("PUT", f"{BASE}/dis/other", {"primaries": ["no-such-resource"]})
+    assert response.status_code == 422, response.text
+    response = api.call("DELETE", f"{BASE}/locations/ap-east")
+    assert response.status_code == 422, response.text
+    assert api.get(f"{BASE}/dis/app") == before
+    assert api.get("/api/v1/dis") == listed
+    assert "ap-east" in {loc["name"] for loc in api.get("/api/v1/locations")}
+    assert api.get(f"/api/v1/zones/{ZONE}/policy")["policy"]["dis"]["app"] == before["config"]

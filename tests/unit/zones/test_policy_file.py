@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from shadowdns.zones.policy import (
     Resource,
 )
 from shadowdns.zones.policy_file import (
+    adopt_checked,
     entry_to_mapping,
     load_policy,
     policy_from_mapping,
+    policy_from_text,
     policy_json_schema,
     policy_to_mapping,
 )
@@ -1188,3 +1191,32 @@ BROKEN_FOR_SCHEMA = [
 def test_schema_rejects_broken_shapes(text: str) -> None:
     """Shape mistakes the loader reports are rejected by the schema as well."""
     assert list(_validator().iter_errors(yaml.safe_load(text))) != []
+
+
+def test_an_unchanged_file_is_read_once(tmp_path: Path) -> None:
+    """A file whose bytes are as at the last read gives that read's Policy again, with the
+    bytes' digest; any change of the bytes (one of the same size too) is read anew."""
+    path = tmp_path / "example.com.policy.yaml"
+    text = EXAMPLE.read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    first = load_policy(path, DEMO)
+    assert first.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_policy(path, DEMO) is first
+    assert "ttl: 30" in text
+    path.write_text(text.replace("ttl: 30", "ttl: 31", 1), encoding="utf-8")
+    edited = load_policy(path, DEMO)
+    assert edited is not first and edited != first
+    assert edited.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_adopted_check_is_what_the_file_reads_as(tmp_path: Path) -> None:
+    """A policy the API checked from its text and then wrote is the next read of the file:
+    equal to a fresh parse of it, with the file as its source and the bytes' digest."""
+    path = tmp_path / "demo.example.policy.yaml"
+    text = EXAMPLE.read_text(encoding="utf-8").replace("ttl: 30", "ttl: 32", 1)
+    adopted = adopt_checked(path, text, policy_from_text(text, DEMO, "<api>"))
+    path.write_text(text, encoding="utf-8")
+    assert load_policy(path, DEMO) is adopted
+    assert adopted == policy_from_text(text, DEMO, str(path))
+    assert (adopted.source, adopted.digest) == (
+        str(path), hashlib.sha256(path.read_bytes()).hexdigest())
