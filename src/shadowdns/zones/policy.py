@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from array import array
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -203,6 +203,21 @@ class ResourceTable(Mapping[str, Resource]):
         shape = self._shape[row]
         made = self._made[shape if shape >= 0 else -1 - shape]
         return self._ids[row] if made.role == role else None
+
+    def ids_if(self, rids: Iterable[str], role: str) -> list[str] | None:
+        """`id_if` of each of `rids`, or None if any is not a resource with `role` (a DI's
+        primaries read in one call, not one per id: a million DIs at load)."""
+        rows, shapes, made, ids = self._rows, self._shape, self._made, self._ids
+        out: list[str] = []
+        for rid in rids:
+            row = rows.get(rid)
+            if row is None:
+                return None
+            shape = shapes[row]
+            if made[shape if shape >= 0 else -1 - shape].role != role:
+                return None
+            out.append(ids[row])
+        return out
 
     def role_of(self, rid: str) -> str | None:
         row = self._rows.get(rid)

@@ -983,38 +983,58 @@ def _dis_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs,
     origin_text = origin.to_text(omit_final_dot=True).lower()
     suffix = "." + origin_text
     tail = origin.labels
-    shapes: dict[str, dict[str, Any]] = {}
+    room = _MAX_WIRE - sum(len(label) + 1 for label in tail) - 1  # the key's (`_name`)
+    # `DI` arguments after the name (positional: ~1 µs a DI less than keywords).
+    shapes: dict[str, tuple[Any, ...]] = {}
     # DIs with the same body share one set of values (a bounded memo: bodies that differ
     # in their primaries only repeat when resources are shared).
-    bodies: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, tuple[Any, ...]] = {}
     out: dict[dns.name.Name, DI] = {}
     find_primaries = _PRIMARIES.search
     for entry in entries:
         body = entry.body
-        values = bodies.get(body)
-        if values is None:
+        args = bodies.get(body)
+        if args is None:
             found = find_primaries(body)
             shape = body if found is None else body[: found.start(1)] + body[found.end(1):]
-            values = shapes.get(shape)
-            if values is None:
-                values = _body_values(c, entry, refs)
-                shapes[shape] = values
+            args = shapes.get(shape)
+            if args is None:
+                made = DI(name=origin, **_body_values(c, entry, refs))
+                args = shapes[shape] = tuple(getattr(made, key) for key in _DI_ARGS)
             elif found is not None:
-                values = {**values, "primaries": _primary_ids(found[1], resources)}
+                args = (_primary_ids(found[1], resources), *args[1:])
             if len(bodies) < _BODY_MEMO:
-                bodies[body] = values
-        lowered = entry.key.lower()
+                bodies[body] = args
+        key = entry.key
+        lowered = key.lower()
         if lowered == origin_text or lowered.endswith(suffix):
             raise _SlowPath  # looks relative-but-meant-absolute: let the full path explain
-        try:
-            name = dns.name.Name((*(label.encode() for label in entry.key.split(".")), *tail))
-        except dns.exception.DNSException:
-            raise _SlowPath from None
+        name = _name(key, tail, room)
         before = len(out)
-        out[name] = DI(name=name, **values)
+        out[name] = DI(name, *args)
         if len(out) == before:  # declared twice (one hash of the name, not two)
             raise _SlowPath
     return out
+
+
+_DI_ARGS = tuple(f.name for f in dataclasses.fields(DI))[1:]  # `name` is the first
+_MAX_WIRE = 255  # octets of a name on the wire (RFC 1035 §3.1)
+_NEW = object.__new__
+_SET = object.__setattr__
+
+
+def _name(key: str, tail: tuple[bytes, ...], room: int) -> dns.name.Name:
+    """`dns.name.Name` of the relative `key` in the zone whose labels are `tail`, with
+    `room` octets of wire length left for the key. Made without `Name.__init__`, whose
+    immutability context costs ~1 µs a name (a second at a million DIs), after the checks
+    it makes; where it would raise, `_SlowPath` is raised."""
+    raw = key.encode()
+    labels = raw.split(b".")
+    if len(raw) > room or not all(0 < len(label) < 64 for label in labels):
+        raise _SlowPath
+    name = _NEW(dns.name.Name)
+    _SET(name, "labels", (*labels, *tail))
+    return name
 
 
 _BODY_MEMO = 4096
@@ -1027,19 +1047,15 @@ _NOT_AN_ID = frozenset({"", "~", "null", "Null", "NULL"})
 def _primary_ids(text: str, resources: Mapping[str, Resource]) -> tuple[str, ...]:
     """The ids of a flow sequence of primaries, each a known primary listed once; the
     strings are the resources' own, so a million DIs do not hold a second copy of them."""
+    parts = [part.strip() for part in text.split(",")]
+    ids: list[str] | None
     if isinstance(resources, ResourceTable):
-        id_if = resources.id_if
+        ids = resources.ids_if(parts, "primary")
     else:
-        def id_if(rid: str, role: str) -> str | None:
-            res = resources.get(rid)
-            return res.id if res is not None and res.role == role else None
-    ids: list[str] = []
-    for part in text.split(","):
-        rid = id_if(part.strip(), "primary")
-        if rid is None or rid in _NOT_AN_ID:
-            raise _SlowPath
-        ids.append(rid)
-    if not ids or len(set(ids)) != len(ids):
+        made = [resources.get(rid) for rid in parts]
+        ids = [r.id for r in made if r is not None and r.role == "primary"]
+    if not ids or len(ids) != len(parts) or len(set(ids)) != len(ids) \
+            or not _NOT_AN_ID.isdisjoint(ids):
         raise _SlowPath
     return tuple(ids)
 
@@ -1068,12 +1084,13 @@ def _body_values(c: _Checker, entry: DiLine, refs: _Refs) -> dict[str, Any]:
     return values
 
 
-# The regular one-line resource body: an IPv4 `address` first, then plain `key: value`
-# pairs (no nesting, no `:` in values); group 2 is what DIs' resources share.
-_REGULAR = re.compile(r"\{address:[ \t]+([0-9.]+),[ \t]*"
+# A dotted quad without leading zeros: its own canonical text.
+_QUAD = (r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+         r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+# The regular one-line resource body: such an IPv4 `address` first, then plain
+# `key: value` pairs (no nesting, no `:` in values); group 2 is what DIs' resources share.
+_REGULAR = re.compile(r"\{address:[ \t]+(" + _QUAD + r"),[ \t]*"
                       r"([^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+(?:,[^{}\[\]:,]+:[ \t]+[^{}\[\]:,]+)*)\}")
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-                   r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
 
 
 class _Roles(Mapping[str, "str | None"]):
@@ -1109,7 +1126,6 @@ def _resources_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs
     table = ResourceTable()
     shapes: dict[str, int] = {}
     regular = _REGULAR.fullmatch
-    ipv4 = _IPV4.fullmatch
     valid_id = _ID.fullmatch
     pack = socket.inet_aton
     add_shaped = table.add_shaped
@@ -1120,9 +1136,8 @@ def _resources_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs
         try:
             if match is not None:
                 shape = shapes.get(match[2])
-                if shape is not None and ipv4(match[1]):
-                    # A dotted quad without leading zeros (its own canonical text); the
-                    # rest was checked with the first resource of this shape.
+                if shape is not None:
+                    # the rest was checked with the first resource of this shape
                     add_shaped(rid, shape, pack(match[1]))
                     continue
             if rid in table:

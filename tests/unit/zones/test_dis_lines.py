@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import dns.exception
 import dns.name
 import pytest
 import yaml
@@ -166,6 +167,36 @@ def test_a_bad_name_is_reported_on_its_line(tmp_path: Path, dis: str, line: int,
         load_policy(write(tmp_path, HEAD + "dis:\n" + dis), ORIGIN)
     (problem,) = info.value.problems
     assert problem.line == line and reason in problem.reason, problem
+
+
+# "example.com." takes 13 octets on the wire: a relative key of 241 characters fills 255.
+LONGEST = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49])
+
+
+@pytest.mark.parametrize("key", [LONGEST, "a" * 63, "Mixed.Case-1", "_srv._tcp", "x"])
+def test_names_the_line_reader_makes_are_dnspythons(tmp_path: Path, key: str) -> None:
+    """The reader makes DI names without `Name.__init__`: each equals (and hashes, prints
+    and encodes as) the name dnspython makes of the same text, up to the longest."""
+    text = HEAD + f"dis:\n  {key}: {{primaries: [web-eu-1]}}\n  other: {{primaries: [web-eu-1]}}\n"
+    fast, slow = both_ways(tmp_path, text)
+    (made, _), expected = fast.dis, dns.name.from_text(key, ORIGIN)
+    assert made == expected and hash(made) == hash(expected)
+    assert (made.labels, made.to_wire(), made.to_text()) == (
+        expected.labels, expected.to_wire(), expected.to_text())
+    assert fast.dis == slow.dis
+
+
+@pytest.mark.parametrize("key", [LONGEST + "d", "a" * 64, "a..b", ".a"])
+def test_a_name_dnspython_refuses_is_refused_on_its_line(tmp_path: Path, key: str) -> None:
+    """One octet past 255, a label past 63 or an empty label: the file goes down the YAML
+    path, which names the line."""
+    with pytest.raises(dns.exception.DNSException):
+        dns.name.from_text(key, ORIGIN)
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, HEAD + f"dis:\n  ok: {{primaries: [web-eu-1]}}\n"
+                                           f"  {key}: {{primaries: [web-eu-1]}}\n"), ORIGIN)
+    (problem,) = info.value.problems
+    assert problem.line == 14, problem
 
 
 def test_a_problem_elsewhere_is_reported_with_those_in_dis(tmp_path: Path) -> None:

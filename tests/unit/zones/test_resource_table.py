@@ -41,6 +41,18 @@ def test_ids_handed_out_are_the_tables_own() -> None:
     assert t.id_of(asked) is t["r1"].id and t.id_of(asked) is not asked
 
 
+def test_ids_of_a_role_are_read_in_one_call_or_not_at_all() -> None:
+    """`ids_if` is `id_if` of each id while every one is a resource of that role."""
+    t, _ = table()
+    asked = ["".join(["r", "1"]), "t", "r0"]
+    got = t.ids_if(asked, "primary")
+    assert got == asked and got[0] is t.id_of("r1") and got[0] is not asked[0]
+    assert got == [t.id_if(rid, "primary") for rid in asked]
+    assert t.ids_if(["r1", "sb-1"], "primary") is None  # sb-1 is a standby
+    assert t.ids_if(["r1", "r9"], "primary") is None  # r9 is not there
+    assert t.ids_if(["sb-1"], "standby") == ["sb-1"] and t.ids_if([], "primary") == []
+
+
 def test_matching_asks_each_shape_and_finds_the_rows() -> None:
     t, expected = table()
     asked: list[str] = []
