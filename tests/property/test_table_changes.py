@@ -83,10 +83,12 @@ EDITS: dict[str, tuple[str, str]] = {
     "add": ("dis:\n", "dis:\n  d4: {primaries: [p1-ap, p0-na], ttl: 20}\n"),
     "cname": ("  d0: {primaries: [p0-eu, p0-na], standby: [s-ap, s-na], ttl: 60}\n", ""),
     "wild": ("dis:\n", "dis:\n  a.wild: {primaries: [p2-na], ttl: 20}\n"),
+    "case": ("  d1: {", "  D1: {"),
 }
 # edits after which everything recompiles: d0 is alias's CNAME target, a.wild is below a
-# wildcard's parent (x.a.wild stops being synthesised)
-WHOLE = {"cname", "wild"}
+# wildcard's parent (x.a.wild stops being synthesised), D1 is d1 in other letters (equal
+# names, other text: the store's rows are rewritten whole)
+WHOLE = {"cname", "wild", "case"}
 
 
 def policy_text(edits: frozenset[str]) -> str:

@@ -142,13 +142,17 @@ class Change:
     text: str | None
 
 
+# Entries (resources + DIs) up to which a policy's mapping is kept between API requests
+# (~300 B an entry: 60 MB at most; at a million DIs it would be gigabytes).
+MAPPING_KEPT = 200_000
 _POLICY_HEADER = "# managed by the shadowdns API: edits through the API rewrite this file\n"
 
 
 @dataclass(frozen=True, slots=True)
 class CheckedPolicy:
-    """A policy the API validated, with the file text it was read from when it was checked
-    as that text: written as it is, the reload reads what was checked."""
+    """A policy the API validated, and the file text it was checked as (None when only
+    the check of the request's data accepted it): that text is what gets written, so the
+    file holds exactly what was checked."""
 
     policy: Policy
     text: str | None
@@ -255,15 +259,20 @@ class ConfigFiles:
                            problems_from_config(exc, prefix="file")) from None
 
     def policy_mapping(self, zf: ZoneFile) -> dict[str, Any] | None:
-        """The policy file as data (`policy_to_mapping`). The top level and each section
-        are the caller's to change; the entries are shared with later reads of the same
-        file, so an entry is copied before it is changed."""
+        """The policy file as data (`policy_to_mapping`). Only the top level and the
+        sections' own dicts (which keys a section has) are the caller's to change: what
+        they hold is shared with later reads of the same file, so an entry, or anything
+        in `regions`, is copied before it is changed."""
         policy = self.read_policy(zf)
         if policy is None:
             return None
         kept = self._mapped.get(zf.origin)
         if kept is None or kept[0] is not policy:  # `load_policy` keeps an unchanged read
-            kept = self._mapped[zf.origin] = (policy, policy_to_mapping(policy))
+            kept = (policy, policy_to_mapping(policy))
+            if len(policy.resources) + len(policy.dis) <= MAPPING_KEPT:
+                self._mapped[zf.origin] = kept
+            else:
+                self._mapped.pop(zf.origin, None)
         return {key: dict(value) if isinstance(value, dict) else value
                 for key, value in kept[1].items()}
 
@@ -333,7 +342,8 @@ class ConfigFiles:
     @staticmethod
     def validate_policy(origin: dns.name.Name, data: Mapping[str, Any],
                         strip: str | None = None, prefix: str = "body") -> CheckedPolicy:
-        """Validate policy data; 422 naming each problem (see `problems_from_config`)."""
+        """Validate policy data; 422 naming each problem (see `problems_from_config`).
+        The result's text is the file text it was checked as, or None (see below)."""
         # Checked as the file it would be written as first: the one-line reader takes
         # 0.5 s at 10,000 DIs where checking the data takes 2.4 s. The two accept the same
         # policies (`mapping_text` keeps every value's type); only the data's own check

@@ -98,6 +98,10 @@ def reload_scope(old: Config, new: Config) -> ReloadScope | None:
             if was is None or now is None:
                 names.add(name)
                 dis.add(name.to_text())
+            elif was.name.labels != now.name.labels:
+                # the same name in other letter case: DIs and names compare without case,
+                # their text (in answers, in the store) does not
+                return None
             elif was != now or _uses(was, changed) or _uses(now, changed):
                 dis.add(name.to_text())
     for origin, zone in new.zones.items():

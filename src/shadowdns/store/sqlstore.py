@@ -68,7 +68,6 @@ DEMAND_TABLES: Mapping[Resolution, str] = {
 
 # Every table whose rows belong to one demand series (the pending ones await a rollup).
 SERIES_TABLES = (*DEMAND_TABLES.values(), "demand_pending_5m", "demand_pending_hour")
-IN_BATCH = 500  # values bound to one `IN (…)`: far below any backend's limit
 READ_BATCH = 1 << 13  # demand rows fetched at once: numpy holds the GIL ~5 ms converting them
 
 ALLOCATION_COLUMNS = (
@@ -485,6 +484,10 @@ class SQLStore(Closing):
             if stored and stored[0][0] == digest:
                 return False
         with self._write() as conn:
+            # the zone's row first, as `update_policy` takes it: two writers of one zone's
+            # graph (a fleet's nodes) wait for each other instead of deadlocking
+            conn.execute(self._q("UPDATE zones SET policy_digest = ? WHERE origin = ?"),
+                         (digest, origin))
             before = {row[0] for row in conn.execute(
                 self._q("SELECT name FROM dis WHERE zone = ?"), (origin,))}
             conn.execute(
@@ -497,8 +500,6 @@ class SQLStore(Closing):
                 conn.execute(self._q(f"DELETE FROM {table} WHERE zone = ?"), (origin,))
             for table, columns, rows in policy_rows(origin, policy):
                 self._load_rows(conn, table, columns, rows)
-            conn.execute(self._q("UPDATE zones SET policy_digest = ? WHERE origin = ?"),
-                         (digest, origin))
             gone = before - {name.to_text() for name in policy.dis}
             if gone and self._retire_dis(conn, sorted(gone)):
                 self._changed(conn, ALLOCATIONS)
@@ -525,18 +526,15 @@ class SQLStore(Closing):
                 "UPDATE zones SET policy_digest = ? WHERE origin = ? AND policy_digest = ?"),
                 (digest, origin, previous))
             if claimed.rowcount == 1:
-                names = [name.to_text() for name in dis]
-                for part in _chunks(names):
-                    marks = ", ".join(["?"] * len(part))
-                    conn.execute(self._q(f"DELETE FROM di_resources WHERE di IN ({marks})"),
-                                 part)
-                    conn.execute(self._q(
-                        f"DELETE FROM dis WHERE zone = ? AND name IN ({marks})"), (origin, *part))
-                for part in _chunks(sorted(resources)):
-                    marks = ", ".join(["?"] * len(part))
-                    conn.execute(self._q(
-                        f"DELETE FROM resources WHERE zone = ? AND id IN ({marks})"),
-                        (origin, *part))
+                names = self._list_param(sorted(name.to_text() for name in dis))
+                conn.execute(self._q(
+                    f"DELETE FROM di_resources WHERE {self._in_list('di', 'text')}"), (names,))
+                conn.execute(self._q(
+                    f"DELETE FROM dis WHERE zone = ? AND {self._in_list('name', 'text')}"),
+                    (origin, names))
+                conn.execute(self._q(
+                    f"DELETE FROM resources WHERE zone = ? AND {self._in_list('id', 'text')}"),
+                    (origin, self._list_param(sorted(resources))))
                 for table, columns, rows in policy_part_rows(origin, policy, dis, resources):
                     self._load_rows(conn, table, columns, rows)
                 gone = sorted(name.to_text() for name in dis if name not in policy.dis)
@@ -826,8 +824,3 @@ class SQLStore(Closing):
         check_payload(payload)
         with self._write() as conn:
             self._notify(conn, channel, payload)
-
-
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), IN_BATCH):
-        yield values[start:start + IN_BATCH]

@@ -129,7 +129,7 @@ class DI:
     policy: AllocationPolicy = field(default_factory=AllocationPolicy)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # kept weakly by `load_policy`
 class Policy:
     """Everything one policy file declares for one zone."""
 

@@ -24,7 +24,8 @@ import json
 import math
 import re
 import socket
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -1017,10 +1018,13 @@ def _dis_from_lines(c: _Checker, entries: Iterable[DiLine], refs: _Refs,
     return out
 
 
-_DI_ARGS = tuple(f.name for f in dataclasses.fields(DI))[1:]  # `name` is the first
+_DI_FIELDS = tuple(f.name for f in dataclasses.fields(DI))
+if _DI_FIELDS[:2] != ("name", "primaries"):  # what `_dis_from_lines` passes positionally
+    raise ImportError(f"DI's fields begin {_DI_FIELDS[:2]}, not (name, primaries)")
+_DI_ARGS = _DI_FIELDS[1:]
 _MAX_WIRE = 255  # octets of a name on the wire (RFC 1035 §3.1)
-_NEW = object.__new__
-_SET = object.__setattr__
+_NEW: Callable[[type[dns.name.Name]], dns.name.Name] = object.__new__
+_SET: Callable[[object, str, object], None] = object.__setattr__
 
 
 def _name(key: str, tail: tuple[bytes, ...], room: int) -> dns.name.Name:
@@ -1214,20 +1218,36 @@ def _policy(
 
 # The last policy read from each file, by its bytes' digest: a reload and the API's reads
 # of a file that has not changed since (a 10,000-DI file takes 0.3 s to read, a
-# 1,000,000-DI one 35 s) get that Policy again. Policies are immutable.
-_LAST_READ: dict[tuple[str, dns.name.Name], Policy] = {}
+# 1,000,000-DI one 35 s) get that Policy again. Policies are immutable. Held weakly: a
+# policy nothing serves any more (its zone removed) is not kept for the cache's sake.
+_LAST_READ: weakref.WeakValueDictionary[tuple[str, dns.name.Name], Policy] = \
+    weakref.WeakValueDictionary()
+# What the API checked and is writing (`adopt_checked`), held until the next read of the
+# file, which takes it if the bytes match and drops it if not (an edit refused, undone).
+_ADOPTED: dict[tuple[str, dns.name.Name], Policy] = {}
 
 
 def load_policy(path: Path, origin: dns.name.Name) -> Policy:
     """Load and validate `<origin>.policy.yaml`; raise `PolicyError` listing every problem."""
+    for _ in range(_READS - 1):
+        with contextlib.suppress(_Changed):
+            return _load_policy(path, origin)
+    return _load_policy(path, origin)
+
+
+class _Changed(Exception):
+    """The policy file changed between two reads of one load (`policy_from_text`)."""
+
+
+_READS = 3  # loads of a file that keeps changing under them before one fails
+
+
+def _load_policy(path: Path, origin: dns.name.Name) -> Policy:
     source = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        reason = f"cannot read policy file: {exc.strerror or exc}"
-        raise PolicyError([Problem(source, None, reason)]) from exc
+    raw = _read_bytes(path, source)
     digest = hashlib.sha256(raw).hexdigest()  # 0.2 s for 400 MB
-    last = _LAST_READ.get((source, origin))
+    key = (source, origin)
+    last = _ADOPTED.pop(key, None) or _LAST_READ.get(key)
     if last is not None and last.digest == digest:
         return last
     try:
@@ -1236,7 +1256,8 @@ def load_policy(path: Path, origin: dns.name.Name) -> Policy:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(source, line, "the policy file is not valid UTF-8")]) from exc
     del raw  # half a gigabyte at a million DIs
-    policy = dataclasses.replace(policy_from_text(text, origin, source, path), digest=digest)
+    policy = dataclasses.replace(policy_from_text(text, origin, source, path, digest),
+                                 digest=digest)
     _LAST_READ[(source, origin)] = policy
     return policy
 
@@ -1247,14 +1268,15 @@ def adopt_checked(path: Path, text: str, policy: Policy) -> Policy:
     follows an API edit does not read it again; returned as that read."""
     adopted = dataclasses.replace(policy, source=str(path),
                                   digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
-    _LAST_READ[(str(path), policy.origin)] = adopted
+    _ADOPTED[(str(path), policy.origin)] = _LAST_READ[(str(path), policy.origin)] = adopted
     return adopted
 
 
 def policy_from_text(text: str, origin: dns.name.Name, source: str = "<text>",
-                     path: Path | None = None) -> Policy:
+                     path: Path | None = None, digest: str | None = None) -> Policy:
     """Validate policy file text (`load_policy` without the file; `path`: read again
-    from there, rather than kept, when the one-line sections need YAML after all)."""
+    from there, rather than kept, when the one-line sections need YAML after all, and
+    `digest`: that of the bytes `text` was, which the second read must have too)."""
     split = split_sections(text, LINE_SECTIONS)
     if split is not None:
         # Big generated policies: one-line resources and DIs are read without YAML (see
@@ -1269,9 +1291,20 @@ def policy_from_text(text: str, origin: dns.name.Name, source: str = "<text>",
             return _policy(_compose(rest, source, problems), origin, source, problems, lines)
         del rest, lines
         if path is not None:
-            text = Path(path).read_bytes().decode("utf-8-sig")
+            raw = _read_bytes(path, source)
+            if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+                raise _Changed  # what was digested is not what would be parsed
+            text = raw.decode("utf-8-sig")
     problems = []
     return _policy(_compose(text, source, problems), origin, source, problems)
+
+
+def _read_bytes(path: Path, source: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        reason = f"cannot read policy file: {exc.strerror or exc}"
+        raise PolicyError([Problem(source, None, reason)]) from exc
 
 
 def _compose(text: str, source: str, problems: list[Problem]) -> _Node | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import dns.exception
@@ -311,3 +312,29 @@ def test_a_policy_the_api_writes_is_read_without_yaml_and_is_the_same() -> None:
     assert sum(s.size for s in split[1].values()) == len(policy.resources) + len(policy.dis)
     again = policy_from_text(text, origin, policy.source)
     assert policy_to_mapping(again) == policy_to_mapping(policy)
+
+
+def test_a_file_changed_between_two_reads_is_loaded_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the line reader gives up and the file is read again for YAML, a file that
+    changed in between (an editor's save) is loaded again from the start: the policy comes
+    with the digest of the bytes it was made of, never those of the earlier read."""
+    import shadowdns.zones.policy_file as policy_file
+
+    bad = HEAD + "dis:\n  a: {primaries: [nowhere]}\n"
+    good = HEAD + "dis:\n  b: {primaries: [web-eu-1]}\n"
+    path = write(tmp_path, bad)
+    real = policy_file._read_bytes
+    reads: list[bytes] = []
+
+    def read_while_an_editor_saves(at: Path, source: str) -> bytes:
+        if len(reads) == 1:
+            at.write_text(good, encoding="utf-8")
+        reads.append(real(at, source))
+        return reads[-1]
+
+    monkeypatch.setattr(policy_file, "_read_bytes", read_while_an_editor_saves)
+    policy = load_policy(path, ORIGIN)
+    assert [bytes(r) for r in reads] == [bad.encode(), good.encode(), good.encode()]
+    assert list(policy.dis) == [dns.name.from_text("b", ORIGIN)]
+    assert policy.digest == hashlib.sha256(good.encode()).hexdigest()
