@@ -192,7 +192,8 @@ class ConfigFiles:
         self.service = service
         self.lock = asyncio.Lock()
         # each zone's policy as last read, with its mapping (0.24 s at 10,000 DIs)
-        self._mapped: dict[dns.name.Name, tuple[Policy, dict[str, Any]]] = {}
+        # by the digest of the file bytes it is the mapping of
+        self._mapped: dict[dns.name.Name, tuple[str, dict[str, Any]]] = {}
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:
@@ -267,14 +268,30 @@ class ConfigFiles:
         if policy is None:
             return None
         kept = self._mapped.get(zf.origin)
-        if kept is None or kept[0] is not policy:  # `load_policy` keeps an unchanged read
-            kept = (policy, policy_to_mapping(policy))
-            if len(policy.resources) + len(policy.dis) <= MAPPING_KEPT:
-                self._mapped[zf.origin] = kept
-            else:
-                self._mapped.pop(zf.origin, None)
+        if kept is not None and kept[0] == policy.digest:
+            mapping = kept[1]
+        else:
+            mapping = policy_to_mapping(policy)
+            self._keep_mapping(zf, policy.digest, mapping)
         return {key: dict(value) if isinstance(value, dict) else value
-                for key, value in kept[1].items()}
+                for key, value in mapping.items()}
+
+    def foresee_mapping(self, zf: ZoneFile, change: Change, mapping: dict[str, Any]) -> None:
+        """`mapping` is what `policy_mapping` will give once the file holds `change`'s
+        text (an edit of one entry: the mapping before it, with that entry as the edited
+        policy gives it), so the read after an edit does not make it again (0.24 s at
+        10,000 DIs). If the edit is refused, the file's bytes are not that text's and it
+        is never used."""
+        if change.text is not None:
+            digest = hashlib.sha256(change.text.encode("utf-8")).hexdigest()
+            self._keep_mapping(zf, digest, mapping)
+
+    def _keep_mapping(self, zf: ZoneFile, digest: str | None, mapping: dict[str, Any]) -> None:
+        size = len(mapping.get("resources") or ()) + len(mapping.get("dis") or ())
+        if digest is not None and size <= MAPPING_KEPT:
+            self._mapped[zf.origin] = (digest, mapping)
+        else:
+            self._mapped.pop(zf.origin, None)
 
     # -- validating ------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
     mapping = await off_loop(files.policy_mapping, zf)
     data: dict[str, Any] = mapping if mapping is not None else {}
     section = data.get(kind) or {}
+    had_section = bool(section)
     before = section.get(key)
     if before is None and require_existing:
         raise ApiError(404, "not_found", f"{_SINGULAR[kind]} {key} does not exist in {zf.origin}")
@@ -97,14 +98,25 @@ async def _change_object(ctx: Ctx, zf: ZoneFile, kind: Kind, key: str,
         data["regions"] = {"default": key}  # the first location of a new policy
 
     def validated() -> tuple[Change, dict[str, Any] | None]:
+        after: dict[str, Any] | None = None
         if value is not None:
             strip: str | None = policy_path(kind, key)
             checked = files.validate_policy(zf.origin, data, strip=strip)
+            change = files.policy_change(zf, checked, strip=strip)
             # what a read of the file will show for it
-            return files.policy_change(zf, checked, strip=strip), entry_to_mapping(
-                checked.policy, kind, key)
-        checked = files.validate_policy(zf.origin, data, prefix="policy")
-        return files.policy_change(zf, checked, prefix="policy"), None
+            after = entry_to_mapping(checked.policy, kind, key)
+        else:
+            checked = files.validate_policy(zf.origin, data, prefix="policy")
+            change = files.policy_change(zf, checked, prefix="policy")
+        # The other entries read back as they were (`policy_to_mapping` is a fixed point),
+        # in the same order; a section made or emptied, or a location (which may add
+        # regions), changes more than the entry, and is left to a whole read.
+        if kind != "locations" and had_section and section:
+            edited = dict(section)
+            if after is not None:
+                edited[key] = after
+            files.foresee_mapping(zf, change, {**data, kind: edited})
+        return change, after
 
     # a big policy's check and text: seconds of CPU
     change, after = await off_loop(validated)

@@ -16,7 +16,7 @@ one (`new_hook_commands`).
 from __future__ import annotations
 
 from shadowdns.allocator.settings import AllocatorSettings
-from shadowdns.zones.policy import Policy
+from shadowdns.zones.policy import Policy, Resource, resources_where
 
 COMMANDS_REFUSED = (
     "command checks run programs as the server's user: they are taken only from files on "
@@ -27,8 +27,13 @@ def command_checks(policy: Policy | None) -> dict[str, tuple[str, ...]]:
     """Resource id -> the program and arguments its command check runs."""
     if policy is None:
         return {}
-    return {rid: res.check.command for rid, res in policy.resources.items()
-            if res.check is not None and res.check.type == "command"}
+    # asked per shape of resource, not per resource: every API policy edit asks
+    return {res.id: res.check.command for res in resources_where(policy.resources, _runs)
+            if res.check is not None}
+
+
+def _runs(res: Resource) -> bool:
+    return res.check is not None and res.check.type == "command"
 
 
 def new_commands(before: Policy | None, after: Policy) -> list[str]:

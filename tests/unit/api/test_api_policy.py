@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dns.name
 import yaml
 
+from shadowdns.api.config_files import etag_of
+from shadowdns.zones.policy_file import policy_from_text, policy_to_mapping
 from tests.unit.api.support import ZONE, Api
 
 BASE = f"/api/v1/zones/{ZONE}"
@@ -113,3 +116,30 @@ def test_a_refused_edit_leaves_what_reads_show(api: Api) -> None:
     assert api.get("/api/v1/dis") == listed
     assert "ap-east" in {loc["name"] for loc in api.get("/api/v1/locations")}
     assert api.get(f"/api/v1/zones/{ZONE}/policy")["policy"]["dis"]["app"] == before["config"]
+
+
+def test_reads_after_edits_show_what_the_file_holds(api: Api) -> None:
+    """After each kind of one-entry edit (a DI changed, added, deleted; a resource changed
+    and overridden) the policy a read shows, in order and with its ETag, is exactly what a
+    fresh read of the file gives, though the server no longer reads it whole each time."""
+    def fresh() -> dict[str, object]:
+        text = api.policy_file.read_text(encoding="utf-8")
+        return policy_to_mapping(policy_from_text(text, dns.name.from_text(ZONE)))
+
+    resource = api.get(f"{BASE}/resources/sb-ap-1")["config"]
+    edits = [
+        ("PUT", f"{BASE}/dis/app", {"primaries": ["web-us-1"], "ttl": 44}),
+        ("PUT", f"{BASE}/dis/new1", {"primaries": ["web-eu-1"], "answers": 1}),
+        ("DELETE", f"{BASE}/dis/shop", None),
+        ("PUT", f"{BASE}/resources/sb-ap-1", {**resource, "capacity": 77.0}),
+        ("PUT", f"{BASE}/resources/web-eu-1/override", {"override": "down"}),
+        ("PUT", f"{BASE}/dis/new1", {"primaries": ["web-eu-1", "web-us-1"]}),
+    ]
+    for method, path, body in edits:
+        response = api.call(method, path, body)
+        assert response.status_code in (200, 201, 204), response.text
+        shown = api.http.get(f"/api/v1/zones/{ZONE}/policy", headers=api.auth("reader"))
+        expected = fresh()
+        assert shown.json()["policy"] == expected, (method, path)
+        assert list(shown.json()["policy"]["dis"]) == list(expected["dis"])  # type: ignore[call-overload]
+        assert shown.headers["ETag"] == etag_of(expected)
