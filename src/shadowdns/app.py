@@ -137,6 +137,18 @@ def merge_ttl_plan(current: list[dict[str, Any]], plan: list[dict[str, Any]],
     return [e for e in current if float(e["until"]) > now] + [dict(e) for e in plan]
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the reload thread derives from a loaded configuration, off the event loop:
+    the users of each resource, and what the load changes in the answer table against
+    the configuration it followed (`after`)."""
+
+    loaded: Config
+    users: ResourceUsers
+    after: Config
+    scope: ReloadScope | None
+
+
 class Service:
     """One running shadowdns process."""
 
@@ -194,9 +206,7 @@ class Service:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._users: ResourceUsers | None = ResourceUsers(self.loaded).prepare()
         # what the reload thread derives from a loaded configuration, off the event loop
-        # made on the reload thread for the load it names: the users of each resource,
-        # and what the load changes in the table against the configuration it followed
-        self._prepared: tuple[Config, ResourceUsers, Config, ReloadScope | None] | None = None
+        self._prepared: Prepared | None = None
         # each zone's policy file digest as last written to the store by this process
         self._recorded: dict[str, str] = {}
         self.rrl = RateLimiter(config.rrl) if config.rrl.rate > 0 else None
@@ -309,8 +319,8 @@ class Service:
         self._warn_unchanged_serials(loaded)
         # ~50 ms for 10,000 DIs: here, on the reload thread, not on the event loop
         before = self.loaded
-        self._prepared = (loaded, ResourceUsers(loaded).prepare(), before,
-                          reload_scope(before, loaded))
+        self._prepared = Prepared(loaded, ResourceUsers(loaded).prepare(), before,
+                                  reload_scope(before, loaded))
         return loaded
 
     def _warn_unchanged_serials(self, loaded: Config) -> None:
@@ -351,15 +361,16 @@ class Service:
                    or self.loaded.zones[origin].serial != zone.serial]
         allocator_changed = loaded.allocator != self.loaded.allocator
         prepared = self._prepared
-        if prepared is None or prepared[0] is not loaded:
+        if prepared is None or prepared.loaded is not loaded:
             prepared = None
         # the scope holds only against the configuration it was worked out from
-        scope = prepared[3] if prepared is not None and prepared[2] is self.loaded else None
+        scope = prepared.scope if prepared is not None and prepared.after is self.loaded \
+            else None
         parts = None if scope is None else policy_parts(self.loaded, loaded, scope)
         self.loaded = loaded
         if allocator_changed:
             self._allocator_changed()
-        self._users = prepared[1] if prepared is not None else None
+        self._users = prepared.users if prepared is not None else None
         self._prepared = None
         self.known = di_texts(loaded)
         self.generation += 1

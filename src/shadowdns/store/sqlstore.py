@@ -476,13 +476,8 @@ class SQLStore(Closing):
         transaction: its active allocations are released, its demand series, forecasts and
         model choices deleted, so no dashboard, forecast or allocator reads them again.
         """
-        if dns.name.from_text(origin) != policy.origin:
-            raise ValueError(f"origin {origin} does not match policy origin {policy.origin}")
-        if digest is not None:
-            stored = self._read(self._q("SELECT policy_digest FROM zones WHERE origin = ?"),
-                                (origin,))
-            if stored and stored[0][0] == digest:
-                return False
+        if self._holds(origin, policy, digest):
+            return False
         with self._write() as conn:
             # the zone's row first, as `update_policy` takes it: two writers of one zone's
             # graph (a fleet's nodes) wait for each other instead of deadlocking
@@ -506,6 +501,17 @@ class SQLStore(Closing):
             self._changed(conn, POLICY)
         return True
 
+    def _holds(self, origin: str, policy: Policy, digest: str | None) -> bool:
+        """Whether zone `origin` (which must be `policy`'s) has the graph of file
+        `digest` already (never for a policy not read from a file)."""
+        if dns.name.from_text(origin) != policy.origin:
+            raise ValueError(f"origin {origin} does not match policy origin {policy.origin}")
+        if digest is None:
+            return False
+        stored = self._read(self._q("SELECT policy_digest FROM zones WHERE origin = ?"),
+                            (origin,))
+        return bool(stored) and stored[0][0] == digest
+
     def update_policy(self, origin: str, policy: Policy, digest: str, previous: str,
                       dis: Collection[dns.name.Name], resources: Collection[str]) -> bool:
         """`replace_policy` for a policy that differs from the graph of file digest
@@ -513,11 +519,7 @@ class SQLStore(Closing):
         only their rows are written again (an API edit of one DI rewrote 120,000 rows at
         10,000 DIs). When the store holds another graph than `previous` (another node or
         a restart wrote it), the whole graph is replaced."""
-        if dns.name.from_text(origin) != policy.origin:
-            raise ValueError(f"origin {origin} does not match policy origin {policy.origin}")
-        stored = self._read(self._q("SELECT policy_digest FROM zones WHERE origin = ?"),
-                            (origin,))
-        if stored and stored[0][0] == digest:
+        if self._holds(origin, policy, digest):
             return False
         with self._write() as conn:
             # taking the digest from `previous` locks the zone's row (PostgreSQL) against
