@@ -263,9 +263,17 @@ def run(root: Path, args: argparse.Namespace, queries: Path) -> None:
                   f"({gap_at - listening:.0f} s after listening; the probe's own longest "
                   f"send gap {1000 * send_gap:.1f} ms)")
         cpu = sampler.cpu_between(first_read_at - 2, first_read_at + BUCKET - 2)
+        # the CPU the server spends without a window (answering the probe's 500 q/s, the
+        # store's change listener, timers), from the quiet stretch before the first read
+        idle_span = first_read_at - 2 - digested
+        idle = (sampler.cpu_between(digested, first_read_at - 2) / idle_span
+                if idle_span >= 30 else math.nan)
         print(f"one bucket's window (new bucket, forecasts, plan, writes; no load): serving "
               f"process CPU {cpu:.1f} s in its 5 minutes, RSS "
-              f"{sampler.rss_max(first_read_at, first_read_at + BUCKET):,.0f} MiB")
+              f"{sampler.rss_max(first_read_at, first_read_at + BUCKET):,.0f} MiB; without "
+              f"a window (the probe answered, {idle_span:.0f} s before the read) "
+              f"{100 * idle:.1f} % of a core, so the window's own work "
+              f"{cpu - idle * BUCKET:.1f} s")
         for i, (busy, calm) in enumerate(zip(during, quiet, strict=True)):
             print(f"bucket {i + 2}: dnsperf {busy:,.0f} q/s from the read on, "
                   f"{calm:,.0f} q/s mid-bucket ({busy / calm:.2f}x)")
